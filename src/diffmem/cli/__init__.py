@@ -1,0 +1,71 @@
+"""Command-line interface: a thin layer over the library (library code never imports click).
+
+Subcommands live one per module in this package and are imported only when used, so
+`diffmem --help` stays fast and a heavy dependency (diffusers, transformers) loads only
+for the commands that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from diffmem.errors import DiffmemError
+
+# name -> (module, attribute, one-line help). Each module defines a click command or group.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("diffmem.cli.train", "train", "Train a pixel-space diffusion model (baseline or Algorithm 1)."),
+    "sample": ("diffmem.cli.sample", "sample", "Sample images from a trained run."),
+    "demo": ("diffmem.cli.demo", "demo", "Baseline vs Algorithm 1 on the built-in digits, end to end."),
+    "audit": ("diffmem.cli.audit", "audit", "Measure how much generated samples copy their training set."),
+    "fid": ("diffmem.cli.fid", "fid", "Frechet distance, KID and precision/recall of samples."),
+    "theory": ("diffmem.cli.theory", "theory", "Compute and check the paper's theory, with figures."),
+    "t2i": ("diffmem.cli.t2i", "t2i", "Text-to-image: fine-tune Stable Diffusion with the ambient loss."),
+    "sweep": ("diffmem.cli.sweep", "sweep", "Sweep sigma_n and draw the memorization/quality frontier."),
+    "compare": ("diffmem.cli.sweep", "compare", "Table and Pareto plot from existing runs or audits."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (mod, _, _) in _COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        if importlib.util.find_spec(module) is None:
+            return None
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="diffmem")
+def cli() -> None:
+    """diffmem: train diffusion models that create instead of copying, and measure copying."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI; a DiffmemError becomes a one-line message and exit code 2."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except DiffmemError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)

@@ -1,0 +1,106 @@
+"""`diffmem train`: flags -> TrainConfig -> diffmem.train.loop.train."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from diffmem.config import METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.errors import DiffmemError
+
+
+def _int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise DiffmemError(f"{flag} takes comma-separated integers, e.g. 32,64,64; got {value!r}") from None
+
+
+def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
+    if steps is not None and kimg is not None:
+        raise DiffmemError("give either --steps or --kimg, not both")
+    if kimg is not None:
+        return max(1, round(kimg * 1000 / batch))
+    return steps if steps is not None else 2000
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return name
+
+
+@click.command()
+@click.option("--data", "data_spec", default="builtin:digits", show_default=True,
+              help="Images: a folder (png/jpg, recursive), a .zip, a .npz with 'images', or builtin:digits.")
+@click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
+@click.option("--resize", is_flag=True, help="Resize (center-crop + Lanczos) images to --resolution.")
+@click.option("--subset", type=int, default=None, help="Train on a seeded random subset of N images.")
+@click.option("--subset-seed", type=int, default=0, show_default=True)
+@click.option("--cond", is_flag=True, help="Class-conditional training (needs labels).")
+@click.option("--xflip", is_flag=True, help="Random horizontal flips (applied to the image and its noisy copy).")
+@click.option("--method", type=click.Choice(METHODS), default="edm", show_default=True)
+@click.option("--sigma-n", type=float, default=0.0, show_default=True,
+              help="Algorithm 1 threshold noise level on the [-1,1] data scale (ambient, noisy-only).")
+@click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
+@click.option("--mask-p", type=float, default=0.0, help="masking: share of pixels erased in each fixed mask.")
+@click.option("--mask-delta", type=float, default=0.1, show_default=True, help="masking: extra erase probability.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
+@click.option("--channels", default=None, help="Override: widths per level, e.g. 32,64,64.")
+@click.option("--layers-per-block", type=int, default=None)
+@click.option("--attn-resolutions", default=None, help="Override: resolutions with attention, e.g. 16 (empty: none).")
+@click.option("--dropout", type=float, default=None)
+@click.option("--steps", type=int, default=None, help="Training steps (default 2000).")
+@click.option("--kimg", type=float, default=None, help="Training length in thousands of images instead of --steps.")
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True)
+@click.option("--ema", "ema_halflife", type=float, default=5.0, show_default=True, help="EMA half-life in kimg.")
+@click.option("--ema-decay", type=float, default=None, help="Fixed per-step EMA decay instead of --ema.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
+@click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, mask_p,
+          mask_delta, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
+          weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
+          overwrite, device, quiet) -> None:
+    """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
+    from diffmem.train.loop import train as run_train
+
+    net = PRESETS[preset]
+    overrides = {"channels": _int_list(channels, "--channels"), "layers_per_block": layers_per_block,
+                 "attn_resolutions": _int_list(attn_resolutions, "--attn-resolutions"), "dropout": dropout}
+    net = dataclasses.replace(net, **{k: v for k, v in overrides.items() if v is not None})
+    if cond:
+        from diffmem.data.datasets import load_images
+
+        labels = load_images(data_spec, resolution, resize=resize).labels
+        if labels is None:
+            raise DiffmemError(f"--cond needs class labels, but {data_spec} has none "
+                               "(add a dataset.json, or 'labels' to the .npz)")
+        net = dataclasses.replace(net, num_classes=int(labels.max()) + 1)
+    if data_spec.startswith("builtin:") and resolution is None:
+        resolution = 16
+    cfg = TrainConfig(
+        data=DataConfig(data_spec, resolution, resize, subset, subset_seed, xflip, cond),
+        method=MethodConfig(method, sigma_n, ambient_weight, mask_p, mask_delta),
+        network=net,
+        optim=OptimConfig(steps=_duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
+                          warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
+        seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
+    )
+    run = run_train(cfg, out, device=_device(device), overwrite=overwrite, resume=resume, progress=not quiet)
+    click.echo(f"trained {cfg.method.name} for {cfg.optim.steps} steps; run directory: {run}")

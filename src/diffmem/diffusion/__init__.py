@@ -1,0 +1,1 @@
+"""Diffusion math: EDM preconditioning, the losses (Algorithm 1), samplers."""

@@ -1,0 +1,95 @@
+"""EDM samplers (Karras et al. 2022, Algorithm 2) as pure functions with injectable randomness.
+
+Every sampler takes a `denoiser(x, sigma) -> E[x0 | x]` callable, so the same code drives a trained
+network and the closed-form optimal denoisers of `diffmem.theory`. Randomness comes from
+`per_sample_noise`, which makes sample i depend only on (seed, i), never on the batch it is in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B,...], sigma [B]) -> x0_hat [B,...]
+NoiseFn = Callable[[int], torch.Tensor]  # step index -> standard normal noise shaped like x
+
+
+def karras_sigmas(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """EDM eq. 5: sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho, plus a final 0."""
+    if num_steps < 1:
+        raise ValueError("num_steps must be >= 1")
+    i = torch.arange(num_steps, dtype=dtype)
+    denom = max(num_steps - 1, 1)
+    s = (sigma_max ** (1 / rho) + i / denom * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([s, torch.zeros(1, dtype=dtype)])
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The generator seed of sample `index` in a run seeded `seed` (a 63-bit mix of both)."""
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (2**63 - 1)
+
+
+def per_sample_noise(seed: int, indices: torch.Tensor | list[int], shape: tuple[int, ...],
+                     num_draws: int) -> torch.Tensor:
+    """Standard normal noise [num_draws, B, *shape]; column b depends only on (seed, indices[b]).
+
+    Draw 0 is the initial latent; draws 1.. feed stochastic (churn) steps.
+    """
+    cols = []
+    for idx in [int(i) for i in indices]:
+        g = torch.Generator().manual_seed(sample_seed(seed, idx))
+        cols.append(torch.randn((num_draws, *shape), generator=g))
+    return torch.stack(cols, dim=1)
+
+
+@torch.no_grad()
+def edm_sample(
+    denoiser: Denoiser,
+    x_init: torch.Tensor,  # [B, ...] standard normal; scaled by sigmas[0] here
+    sigmas: torch.Tensor,  # [N+1] decreasing, e.g. karras_sigmas(); the last may be 0 or sigma_stop
+    solver: str = "heun",
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    churn_noise: NoiseFn | None = None,
+    denoise_last: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """EDM Algorithm 2: Euler or Heun (2nd order) steps of the probability-flow ODE, optional churn.
+
+    With `denoise_last`, the result is D(x; sigmas[-1]) instead of x (for stopping at sigma_n > 0,
+    as the noise-only method samples). Computation is in float64 on the state, float32 in the net.
+    """
+    if solver not in ("heun", "euler"):
+        raise ValueError(f"solver must be 'heun' or 'euler', got {solver!r}")
+    n = len(sigmas) - 1
+    x = x_init.to(torch.float64) * sigmas[0]
+
+    def d(x_: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        sig = s.to(torch.float32).expand(x_.shape[0])
+        return denoiser(x_.to(torch.float32), sig).to(torch.float64)
+
+    for i in range(n):
+        s_cur, s_next = sigmas[i], sigmas[i + 1]
+        gamma = min(s_churn / n, math.sqrt(2) - 1) if (s_churn > 0 and s_tmin <= s_cur <= s_tmax) else 0.0
+        s_hat = s_cur * (1 + gamma)
+        if gamma > 0:
+            if churn_noise is None:
+                raise ValueError("s_churn > 0 needs churn_noise")
+            eps = churn_noise(i + 1).to(x)
+            x = x + (s_hat**2 - s_cur**2).sqrt() * s_noise * eps
+        d_cur = (x - d(x, s_hat)) / s_hat
+        x_next = x + (s_next - s_hat) * d_cur
+        if solver == "heun" and s_next > 0:
+            d_next = (x_next - d(x_next, s_next)) / s_next
+            x_next = x + (s_next - s_hat) * (0.5 * d_cur + 0.5 * d_next)
+        x = x_next
+        if progress is not None:
+            progress(i)
+    if denoise_last:
+        x = d(x, sigmas[-1])
+    return x.to(torch.float32)

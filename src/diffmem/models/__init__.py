@@ -1,0 +1,1 @@
+"""Backbones only (no preconditioning inside): see unet.py."""

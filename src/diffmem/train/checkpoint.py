@@ -1,0 +1,93 @@
+"""Checkpoints: weights in safetensors, training state in a tensors-only file, written atomically.
+
+A checkpoint is a folder `checkpoints/step-XXXXXXXX/` written under a temporary name and renamed
+when complete; `checkpoints/LATEST` (replaced atomically) names the newest. A crash at any moment
+leaves the previous checkpoint intact. Loading never executes code: safetensors for weights and
+`torch.load(weights_only=True)` for optimizer / RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffmem.errors import DiffmemError
+from diffmem.train.rundir import CHECKPOINTS, LATEST
+
+MODEL = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+KEEP = 2  # complete checkpoints kept on disk
+
+
+def _state_dict_for_safetensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
+                    state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write checkpoint `step` atomically and prune all but the newest KEEP."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    final = root / name
+    tmp = root / (name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
+    save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
+    torch.save(state, tmp / STATE)
+    (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
+    for f in tmp.iterdir():  # make the data durable before the rename publishes it
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    latest_tmp = root / (LATEST + ".tmp")
+    latest_tmp.write_text(name + "\n")
+    latest_tmp.replace(root / LATEST)
+    complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in complete[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    ckpt = root / pointer.read_text().strip()
+    if not (ckpt / META).is_file():
+        raise DiffmemError(f"{pointer} names {ckpt.name}, which is incomplete; delete {pointer} to start over")
+    return ckpt
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file (no code execution possible)."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DiffmemError(f"{path} does not exist") from None
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise DiffmemError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Training state, loaded with weights_only=True: a file holding pickled code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DiffmemError(f"{path} does not exist") from None
+    except Exception as err:  # UnpicklingError for anything beyond tensors and plain containers
+        raise DiffmemError(f"{path} could not be loaded safely ({type(err).__name__}: {err})") from None

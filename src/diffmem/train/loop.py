@@ -1,0 +1,231 @@
+"""The training loop shared by every method: data, fixed corruptions, steps, EMA, logs, checkpoints.
+
+All per-step randomness (which images, flips, noise levels, noise) is drawn for the whole global
+batch from one CPU generator that belongs to the run and is saved in every checkpoint, so a resumed
+run continues the exact same sequence and the result does not depend on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from diffmem.config import TrainConfig, validate
+from diffmem.data.corruption import draw_masks, draw_noisy_copies
+from diffmem.data.datasets import load_images, split_subset, to_model_range
+from diffmem.diffusion.losses import Batch, compute_loss
+from diffmem.errors import DiffmemError
+from diffmem.models.denoiser import build_denoiser
+from diffmem.models.unet import count_parameters
+from diffmem.train import rundir
+from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.ema import EMA, ema_beta
+
+
+@dataclass
+class TrainData:
+    x0: torch.Tensor  # [N, C, H, W] clean training images in [-1, 1]
+    labels: torch.Tensor | None  # [N] int64
+    y: torch.Tensor | None  # [N, C, H, W] fixed noisy copies (ambient, noisy-only)
+    mask: torch.Tensor | None  # [N, 1, H, W] fixed inpainting masks (masking)
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_keys(va, vb, prefix + k + ".")
+        elif va != vb:
+            keys.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return keys
+
+
+def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
+    """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs."""
+    new = json.loads(json.dumps(cfg.to_dict()))
+    if out.exists() and not out.is_dir():
+        raise DiffmemError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / rundir.CONFIG).is_file():
+            raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem run; choose another --out")
+        if overwrite:
+            for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
+            return False
+        old = rundir.read_json(out / rundir.CONFIG)
+        if old != new:
+            diff = "; ".join(_diff_keys(old, new)[:6])
+            raise DiffmemError(f"{out} holds a run with another configuration ({diff}); "
+                               "use another --out, or --overwrite to replace it")
+        if (out / rundir.DONE).is_file():
+            raise DiffmemError(f"the run in {out} already finished; sample it with `diffmem sample --run {out}`, "
+                               "or pass --overwrite to train it again")
+        return True
+    if resume:
+        raise DiffmemError(f"--resume: {out} holds no run to resume")
+    return False
+
+
+def load_train_data(cfg: TrainConfig, out: Path, resuming: bool) -> TrainData:
+    """Load the data, take the seeded subset, draw (or reload) the fixed corruptions, record all of it."""
+    d = cfg.data
+    source = load_images(d.spec, d.resolution, resize=d.resize)
+    train_idx, heldout_idx = split_subset(len(source), d.subset, d.subset_seed)
+    subset_info = {"source": d.spec, "n_source": len(source), "content_hash": source.content_hash(),
+                   "train_indices": train_idx.tolist(), "heldout_indices": heldout_idx.tolist()}
+    if resuming and (out / rundir.SUBSET).is_file():
+        if rundir.read_json(out / rundir.SUBSET) != subset_info:
+            raise DiffmemError(f"the data at {d.spec} changed since {out} was started; use --overwrite or another --out")
+    else:
+        rundir.write_json_atomic(out / rundir.SUBSET, subset_info)
+    train = source.subset(train_idx)
+    labels = None
+    if d.cond:
+        if train.labels is None:
+            raise DiffmemError(f"--cond needs class labels, but {d.spec} has none (add dataset.json or npz 'labels')")
+        labels = torch.from_numpy(train.labels.astype(np.int64))
+    x0 = to_model_range(train.images)
+    y = mask = None
+    m = cfg.method
+    path = out / rundir.CORRUPTION
+    if m.name in ("ambient", "noisy-only") or m.name == "masking":
+        if resuming and path.is_file():
+            saved = load_file(str(path))
+            y, mask = saved.get("y"), saved.get("mask")
+        else:
+            tensors = {}
+            if m.name in ("ambient", "noisy-only"):
+                y = tensors["y"] = draw_noisy_copies(x0, m.sigma_n, cfg.seed)
+            if m.name == "masking":
+                mask = tensors["mask"] = draw_masks(tuple(x0.shape), m.mask_p, cfg.seed)
+            tmp = path.with_name(path.name + ".tmp")
+            save_file(tensors, str(tmp))
+            tmp.replace(path)
+    return TrainData(x0, labels, y, mask)
+
+
+def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: torch.device) -> Batch:
+    """One global batch; every random choice comes from the run's generator `g`."""
+    n = data.x0.shape[0]
+    b = cfg.optim.batch
+    idx = torch.randint(0, n, (b,), generator=g)
+    flip = torch.rand(b, generator=g) < 0.5 if cfg.data.xflip else None
+    u = torch.rand(b, generator=g)  # noise-level quantiles, turned into sigmas by the method
+    noise = torch.randn((b, *data.x0.shape[1:]), generator=g)
+    keep = torch.rand((b, 1, *data.x0.shape[2:]), generator=g) if data.mask is not None else None
+
+    def take(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t[idx]
+        if flip is not None:  # x-flip acts on the image and its fixed corruption together
+            t = torch.where(flip.reshape(-1, 1, 1, 1), t.flip(-1), t)
+        return t.to(device)
+
+    extra_mask = None
+    if keep is not None:
+        if flip is not None:
+            keep = torch.where(flip.reshape(-1, 1, 1, 1), keep.flip(-1), keep)
+        extra_mask = (keep >= cfg.method.mask_delta).to(torch.float32).to(device)
+    labels = data.labels[idx].to(device) if data.labels is not None else None
+    return Batch(x0=take(data.x0), y=take(data.y), mask=take(data.mask), extra_mask=extra_mask,
+                 labels=labels, u=u.to(device), noise=noise.to(device))
+
+
+def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu", overwrite: bool = False,
+          resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests)."""
+    validate(cfg)
+    out = Path(out)
+    device = torch.device(device)
+    resuming = prepare_run_dir(cfg, out, overwrite, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_train_data(cfg, out, resuming)
+    if not resuming:
+        rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
+    _, c, h, w = data.x0.shape
+    if h != w:
+        raise DiffmemError(f"images are {h}x{w}; training needs square images (pass --resolution with --resize)")
+
+    torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
+    net = build_denoiser(cfg, h, c).to(device)
+    ema = EMA(net)
+    o = cfg.optim
+    opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    ckpt = latest_checkpoint(out) if resuming else None
+    if ckpt is not None:
+        net.load_state_dict(load_weights(ckpt / "model.safetensors"))
+        ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
+        state = load_state(ckpt / "state.pt")
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+    meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
+            "parameters": count_parameters(net.backbone)}
+    beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
+    log = open(out / rundir.LOG, "a")
+    end = o.steps if stop_after is None else min(o.steps, stop_after)
+    bar = tqdm(total=o.steps, initial=step, disable=not progress, unit="step", desc=f"train {cfg.method.name}")
+    window: list[torch.Tensor] = []
+    t_last, step_last = time.perf_counter(), step
+    net.train()
+    try:
+        while step < end:
+            batch = draw_batch(data, cfg, g, device)
+            lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            result = compute_loss(cfg, net, batch)
+            loss = result.loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.update(net, beta)
+            step += 1
+            window.append(torch.stack([loss.detach(), (result.loss.detach() * result.high).sum(),
+                                       result.high.sum().to(loss.dtype)]))
+            if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
+                stats = torch.stack(window).cpu()
+                bad = (~torch.isfinite(stats[:, 0])).nonzero()
+                if len(bad):
+                    first = step - len(window) + int(bad[0]) + 1
+                    raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
+                                       f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
+                                       "Lower --lr or check the data")
+                now = time.perf_counter()
+                rate = (step - step_last) * o.batch / max(now - t_last, 1e-9)
+                n_high = float(stats[:, 2].sum())
+                rec = {"step": step, "kimg": step * o.batch / 1000, "loss": float(stats[:, 0].mean()),
+                       "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
+                       "frac_high": n_high / (len(window) * o.batch), "lr": lr, "images_per_s": rate,
+                       "time": time.time()}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.0f}")
+                bar.update(step - bar.n)
+                window.clear()
+                t_last, step_last = now, step
+            if step % cfg.checkpoint_every == 0 or step == o.steps:
+                state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
+                         "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
+                save_checkpoint(out, step, net, ema.model, state, meta)
+    finally:
+        bar.close()
+        log.close()
+    if step >= o.steps:
+        rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time()})
+    return out
