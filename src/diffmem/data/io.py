@@ -177,27 +177,20 @@ def _save_folder(images: np.ndarray, labels: np.ndarray | None, path: Path, over
     return path
 
 
-def save_grid(
-    images: np.ndarray,
-    path: str | Path,
-    nrow: int | None = None,
-    pad: int = 1,
-    scale: int = 1,
-) -> Path:
-    """Tile uint8 `[N, H, W, C]` images into one picture; return the path written.
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:
+    """Tile uint8 `[N, H, W, C]` images into one uint8 `[H', W', C]` array.
 
     `nrow` images per row (default `ceil(sqrt(N))`, at most N), `pad` pixels of gap (gray level PAD_VALUE) between
     and around the tiles, each tile upscaled `scale` times by nearest neighbour (pass 4 to make 16x16
     digits visible). With `rows = ceil(N / nrow)` the output is
     `rows*H*scale + (rows+1)*pad` pixels high and `nrow*W*scale + (nrow+1)*pad` wide.
-    The format follows the file extension (PNG when there is none). Existing files are replaced.
     """
-    images = _check_images(images, "save_grid")
+    images = _check_images(images, "make_grid")
     n, h, w, c = images.shape
     if n == 0:
-        raise ValueError("save_grid: no images to tile")
+        raise ValueError("make_grid: no images to tile")
     if scale < 1 or pad < 0 or (nrow is not None and nrow < 1):
-        raise ValueError(f"save_grid: need scale >= 1, pad >= 0, nrow >= 1; got {scale}, {pad}, {nrow}")
+        raise ValueError(f"make_grid: need scale >= 1, pad >= 0, nrow >= 1; got {scale}, {pad}, {nrow}")
     ncol = nrow if nrow is not None else math.ceil(math.sqrt(n))
     ncol = min(ncol, n)
     rows = math.ceil(n / ncol)
@@ -208,8 +201,22 @@ def save_grid(
         r, col = divmod(i, ncol)
         y, x = pad + r * (th + pad), pad + col * (tw + pad)
         canvas[y : y + th, x : x + tw] = tile
+    return canvas
+
+
+def save_grid(
+    images: np.ndarray,
+    path: str | Path,
+    nrow: int | None = None,
+    pad: int = 1,
+    scale: int = 1,
+) -> Path:
+    """Tile images with `make_grid` and write the picture; return the path written.
+
+    The format follows the file extension (PNG when there is none). Existing files are replaced.
+    """
+    canvas = make_grid(images, nrow, pad, scale)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     _to_pil(canvas).save(path, format=None if path.suffix else "PNG")
     return path
-

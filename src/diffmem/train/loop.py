@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from diffmem.config import TrainConfig, validate
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
-from diffmem.data.datasets import load_images, split_subset, to_model_range
+from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch, compute_loss
 from diffmem.errors import DiffmemError
 from diffmem.models.denoiser import build_denoiser
@@ -77,11 +77,31 @@ def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) 
     return False
 
 
-def load_train_data(cfg: TrainConfig, out: Path, resuming: bool) -> TrainData:
-    """Load the data, take the seeded subset, draw (or reload) the fixed corruptions, record all of it."""
+def select_train_images(cfg: TrainConfig) -> tuple[ImageDataset, np.ndarray, np.ndarray]:
+    """Load the data and take the seeded subset: (source, train indices, held-out indices).
+
+    Checks everything about the data a user can get wrong and writes nothing, so that bad input is
+    refused before the run directory (perhaps an earlier run, perhaps with --overwrite) is touched.
+    """
     d = cfg.data
     source = load_images(d.spec, d.resolution, resize=d.resize)
     train_idx, heldout_idx = split_subset(len(source), d.subset, d.subset_seed)
+    if d.cond and source.labels is None:
+        raise DiffmemError(f"--cond needs class labels, but {d.spec} has none (add dataset.json or npz 'labels')")
+    h, w, _ = source.shape
+    if h != w:
+        raise DiffmemError(f"images are {h}x{w}; training needs square images (pass --resolution with --resize)")
+    return source, train_idx, heldout_idx
+
+
+def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
+                    selected: tuple[ImageDataset, np.ndarray, np.ndarray] | None = None) -> TrainData:
+    """Take the seeded subset, draw (or reload) the fixed corruptions, record all of it.
+
+    `selected` is the result of `select_train_images(cfg)` when the caller already has it.
+    """
+    d = cfg.data
+    source, train_idx, heldout_idx = selected if selected is not None else select_train_images(cfg)
     subset_info = {"source": d.spec, "n_source": len(source), "content_hash": source.content_hash(),
                    "train_indices": train_idx.tolist(), "heldout_indices": heldout_idx.tolist()}
     if resuming and (out / rundir.SUBSET).is_file():
@@ -92,8 +112,7 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool) -> TrainData:
     train = source.subset(train_idx)
     labels = None
     if d.cond:
-        if train.labels is None:
-            raise DiffmemError(f"--cond needs class labels, but {d.spec} has none (add dataset.json or npz 'labels')")
+        assert train.labels is not None  # checked by select_train_images
         labels = torch.from_numpy(train.labels.astype(np.int64))
     x0 = to_model_range(train.images)
     y = mask = None
@@ -143,23 +162,37 @@ def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: to
                  labels=labels, u=u.to(device), noise=noise.to(device))
 
 
+def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
+                  lr: float, beta: float) -> torch.Tensor:
+    """One optimizer step on one batch; returns [loss, summed high-branch loss, high-branch count] on device."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    result = compute_loss(cfg, net, batch)
+    loss = result.loss.mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    ema.update(net, beta)
+    return torch.stack([loss.detach(), (result.loss.detach() * result.high).sum(), result.high.sum().to(loss.dtype)])
+
+
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu", overwrite: bool = False,
           resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests)."""
     validate(cfg)
     out = Path(out)
     device = torch.device(device)
+    # Everything that can refuse bad input (data, subset, network shape) runs before `out` is touched.
+    selected = select_train_images(cfg)
+    h, _, c = selected[0].shape
+    torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
+    net = build_denoiser(cfg, h, c)
     resuming = prepare_run_dir(cfg, out, overwrite, resume)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_train_data(cfg, out, resuming)
+    data = load_train_data(cfg, out, resuming, selected)
     if not resuming:
         rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
-    _, c, h, w = data.x0.shape
-    if h != w:
-        raise DiffmemError(f"images are {h}x{w}; training needs square images (pass --resolution with --resize)")
-
-    torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
-    net = build_denoiser(cfg, h, c).to(device)
+    net = net.to(device)
     ema = EMA(net)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -187,17 +220,8 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
         while step < end:
             batch = draw_batch(data, cfg, g, device)
             lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            result = compute_loss(cfg, net, batch)
-            loss = result.loss.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema.update(net, beta)
+            window.append(training_step(cfg, net, ema, opt, batch, lr, beta))
             step += 1
-            window.append(torch.stack([loss.detach(), (result.loss.detach() * result.high).sum(),
-                                       result.high.sum().to(loss.dtype)]))
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
                 stats = torch.stack(window).cpu()
                 bad = (~torch.isfinite(stats[:, 0])).nonzero()
