@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -177,8 +178,13 @@ def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.o
 
 
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu", overwrite: bool = False,
-          resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
-    """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests)."""
+          resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          monitor: Callable[[int, torch.nn.Module], dict] | None = None, monitor_every: int = 0) -> Path:
+    """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests).
+
+    `monitor(step, ema_model)`, if given, runs every `monitor_every` steps (and at the end); the dict
+    it returns is written to log.jsonl as {"step": .., "monitor": {...}}.
+    """
     validate(cfg)
     out = Path(out)
     device = torch.device(device)
@@ -243,6 +249,11 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
                 bar.update(step - bar.n)
                 window.clear()
                 t_last, step_last = now, step
+            if monitor is not None and monitor_every > 0 and (step % monitor_every == 0 or step == o.steps):
+                ema.model.eval()
+                log.write(json.dumps({"step": step, "kimg": step * o.batch / 1000,
+                                      "monitor": monitor(step, ema.model)}) + "\n")
+                log.flush()
             if step % cfg.checkpoint_every == 0 or step == o.steps:
                 state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
                          "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
