@@ -1,0 +1,192 @@
+"""The commitment curve of a training set, and a data-driven range for sigma_n (DESIGN.md section 1).
+
+At noise s the baseline optimum denoises `x_s` to `sum_i w_i x_i` with `w = softmax_i(-|x_s - x_i|^2 / (2 s^2))`
+(section 4). The weights say how many training images a noisy point still belongs to: the largest weight
+`max_i w_i` near 1 means its identity is decided (committed to one image), and the effective count
+`1 / sum_i w_i^2` says how many images share the weight. `commitment_curve` measures both as functions of s for
+noisy training points `x_i + s n` and for noisy held-out points of the same distribution.
+
+The rule of `suggest_sigma_n` (documented there) turns the curve into a range for Algorithm 1's sigma_n.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffmem.errors import DiffmemError
+from diffmem.theory.denoisers import empirical_posterior
+from diffmem.theory.neighbors import median_nn_distance, nearest
+
+__all__ = ["DEFAULT_SIGMAS", "commitment_curve", "default_sigma_grid", "suggest_sigma_n"]
+
+DEFAULT_SIGMAS: tuple[float, ...] = tuple(float(f"{s:.3g}") for s in np.geomspace(0.02, 20.0, 31))
+_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _summary(values: torch.Tensor) -> dict[str, float]:
+    v = values.to(torch.float64)
+    q = torch.quantile(v, torch.tensor(_QUANTILES, dtype=torch.float64))
+    out = {f"p{int(round(p * 100)):02d}": float(x) for p, x in zip(_QUANTILES, q)}
+    out["median"] = out.pop("p50")
+    out["mean"] = float(v.mean())
+    return out
+
+
+def _check_sigmas(sigmas: Any) -> list[float]:
+    try:
+        vals = sorted(float(s) for s in sigmas)
+    except (TypeError, ValueError):
+        raise DiffmemError(f"noise levels must be numbers, got {sigmas!r}") from None
+    if not vals or not all(math.isfinite(s) and s > 0 for s in vals):
+        raise DiffmemError(f"noise levels must be a non-empty list of finite numbers > 0, got {sigmas!r}")
+    return vals
+
+
+@torch.no_grad()
+def commitment_curve(
+    train: torch.Tensor,  # [N, C, H, W] (or [N, d]) training images in model range
+    heldout: torch.Tensor | None,  # [M, ...] held-out images of the same distribution, or None
+    sigmas: Any,  # noise levels (sorted ascending here)
+    generator: torch.Generator,
+    repeats: int = 1,
+    max_heldout: int | None = 2000,
+) -> dict[str, Any]:
+    """Largest posterior weight and effective count `1/sum w^2` vs noise, for noisy training and held-out points.
+
+    Every training image is noised `repeats` times per level (`x_i + s n`, n from `generator`); held-out images
+    (the first `max_heldout`; None: all) once per level. Per level and set it reports quantiles of `max_weight` and `eff_count`; for
+    training points also `own_weight` (the weight of the image that was noised) and `argmax_is_source` (share
+    whose largest weight is on it). The result is JSON-ready and is the input of `suggest_sigma_n` and
+    `default_sigma_grid`.
+    """
+    if train.ndim < 2 or train.shape[0] < 2:
+        raise DiffmemError(f"the commitment curve needs at least 2 training images, got shape {tuple(train.shape)}")
+    if heldout is not None and max_heldout is not None:
+        heldout = heldout[:max_heldout]
+    if heldout is not None and heldout.shape[0] == 0:
+        heldout = None
+    if heldout is not None and heldout.shape[1:] != train.shape[1:]:
+        raise DiffmemError(f"held-out images {tuple(heldout.shape[1:])} differ in shape from training images "
+                           f"{tuple(train.shape[1:])}")
+    if repeats < 1:
+        raise DiffmemError(f"repeats must be >= 1, got {repeats}")
+    levels = _check_sigmas(sigmas)
+    n = train.shape[0]
+    d = int(np.prod(train.shape[1:]))
+    train64 = train.to(torch.float64)
+    held64 = None if heldout is None else heldout.to(torch.float64)
+    src = torch.arange(n).repeat(repeats)  # [n * repeats] source image of each training query
+    rows = []
+    for s in levels:
+        noise = torch.randn((n * repeats, *train.shape[1:]), generator=generator, dtype=torch.float64)
+        q = train64[src] + s * noise  # noisy training points
+        post = empirical_posterior(q, train64, s, with_mean=False)
+        d_own = (q - train64[src]).reshape(q.shape[0], -1).pow(2).sum(1)
+        own_w = torch.exp(-d_own / (2 * s * s) - post.log_norm)  # w_source = exp(logit_source - logsumexp)
+        row: dict[str, Any] = {
+            "sigma": s,
+            "train": {
+                "max_weight": _summary(post.max_weight),
+                "eff_count": _summary(post.eff_count),
+                "own_weight": _summary(own_w),
+                "argmax_is_source": float((post.argmax == src).double().mean()),
+            },
+        }
+        if held64 is not None:
+            noise_h = torch.randn(held64.shape, generator=generator, dtype=torch.float64)
+            post_h = empirical_posterior(held64 + s * noise_h, train64, s, with_mean=False)
+            row["heldout"] = {"max_weight": _summary(post_h.max_weight), "eff_count": _summary(post_h.eff_count)}
+        rows.append(row)
+    nn_train = median_nn_distance(train64)
+    out: dict[str, Any] = {
+        "n_train": n,
+        "n_heldout": 0 if held64 is None else int(held64.shape[0]),
+        "dim": d,
+        "repeats": repeats,
+        "generator_seed": int(generator.initial_seed()),
+        "median_nn_distance": nn_train,
+        "sigmas": levels,
+        "rows": rows,
+    }
+    if held64 is not None:
+        out["median_heldout_nn_distance"] = float(nearest(held64, train64)[0].median())
+    return out
+
+
+def _crossing(sig: np.ndarray, val: np.ndarray, level: float) -> float | None:
+    """First s (log-linear interpolation) where the decreasing curve `val` drops to `level`; None if it never does."""
+    below = np.flatnonzero(val <= level)
+    if below.size == 0:
+        return None
+    j = int(below[0])
+    if j == 0:
+        return float(sig[0])
+    l0, l1, v0, v1 = math.log(sig[j - 1]), math.log(sig[j]), val[j - 1], val[j]
+    t = 0.0 if v0 == v1 else (v0 - level) / (v0 - v1)
+    return float(math.exp(l0 + t * (l1 - l0)))
+
+
+def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, floor_ratio: float = 1.0) -> dict:
+    """A sigma_n range from a commitment curve. The rule (DESIGN.md section 1, "Choosing sigma_n"):
+
+    - `window = [s_high, s_low]`: where the median largest weight of noisy *training* points drops from `high`
+      (0.9) to `low` (0.5), log-interpolated. This is the bottom of the identity-deciding window: below s_high a
+      noisy point belongs to one image, above s_low it is shared by several.
+    - `floor = floor_ratio * median_nn_distance / sqrt(d)`: the sigma_n whose copy noise norm `sigma_n sqrt(d)`
+      equals the median nearest-neighbour distance of the training set; below it the copies are nearly clean and
+      the ambient branch memorizes them (first failure end).
+    - `range = [floor, s_high]`: sigma_n at or below the bottom of the window (so the clean branch below
+      sigma_n does not cover the levels where identity is decided: second failure end) but above the floor.
+      `suggested` is its geometric mean. If the floor lies above s_high the range is empty: `range` is then
+      `[s_high, s_high]`, and a `warning` says so.
+
+    Returns `{"window", "floor", "range", "suggested", "rule", ...}` (levels in model units, images in [-1, 1]);
+    with held-out rows also `heldout_window`, the same crossings for noisy held-out points (for reference only).
+    """
+    sig = np.asarray(curve["sigmas"], dtype=np.float64)
+    med = np.asarray([r["train"]["max_weight"]["median"] for r in curve["rows"]], dtype=np.float64)
+    if not 0 < low < high < 1:
+        raise DiffmemError(f"need 0 < low < high < 1, got low={low}, high={high}")
+    s_high, s_low = _crossing(sig, med, high), _crossing(sig, med, low)
+    out: dict[str, Any] = {
+        "high": high, "low": low, "floor_ratio": floor_ratio,
+        "rule": ("window = noise where the median largest posterior weight of noisy training points drops from "
+                 f"{high} to {low}; floor = {floor_ratio} x median nearest-neighbour distance / sqrt(d); "
+                 "range = [floor, bottom of window]; suggested = geometric mean of the range"),
+    }
+    if s_high is None or s_low is None:
+        raise DiffmemError(
+            f"the commitment curve never drops below {high if s_high is None else low} (largest level "
+            f"{sig[-1]:g}); extend the noise levels upward (e.g. up to 20) and run it again"
+        )
+    if s_high == sig[0]:
+        out["warning"] = (f"the median largest weight is already <= {high} at the smallest level {sig[0]:g}; "
+                          "extend the noise levels downward")
+    floor = floor_ratio * float(curve["median_nn_distance"]) / math.sqrt(float(curve["dim"]))
+    lo, hi = (floor, s_high) if floor <= s_high else (s_high, s_high)
+    if floor > s_high:
+        out["warning"] = (f"the noise floor {floor:.3g} lies above the bottom of the window {s_high:.3g}: no sigma_n "
+                          "both hides the images and stays below the identity-deciding levels; try the window bottom")
+    out.update({"window": [s_high, s_low], "floor": floor, "range": [lo, hi], "suggested": math.sqrt(lo * hi)})
+    if all("heldout" in r for r in curve["rows"]):  # for reference: the same crossings for noisy held-out points
+        med_h = np.asarray([r["heldout"]["max_weight"]["median"] for r in curve["rows"]], dtype=np.float64)
+        out["heldout_window"] = [_crossing(sig, med_h, high), _crossing(sig, med_h, low)]
+    return out
+
+
+def default_sigma_grid(curve: dict[str, Any], num: int = 6, high: float = 0.9, low: float = 0.5) -> list[float]:
+    """A sigma_n sweep grid that brackets `suggest_sigma_n`'s range and reaches both failure ends.
+
+    Geometric, `num` values from half the floor (copies nearly clean) to twice the top of the window
+    (identity decided below sigma_n), rounded to 2 significant digits. `high`, `low`: as in `suggest_sigma_n`.
+    """
+    if num < 2:
+        raise DiffmemError(f"a sweep grid needs at least 2 values, got {num}")
+    sug = suggest_sigma_n(curve, high, low)
+    lo, hi = 0.5 * min(sug["floor"], sug["window"][0]), 2.0 * sug["window"][1]
+    grid = sorted({float(f"{s:.2g}") for s in np.geomspace(lo, hi, num)})
+    return grid

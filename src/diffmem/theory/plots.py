@@ -1,0 +1,181 @@
+"""Figures of the theory commands (matplotlib Agg canvas; pyplot's global state is never touched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from diffmem.data.datasets import to_uint8
+from diffmem.theory.mixtures import gaussian_tv, merge_noise_bound, separated_noise_bound, tv_lower_bound
+
+__all__ = ["plot_closed_form", "plot_commitment", "plot_leakage", "plot_mixtures"]
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    FigureCanvasAgg(fig)
+    path = Path(path)
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def _strip(x: torch.Tensor) -> np.ndarray:
+    """[B, C, H, W] in [-1, 1] -> one uint8 row image [H, B*(W+1), C] (gray for C = 1)."""
+    imgs = to_uint8(x)  # [B, H, W, C]
+    b, h, w, c = imgs.shape
+    out = np.full((h, b * (w + 1) - 1, c), 128, np.uint8)
+    for i in range(b):
+        out[:, i * (w + 1) : i * (w + 1) + w] = imgs[i]
+    return out[..., 0] if c == 1 else out
+
+
+def plot_closed_form(numbers: dict[str, Any], images: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Rows of samples of the exact optima next to the points they land on, and the measured distances."""
+    rows = [
+        ("baseline optimum: samples", "baseline"),
+        ("nearest training image", "baseline_nearest"),
+        (f"ambient optimum at sigma_n={numbers['sigma_n']:g}", "ambient"),
+        ("nearest noisy copy y_i", "ambient_nearest_copy"),
+        ("clean source x_i of that copy", "ambient_source"),
+        ("Algorithm 1 optimum, continued to 0", "algorithm1"),
+    ]
+    fig = Figure(figsize=(11, 8.5))
+    grid = fig.add_gridspec(len(rows), 2, width_ratios=[2.2, 1])
+    for r, (title, key) in enumerate(rows):
+        ax = fig.add_subplot(grid[r, 0])
+        ax.imshow(_strip(images[key]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.axis("off")
+    ax = fig.add_subplot(grid[:, 1])
+    series = [
+        ("baseline -> nearest train", numbers["baseline"]["distance_to_nearest_train"]["per_sample"]),
+        ("ambient@sigma_n -> nearest copy", numbers["ambient_at_sigma_n"]["distance_to_nearest_copy"]["per_sample"]),
+        ("ambient@sigma_n -> nearest train", numbers["ambient_at_sigma_n"]["distance_to_nearest_train"]["per_sample"]),
+        ("Algorithm 1 -> nearest train", numbers["algorithm1"]["distance_to_nearest_train"]["per_sample"]),
+    ]
+    for k, (label, vals) in enumerate(series):
+        v = np.maximum(np.asarray(vals), 1e-8)
+        ax.scatter(v, np.full_like(v, k) + np.linspace(-0.15, 0.15, len(v)), s=12, label=label)
+    ax.axvline(numbers["median_nn_distance"], color="k", ls=":", label="median NN distance of train")
+    ax.axvline(numbers["copy_noise_norm"], color="r", ls="--", label="sigma_n sqrt(d)")
+    ax.set_xscale("log")
+    ax.set_yticks([])
+    ax.set_ylim(-0.5, len(series) + 1.5)
+    ax.set_xlabel("distance in [-1, 1] pixels (0 at 1e-8)")
+    ax.legend(fontsize=7, loc="upper left")
+    on_source = 100 * numbers["algorithm1"]["fraction_on_source_of_copy"]
+    fig.suptitle(
+        f"Exact optima of {numbers['n_train']} images: baseline lands on training points, ambient on noisy copies "
+        f"(Lemma 4.1); Alg. 1 lands on its copy's source {on_source:.0f}%",
+        fontsize=9,
+    )
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.12, wspace=0.35, hspace=0.5)
+    return _save(fig, path)
+
+
+def plot_leakage(result: dict[str, Any], path: str | Path) -> Path:
+    """Mutual information vs m (exact curves, Monte Carlo points) and vs SNR at the largest m (Lemma 4.2)."""
+    curves = result["exact"]
+    ms = np.asarray(curves["m"])
+    fig = Figure(figsize=(11, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    colors = [f"C{i}" for i in range(len(curves["snr"]))]
+    for j, snr in enumerate(curves["snr"]):
+        ax1.plot(ms, curves["baseline"][j], color=colors[j], label=f"baseline, SNR={snr:g}")
+        ax1.plot(ms, curves["ambient"][j], color=colors[j], ls="--", label=f"ambient, SNR={snr:g}")
+    for pt in result.get("monte_carlo", []):
+        j = curves["snr"].index(pt["snr"])
+        ax1.errorbar(pt["m"], pt["mean"], yerr=2 * pt["stderr"], fmt="o" if pt["method"] == "baseline" else "s",
+                     color=colors[j], ms=4, mfc="none", capsize=2)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("m (generated samples)")
+    ax1.set_ylabel("I(training data; samples) [nats]")
+    ax1.set_title(f"d={curves['d']}, n={curves['n']}; markers: Monte Carlo +-2 s.e.", fontsize=9)
+    ax1.legend(fontsize=7)
+    snr_grid = np.asarray(result["snr_grid"]["snr"])
+    ax2.plot(snr_grid, result["snr_grid"]["baseline"], label=f"baseline, m={result['snr_grid']['m']}")
+    ax2.plot(snr_grid, result["snr_grid"]["ambient"], ls="--", label=f"ambient, m={result['snr_grid']['m']}")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("SNR = prior variance / sigma_n^2")
+    ax2.set_ylabel("nats")
+    ax2.set_title("Lemma 4.2: (d/2) log(1 + m SNR) vs (d/2) log(1 + SNR)", fontsize=9)
+    ax2.legend(fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, bottom=0.12, wspace=0.25)
+    return _save(fig, path)
+
+
+def plot_mixtures(result: dict[str, Any], path: str | Path) -> Path:
+    """TV of two subpopulations vs noise with Lemma A.5/A.6 regimes; singletons of Feldman's model vs noise."""
+    tv = result["tv"]
+    s = np.asarray(tv["sigmas"])
+    s0, eps = tv["sigma0"], tv["eps"]
+    fig = Figure(figsize=(14, 4.5))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    for k, delta in enumerate(tv["deltas"]):
+        ax1.plot(s, gaussian_tv(delta, s, s0), color=f"C{k}", label=f"|mu1-mu2|={delta:g}")
+        ax1.plot(s, tv_lower_bound(delta, s, s0), color=f"C{k}", ls=":", lw=0.8)
+        ax1.axvline(merge_noise_bound(delta, eps, s0), color=f"C{k}", ls="--", lw=0.8)
+    ax1.axvspan(s[0], separated_noise_bound(s0), color="0.9", label="separated: TV >= TV(0)/2 (A.5)")
+    ax1.axhline(eps, color="k", lw=0.6, label=f"merged: TV <= {eps:g} (A.6, dashed: bound)")
+    ax1.set_xscale("log")
+    ax1.set_xlabel(f"noise sigma (component std sigma0={s0:g})")
+    ax1.set_ylabel("total variation")
+    ax1.set_title("2 Phi(|mu1-mu2| / (2 sqrt(sigma0^2+sigma^2))) - 1", fontsize=9)
+    ax1.legend(fontsize=7)
+    sim = result["subpopulations"]
+    rows = sim["rows"]
+    ss = np.asarray([r["sigma"] for r in rows])
+    ax2.plot(ss, [r["singletons"] for r in rows], "o-", ms=3, label="singletons in the training set")
+    ax2.plot(ss, [r["expected_singletons"] for r in rows], "--", label="expected singletons")
+    ax2.plot(ss, [r["components"] for r in rows], label="subpopulations after merging")
+    ax2.set_xscale("log")
+    ax2.set_yscale("symlog", linthresh=1)
+    ax2.set_ylim(bottom=0)
+    ax2.set_xlabel("noise sigma")
+    p = sim["params"]
+    ax2.set_title(f"Feldman model: K={p['num_components']}, n={p['num_train']}, Zipf({p['alpha']:g})", fontsize=9)
+    ax2.legend(fontsize=7)
+    ax3.plot(ss, [r["singleton_mass"] for r in rows], "o-", ms=3, label="singleton mass = tau1 x E[singletons]")
+    ax3.plot(ss, [r["max_frequency"] for r in rows], "--", label="largest merged frequency")
+    ax3.set_xscale("log")
+    ax3.set_xlabel("noise sigma")
+    ax3.set_title("population mass that forces memorization (Thm 4.3)", fontsize=9)
+    ax3.legend(fontsize=7)
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.12, wspace=0.25)
+    return _save(fig, path)
+
+
+def plot_commitment(curve: dict[str, Any], suggestion: dict[str, Any] | None, path: str | Path) -> Path:
+    """Largest posterior weight and effective count vs noise, train vs held-out, with the sigma_n suggestion."""
+    s = np.asarray(curve["sigmas"])
+    fig = Figure(figsize=(11, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    for key, color, label in (("train", "C0", "noisy training points"), ("heldout", "C1", "noisy held-out points")):
+        if not all(key in r for r in curve["rows"]):
+            continue
+        for ax, stat in ((ax1, "max_weight"), (ax2, "eff_count")):
+            med = [r[key][stat]["median"] for r in curve["rows"]]
+            lo = [r[key][stat]["p10"] for r in curve["rows"]]
+            hi = [r[key][stat]["p90"] for r in curve["rows"]]
+            ax.plot(s, med, color=color, label=f"{label} (median, 10-90%)")
+            ax.fill_between(s, lo, hi, color=color, alpha=0.2)
+    if suggestion is not None:
+        for ax in (ax1, ax2):
+            ax.axvspan(*suggestion["window"], color="0.85", zorder=0, label="window: median 0.9 -> 0.5")
+            ax.axvspan(*suggestion["range"], color="C2", alpha=0.25, zorder=0, label="suggested sigma_n range")
+            ax.axvline(suggestion["suggested"], color="C2", ls="--", label=f"suggested {suggestion['suggested']:.2g}")
+    ax1.set_ylabel("largest posterior weight max_i w_i")
+    ax2.set_ylabel("effective count 1 / sum_i w_i^2")
+    ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("noise level s")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Commitment curve: {curve['n_train']} training images, d={curve['dim']}, "
+                 f"median NN distance {curve['median_nn_distance']:.2f}", fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.12, wspace=0.25)
+    return _save(fig, path)
