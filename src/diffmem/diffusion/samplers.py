@@ -36,12 +36,15 @@ def per_sample_noise(seed: int, indices: torch.Tensor | list[int], shape: tuple[
                      num_draws: int) -> torch.Tensor:
     """Standard normal noise [num_draws, B, *shape]; column b depends only on (seed, indices[b]).
 
-    Draw 0 is the initial latent; draws 1.. feed stochastic (churn) steps.
+    Draw 0 is the initial latent; draws 1.. feed stochastic (churn) steps. Draw k does not depend on
+    `num_draws` (each draw is its own `randn` call: one call for all draws would not do, as torch's
+    CPU `randn` takes another code path for large sizes), so sample i starts from the same latent
+    whatever the number of steps or churn.
     """
     cols = []
     for idx in [int(i) for i in indices]:
         g = torch.Generator().manual_seed(sample_seed(seed, idx))
-        cols.append(torch.randn((num_draws, *shape), generator=g))
+        cols.append(torch.stack([torch.randn(shape, generator=g) for _ in range(num_draws)]))
     return torch.stack(cols, dim=1)
 
 

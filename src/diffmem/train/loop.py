@@ -40,6 +40,23 @@ class TrainData:
     mask: torch.Tensor | None  # [N, 1, H, W] fixed inpainting masks (masking)
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Keep only the records of log.jsonl up to `step` (and drop a line half written by a crash)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
     for k in sorted(set(a) | set(b)):
@@ -216,6 +233,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
             "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
+    _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
     log = open(out / rundir.LOG, "a")
     end = o.steps if stop_after is None else min(o.steps, stop_after)
     bar = tqdm(total=o.steps, initial=step, disable=not progress, unit="step", desc=f"train {cfg.method.name}")
