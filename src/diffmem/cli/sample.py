@@ -35,6 +35,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     from diffmem.data.io import save_grid, save_images
     from diffmem.generate import SampleOptions, generate
     from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.distributed import gather_in_order, init_world, local_slice
 
     dev = _device(device)
     out_path = Path(out)
@@ -47,8 +48,15 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
         from diffmem.errors import DiffmemError
 
         raise DiffmemError(f"--out {out} exists; pass --overwrite or choose another path")
-    images = generate(net, cfg, meta, n, seed=seed, batch=batch, opts=opts, labels=labels, device=dev,
-                      progress=not quiet)
+    world, dev = init_world(dev)
+    part = local_slice(n, world)  # each process samples a contiguous range of indices; gathered in order
+    local = generate(net.to(dev), cfg, meta, part.stop - part.start, seed=seed, batch=batch, opts=opts,
+                     labels=None if labels is None else labels[part], start=part.start, device=dev,
+                     progress=not quiet and world.main) if part.stop > part.start else None
+    images = gather_in_order(local if local is not None else np.zeros((0, meta["resolution"], meta["resolution"],
+                                                                          meta["channels"]), np.uint8), world)
+    if not world.main:
+        return
     if labels is None and cfg.network.num_classes > 0:
         labels = np.arange(n) % cfg.network.num_classes
     save_images(images, out_path, overwrite=overwrite, labels=labels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -24,11 +26,13 @@ from diffmem.config import TrainConfig, validate
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch, compute_loss
+from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.distributed import World, barrier, broadcast_object, check_batch, local_slice
 from diffmem.train.ema import EMA, ema_beta
 
 
@@ -152,15 +156,17 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
     return TrainData(x0, labels, y, mask)
 
 
-def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: torch.device) -> Batch:
-    """One global batch; every random choice comes from the run's generator `g`."""
+def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: torch.device,
+               part: slice = slice(None)) -> Batch:
+    """One global batch, every random choice from the run's generator `g`; `part` keeps this
+    process's rows of it (all processes draw the same global batch, so the split never changes it)."""
     n = data.x0.shape[0]
     b = cfg.optim.batch
-    idx = torch.randint(0, n, (b,), generator=g)
-    flip = torch.rand(b, generator=g) < 0.5 if cfg.data.xflip else None
-    u = torch.rand(b, generator=g)  # noise-level quantiles, turned into sigmas by the method
-    noise = torch.randn((b, *data.x0.shape[1:]), generator=g)
-    keep = torch.rand((b, 1, *data.x0.shape[2:]), generator=g) if data.mask is not None else None
+    idx = torch.randint(0, n, (b,), generator=g)[part]
+    flip = (torch.rand(b, generator=g) < 0.5)[part] if cfg.data.xflip else None
+    u = torch.rand(b, generator=g)[part]  # noise-level quantiles, turned into sigmas by the method
+    noise = torch.randn((b, *data.x0.shape[1:]), generator=g)[part]
+    keep = torch.rand((b, 1, *data.x0.shape[2:]), generator=g)[part] if data.mask is not None else None
 
     def take(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -181,11 +187,14 @@ def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: to
 
 
 def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
-                  lr: float, beta: float) -> torch.Tensor:
-    """One optimizer step on one batch; returns [loss, summed high-branch loss, high-branch count] on device."""
+                  lr: float, beta: float, train_net: EDMPrecond | None = None) -> torch.Tensor:
+    """One optimizer step on one batch; returns [loss, summed high-branch loss, high-branch count] on device.
+
+    `train_net` (the same parameters behind a DDP wrapper) runs the forward pass when distributed.
+    """
     for group in opt.param_groups:
         group["lr"] = lr
-    result = compute_loss(cfg, net, batch)
+    result = compute_loss(cfg, train_net if train_net is not None else net, batch)
     loss = result.loss.mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -196,26 +205,47 @@ def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.o
 
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu", overwrite: bool = False,
           resume: bool = False, progress: bool = True, stop_after: int | None = None,
-          monitor: Callable[[int, torch.nn.Module], dict] | None = None, monitor_every: int = 0) -> Path:
+          monitor: Callable[[int, torch.nn.Module], dict] | None = None, monitor_every: int = 0,
+          world: World = World()) -> Path:
     """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests).
 
     `monitor(step, ema_model)`, if given, runs every `monitor_every` steps (and at the end); the dict
     it returns is written to log.jsonl as {"step": .., "monitor": {...}}.
+    `world`: this process's place among torchrun's processes; the global batch is split among them,
+    DDP averages their gradients, and rank 0 alone writes files.
     """
     validate(cfg)
     out = Path(out)
     device = torch.device(device)
+    local_batch = check_batch(cfg.optim.batch, world)
     # Everything that can refuse bad input (data, subset, network shape) runs before `out` is touched.
     selected = select_train_images(cfg)
     h, _, c = selected[0].shape
     torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
     net = build_denoiser(cfg, h, c)
-    resuming = prepare_run_dir(cfg, out, overwrite, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_train_data(cfg, out, resuming, selected)
-    if not resuming:
-        rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
+    outcome: tuple[str, object] = ("ok", False)
+    if world.main:  # rank 0 alone decides and writes; the others then read what it wrote
+        try:
+            resuming = prepare_run_dir(cfg, out, overwrite, resume)
+            out.mkdir(parents=True, exist_ok=True)
+            load_train_data(cfg, out, resuming, selected)
+            if not resuming:
+                rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
+            outcome = ("ok", resuming)
+        except DiffmemError as err:
+            outcome = ("error", str(err))
+    outcome = broadcast_object(outcome, world)
+    if outcome[0] == "error":
+        raise DiffmemError(str(outcome[1]))
+    resuming = bool(outcome[1])
+    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
     net = net.to(device)
+    train_net = None
+    if world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_net = EDMPrecond(DistributedDataParallel(net.backbone, device_ids=ids), cfg.sigma_data)
     ema = EMA(net)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -233,21 +263,29 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
             "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
-    _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
-    log = open(out / rundir.LOG, "a")
+    if world.main:
+        _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
+    log = open(out / rundir.LOG, "a") if world.main else open(os.devnull, "w")
+    part = local_slice(o.batch, world)
+    assert part.stop - part.start == local_batch
     end = o.steps if stop_after is None else min(o.steps, stop_after)
-    bar = tqdm(total=o.steps, initial=step, disable=not progress, unit="step", desc=f"train {cfg.method.name}")
+    bar = tqdm(total=o.steps, initial=step, disable=not (progress and world.main), unit="step",
+               desc=f"train {cfg.method.name}")
     window: list[torch.Tensor] = []
     t_last, step_last = time.perf_counter(), step
     net.train()
     try:
         while step < end:
-            batch = draw_batch(data, cfg, g, device)
+            batch = draw_batch(data, cfg, g, device, part)
             lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
-            window.append(training_step(cfg, net, ema, opt, batch, lr, beta))
+            window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net))
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
-                stats = torch.stack(window).cpu()
+                stats = torch.stack(window)
+                if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
+                    dist.all_reduce(stats)
+                    stats[:, 0] /= world.size
+                stats = stats.cpu()
                 bad = (~torch.isfinite(stats[:, 0])).nonzero()
                 if len(bad):
                     first = step - len(window) + int(bad[0]) + 1
@@ -267,18 +305,20 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
                 bar.update(step - bar.n)
                 window.clear()
                 t_last, step_last = now, step
-            if monitor is not None and monitor_every > 0 and (step % monitor_every == 0 or step == o.steps):
+            if world.main and monitor is not None and monitor_every > 0 and (
+                    step % monitor_every == 0 or step == o.steps):
                 ema.model.eval()
                 log.write(json.dumps({"step": step, "kimg": step * o.batch / 1000,
                                       "monitor": monitor(step, ema.model)}) + "\n")
                 log.flush()
-            if step % cfg.checkpoint_every == 0 or step == o.steps:
+            if world.main and (step % cfg.checkpoint_every == 0 or step == o.steps):
                 state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
                          "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
                 save_checkpoint(out, step, net, ema.model, state, meta)
     finally:
         bar.close()
         log.close()
-    if step >= o.steps:
+    barrier(world)
+    if step >= o.steps and world.main:
         rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time()})
     return out
