@@ -7,6 +7,7 @@ run continues the exact same sequence and the result does not depend on the devi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -127,8 +128,12 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
     subset_info = {"source": d.spec, "n_source": len(source), "content_hash": source.content_hash(),
                    "train_indices": train_idx.tolist(), "heldout_indices": heldout_idx.tolist()}
     if resuming and (out / rundir.SUBSET).is_file():
-        if rundir.read_json(out / rundir.SUBSET) != subset_info:
-            raise DiffmemError(f"the data at {d.spec} changed since {out} was started; use --overwrite or another --out")
+        before = rundir.read_json(out / rundir.SUBSET)
+        if before != subset_info:
+            count = (f" ({before.get('n_source')} images when the run started, {len(source)} now)"
+                     if before.get("n_source") != len(source) else " (same number of images, other pixels)")
+            raise DiffmemError(f"the data at {d.spec} changed since {out} was started{count}; restore it, "
+                               "or use --overwrite or another --out")
     else:
         rundir.write_json_atomic(out / rundir.SUBSET, subset_info)
     train = source.subset(train_idx)
@@ -186,16 +191,27 @@ def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: to
                  labels=labels, u=u.to(device), noise=noise.to(device))
 
 
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise DiffmemError(f"--precision must be fp32 or bf16, got {precision!r}")
+
+
 def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
-                  lr: float, beta: float, train_net: EDMPrecond | None = None) -> torch.Tensor:
+                  lr: float, beta: float, train_net: EDMPrecond | None = None,
+                  precision: str = "fp32") -> torch.Tensor:
     """One optimizer step on one batch; returns [loss, summed high-branch loss, high-branch count] on device.
 
-    `train_net` (the same parameters behind a DDP wrapper) runs the forward pass when distributed.
+    `train_net` (the same parameters behind a DDP and/or torch.compile wrapper) runs the forward pass.
+    `precision="bf16"` runs the forward pass under bfloat16 autocast (weights and optimizer stay fp32).
     """
     for group in opt.param_groups:
         group["lr"] = lr
-    result = compute_loss(cfg, train_net if train_net is not None else net, batch)
-    loss = result.loss.mean()
+    with _autocast(batch.x0.device, precision):
+        result = compute_loss(cfg, train_net if train_net is not None else net, batch)
+    loss = result.loss.float().mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -206,13 +222,16 @@ def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.o
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu", overwrite: bool = False,
           resume: bool = False, progress: bool = True, stop_after: int | None = None,
           monitor: Callable[[int, torch.nn.Module], dict] | None = None, monitor_every: int = 0,
-          world: World = World()) -> Path:
+          world: World = World(), precision: str = "fp32", compile: bool = False,
+          channels_last: bool = False) -> Path:
     """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests).
 
     `monitor(step, ema_model)`, if given, runs every `monitor_every` steps (and at the end); the dict
     it returns is written to log.jsonl as {"step": .., "monitor": {...}}.
     `world`: this process's place among torchrun's processes; the global batch is split among them,
     DDP averages their gradients, and rank 0 alone writes files.
+    `precision` ("fp32" | "bf16" autocast), `compile` (torch.compile) and `channels_last` change speed,
+    not the configuration: a run may resume under other settings.
     """
     validate(cfg)
     out = Path(out)
@@ -240,12 +259,17 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     resuming = bool(outcome[1])
     data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
     net = net.to(device)
-    train_net = None
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    backbone: torch.nn.Module = net.backbone  # the forward pass may go through wrappers; weights stay in `net`
     if world.size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        train_net = EDMPrecond(DistributedDataParallel(net.backbone, device_ids=ids), cfg.sigma_data)
+        backbone = DistributedDataParallel(backbone, device_ids=ids)
+    if compile:
+        backbone = torch.compile(backbone)
+    train_net = EDMPrecond(backbone, cfg.sigma_data) if backbone is not net.backbone else None
     ema = EMA(net)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -278,7 +302,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
         while step < end:
             batch = draw_batch(data, cfg, g, device, part)
             lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
-            window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net))
+            window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net, precision))
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
                 stats = torch.stack(window)
