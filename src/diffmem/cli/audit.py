@@ -1,0 +1,129 @@
+"""`diffmem audit`: how much do generated samples copy their training set?"""
+
+from __future__ import annotations
+
+import click
+
+from diffmem.errors import DiffmemError
+
+FEATURES_HELP = (
+    "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "
+    "inception[:WEIGHTS], torchscript:PATH (e.g. SSCD), digits-net[:RES] (built-in digits; no download)."
+)
+
+
+def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
+    """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DiffmemError(f"{option} takes comma-separated numbers, e.g. 0.85,0.9; got '{text}'") from None
+    bad = [v for v in values if not low <= v <= high]
+    if bad or not values:
+        raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
+    return values
+
+
+def device_of(name: str) -> str:
+    """'auto' -> cuda when available, else cpu; refuses cuda when there is none."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return name
+
+
+def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
+    """The feature cache folder: None with --no-cache, else --cache-dir or the default cache."""
+    if no_cache:
+        return None
+    from diffmem.evaluate.cache import cache_root
+
+    return cache_dir or str(cache_root())
+
+
+@click.command()
+@click.option("--samples", required=True, help="Generated images: a folder, .zip or .npz.")
+@click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
+              help="A training run: its training subset is the training set, the rest of its data the held-out set.")
+@click.option("--train", "train_spec", default=None, help="Training images: folder, .zip, .npz or builtin:digits.")
+@click.option("--heldout", "heldout_spec", default=None,
+              help="Held-out real images of the same distribution (with --train).")
+@click.option("--features", default="dinov2", show_default=True, help=FEATURES_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--thresholds", default="0.85,0.875,0.9,0.925,0.95", show_default=True,
+              help="Fixed cosine-similarity thresholds.")
+@click.option("--calibrate", default="99,99.9", show_default=True,
+              help="Held-out percentiles of nearest-training similarity used as calibrated thresholds.")
+@click.option("--ratio-k", type=int, default=50, show_default=True,
+              help="Neighbours in the ratio test (nearest distance / mean of the k nearest < 1/3).")
+@click.option("--max-heldout", type=int, default=10000, show_default=True,
+              help="Use a seeded subset of at most this many held-out images.")
+@click.option("--resolution", type=int, default=None, help="Load --train/--heldout at this size (see --resize).")
+@click.option("--resize", is_flag=True, help="Center-crop and resize --train/--heldout images to --resolution.")
+@click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
+@click.option("--n-pictures", type=int, default=16, show_default=True, help="Pairs shown in neighbours.png.")
+@click.option("--backend", type=click.Choice(["torch", "faiss"]), default="torch", show_default=True,
+              help="Nearest-neighbour search (faiss: for millions of references; pip install faiss-cpu).")
+@click.option("--batch", type=int, default=256, show_default=True, help="Images per feature batch.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
+@click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
+          resolution, resize, image_size, n_pictures, backend, batch, device, cache_dir, no_cache, quiet) -> None:
+    """Compare samples with their nearest training images; write report.json, nearest.npz and pictures."""
+    from diffmem.data.datasets import load_images
+    from diffmem.evaluate.audit import run_audit
+    from diffmem.evaluate.features import get_extractor
+
+    if (run_dir is None) == (train_spec is None):
+        raise DiffmemError("give exactly one of --run DIR or --train SPEC")
+    if run_dir is not None and heldout_spec is not None:
+        raise DiffmemError("--heldout goes with --train; with --run the held-out set is the rest of the run's data")
+    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
+    percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
+    if ratio_k < 1 or n_pictures < 1 or max_heldout < 1:
+        raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
+    dev = device_of(device)
+
+    sample_set = load_images(samples)
+    if run_dir is not None:
+        from diffmem.train.rundir import run_datasets
+
+        train_set, heldout_set = run_datasets(run_dir)
+    else:
+        train_set = load_images(train_spec, resolution, resize=resize)
+        heldout_set = load_images(heldout_spec, resolution, resize=resize) if heldout_spec else None
+    extractor = get_extractor(features, dev, image_size=image_size, resolution=train_set.resolution)
+    report = run_audit(
+        sample_set, train_set, heldout_set, extractor, out, thresholds=fixed, calibration_percentiles=percentiles,
+        ratio_k=ratio_k, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
+        backend=backend, max_heldout=max_heldout, n_pictures=n_pictures, progress=not quiet,
+    )
+    _summary(report, out)
+
+
+def _summary(report: dict, out: str) -> None:
+    sim = report["similarity"]
+    click.echo(f"features {report['features']}: {report['n_samples']} samples vs {report['n_train']} training images")
+    click.echo(f"  samples:  similarity mean {sim['mean']:.4f}  median {sim['median']:.4f}  p95 {sim['p95']:.4f}  "
+               f"max {sim['max']:.4f}")
+    line = "  ".join(f">{k}: {v:.3f}" for k, v in report["fraction_above"].items())
+    click.echo(f"  samples:  {line}")
+    held = report.get("heldout")
+    if held:
+        hs = held["similarity"]
+        click.echo(f"  held-out ({held['n']}): similarity mean {hs['mean']:.4f}  p95 {hs['p95']:.4f}  "
+                   + "  ".join(f">{k}: {v:.3f}" for k, v in held["fraction_above"].items()))
+        cal = report["calibrated_thresholds"]
+        frac = report["fraction_above_calibrated"]
+        click.echo("  calibrated: " + "  ".join(f"{k} = {cal[k]:.4f} -> samples above: {frac[k]:.3f}" for k in cal))
+    if report.get("ratio_test"):
+        rt = report["ratio_test"]
+        click.echo(f"  ratio test (k={rt['k']}): fraction below 1/3: {rt['fraction_below']:.3f}")
+    for w in report.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"wrote {out}/report.json, nearest.npz, histogram.png, neighbours.png")

@@ -1,0 +1,85 @@
+"""`diffmem fid`: Frechet distance, KID and precision/recall of samples against reference images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from diffmem.cli.audit import FEATURES_HELP, cache_option, device_of
+from diffmem.errors import DiffmemError
+
+
+@click.command()
+@click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz.")
+@click.option("--ref", "ref_spec", required=True,
+              help="Reference: images (folder, .zip, .npz, builtin:digits) or a statistics .npz from --save-stats.")
+@click.option("--features", default="inception", show_default=True,
+              help=FEATURES_HELP + " Only inception gives FID; others give FD_<name>.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the JSON to this file.")
+@click.option("--save-stats", default=None, type=click.Path(dir_okay=False),
+              help="Write the reference statistics (mu, sigma, n, features) to this .npz.")
+@click.option("--kid-subsets", type=int, default=100, show_default=True)
+@click.option("--kid-subset-size", type=int, default=1000, show_default=True)
+@click.option("--pr-k", type=int, default=3, show_default=True, help="k of the k-NN manifolds (precision/recall).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the KID subsets.")
+@click.option("--resolution", type=int, default=None, help="Load --ref images at this size (see --resize).")
+@click.option("--resize", is_flag=True, help="Center-crop and resize --ref images to --resolution.")
+@click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
+@click.option("--batch", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
+@click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_size, pr_k, seed, resolution, resize,
+        image_size, batch, device, cache_dir, no_cache, quiet) -> None:
+    """Print (and with --out write) JSON with the Frechet distance, KID and precision/recall."""
+    from diffmem.data.datasets import load_images
+    from diffmem.evaluate.features import get_extractor
+    from diffmem.evaluate.fid import check_statistics_family, is_statistics_file, load_statistics, run_fid
+
+    if samples is None and save_stats is None:
+        raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
+    if kid_subsets < 1 or kid_subset_size < 2 or pr_k < 1:
+        raise DiffmemError("--kid-subsets must be >= 1, --kid-subset-size >= 2 and --pr-k >= 1")
+    dev = device_of(device)
+    if is_statistics_file(ref_spec):
+        ref = str(ref_spec)
+        stats = load_statistics(ref)
+        check_statistics_family(stats, features, ref)
+        stats_features = stats.get("features")
+        if features == "digits-net" and stats_features and stats_features.startswith("digits-net:"):
+            features = stats_features  # the statistics say at which resolution they were made
+        res = None
+    else:
+        ref = load_images(ref_spec, resolution, resize=resize)
+        res = ref.resolution
+    extractor = get_extractor(features, dev, image_size=image_size, resolution=res)
+    sample_set = load_images(samples) if samples is not None else None
+    report = run_fid(
+        sample_set, ref, extractor, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
+        save_stats=save_stats, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, pr_k=pr_k, seed=seed,
+        progress=not quiet,
+    )
+    if save_stats is not None:
+        click.echo(f"wrote reference statistics ({extractor.name}) to {save_stats}", err=True)
+    if report is None:
+        return
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    n, n_ref = report["n_samples"], report["n_ref"]
+    counts = f"{n} samples vs {n_ref if n_ref is not None else '?'} reference images"
+    click.echo(f"{report['fd_name']} = {report['fd']:.4f} ({counts}, {report['features']})", err=True)
+    if report["kid"]:
+        k = report["kid"]
+        click.echo(f"KID = {k['mean']:.6f} +- {k['std']:.6f} ({k['subsets']} subsets of {k['subset_size']}; {counts})",
+                   err=True)
+    if report["precision_recall"]:
+        pr = report["precision_recall"]
+        click.echo(f"precision = {pr['precision']:.4f}, recall = {pr['recall']:.4f} (k={pr['k']}; {counts})", err=True)
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}", err=True)

@@ -1,0 +1,119 @@
+"""A comparison report: one table (a row per method, plus held-out real images) and pictures, as
+report.md and a self-contained report.html (pictures embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any
+
+from diffmem.errors import DiffmemError
+
+__all__ = ["audit_row", "heldout_row", "write_report"]
+
+
+def _fd_columns(quality: dict[str, Any] | None) -> dict[str, Any]:
+    if not quality:
+        return {}
+    return {f"{quality['fd_name']} (n={quality['n_samples']})": quality["fd"]}
+
+
+def audit_row(method: str, audit: dict[str, Any], quality: dict[str, Any] | None = None,
+              sigma_n: float | None = None) -> dict[str, Any]:
+    """A table row from an audit report (report.json) and optionally a quality report (`diffmem fid`)."""
+    row: dict[str, Any] = {"method": method, "sigma_n": sigma_n, "n": audit["n_samples"]}
+    row.update(_fd_columns(quality))
+    row["sim mean"] = audit["similarity"]["mean"]
+    row["sim p95"] = audit["similarity"]["p95"]
+    row.update({f"> {k}": v for k, v in audit["fraction_above"].items()})
+    for key, value in (audit.get("fraction_above_calibrated") or {}).items():
+        row[f"> {key.replace('heldout_', 'held-out ')}"] = value
+    if audit.get("ratio_test"):
+        row["ratio < 1/3"] = audit["ratio_test"]["fraction_below"]
+    return row
+
+
+def heldout_row(audit: dict[str, Any], quality: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The reference row: held-out real images scored like samples (what never copying scores)."""
+    h = audit.get("heldout")
+    if not h:
+        return None
+    pseudo = {"n_samples": h["n"], "similarity": h["similarity"], "fraction_above": h["fraction_above"],
+              "fraction_above_calibrated": h.get("fraction_above_calibrated"), "ratio_test": h.get("ratio_test")}
+    return audit_row("held-out real images", pseudo, quality)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        cols.extend(k for k in row if k not in cols)
+    return cols
+
+
+def _data_uri(path: Path) -> str:
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def write_report(out_dir: str | Path, rows: list[dict[str, Any]], pictures: dict[str, Path],
+                 title: str, notes: list[str] | None = None) -> tuple[Path, Path]:
+    """Write `out_dir/report.md` (pictures linked by relative path) and a self-contained `report.html`.
+
+    `rows`: table rows (dicts; columns are the union of their keys in first-seen order; None prints
+    as "-"), e.g. from `audit_row` and `heldout_row`. `pictures`: caption -> image file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in rows if r]
+    cols = _columns(rows)
+    pics = {caption: Path(p) for caption, p in pictures.items()}
+    missing = [str(p) for p in pics.values() if not p.is_file()]
+    if missing:
+        raise DiffmemError(f"report pictures not found: {', '.join(missing)}")
+
+    md = [f"# {title}", ""]
+    md += [f"- {n}" for n in notes or []] + ([""] if notes else [])
+    if cols:
+        md.append("| " + " | ".join(cols) + " |")
+        md.append("|" + "|".join("---" for _ in cols) + "|")
+        md += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+        md.append("")
+    for caption, p in pics.items():
+        md += [f"## {caption}", "", f"![{caption}]({Path(os.path.relpath(p.resolve(), out.resolve())).as_posix()})", ""]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md))
+
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:75em}"
+        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%;image-rendering:pixelated}</style>",
+        f"</head><body><h1>{esc(title)}</h1>",
+    ]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    if cols:
+        parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows]
+        parts.append("</table>")
+    for caption, p in pics.items():
+        parts.append(f'<figure><img src="{_data_uri(p)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
+                     "</figcaption></figure>")
+    parts.append("</body></html>")
+    html_path = out / "report.html"
+    html_path.write_text("\n".join(parts))
+    return md_path, html_path
