@@ -22,9 +22,9 @@ def demo(out, subset, steps, batch, sigma_n, n_samples, seed, device, quiet) -> 
     from diffmem.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(subset=subset, steps=steps, batch=batch, sigma_n=sigma_n, n_samples=n_samples, seed=seed)
-    audit = None
-    try:
-        from diffmem.demo_report import audit_demo as audit
-    except ImportError:  # the evaluation package is optional for the bare demo
-        pass
+    from diffmem.demo_report import audit_demo
+
+    def audit(out_dir, samples):
+        audit_demo(out_dir, samples, echo=click.echo)
+
     run_demo(out, cfg, device=_device(device), progress=not quiet, audit=audit, echo=click.echo)
