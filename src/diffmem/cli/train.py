@@ -73,10 +73,20 @@ def _device(name: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: bfloat16 autocast for the forward pass (GPUs); weights stay fp32.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPUs; slow first steps).")
+@click.option("--channels-last", is_flag=True, help="channels-last memory format (GPUs).")
+@click.option("--monitor-every", type=int, default=0, show_default=True,
+              help="Every K steps, sample the EMA model and log how many samples copy the training set "
+                   "(0: off); draws monitor.png in --out.")
+@click.option("--monitor-samples", type=int, default=64, show_default=True, help="Samples per monitor check.")
+@click.option("--monitor-features", default="pixels", show_default=True,
+              help="Feature space of the monitor's nearest-neighbour search (pixels needs no download).")
 def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, mask_p,
           mask_delta, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
           weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
-          overwrite, device, quiet) -> None:
+          overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features) -> None:
     """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
     from diffmem.train.loop import train as run_train
 
@@ -102,5 +112,34 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
     )
-    run = run_train(cfg, out, device=_device(device), overwrite=overwrite, resume=resume, progress=not quiet)
+    if monitor_every < 0:
+        raise DiffmemError(f"--monitor-every must be >= 0 (0: off), got {monitor_every}")
+    if monitor_every > 0 and monitor_samples < 2:
+        raise DiffmemError(f"--monitor-samples must be at least 2, got {monitor_samples}")
+    from diffmem.train.distributed import init_world
+
+    world, dev = init_world(_device(device))  # torchrun: one process per device, the batch split among them
+    monitor = None
+    if monitor_every > 0:
+        from diffmem.config import validate
+        from diffmem.monitor import make_monitor
+
+        validate(cfg)
+        monitor = make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev)
+    run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
+                    monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,
+                    compile=compile_, channels_last=channels_last)
+    if not world.main:
+        return
     click.echo(f"trained {cfg.method.name} for {cfg.optim.steps} steps; run directory: {run}")
+    if monitor is not None:
+        from diffmem.monitor import monitor_records, plot_monitor
+
+        records = monitor_records(run)
+        if records:
+            last = records[-1]["monitor"]
+            cal = (last.get("fraction_above_calibrated") or {}).get("heldout_p99")
+            line = "  ".join(f">={k}: {v:.3f}" for k, v in last["fraction_above"].items())
+            click.echo(f"copy monitor at step {records[-1]['step']} ({last['n_samples']} samples, {last['features']}): "
+                       f"{line}" + (f"  >= held-out p99: {cal:.3f}" if cal is not None else ""))
+            click.echo(f"copy-rate curve: {plot_monitor(run)}")

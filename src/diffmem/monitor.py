@@ -1,0 +1,235 @@
+"""Watch copying emerge during training: the copy-rate monitor and its curve (monitor.png).
+
+Every K steps `CopyMonitor` draws N samples from the EMA model with fixed seeds (sample i always starts
+from the same noise, so the curve shows the model changing, not the draw), finds each sample's most
+similar training image in a cheap feature space (pixels by default) and logs the statistics: mean /
+median / p95 / max similarity, the fraction at or above fixed thresholds and above the calibrated
+threshold (the 99th percentile of held-out images' nearest-training similarity, i.e. "closer to a
+training image than 99% of unseen real images get"). The held-out reference is computed once.
+
+The monitor draws no random numbers from global state, so a run with and without it trains identically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from diffmem.config import TrainConfig
+from diffmem.data.datasets import ImageDataset
+from diffmem.errors import DiffmemError
+
+__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
+           "CALIBRATED_KEY"]
+
+MONITOR_PNG = "monitor.png"
+CALIBRATED_KEY = "heldout_p99"
+
+
+class CopyMonitor:
+    """`monitor(step, ema_model) -> dict`, the hook of `diffmem.train.loop.train`.
+
+    `train`/`heldout`: the run's training images and held-out images (None: no calibrated threshold).
+    `features`: a feature space name (see `diffmem.evaluate.features.get_extractor`); `thresholds`: fixed
+    cosine thresholds (None: 0.9, 0.95, 0.98, 0.99 for pixels, the audit defaults otherwise).
+    `max_heldout`: a seeded subset of at most this many held-out images is the reference.
+    """
+
+    def __init__(self, cfg: TrainConfig, train: ImageDataset, heldout: ImageDataset | None, n_samples: int = 64,
+                 features: str = "pixels", thresholds: tuple[float, ...] | None = None, seed: int = 0,
+                 sample_steps: int = 18, batch: int = 256, max_heldout: int = 2000,
+                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> None:
+        from diffmem.evaluate.features import embed_dataset, get_extractor
+        from diffmem.evaluate.neighbours import nearest_neighbours
+        from diffmem.sweep.spec import EvalOptions
+
+        if n_samples < 2:
+            raise DiffmemError(f"--monitor-samples must be at least 2, got {n_samples}")
+        if sample_steps < 1:
+            raise DiffmemError(f"the monitor's sampler needs at least 1 step, got {sample_steps}")
+        self.cfg, self.n_samples, self.seed, self.batch = cfg, int(n_samples), int(seed), int(batch)
+        self.sample_steps = int(sample_steps)
+        h, w, c = train.shape
+        self.meta = {"resolution": h, "channels": c}
+        self.n_train = len(train)
+        self.extractor = get_extractor(features, device, resolution=h)
+        self.thresholds = tuple(thresholds) if thresholds is not None else EvalOptions().thresholds_for(features)
+        self.train_feats = embed_dataset(self.extractor, train, cache_dir)
+        self.calibrated: dict[str, float] = {}
+        self.heldout: dict[str, Any] | None = None
+        if heldout is not None and len(heldout) > 0:
+            if len(heldout) > max_heldout:
+                idx = np.sort(np.random.default_rng(seed).choice(len(heldout), max_heldout, replace=False))
+                heldout = heldout.subset(idx)
+            held_feats = embed_dataset(self.extractor, heldout, cache_dir)
+            sims = nearest_neighbours(held_feats, self.train_feats)[0][:, 0].numpy().astype(np.float64)
+            self.calibrated = {CALIBRATED_KEY: float(np.percentile(sims, 99))}
+            self.heldout = self._stats(sims)
+            self.heldout["n"] = int(len(sims))
+
+    def _stats(self, sims: np.ndarray) -> dict[str, Any]:
+        from diffmem.evaluate.memorization import fraction_above, similarity_stats
+
+        out: dict[str, Any] = {"similarity": similarity_stats(sims),
+                               "fraction_above": fraction_above(sims, self.thresholds)}
+        if self.calibrated:
+            out["fraction_above_calibrated"] = fraction_above(sims, self.calibrated)
+        return out
+
+    def __call__(self, step: int, ema_model: torch.nn.Module) -> dict[str, Any]:
+        """Sample, embed, compare; returns the record logged under "monitor" in log.jsonl."""
+        from diffmem.evaluate.neighbours import nearest_neighbours
+        from diffmem.generate import SampleOptions, generate
+
+        t0 = time.perf_counter()
+        device = next(ema_model.parameters()).device
+        was_training = ema_model.training
+        ema_model.eval()
+        images = generate(ema_model, self.cfg, self.meta, self.n_samples, seed=self.seed, batch=self.batch,
+                          opts=SampleOptions(steps=self.sample_steps), device=device, progress=False)
+        ema_model.train(was_training)
+        feats = self.extractor(images)
+        sims = nearest_neighbours(feats, self.train_feats)[0][:, 0].numpy().astype(np.float64)
+        rec: dict[str, Any] = {"features": self.extractor.name, "n_samples": self.n_samples,
+                               "epoch": step * self.cfg.optim.batch / self.n_train}
+        rec.update(self._stats(sims))
+        rec["calibrated_thresholds"] = dict(self.calibrated) or None
+        rec["heldout"] = self.heldout
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        return rec
+
+
+def make_monitor(cfg: TrainConfig, n_samples: int = 64, features: str = "pixels", device: str | torch.device = "cpu",
+                 **kwargs: Any) -> CopyMonitor:
+    """A CopyMonitor for the run `cfg` describes: its seeded training subset and the rest as held-out images.
+
+    Loads the data the same way `train` does (`select_train_images`); `kwargs` go to CopyMonitor.
+    """
+    from diffmem.train.loop import select_train_images
+
+    source, train_idx, heldout_idx = select_train_images(cfg)
+    heldout = source.subset(heldout_idx) if len(heldout_idx) else None
+    return CopyMonitor(cfg, source.subset(train_idx), heldout, n_samples=n_samples, features=features,
+                       device=device, **kwargs)
+
+
+def monitor_records(run_dir_or_log: str | Path) -> list[dict[str, Any]]:
+    """The monitor records of a run's log.jsonl, one per step (a step logged twice keeps the later record)."""
+    from diffmem.train.rundir import LOG
+
+    p = Path(run_dir_or_log)
+    log = p / LOG if p.is_dir() else p
+    if not log.is_file():
+        raise DiffmemError(f"{log} does not exist; train with --monitor-every K to record copy statistics")
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in log.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(rec, dict) and "monitor" in rec:
+            by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _copy_series(records: list[dict[str, Any]], key: str) -> np.ndarray:
+    vals = []
+    for r in records:
+        m = r["monitor"]
+        if key == CALIBRATED_KEY:
+            src = m.get("fraction_above_calibrated") or {}
+        else:
+            src = m.get("fraction_above") or {}
+        vals.append(src.get(key, np.nan))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def _x(records: list[dict[str, Any]]) -> tuple[np.ndarray, str]:
+    if all("epoch" in r["monitor"] for r in records):
+        return np.asarray([r["monitor"]["epoch"] for r in records]), "epochs"
+    return np.asarray([r["step"] for r in records]), "steps"
+
+
+def plot_monitor(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the copy-rate curve of one run (default: RUN/monitor.png) from its log.jsonl.
+
+    One line per threshold (solid: samples; dashed, same colour: held-out real images, the level a
+    generator that never copies scores), the calibrated threshold in black.
+    """
+    from matplotlib.figure import Figure
+
+    records = monitor_records(run_dir)
+    if not records:
+        raise DiffmemError(f"{run_dir} has no monitor records; train with --monitor-every K")
+    out = Path(out) if out is not None else Path(run_dir) / MONITOR_PNG
+    x, xlabel = _x(records)
+    last = records[-1]["monitor"]
+    fig = Figure(figsize=(6.4, 4.0), dpi=110)
+    ax = fig.subplots()
+    keys = list(last["fraction_above"])
+    colors = [f"C{i}" for i in range(len(keys))]
+    held = last.get("heldout") or {}
+    for key, color in zip(keys, colors):
+        ax.plot(x, _copy_series(records, key), "-o", ms=3, color=color, label=f"samples >= {key}")
+        if held.get("fraction_above", {}).get(key) is not None:
+            ax.axhline(held["fraction_above"][key], ls="--", lw=0.8, color=color)
+    if last.get("calibrated_thresholds"):
+        thr = last["calibrated_thresholds"][CALIBRATED_KEY]
+        ax.plot(x, _copy_series(records, CALIBRATED_KEY), "-o", ms=3, color="black", lw=2,
+                label=f"samples >= held-out p99 ({thr:.3f})")
+        ax.axhline(0.01, ls="--", lw=0.8, color="black")
+    ax.set_xlabel(f"training {xlabel}")
+    ax.set_ylabel(f"fraction of samples (n={last['n_samples']})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"copying during training ({last['features']} nearest-training similarity)\n"
+                 "dashed: held-out real images", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def plot_copy_curves(runs: Mapping[str, str | Path], out: str | Path, key: str = CALIBRATED_KEY) -> Path | None:
+    """One copy-rate curve per run (label -> run dir) in one figure: when does each method start to copy?
+
+    `key`: the calibrated threshold (default) or a fixed one such as "0.98". Runs without monitor
+    records are left out; returns None when none has any.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.2), dpi=110)
+    ax = fig.subplots()
+    drawn = 0
+    xlabel = "epochs"
+    for label, run in runs.items():
+        try:
+            records = monitor_records(run)
+        except DiffmemError:
+            continue
+        if not records:
+            continue
+        x, xlabel = _x(records)
+        ax.plot(x, _copy_series(records, key), "-o", ms=3, label=label)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel(f"training {xlabel}")
+    what = "held-out p99" if key == CALIBRATED_KEY else key
+    ax.set_ylabel(f"fraction of samples >= {what}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out

@@ -1,0 +1,177 @@
+"""The memorization/quality frontier: Pareto set, its plot, and a rule of thumb for sigma_n.
+
+Both axes are minimized: the quality distance (a Frechet distance; lower is better) and the copy
+fraction (share of samples at least as close to a training image as the calibrated threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from diffmem.sweep.results import METHOD_LABELS, context, summarize
+
+__all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
+
+_COLORS = {"edm": "black", "ambient": "tab:red", "masking": "tab:blue", "noisy-only": "tab:green"}
+_MARKERS = {"edm": "*", "ambient": "o", "masking": "s", "noisy-only": "^"}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], x: str = "copy_frac", y: str = "quality") -> list[int]:
+    """Indices of the Pareto-optimal rows when minimizing both `x` and `y`, sorted by `x` then `y`.
+
+    A row is dominated when another row is no worse in both and strictly better in one; rows missing
+    either value are never on the front. Exact duplicates are all kept.
+    """
+    pts = [(i, float(r[x]), float(r[y])) for i, r in enumerate(rows) if _finite(r.get(x)) and _finite(r.get(y))]
+    front = []
+    for i, xi, yi in pts:
+        dominated = any(xj <= xi and yj <= yi and (xj < xi or yj < yi) for j, xj, yj in pts if j != i)
+        if not dominated:
+            front.append((xi, yi, i))
+    return [i for _, _, i in sorted(front)]
+
+
+def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
+                   method: str = "ambient") -> list[dict[str, Any]]:
+    """The rule of thumb, per training-set size: among `method`'s sigma_n values (averaged over seeds)
+    whose quality distance is at most `(1 + tolerance)` times the baseline's, take the one with the
+    lowest copy fraction (ties: better quality).
+
+    Returns one dict per subset: `subset`, `sigma_n` (None when no value qualifies or there is no
+    baseline), `copy_frac`, `quality`, `baseline_copy_frac`, `baseline_quality`, `tolerance`, `helps`
+    (whether it copies less than the baseline) and `message`.
+    """
+    summary = summarize(list(rows))
+    out = []
+    keys = sorted({(s["subset"], s["context"]) for s in summary},
+                  key=lambda k: (float("inf") if k[0] is None else k[0], k[1]))
+    for subset, ctx in keys:
+        group = [s for s in summary if s["subset"] == subset and s["context"] == ctx]
+        base = next((s for s in group if s["method"] == "edm"), None)
+        cands = [s for s in group if s["method"] == method and _finite(s.get("quality"))
+                 and _finite(s.get("copy_frac"))]
+        res: dict[str, Any] = {"subset": subset, "method": method, "tolerance": tolerance, "sigma_n": None,
+                               "copy_frac": None, "quality": None, "helps": False,
+                               "baseline_copy_frac": base.get("copy_frac") if base else None,
+                               "baseline_quality": base.get("quality") if base else None}
+        where = f"{subset} training images" if subset is not None else "all training images"
+        if sum(k[0] == subset for k in keys) > 1:
+            where += f" [{ctx}]"
+        res["context"] = ctx
+        if base is None or not _finite(base.get("quality")) or not _finite(base.get("copy_frac")):
+            res["message"] = f"{where}: no baseline run (add edm to --methods) to compare {method} with"
+            out.append(res)
+            continue
+        if not cands:
+            res["message"] = f"{where}: no {method} runs"
+            out.append(res)
+            continue
+        qb, cb = float(base["quality"]), float(base["copy_frac"])
+        limit = qb * (1 + tolerance) if qb >= 0 else qb * (1 - tolerance)
+        ok = [s for s in cands if s["quality"] <= limit]
+        if not ok:
+            best = min(cands, key=lambda s: s["quality"])
+            res["message"] = (f"{where}: no sigma_n keeps quality within {tolerance:.0%} of the baseline "
+                              f"({_q(qb)}); the closest is sigma_n={best['param']:g} ({_q(best['quality'])}, "
+                              f"copies {best['copy_frac']:.3f} vs {cb:.3f}). Train longer or widen the grid")
+            out.append(res)
+            continue
+        pick = min(ok, key=lambda s: (s["copy_frac"], s["quality"]))
+        helps = pick["copy_frac"] < cb
+        res.update({"sigma_n": pick["param"], "copy_frac": pick["copy_frac"], "quality": pick["quality"],
+                    "helps": helps})
+        change = (pick["copy_frac"] - cb) / cb if cb > 0 else float("nan")
+        dq = (pick["quality"] - qb) / qb if qb > 0 else float("nan")
+        if helps:
+            res["message"] = (f"{where}: sigma_n = {pick['param']:g} copies {pick['copy_frac']:.3f} vs the "
+                              f"baseline's {cb:.3f} ({change:+.0%}) at quality {_q(pick['quality'])} vs "
+                              f"{_q(qb)} ({dq:+.0%}, within {tolerance:.0%})")
+        else:
+            res["message"] = (f"{where}: no sigma_n within {tolerance:.0%} of the baseline's quality copies less "
+                              f"than the baseline ({cb:.3f}); Algorithm 1 did not help here at this budget")
+        out.append(res)
+    return out
+
+
+def _q(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def rule_of_thumb_text(choices: Sequence[dict[str, Any]]) -> str:
+    """The rule of thumb and its outcome per subset, as printable lines."""
+    if not choices:
+        return ""
+    tol = choices[0]["tolerance"]
+    lines = [f"Rule of thumb: the sigma_n with the lowest copy fraction whose quality distance is within "
+             f"{tol:.0%} of the baseline's:"]
+    lines += [f"  {c['message']}" for c in choices]
+    return "\n".join(lines)
+
+
+def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Quality distance against copy fraction, one point per run, one panel per training-set size.
+
+    The Pareto-optimal runs are joined by a line, the baseline is a large black star, Algorithm 1's
+    points carry their sigma_n, and a dotted line marks the held-out images' copy fraction (what a
+    generator that never copies scores).
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    rows = list(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subsets = sorted({r.get("subset") for r in rows}, key=lambda v: float("inf") if v is None else v) or [None]
+    fig = Figure(figsize=(5.2 * len(subsets), 4.2), dpi=110)
+    axes = np.atleast_1d(fig.subplots(1, len(subsets), squeeze=False)[0])
+    qname = next((r.get("quality_metric") for r in rows if r.get("quality_metric")), "quality distance")
+    cname = next((r.get("copy_metric") for r in rows if r.get("copy_metric")), "")
+    for ax, subset in zip(axes, subsets):
+        group = [r for r in rows if r.get("subset") == subset]
+        seen = set()
+        for r in group:
+            if not (_finite(r.get("copy_frac")) and _finite(r.get("quality"))):
+                continue
+            m = r.get("method", "?")
+            base = m == "edm"
+            ax.scatter(r["copy_frac"], r["quality"], marker=_MARKERS.get(m, "x"), color=_COLORS.get(m, "gray"),
+                       s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
+                       label=None if m in seen else METHOD_LABELS.get(m, m))
+            seen.add(m)
+            if m in ("ambient", "noisy-only") and _finite(r.get("sigma_n")):
+                ax.annotate(f"{r['sigma_n']:g}", (r["copy_frac"], r["quality"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+        labelled = False
+        for ctx in dict.fromkeys(context(r) for r in group):  # never join points measured differently
+            members = [r for r in group if context(r) == ctx]
+            front = pareto_front(members)
+            if front:
+                fx = [members[i]["copy_frac"] for i in front]
+                fy = [members[i]["quality"] for i in front]
+                ax.plot(fx, fy, "-", color="gray", lw=1.2, zorder=2, label=None if labelled else "Pareto front")
+                labelled = True
+        held = [r["heldout_copy_frac"] for r in group if _finite(r.get("heldout_copy_frac"))]
+        if held:
+            ax.axvline(float(np.mean(held)), ls=":", color="tab:purple", lw=1, label="held-out real images")
+        xs = [float(r["copy_frac"]) for r in group if _finite(r.get("copy_frac"))] + held
+        hi = max(xs, default=0.0)
+        ax.set_xlim(-0.03 * max(hi, 0.05), min(1.02, max(hi, 0.05) * 1.12))
+        ax.set_xlabel(f"copy fraction ({cname})" if cname else "copy fraction")
+        ax.set_ylabel(f"{qname} (lower is better)")
+        ax.set_title(f"{subset} training images" if subset is not None else "all training images", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    tmp.replace(path)
+    return path

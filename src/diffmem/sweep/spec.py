@@ -1,0 +1,249 @@
+"""What a sweep runs: the grid of points (method x sigma_n / mask_p x subset x seed) and how each is measured.
+
+Every point shares one training budget (steps, batch, network, optimizer) and one evaluation (the same
+number of samples from the same sampler seeds, the same feature spaces); only the method, its
+parameter, the training-set size and the seed differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from diffmem.config import METHODS, DataConfig, MethodConfig, TrainConfig, validate
+from diffmem.errors import DiffmemError
+
+__all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
+           "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
+
+SIGMA_METHODS = ("ambient", "noisy-only")  # methods swept over sigma_n
+# Fixed cosine thresholds for pixel features (DESIGN.md section 1 reports > 0.98 / > 0.99 on 16x16 digits;
+# held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).
+PIXEL_THRESHOLDS: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How every point is measured after training.
+
+    `features`: memorization feature spaces (the first one defines `copy_frac`); `quality_features`: the
+    feature space of the Frechet distance (None: `digits-net` for builtin:digits, else `inception`).
+    `copy_threshold`: a sample counts as a copy when its nearest-training similarity is at or above it;
+    None: the calibrated threshold, the 99th percentile of held-out images' nearest-training similarity.
+    `thresholds`: fixed thresholds reported for every feature space (None: per feature family defaults).
+    """
+
+    n_samples: int = 500
+    sample_steps: int = 18
+    sample_seed: int = 0
+    features: tuple[str, ...] = ("pixels",)
+    quality_features: str | None = None
+    thresholds: tuple[float, ...] | None = None
+    copy_threshold: float | None = None
+    batch: int = 256
+    pictures: bool = True
+
+    def quality_name(self, data_spec: str) -> str:
+        """The quality feature space for a data set."""
+        if self.quality_features:
+            return self.quality_features
+        return "digits-net" if data_spec.startswith("builtin:digits") else "inception"
+
+    def thresholds_for(self, features: str) -> tuple[float, ...]:
+        """Fixed thresholds reported for one feature space."""
+        if self.thresholds is not None:
+            return tuple(self.thresholds)
+        if features.split(":", 1)[0] == "pixels":
+            return PIXEL_THRESHOLDS
+        from diffmem.evaluate.memorization import DEFAULT_THRESHOLDS
+
+        return DEFAULT_THRESHOLDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return json_ready(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One training run of a sweep."""
+
+    method: str
+    sigma_n: float = 0.0
+    mask_p: float = 0.0
+    subset: int | None = None
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """A folder name, e.g. `n300-ambient-sn0.5-seed0`."""
+        parts = [f"n{self.subset}" if self.subset is not None else "nall", self.method]
+        if self.method in SIGMA_METHODS:
+            parts.append(f"sn{self.sigma_n:g}")
+        if self.method == "masking":
+            parts.append(f"p{self.mask_p:g}")
+        parts.append(f"seed{self.seed}")
+        return "-".join(parts)
+
+    @property
+    def param(self) -> float | None:
+        """The swept parameter: sigma_n (ambient, noisy-only), mask_p (masking) or None (baseline)."""
+        if self.method in SIGMA_METHODS:
+            return self.sigma_n
+        if self.method == "masking":
+            return self.mask_p
+        return None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: `base` fixes data, network and budget; points vary method, parameter, subset and seed.
+
+    `sigma_ns=None`: each subset gets `diffmem.theory.default_sigma_grid` of its commitment curve.
+    `monitor_every > 0`: every run logs copy statistics of `monitor_samples` EMA samples every K steps.
+    """
+
+    base: TrainConfig
+    methods: tuple[str, ...] = ("edm", "ambient")
+    sigma_ns: tuple[float, ...] | None = None
+    mask_ps: tuple[float, ...] = (0.2,)
+    subsets: tuple[int | None, ...] = (300,)
+    seeds: tuple[int, ...] = (0,)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    monitor_every: int = 0
+    monitor_samples: int = 64
+    tolerance: float = 0.1  # rule of thumb: quality within this fraction of the baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["base"] = self.base.to_dict()
+        return json_ready(d)
+
+
+def json_ready(obj: Any) -> Any:
+    """Tuples to lists, recursively (what a JSON round trip does)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def feature_dirname(features: str) -> str:
+    """A folder-safe name of a feature space: `digits-net:16` -> `digits-net_16`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", features).strip("_") or "features"
+
+
+def validate_sweep(sc: SweepConfig) -> None:
+    """Refuse a sweep a user got wrong, naming the flag."""
+    if not sc.methods:
+        raise DiffmemError("--methods is empty; choose from " + ", ".join(METHODS))
+    bad = [m for m in sc.methods if m not in METHODS]
+    if bad:
+        raise DiffmemError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    if sc.sigma_ns is not None:
+        _check_positive(sc.sigma_ns, "--sigma-n")
+    if "masking" in sc.methods:
+        if not sc.mask_ps:
+            raise DiffmemError("--mask-p is empty; give erase probabilities in (0, 1), e.g. 0.2")
+        if any(not 0 < p < 1 for p in sc.mask_ps):
+            raise DiffmemError(f"--mask-p values must lie in (0, 1), got {list(sc.mask_ps)}")
+    if not sc.seeds:
+        raise DiffmemError("--seeds is empty; give at least one seed, e.g. 0")
+    if not sc.subsets:
+        raise DiffmemError("--subset is empty; give training-set sizes, e.g. 300")
+    if any(s is not None and s < 2 for s in sc.subsets):
+        raise DiffmemError(f"--subset values must be integers >= 2, got {list(sc.subsets)}")
+    e = sc.eval
+    if e.n_samples < 2:
+        raise DiffmemError(f"--n-samples must be at least 2 (a Frechet distance needs two images), got {e.n_samples}")
+    if e.sample_steps < 1:
+        raise DiffmemError(f"--sample-steps must be a positive integer, got {e.sample_steps}")
+    if not e.features:
+        raise DiffmemError("--features is empty; give at least one feature space, e.g. pixels")
+    if e.copy_threshold is not None and not -1 <= e.copy_threshold <= 1:
+        raise DiffmemError(f"--copy-threshold is a cosine similarity in [-1, 1], got {e.copy_threshold}")
+    if sc.monitor_every < 0 or sc.monitor_samples < 2:
+        raise DiffmemError("--monitor-every must be >= 0 and --monitor-samples >= 2")
+    if not sc.tolerance >= 0:
+        raise DiffmemError(f"--tolerance must be >= 0, got {sc.tolerance}")
+    validate(sc.base)
+
+
+def _check_positive(values: Iterable[float], flag: str) -> None:
+    values = list(values)
+    if not values:
+        raise DiffmemError(f"{flag} is empty; give comma-separated positive noise levels, e.g. 0.2,0.5,1, "
+                           "or leave the flag out to use the data set's default grid")
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise DiffmemError(f"{flag} values must be positive noise levels (the baseline is --methods edm), "
+                           f"got {bad[0]:g}")
+
+
+def sweep_points(sc: SweepConfig, grids: dict[int | None, tuple[float, ...]] | None = None) -> list[SweepPoint]:
+    """All points, in a stable order: subset, seed, method (as given), parameter ascending.
+
+    `grids`: sigma_n values per subset (overrides `sc.sigma_ns`, e.g. default grids from the data).
+    """
+    points = []
+    for subset in sc.subsets:
+        sigmas = (grids or {}).get(subset, sc.sigma_ns)
+        for seed in sc.seeds:
+            for method in dict.fromkeys(sc.methods):  # unique, in the given order
+                if method in SIGMA_METHODS:
+                    if not sigmas:
+                        raise DiffmemError(f"--methods {method} needs --sigma-n values")
+                    points += [SweepPoint(method, float(s), 0.0, subset, seed) for s in sorted(set(sigmas))]
+                elif method == "masking":
+                    points += [SweepPoint(method, 0.0, float(p), subset, seed) for p in sorted(set(sc.mask_ps))]
+                else:
+                    points.append(SweepPoint(method, 0.0, 0.0, subset, seed))
+    return points
+
+
+def point_config(sc: SweepConfig, point: SweepPoint) -> TrainConfig:
+    """The TrainConfig of one point: `base` with the point's method, parameter, subset and seed."""
+    base = sc.base
+    data: DataConfig = dataclasses.replace(base.data, subset=point.subset)
+    method = MethodConfig(point.method, point.sigma_n, base.method.ambient_weight, point.mask_p,
+                          base.method.mask_delta)
+    return dataclasses.replace(base, data=data, method=method, seed=point.seed)
+
+
+def parse_float_list(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """'0.2,0.5,1' -> (0.2, 0.5, 1.0); None stays None; an empty list is returned empty (checked later)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DiffmemError(f"{flag} takes comma-separated numbers, e.g. 0.2,0.5,1; got {text!r}") from None
+
+
+def parse_int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """'100,300' -> (100, 300); None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DiffmemError(f"{flag} takes comma-separated integers, e.g. 100,300; got {text!r}") from None
+    if not values:
+        raise DiffmemError(f"{flag} is empty; give comma-separated integers, e.g. 100,300")
+    return values
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'edm,ambient' -> ('edm', 'ambient'), refusing unknown names."""
+    methods = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not methods:
+        raise DiffmemError("--methods is empty; choose from " + ", ".join(METHODS))
+    for m in methods:
+        if m not in METHODS:
+            raise DiffmemError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    return methods
