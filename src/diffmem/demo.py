@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.errors import DiffmemError
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def side_by_side(panels: dict[str, np.ndarray], path: Path, n: int = 64) -> Path
 
 
 def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu", progress: bool = True,
+             overwrite: bool = False,
              audit: Callable[[Path, dict[str, Path]], None] | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Train, sample and compare; returns {method: samples.npz}. `audit` hooks in the evaluation."""
@@ -76,6 +78,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     from diffmem.models.denoiser import load_denoiser
     from diffmem.train.loop import train
     from diffmem.train.rundir import DONE, run_datasets
+    from diffmem.train.rundir import run_config as rundir_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,9 +87,11 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     for method, cfg in demo_configs(d).items():
         run = out / method
         t0 = time.perf_counter()
-        if not (run / DONE).is_file():
+        if overwrite or not (run / DONE).is_file():
             echo(f"[demo] training {method} on {d.subset} digits for {d.steps} steps (batch {d.batch})")
-            train(cfg, run, device=device, progress=progress)
+            train(cfg, run, device=device, progress=progress, overwrite=overwrite)
+        elif rundir_config(run) != cfg.to_dict():
+            raise DiffmemError(f"{run} holds a finished run with other settings; pass --overwrite or another --out")
         path = run / "samples.npz"
         if not path.is_file():
             net, cfg_, meta = load_denoiser(run, device=device)

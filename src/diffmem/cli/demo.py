@@ -16,8 +16,9 @@ from diffmem.cli.train import _device
 @click.option("--n-samples", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Retrain runs already in --out.")
 @click.option("--quiet", is_flag=True)
-def demo(out, subset, steps, batch, sigma_n, n_samples, seed, device, quiet) -> None:
+def demo(out, subset, steps, batch, sigma_n, n_samples, seed, device, overwrite, quiet) -> None:
     """Train the baseline and Algorithm 1 on built-in digits with one budget, sample, compare, report."""
     from diffmem.demo import DemoConfig, run_demo
 
@@ -27,4 +28,5 @@ def demo(out, subset, steps, batch, sigma_n, n_samples, seed, device, quiet) -> 
     def audit(out_dir, samples):
         audit_demo(out_dir, samples, echo=click.echo)
 
-    run_demo(out, cfg, device=_device(device), progress=not quiet, audit=audit, echo=click.echo)
+    run_demo(out, cfg, device=_device(device), progress=not quiet, overwrite=overwrite, audit=audit,
+             echo=click.echo)

@@ -82,9 +82,13 @@ def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) 
         if not (out / rundir.CONFIG).is_file():
             raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem run; choose another --out")
         if overwrite:
-            for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE):
+            for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE,
+                         *rundir.DERIVED_FILES):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
+            for pattern in rundir.DERIVED_GLOBS:  # evaluations of the old weights
+                for path in out.glob(pattern):
+                    shutil.rmtree(path, ignore_errors=True)
             return False
         old = rundir.read_json(out / rundir.CONFIG)
         if old != new:
@@ -329,16 +333,17 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
                 bar.update(step - bar.n)
                 window.clear()
                 t_last, step_last = now, step
+            if world.main and (step % cfg.checkpoint_every == 0 or step == o.steps):
+                state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
+                         "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
+                save_checkpoint(out, step, net, ema.model, state, meta)
             if world.main and monitor is not None and monitor_every > 0 and (
                     step % monitor_every == 0 or step == o.steps):
                 ema.model.eval()
                 log.write(json.dumps({"step": step, "kimg": step * o.batch / 1000,
                                       "monitor": monitor(step, ema.model)}) + "\n")
                 log.flush()
-            if world.main and (step % cfg.checkpoint_every == 0 or step == o.steps):
-                state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
-                         "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
-                save_checkpoint(out, step, net, ema.model, state, meta)
+                t_last = time.perf_counter()  # images/s counts training only
     finally:
         bar.close()
         log.close()

@@ -9,6 +9,7 @@ RUN/
   checkpoints/LATEST       name of the newest complete checkpoint folder
   checkpoints/step-00001000/{model.safetensors, ema.safetensors, state.pt, meta.json}
   done.json                written when training finished
+  samples.npz, audit-*/, quality.json, result.json, monitor.png   written by evaluation (demo, sweep)
 ```
 """
 
@@ -29,6 +30,9 @@ LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
 DONE = "done.json"
+# What evaluation writes into a run (demo, sweep, monitor): stale once the run is retrained.
+DERIVED_FILES = ("samples.npz", "samples.json", "quality.json", "result.json", "monitor.png")
+DERIVED_GLOBS = ("audit-*",)
 
 
 def read_json(path: Path) -> Any:
