@@ -8,6 +8,7 @@ then audit both against the training digits and the held-out digits and write re
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
         if overwrite or not (run / DONE).is_file():
             echo(f"[demo] training {method} on {d.subset} digits for {d.steps} steps (batch {d.batch})")
             train(cfg, run, device=device, progress=progress, overwrite=overwrite)
-        elif rundir_config(run) != cfg.to_dict():
+        elif rundir_config(run) != json.loads(json.dumps(cfg.to_dict())):
             raise DiffmemError(f"{run} holds a finished run with other settings; pass --overwrite or another --out")
         path = run / "samples.npz"
         if not path.is_file():
