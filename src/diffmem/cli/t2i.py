@@ -1,0 +1,156 @@
+"""`diffmem t2i`: fine-tune Stable Diffusion (baseline / ambient, S23 / W24), sample it, audit the samples."""
+
+from __future__ import annotations
+
+import click
+
+from diffmem.errors import DiffmemError
+from diffmem.t2i.mitigations import MITIGATIONS
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return name
+
+
+@click.group()
+def t2i() -> None:
+    """Text-to-image (paper section 5.2): fine-tune Stable Diffusion with the ambient loss, sample, audit."""
+
+
+@t2i.command()
+@click.option("--pretrained", required=True, help="Hub id (e.g. stabilityai/stable-diffusion-2-base) or a local "
+              "folder in diffusers' pipeline layout.")
+@click.option("--data", "data", required=True, type=click.Path(file_okay=False),
+              help="Folder of images with metadata.jsonl (file_name, text) or same-named .txt captions.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resolution", type=int, default=None, help="Image size (default: the UNet's native size).")
+@click.option("--method", type=click.Choice(["baseline", "ambient"]), default="baseline", show_default=True)
+@click.option("--t-n", "t_n", type=int, default=None,
+              help="ambient: timestep of the fixed noisy latents; the model sees only them for t >= t_n.")
+@click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
+@click.option("--mitigation", type=click.Choice(MITIGATIONS), default="none", show_default=True,
+              help="S23 caption/embedding corruption, or W24's training filter.")
+@click.option("--s23-prob", type=float, default=0.1, show_default=True, help="S23: chance a caption is changed.")
+@click.option("--s23-words", type=int, default=None, help="S23: words added/repeated (2) or replacement length (4).")
+@click.option("--s23-noise-std", type=float, default=0.1, show_default=True, help="S23 embed-noise: noise std.")
+@click.option("--w24-threshold", type=float, default=None, help="W24: skip samples whose score exceeds this.")
+@click.option("--steps", type=int, default=100_000, show_default=True, help="Optimizer steps.")
+@click.option("--batch", type=int, default=16, show_default=True, help="Global batch (all GPUs, accumulation).")
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation micro-steps.")
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True)
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="Gradient clipping (0: off).")
+@click.option("--ema-decay", type=float, default=0.9999, show_default=True)
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for UNet activation memory.")
+@click.option("--lora-rank", type=int, default=0, show_default=True, help="> 0: train LoRA adapters (needs peft).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
+@click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
+@click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True,
+              help="cpu forces the CPU; GPUs are chosen by accelerate (CUDA_VISIBLE_DEVICES, accelerate launch).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(pretrained, data, out, resolution, method, t_n, ambient_weight, mitigation, s23_prob, s23_words,
+          s23_noise_std, w24_threshold, steps, batch, grad_accum, lr, weight_decay, warmup_steps, max_grad_norm,
+          ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every, log_every, resume,
+          overwrite, device, quiet) -> None:
+    """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train)."""
+    from diffmem.t2i.config import T2IConfig
+    from diffmem.t2i.train import train_t2i
+
+    cfg = T2IConfig(pretrained=pretrained, data=data, resolution=resolution, method=method, t_n=t_n,
+                    ambient_weight=ambient_weight, mitigation=mitigation, s23_prob=s23_prob, s23_words=s23_words,
+                    s23_noise_std=s23_noise_std, w24_threshold=w24_threshold, steps=steps, batch=batch,
+                    grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                    max_grad_norm=max_grad_norm, ema_decay=ema_decay, mixed_precision=mixed_precision,
+                    gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, seed=seed,
+                    checkpoint_every=checkpoint_every, log_every=log_every)
+    run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu")
+    click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
+
+
+@t2i.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A t2i run directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for PNGs + metadata.jsonl.")
+@click.option("--prompts", "prompts_file", default=None, type=click.Path(dir_okay=False),
+              help="Prompts, one per line (or .jsonl with \"text\"); default: the run's training captions.")
+@click.option("--n-prompts", type=int, default=None, help="Use only the first N prompts.")
+@click.option("--n-per-prompt", type=int, default=1, show_default=True, help="Samples per prompt.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample j depends only on (seed, j).")
+@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--guidance", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--scheduler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True, help="Samples per UNet batch (whole prompts).")
+@click.option("--weights", type=click.Choice(["ema", "raw", "pretrained"]), default="ema", show_default=True,
+              help="EMA or raw trained weights, or the untouched pretrained UNet (for comparison).")
+@click.option("--w24-optimize", is_flag=True, help="W24 inference mitigation: optimize each prompt embedding first.")
+@click.option("--w24-lr", type=float, default=0.05, show_default=True)
+@click.option("--w24-iters", type=int, default=10, show_default=True)
+@click.option("--w24-target", type=float, default=None, help="Stop optimizing a prompt once its score is <= this.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, guidance, scheduler, batch, weights,
+           w24_optimize, w24_lr, w24_iters, w24_target, dtype, device, overwrite, quiet) -> None:
+    """Generate images from a run, with W24's memorization score per prompt (prompts.jsonl)."""
+    import torch
+
+    from diffmem.t2i.sample import SampleOptions, read_prompts, sample_run
+
+    prompts = read_prompts(prompts_file) if prompts_file else None
+    if n_prompts is not None:
+        if n_prompts < 1:
+            raise DiffmemError(f"--n-prompts must be a positive integer, got {n_prompts}")
+        if prompts is None:
+            from diffmem.t2i.data import load_captioned
+            from diffmem.t2i.train import run_config
+
+            prompts = list(load_captioned(run_config(run_dir).data).captions)
+        prompts = prompts[:n_prompts]
+    opts = SampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
+                         w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
+    path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, _device(device),
+                      getattr(torch, dtype), overwrite, progress=not quiet)
+    click.echo(f"wrote samples, metadata.jsonl and W24 prompt scores (prompts.jsonl) to {path}")
+
+
+@t2i.command()
+@click.option("--samples", "samples", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="A folder written by `diffmem t2i sample` (repeat for one table row each).")
+@click.option("--name", "names", multiple=True, help="Row names, in --samples order (default: the run's method).")
+@click.option("--train", "train_dir", default=None, type=click.Path(file_okay=False),
+              help="The training images (captioned folder); default: the data of the samples' run.")
+@click.option("--features", "features", multiple=True, default=("dinov2",), show_default=True,
+              help="Similarity features, repeatable: dinov2[:ID_OR_DIR], torchscript:SSCD.pt, clip[:ID], pixels.")
+@click.option("--clip", "clip", default="openai/clip-vit-large-patch14", show_default=True,
+              help="CLIP model (hub id or folder) for the CLIP score; 'none' to skip.")
+@click.option("--fd-features", default="inception", show_default=True,
+              help="Features of the Frechet distance (inception[:PATH] = FID); 'none' to skip.")
+@click.option("--resolution", type=int, default=None, help="Size the training images are read at (default: samples').")
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Also write the table as JSON here.")
+def audit(samples, names, train_dir, features, clip, fd_features, resolution, batch, device, out) -> None:
+    """Table 3 of the paper: similarity to the training set (mean, 95th percentile), CLIP score, Frechet distance."""
+    from diffmem.t2i.audit import audit_t2i, format_table, write_report
+
+    if names and len(names) != len(samples):
+        raise DiffmemError(f"--name was given {len(names)} times for {len(samples)} --samples; give one per folder")
+    rows = audit_t2i(list(samples), train_dir=train_dir, features=list(features),
+                     clip=None if clip.lower() == "none" else clip,
+                     fd_features=None if fd_features.lower() == "none" else fd_features,
+                     names=list(names) or None, resolution=resolution, batch=batch, device=_device(device))
+    click.echo(format_table(rows))
+    if out:
+        write_report(rows, out)
+        click.echo(f"wrote {out}")

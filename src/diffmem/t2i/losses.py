@@ -1,0 +1,117 @@
+"""Latent-space training losses, variance-preserving form (DESIGN.md section 1): baseline and ambient.
+
+With a_t = alphas_cumprod[t] and the FIXED noisy latent x_tn = sqrt(a_tn) x0 + sqrt(1-a_tn) z (drawn once
+per run), for a batch of timesteps t:
+    t <  t_n:  x_t = sqrt(a_t) x0 + sqrt(1-a_t) e;   loss = |pred - target|^2 (target: e, v or x0)
+    t >= t_n:  x_t = sqrt(r) x_tn + sqrt(1-r) e,  r = a_t / a_tn   (no clean latent enters)
+               yhat = ((1-r) sqrt(a_tn) x0hat + sqrt(r) (1-a_tn) x_t) / (1-a_t)   = E[x_tn | x_t]
+               loss = w(t) |yhat - x_tn|^2
+x0hat = E[x0 | x_t] is read off the prediction: eps: (x_t - sqrt(1-a) eps)/sqrt(a); v: sqrt(a) x_t - sqrt(1-a) v.
+The baseline loss equals lam(t) |x0hat - x0|^2 with lam = a/(1-a) (eps), 1/(1-a) (v), 1 (sample).
+w(t) = lam(t) ("plain": the baseline's weight, as the pixel-space reference) or lam(t)/c(t)^2 with
+c = (1-r) sqrt(a_tn)/(1-a_t) ("compensated": the same weight on x0hat's error as the baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+WEIGHTINGS = ("plain", "compensated")
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B,C,h,w], t [B]) -> prediction
+
+
+def _b(a: torch.Tensor) -> torch.Tensor:
+    return a.reshape(-1, 1, 1, 1)
+
+
+def x0_from_prediction(pred: torch.Tensor, x_t: torch.Tensor, a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """E[x0 | x_t] from the network output (a_t: [B] alphas_cumprod at t)."""
+    a = _b(a_t)
+    if prediction_type == "epsilon":
+        return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x_t - (1 - a).sqrt() * pred
+    if prediction_type == "sample":
+        return pred
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def eps_from_prediction(pred: torch.Tensor, x_t: torch.Tensor, a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """E[e | x_t] from the network output (W24's noise prediction for any parameterisation)."""
+    a = _b(a_t)
+    if prediction_type == "epsilon":
+        return pred
+    if prediction_type == "v_prediction":
+        return (1 - a).sqrt() * x_t + a.sqrt() * pred
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * pred) / (1 - a).sqrt()
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def prediction_target(x0: torch.Tensor, noise: torch.Tensor, a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The baseline regression target: e, v = sqrt(a) e - sqrt(1-a) x0, or x0."""
+    a = _b(a_t)
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+    return x0
+
+
+def x0_weight(a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """lam(t) with |pred - target|^2 = lam(t) |x0hat - x0|^2."""
+    if prediction_type == "epsilon":
+        return a_t / (1 - a_t)
+    if prediction_type == "v_prediction":
+        return 1 / (1 - a_t)
+    return torch.ones_like(a_t)
+
+
+def ambient_posterior_mean(x0_hat: torch.Tensor, x_t: torch.Tensor, a_t: torch.Tensor,
+                           a_tn: float | torch.Tensor) -> torch.Tensor:
+    """E[x_tn | x_t] = ((1-r) sqrt(a_tn) E[x0|x_t] + sqrt(r)(1-a_tn) x_t) / (1-a_t), r = a_t/a_tn (DESIGN.md s.1)."""
+    a, a_n = _b(a_t), torch.as_tensor(a_tn, dtype=a_t.dtype, device=a_t.device)
+    r = (a / a_n).clamp(max=1.0)
+    return ((1 - r) * a_n.sqrt() * x0_hat + r.sqrt() * (1 - a_n) * x_t) / (1 - a)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # [B] per-sample loss (mean over latent elements)
+    high: torch.Tensor  # [B] bool: went through the ambient branch
+    x_t: torch.Tensor  # [B, C, h, w] the network input
+    pred: torch.Tensor  # [B, C, h, w] the network output (float32)
+
+
+def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+             prediction_type: str, x_tn: torch.Tensor | None = None, t_n: int | None = None,
+             weighting: str = "plain") -> LossOutput:
+    """Per-sample loss; the baseline when `x_tn` is None, else the ambient loss with threshold `t_n`."""
+    a_t = alphas_cumprod[t].float()  # [B]
+    ambient = x_tn is not None
+    high = t >= t_n if ambient else torch.zeros_like(t, dtype=torch.bool)  # [B]
+    h = _b(high)
+    clean = x0.masked_fill(h, 0.0)  # rows of the ambient branch: the clean latent is used nowhere
+    x_t = _b(a_t).sqrt() * clean + _b(1 - a_t).sqrt() * noise  # t < t_n
+    if ambient:
+        a_tn = alphas_cumprod[t_n].float()
+        r = _b(a_t / a_tn).clamp(max=1.0)
+        x_t = torch.where(h, r.sqrt() * x_tn + (1 - r).sqrt() * noise, x_t)  # t >= t_n: from x_tn only
+    pred = model(x_t, t).float()
+    loss = _mean(pred - prediction_target(clean, noise, a_t, prediction_type))
+    if ambient:
+        y_hat = ambient_posterior_mean(x0_from_prediction(pred, x_t, a_t, prediction_type), x_t, a_t, a_tn)
+        w = x0_weight(a_t, prediction_type)
+        if weighting == "compensated":
+            c = (1 - (a_t / a_tn).clamp(max=1.0)) * a_tn.sqrt() / (1 - a_t)
+            w = w / c.clamp_min(1e-6) ** 2
+        loss = torch.where(high, w * _mean(y_hat - x_tn), loss)
+    return LossOutput(loss, high, x_t, pred)
+
+
+def _mean(diff: torch.Tensor) -> torch.Tensor:
+    return diff.pow(2).flatten(1).mean(dim=1)

@@ -1,0 +1,71 @@
+"""`diffmem t2i train / sample / audit` end to end on the tiny model, and exit code 2 for user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffmem.cli import main
+
+try:
+    from t2i_fixtures import captioned, sscd_like, tiny_sd, write_captioned  # noqa: F401 (pytest fixtures)
+except ImportError:  # tests/ collected as a package
+    from tests.t2i_fixtures import captioned, sscd_like, tiny_sd, write_captioned  # noqa: F401
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    main(args)
+    return capsys.readouterr().out
+
+
+def test_train_sample_audit(tiny_sd: str, captioned: str, sscd_like: str, tmp_path: Path,
+                            capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    out = run_cli(["t2i", "train", "--pretrained", tiny_sd, "--data", captioned, "--out", str(run), "--method",
+                   "ambient", "--t-n", "100", "--mitigation", "s23-embed-noise", "--s23-noise-std", "0.2",
+                   "--steps", "2", "--batch", "2", "--lr", "1e-3", "--seed", "7", "--checkpoint-every", "2",
+                   "--log-every", "1", "--device", "cpu", "--quiet"], capsys)
+    assert "s23-embed-noise+ambient(t_n=100)" in out
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["seed"] == 7 and cfg["s23_noise_std"] == 0.2 and cfg["t_n"] == 100
+    (tmp_path / "prompts.txt").write_text("a red cat\nthe blue house\nunused\n")
+    samples = tmp_path / "samples"
+    run_cli(["t2i", "sample", "--run", str(run), "--out", str(samples), "--prompts", str(tmp_path / "prompts.txt"),
+             "--n-prompts", "2", "--n-per-prompt", "2", "--steps", "2", "--device", "cpu", "--quiet"], capsys)
+    meta = [json.loads(line) for line in (samples / "metadata.jsonl").read_text().splitlines()]
+    assert [m["text"] for m in meta] == ["a red cat"] * 2 + ["the blue house"] * 2
+    out = run_cli(["t2i", "audit", "--samples", str(samples), "--features", "pixels", "--features",
+                   f"torchscript:{sscd_like}", "--clip", "none", "--fd-features", f"torchscript:{sscd_like}",
+                   "--out", str(tmp_path / "audit.json")], capsys)
+    assert "| Method | Sim (pixels) | 95% (pixels) | Sim (sscd_tiny) | 95% (sscd_tiny) | FD_torchscript |" in out
+    assert json.loads((tmp_path / "audit.json").read_text())["rows"][0]["n_samples"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "ambient"], "needs --t-n"),
+    (["--mitigation", "w24"], "--w24-threshold"),
+])
+def test_user_errors_exit_2(tiny_sd: str, captioned: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                            args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["t2i", "train", "--pretrained", tiny_sd, "--data", captioned, "--out", str(tmp_path / "r"),
+              "--steps", "1", "--batch", "2", "--device", "cpu", "--quiet", *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_data_exits_2(tiny_sd: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_captioned(tmp_path / "d", n=2, layout="txt")
+    (data / "orphan.txt").write_text("no image")
+    with pytest.raises(SystemExit) as exc:
+        main(["t2i", "train", "--pretrained", tiny_sd, "--data", str(data), "--out", str(tmp_path / "r"),
+              "--steps", "1", "--batch", "2", "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "captions without images" in err and "orphan.txt" in err
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture) -> None:
+    main(["t2i", "--help"])
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("train", "sample", "audit"))

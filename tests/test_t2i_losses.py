@@ -1,0 +1,161 @@
+"""The variance-preserving ambient conversion (DESIGN.md section 1) against closed forms on Gaussian latents."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffmem.t2i.losses import (ambient_posterior_mean, eps_from_prediction, prediction_target, t2i_loss,
+                                x0_from_prediction, x0_weight)
+
+
+def sd_alphas(n: int = 1000) -> torch.Tensor:
+    """Stable Diffusion's scaled-linear schedule, alphas_cumprod [n] (float64)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, n, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0)
+
+
+def gaussian_prediction(x_t: torch.Tensor, a_t: torch.Tensor, s0: float, prediction_type: str,
+                        x0_scale: float = 1.0) -> torch.Tensor:
+    """The exact network output for x0 ~ N(0, s0^2 I): E[x0|x_t] = sqrt(a) s0^2 / (a s0^2 + 1 - a) x_t
+    (times `x0_scale`, to make a deliberately wrong denoiser)."""
+    a = a_t.reshape(-1, 1, 1, 1)
+    x0_hat = x0_scale * a.sqrt() * s0**2 / (a * s0**2 + 1 - a) * x_t
+    if prediction_type == "epsilon":
+        return (x_t - a.sqrt() * x0_hat) / (1 - a).sqrt()
+    if prediction_type == "v_prediction":
+        return (a.sqrt() * x_t - x0_hat) / (1 - a).sqrt()
+    return x0_hat
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_conversion_matches_closed_form_posterior_mean(prediction_type: str) -> None:
+    """E[x_tn | x_t] from the converted prediction equals sqrt(r) V_n / (a_t s0^2 + 1 - a_t) x_t."""
+    alphas, s0, t_n = sd_alphas(), 0.8, 200
+    a_tn = float(alphas[t_n])
+    t = torch.tensor([201, 300, 500, 800, 999])
+    a_t = alphas[t]
+    x_t = torch.randn((len(t), 4, 3, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pred = gaussian_prediction(x_t, a_t, s0, prediction_type)
+    converted = ambient_posterior_mean(x0_from_prediction(pred, x_t, a_t, prediction_type), x_t, a_t, a_tn)
+    r = (a_t / a_tn).reshape(-1, 1, 1, 1)
+    var_n = a_tn * s0**2 + 1 - a_tn  # Var(x_tn)
+    exact = r.sqrt() * var_n / (a_t.reshape(-1, 1, 1, 1) * s0**2 + 1 - a_t.reshape(-1, 1, 1, 1)) * x_t
+    torch.testing.assert_close(converted, exact, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_conversion_matches_monte_carlo_regression(prediction_type: str) -> None:
+    """Sample (x0, x_tn, x_t) as training does and regress x_tn on x_t: the slope is the converted one."""
+    g = torch.Generator().manual_seed(1)
+    alphas, s0, t_n, t = sd_alphas(), 1.3, 150, 400
+    a_tn, a_t = float(alphas[t_n]), float(alphas[t])
+    n = 400_000
+    x0 = s0 * torch.randn(n, generator=g, dtype=torch.float64)
+    x_tn = math.sqrt(a_tn) * x0 + math.sqrt(1 - a_tn) * torch.randn(n, generator=g, dtype=torch.float64)
+    r = a_t / a_tn
+    x_t = math.sqrt(r) * x_tn + math.sqrt(1 - r) * torch.randn(n, generator=g, dtype=torch.float64)
+    slope_mc = float((x_t * x_tn).sum() / (x_t * x_t).sum())  # E[x_tn | x_t] is linear for Gaussians
+    one = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    a = torch.tensor([a_t], dtype=torch.float64)
+    pred = gaussian_prediction(one, a, s0, prediction_type)
+    slope = float(ambient_posterior_mean(x0_from_prediction(pred, one, a, prediction_type), one, a, a_tn))
+    assert slope == pytest.approx(slope_mc, abs=4e-3)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ambient_loss_is_minimized_by_the_true_denoiser(prediction_type: str) -> None:
+    """A denoiser whose E[x0|x_t] is scaled away from the truth has a higher ambient loss."""
+    g = torch.Generator().manual_seed(2)
+    alphas, s0, t_n = sd_alphas().float(), 0.9, 100
+    b = 20_000
+    x0 = s0 * torch.randn((b, 1, 2, 2), generator=g)
+    x_tn = alphas[t_n].sqrt() * x0 + (1 - alphas[t_n]).sqrt() * torch.randn(x0.shape, generator=g)
+    t = torch.randint(t_n, 1000, (b,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+
+    def loss_at(scale: float) -> float:
+        def model(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+            return gaussian_prediction(x.double(), alphas[tt].double(), s0, prediction_type, scale).float()
+
+        return float(t2i_loss(model, x0, t, noise, alphas, prediction_type, x_tn, t_n).loss.mean())
+
+    best = loss_at(1.0)
+    assert best < loss_at(0.8) and best < loss_at(1.2)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_targets_and_weights_match_diffusers(prediction_type: str) -> None:
+    """Baseline targets equal diffusers' (noise, scheduler.get_velocity) and |pred-target|^2 = lam |x0hat-x0|^2."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn((3, 4, 2, 2), generator=g), torch.randn((3, 4, 2, 2), generator=g)
+    t = torch.tensor([5, 400, 990])
+    a_t = sched.alphas_cumprod[t]
+    target = prediction_target(x0, noise, a_t, prediction_type)
+    expected = noise if prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
+    torch.testing.assert_close(target, expected)
+    x_t = sched.add_noise(x0, noise, t)
+    pred = torch.randn(x0.shape, generator=g)
+    lhs = (pred - target).pow(2).flatten(1).sum(1)
+    x0_err = x0_from_prediction(pred, x_t, a_t, prediction_type) - x0
+    rhs = x0_weight(a_t, prediction_type) * x0_err.pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-3, atol=1e-4)
+    # eps_from_prediction inverts each parameterisation
+    pred_true = prediction_target(x0, noise, a_t, prediction_type)
+    torch.testing.assert_close(eps_from_prediction(pred_true, x_t, a_t, prediction_type), noise, rtol=1e-4, atol=1e-4)
+
+
+class Spy:
+    """A stand-in network that records what it sees."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return 0.5 * x
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ambient_branch_never_receives_a_clean_latent(prediction_type: str) -> None:
+    """For t >= t_n the network input is sqrt(r) x_tn + sqrt(1-r) e; a NaN clean latent changes nothing."""
+    alphas, t_n = sd_alphas().float(), 300
+    g = torch.Generator().manual_seed(4)
+    x_tn, noise = torch.randn((4, 4, 2, 2), generator=g), torch.randn((4, 4, 2, 2), generator=g)
+    t = torch.tensor([300, 301, 600, 999])
+    spy = Spy()
+    out = t2i_loss(spy, torch.full_like(x_tn, float("nan")), t, noise, alphas, prediction_type, x_tn, t_n)
+    assert out.high.all() and torch.isfinite(out.loss).all()
+    r = (alphas[t] / alphas[t_n]).reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(spy.inputs[0], r.sqrt() * x_tn + (1 - r).sqrt() * noise)
+    # at t = t_n the input IS the noisy copy
+    torch.testing.assert_close(spy.inputs[0][0], x_tn[0])
+    # mixed batch: only rows below t_n see the clean latent; gradients stay finite
+    x0 = torch.randn(x_tn.shape, generator=g)
+    x0[2:] = float("nan")  # rows 2, 3 are ambient
+    w = torch.tensor(0.7, requires_grad=True)
+    out = t2i_loss(lambda x, tt: w * x, x0, torch.tensor([10, 299, 300, 700]), noise, alphas, prediction_type,
+                   x_tn, t_n)
+    assert out.high.tolist() == [False, False, True, True]
+    out.loss.sum().backward()
+    assert torch.isfinite(out.loss).all() and torch.isfinite(w.grad)
+
+
+def test_baseline_ignores_t_n() -> None:
+    """Without noisy copies every row is an ordinary denoising loss on the clean latent."""
+    alphas = sd_alphas().float()
+    g = torch.Generator().manual_seed(5)
+    x0, noise = torch.randn((3, 4, 2, 2), generator=g), torch.randn((3, 4, 2, 2), generator=g)
+    t = torch.tensor([10, 500, 990])
+    spy = Spy()
+    out = t2i_loss(spy, x0, t, noise, alphas, "epsilon")
+    a = alphas[t].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(spy.inputs[0], a.sqrt() * x0 + (1 - a).sqrt() * noise)
+    torch.testing.assert_close(out.loss, (0.5 * spy.inputs[0] - noise).pow(2).flatten(1).mean(1))
+    assert not out.high.any()

@@ -1,0 +1,188 @@
+"""Fine-tuning a tiny random Stable Diffusion (loaded like a hub id) with every method and mitigation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffmem.errors import DiffmemError
+from diffmem.t2i.config import T2IConfig
+from diffmem.t2i.train import draw_noisy_latents, read_log, train_t2i
+
+try:
+    from t2i_fixtures import captioned, tiny_sd, tiny_sd_v, write_captioned  # noqa: F401 (pytest fixtures)
+except ImportError:  # tests/ collected as a package
+    from tests.t2i_fixtures import captioned, tiny_sd, tiny_sd_v, write_captioned  # noqa: F401
+
+FAST = dict(steps=2, batch=2, lr=1e-3, checkpoint_every=2, log_every=1)
+
+
+def config(pretrained: str, data: str, **kw) -> T2IConfig:
+    return T2IConfig(pretrained=pretrained, data=data, **{**FAST, **kw})
+
+
+def ckpt(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step-{step:08d}"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("method, mitigation, extra", [
+    ("baseline", "none", {}),
+    ("ambient", "none", {}),
+    ("ambient", "s23-replace", {"s23_prob": 1.0}),
+    ("ambient", "s23-add-words", {"s23_prob": 1.0}),
+    ("baseline", "s23-repeat-words", {"s23_prob": 1.0}),
+    ("ambient", "s23-embed-noise", {}),
+    ("ambient", "w24", {"w24_threshold": 1e6}),
+    ("baseline", "w24", {"w24_threshold": 1e6}),
+])
+def test_fine_tunes_with_each_method_and_mitigation(tiny_sd: str, captioned: str, tmp_path: Path, method: str,
+                                                    mitigation: str, extra: dict) -> None:
+    t_n = 100 if method == "ambient" else None
+    cfg = config(tiny_sd, captioned, method=method, t_n=t_n, mitigation=mitigation, **extra)
+    run = train_t2i(cfg, tmp_path / "run", progress=False, cpu=True)
+    log = read_log(run)
+    assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["loss"]) for r in log)
+    assert (run / "done.json").is_file() and (ckpt(run, 2) / "unet.safetensors").is_file()
+    info = json.loads((run / "info.json").read_text())
+    assert info["prediction_type"] == "epsilon" and info["n_images"] == 6 and info["latent_shape"] == [4, 8, 8]
+    saved = load_file(str(run / "latents.safetensors"))
+    assert ("noisy" in saved) == (method == "ambient")
+    if method == "ambient":
+        assert info["sigma_n_equivalent"] == pytest.approx(math.sqrt((1 - info["a_tn"]) / info["a_tn"]))
+        assert all(0 <= r["frac_high"] <= 1 for r in log)
+    else:
+        assert all(r["frac_high"] == 0 for r in log)
+    cfg_saved = json.loads((run / "config.json").read_text())
+    assert cfg_saved["resolution"] == 32 and cfg_saved["mitigation"] == mitigation
+
+
+def test_v_prediction_model(tiny_sd_v: str, captioned: str, tmp_path: Path) -> None:
+    run = train_t2i(config(tiny_sd_v, captioned, method="ambient", t_n=50), tmp_path / "run", progress=False, cpu=True)
+    assert json.loads((run / "info.json").read_text())["prediction_type"] == "v_prediction"
+    assert all(math.isfinite(r["loss"]) for r in read_log(run))
+
+
+def test_latents_encoded_once_and_noisy_copy_fixed(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    """latents.safetensors holds the VAE means and x_tn = sqrt(a_tn) x0 + sqrt(1-a_tn) z from the run's
+    generator; resuming (a longer run with the same config is refused, so resume an interrupted one)
+    neither re-encodes nor re-draws them."""
+    from diffmem.t2i.components import encode_images, load_components
+    from diffmem.t2i.data import load_captioned
+
+    cfg = config(tiny_sd, captioned, method="ambient", t_n=200, steps=4)
+    run = tmp_path / "run"
+    train_t2i(cfg, run, progress=False, cpu=True, stop_after=2)
+    digest = sha(run / "latents.safetensors")
+    saved = load_file(str(run / "latents.safetensors"))
+    parts = load_components(tiny_sd)
+    pixels = load_captioned(captioned).read_pixels(range(6), 32)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(saved["latents"], encode_images(parts.vae, x), rtol=1e-4, atol=1e-5)
+    a_tn = float(parts.scheduler.alphas_cumprod[200])
+    torch.testing.assert_close(saved["noisy"], draw_noisy_latents(saved["latents"], a_tn, cfg.seed))
+    train_t2i(cfg, run, progress=False, cpu=True)  # resume to the end
+    assert sha(run / "latents.safetensors") == digest
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4]
+
+
+def test_resume_restores_the_same_state(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    """Interrupted at step 2 and resumed to 4 == trained to 4 in one go (weights, EMA, optimizer, generator)."""
+    cfg = config(tiny_sd, captioned, method="ambient", t_n=100, mitigation="s23-add-words", s23_prob=0.5, steps=4,
+                 ema_decay=0.9)
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    train_t2i(cfg, straight, progress=False, cpu=True)
+    train_t2i(cfg, resumed, progress=False, cpu=True, stop_after=2)
+    assert not (resumed / "done.json").exists()
+    train_t2i(cfg, resumed, progress=False, cpu=True, resume=True)
+    for name in ("unet.safetensors", "ema.safetensors"):
+        a, b = load_file(str(ckpt(straight, 4) / name)), load_file(str(ckpt(resumed, 4) / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(ckpt(straight, 4) / "state.pt", weights_only=True)
+    sb = torch.load(ckpt(resumed, 4) / "state.pt", weights_only=True)
+    assert torch.equal(sa["generator"], sb["generator"]) and int(sa["step"]) == int(sb["step"]) == 4
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    la, lb = read_log(straight), read_log(resumed)
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def test_refuses_foreign_and_finished_runs(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_t2i(config(tiny_sd, captioned), run, progress=False, cpu=True)
+    with pytest.raises(DiffmemError, match="already finished"):
+        train_t2i(config(tiny_sd, captioned), run, progress=False, cpu=True)
+    with pytest.raises(DiffmemError, match="another configuration.*lr"):
+        train_t2i(config(tiny_sd, captioned, lr=2e-3), run, progress=False, cpu=True)
+    train_t2i(config(tiny_sd, captioned, lr=2e-3), run, progress=False, cpu=True, overwrite=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(DiffmemError, match="not a diffmem t2i run"):
+        train_t2i(config(tiny_sd, captioned), tmp_path / "other", progress=False, cpu=True)
+    with pytest.raises(DiffmemError, match="no run to resume"):
+        train_t2i(config(tiny_sd, captioned), tmp_path / "new", progress=False, cpu=True, resume=True)
+
+
+def test_data_changed_since_start_is_reported(tiny_sd: str, tmp_path: Path) -> None:
+    data = write_captioned(tmp_path / "d", n=3)
+    cfg = config(tiny_sd, str(data), steps=4)
+    train_t2i(cfg, tmp_path / "run", progress=False, cpu=True, stop_after=2)
+    (data / "metadata.jsonl").write_text((data / "metadata.jsonl").read_text().replace("red cat", "red hat"))
+    with pytest.raises(DiffmemError, match="changed since"):
+        train_t2i(cfg, tmp_path / "run", progress=False, cpu=True)
+
+
+def test_gradient_accumulation_warmup_and_checkpointing(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    cfg = config(tiny_sd, captioned, batch=4, grad_accum=2, warmup_steps=4, gradient_checkpointing=True,
+                 max_grad_norm=0.0)
+    run = train_t2i(cfg, tmp_path / "run", progress=False, cpu=True)
+    assert [r["lr"] for r in read_log(run)] == pytest.approx([2.5e-4, 5e-4])
+    with pytest.raises(DiffmemError, match="divisible"):
+        train_t2i(config(tiny_sd, captioned, batch=3, grad_accum=2), tmp_path / "r2", progress=False, cpu=True)
+
+
+def test_lora_without_peft_says_how_to_install(tiny_sd: str, captioned: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    with pytest.raises(DiffmemError, match="pip install peft"):
+        train_t2i(config(tiny_sd, captioned, lora_rank=4), tmp_path / "run", progress=False, cpu=True)
+
+
+def test_lora_trains_only_adapters(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    run = train_t2i(config(tiny_sd, captioned, lora_rank=4, method="ambient", t_n=100), tmp_path / "run",
+                    progress=False, cpu=True)
+    weights = load_file(str(ckpt(run, 2) / "unet.safetensors"))
+    assert weights and all("lora" in k for k in weights)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"method": "ambient"}, "needs --t-n"),
+    ({"method": "ambient", "t_n": 1000}, r"--t-n must be in \[1, 999\]"),
+    ({"t_n": 10}, "only applies to --method ambient"),
+    ({"mitigation": "w24"}, "needs --w24-threshold"),
+    ({"resolution": 30}, "multiple of the VAE factor"),
+    ({"pretrained": "/nonexistent/sd"}, "--pretrained /nonexistent/sd: cannot load"),
+])
+def test_bad_arguments(tiny_sd: str, captioned: str, tmp_path: Path, kw: dict, match: str) -> None:
+    args = {"pretrained": tiny_sd, **kw}
+    with pytest.raises(DiffmemError, match=match):
+        train_t2i(config(data=captioned, **args), tmp_path / "run", progress=False, cpu=True)
+
+
+def test_bad_data_is_reported_before_training(tiny_sd: str, tmp_path: Path) -> None:
+    data = write_captioned(tmp_path / "d", n=2, layout="txt")
+    (data / "img001.txt").unlink()
+    with pytest.raises(DiffmemError, match="no caption"):
+        train_t2i(config(tiny_sd, str(data)), tmp_path / "run", progress=False, cpu=True)
+    assert not (tmp_path / "run").exists()
