@@ -96,6 +96,15 @@ class TrainConfig:
         return _from_dict(cls, d)
 
 
+def json_ready(obj: Any) -> Any:
+    """Tuples -> lists, recursively (what json.loads(json.dumps(x)) gives back)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)

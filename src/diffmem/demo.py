@@ -8,7 +8,6 @@ then audit both against the training digits and the held-out digits and write re
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 
 
@@ -91,7 +90,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
         if overwrite or not (run / DONE).is_file():
             echo(f"[demo] training {method} on {d.subset} digits for {d.steps} steps (batch {d.batch})")
             train(cfg, run, device=device, progress=progress, overwrite=overwrite)
-        elif rundir_config(run) != json.loads(json.dumps(cfg.to_dict())):
+        elif rundir_config(run) != json_ready(cfg.to_dict()):
             raise DiffmemError(f"{run} holds a finished run with other settings; pass --overwrite or another --out")
         path = run / "samples.npz"
         if not path.is_file():

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import click
 
+from diffmem.cli.train import _device
 from diffmem.errors import DiffmemError
 from diffmem.t2i.mitigations import MITIGATIONS
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return name
 
 
 @click.group()

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from diffmem.config import METHODS, DataConfig, MethodConfig, TrainConfig, validate
+from diffmem.config import METHODS, DataConfig, MethodConfig, TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
@@ -122,15 +122,6 @@ class SweepConfig:
         d = dataclasses.asdict(self)
         d["base"] = self.base.to_dict()
         return json_ready(d)
-
-
-def json_ready(obj: Any) -> Any:
-    """Tuples to lists, recursively (what a JSON round trip does)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    return obj
 
 
 def feature_dirname(features: str) -> str:

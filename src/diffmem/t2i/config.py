@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from diffmem.config import json_ready
 from diffmem.errors import DiffmemError
 from diffmem.t2i.losses import WEIGHTINGS
 from diffmem.t2i.mitigations import MITIGATIONS, S23Config, parse_mitigation
@@ -77,15 +78,6 @@ class T2IConfig:
         if unknown:
             raise DiffmemError(f"unknown t2i configuration keys {sorted(unknown)} (a newer diffmem wrote this run?)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def json_ready(obj: Any) -> Any:
-    """Tuples -> lists, recursively (what json.loads(json.dumps(x)) gives back)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    return obj
 
 
 def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:

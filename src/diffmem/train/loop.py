@@ -23,7 +23,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from diffmem.config import TrainConfig, validate
+from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch, compute_loss
@@ -75,7 +75,7 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
     """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs."""
-    new = json.loads(json.dumps(cfg.to_dict()))
+    new = json_ready(cfg.to_dict())
     if out.exists() and not out.is_dir():
         raise DiffmemError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
