@@ -21,8 +21,8 @@ from diffmem.errors import DiffmemError
 
 @dataclass(frozen=True)
 class DemoConfig:
-    subset: int = 100
-    steps: int = 1600  # 1600 x 64 = 102k images, ~1000 epochs of 100 digits
+    subset: int = 50
+    steps: int = 800  # 800 x 64 = 51k images, ~1000 epochs of 50 digits: the baseline copies by then
     batch: int = 64
     sigma_n: float = 0.5
     n_samples: int = 500

@@ -9,8 +9,8 @@ from diffmem.cli.train import _device
 
 @click.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--subset", type=int, default=100, show_default=True, help="Training digits.")
-@click.option("--steps", type=int, default=1600, show_default=True, help="Training steps per model.")
+@click.option("--subset", type=int, default=50, show_default=True, help="Training digits.")
+@click.option("--steps", type=int, default=800, show_default=True, help="Training steps per model.")
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--sigma-n", type=float, default=0.5, show_default=True, help="Algorithm 1 threshold.")
 @click.option("--n-samples", type=int, default=500, show_default=True)
