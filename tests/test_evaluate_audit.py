@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import run_cli
 import torch
 from PIL import Image
 
@@ -24,14 +26,7 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = run_cli
 
 
 def _blobs(n: int, seed: int, res: int = 8, c: int = 1) -> np.ndarray:

@@ -114,9 +114,9 @@ def run_point(sc: SweepConfig, point: SweepPoint, run_dir: str | Path, device: s
     if (run / CONFIG).is_file():
         have = json.loads((run / CONFIG).read_text())
         if have != want:
-            from diffmem.train.loop import _diff_keys
+            from diffmem.train.rundir import config_diff
 
-            diff = "; ".join(_diff_keys(have, want)[:4])
+            diff = "; ".join(config_diff(have, want)[:4])
             raise DiffmemError(f"{run} holds a run with another configuration ({diff}); a sweep with another "
                                "budget or data needs another --out (or delete that folder)")
     row = finished_result(run, sc.eval)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from diffmem.data.corruption import corruption_generator
 from diffmem.errors import DiffmemError
 from diffmem.t2i import rundir
+from diffmem.train.rundir import config_diff
 from diffmem.t2i.components import SDComponents, encode_images, encode_text, load_components
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
@@ -175,8 +176,7 @@ def _check_run_dir(cfg: dict, out: Path, overwrite: bool, resume: bool) -> bool:
             return False
         old = rundir.read_json(out / rundir.CONFIG)
         if old != cfg:
-            diff = [f"{k}: {old.get(k)!r} -> {cfg.get(k)!r}" for k in sorted(set(old) | set(cfg))
-                    if old.get(k) != cfg.get(k)]
+            diff = config_diff(old, cfg)
             raise DiffmemError(f"{out} holds a t2i run with another configuration ({'; '.join(diff[:6])}); "
                                "use another --out, or --overwrite to replace it")
         if (out / rundir.DONE).is_file():

@@ -62,17 +62,6 @@ def _trim_log(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff_keys(va, vb, prefix + k + ".")
-        elif va != vb:
-            keys.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return keys
-
-
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
     """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs."""
     new = json_ready(cfg.to_dict())
@@ -92,7 +81,7 @@ def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) 
             return False
         old = rundir.read_json(out / rundir.CONFIG)
         if old != new:
-            diff = "; ".join(_diff_keys(old, new)[:6])
+            diff = "; ".join(rundir.config_diff(old, new)[:6])
             raise DiffmemError(f"{out} holds a run with another configuration ({diff}); "
                                "use another --out, or --overwrite to replace it")
         if (out / rundir.DONE).is_file():

@@ -53,6 +53,18 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Lines 'key: old -> new' for every (nested, dotted) key whose value differs."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        va, vb = old.get(k), new.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += config_diff(va, vb, prefix + k + ".")
+        elif va != vb:
+            keys.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return keys
+
+
 def check_run_dir(run_dir: str | Path) -> Path:
     """Return the run directory as a Path, or raise if it is not a diffmem run."""
     run = Path(run_dir)
