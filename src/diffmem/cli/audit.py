@@ -74,7 +74,10 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
           resolution, resize, image_size, n_pictures, backend, batch, device, cache_dir, no_cache, quiet) -> None:
-    """Compare samples with their nearest training images; write report.json, nearest.npz and pictures."""
+    """Compare samples with their nearest training images; write report.json, nearest.npz and pictures.
+
+    Under torchrun every process embeds and searches a share of the images; rank 0 writes.
+    """
     from diffmem.data.datasets import load_images
     from diffmem.evaluate.audit import run_audit
     from diffmem.evaluate.features import get_extractor
@@ -87,8 +90,9 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
     if ratio_k < 1 or n_pictures < 1 or max_heldout < 1:
         raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
-    dev = device_of(device)
+    from diffmem.train.distributed import init_world
 
+    world, dev = init_world(device_of(device))  # torchrun: each rank embeds and searches a share
     sample_set = load_images(samples)
     if run_dir is not None:
         from diffmem.train.rundir import run_datasets
@@ -101,9 +105,10 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     report = run_audit(
         sample_set, train_set, heldout_set, extractor, out, thresholds=fixed, calibration_percentiles=percentiles,
         ratio_k=ratio_k, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
-        backend=backend, max_heldout=max_heldout, n_pictures=n_pictures, progress=not quiet,
+        backend=backend, max_heldout=max_heldout, n_pictures=n_pictures, progress=not quiet, world=world,
     )
-    _summary(report, out)
+    if world.main:
+        _summary(report, out)
 
 
 def _summary(report: dict, out: str) -> None:

@@ -21,6 +21,7 @@ from diffmem.errors import DiffmemError
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
 from diffmem.evaluate.pictures import neighbours_picture, similarity_histogram
+from diffmem.train.distributed import World
 
 __all__ = ["run_audit", "REPORT", "NEAREST", "HISTOGRAM", "NEIGHBOURS"]
 
@@ -58,13 +59,16 @@ def run_audit(
     n_pictures: int = 16,
     seed: int = 0,
     progress: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Audit `samples` against `train` (ImageDatasets or uint8 arrays); writes OUT/* and returns the report.
 
     `features`: an extractor or its name (see `get_extractor`; `digits-net` takes the training images'
     resolution). Training and held-out features are cached in `cache_dir` (None: no cache).
     `max_heldout`: use a seeded subset of at most this many held-out images.
+    `world` (torchrun): every rank embeds and searches a contiguous share; only rank 0 writes OUT.
     """
+    world = world or World()
     s_img, t_img = images_of(samples), images_of(train)
     if heldout is not None and len(heldout) == 0:  # e.g. a run trained on all of its data
         heldout = None
@@ -82,14 +86,15 @@ def run_audit(
             raise DiffmemError(f"held-out images '{_source(heldout, 'heldout')}' are {_shape(images_of(heldout))}, "
                                f"training images {_shape(t_img)}; pixels features need one shape")
 
-    kw = {"batch_size": batch_size, "progress": progress}
+    kw = {"batch_size": batch_size, "progress": progress and world.main, "world": world}
     train_f = embed_dataset(features, train, cache_dir, **kw)
     held_f = embed_dataset(features, heldout, cache_dir, **kw) if heldout is not None else None
     sample_f = embed_dataset(features, samples, None, **kw)
 
     report, arrays = memorization_analysis(
         sample_f, train_f, held_f, tuple(thresholds), calibration_percentiles=tuple(calibration_percentiles),
-        ratio_k=ratio_k, features=features.name, backend=backend, device=device, progress=progress,
+        ratio_k=ratio_k, features=features.name, backend=backend, device=device, progress=progress and world.main,
+        world=world,
     )
     report["sources"] = {
         "samples": _source(samples, "array"),
@@ -98,6 +103,8 @@ def run_audit(
     }
     if getattr(features, "info", None):  # digits-net: its accuracies
         report["feature_model"] = features.info
+    if not world.main:
+        return report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -246,30 +246,43 @@ def embed_dataset(
     *,
     batch_size: int = 256,
     progress: bool = False,
+    world: Any = None,
 ) -> torch.Tensor:
     """Features `[N, D]` of an ImageDataset or uint8 array, cached on disk when `cache_dir` is given.
 
     The cache is keyed by the data's content hash and `extractor.cache_key`, so a training set audited
-    against 20 runs is embedded once.
+    against 20 runs is embedded once. With a `world` of several processes (torchrun), rank 0 reads and
+    writes the cache; on a miss every rank embeds its contiguous share and all get the features in order.
     """
+    from diffmem.train.distributed import World, broadcast_object, gather_in_order, local_slice
+
+    world = world or World()
     images = images_of(dataset_or_images)
     extractor.prepare(images)
-    if cache_dir is None:
-        return extractor(images, batch_size=batch_size, progress=progress)
-    if hasattr(dataset_or_images, "content_hash"):
-        content_hash = dataset_or_images.content_hash()
-    else:
-        content_hash = cache.images_hash(images)
-    path = cache.feature_cache_path(cache_dir, content_hash, extractor.cache_key)
-    feats = cache.load_features(path, content_hash, extractor.cache_key, images.shape[0])
-    if feats is not None:
+    path = content_hash = None
+    if cache_dir is not None:
+        if hasattr(dataset_or_images, "content_hash"):
+            content_hash = dataset_or_images.content_hash()
+        else:
+            content_hash = cache.images_hash(images)
+        path = cache.feature_cache_path(cache_dir, content_hash, extractor.cache_key)
+    feats = None
+    if path is not None and world.main:
+        feats = cache.load_features(path, content_hash, extractor.cache_key, images.shape[0])
+    if broadcast_object(feats is not None, world):
+        feats = broadcast_object(feats, world)
         extractor.dim = int(feats.shape[1])
         return feats
-    feats = extractor(images, batch_size=batch_size, progress=progress)
-    try:
-        cache.save_features(path, feats, content_hash, extractor.cache_key)
-    except OSError as err:
-        warnings.warn(f"could not write the feature cache {path} ({err}); continuing without it", stacklevel=2)
+    part = local_slice(images.shape[0], world)
+    local = extractor(images[part], batch_size=batch_size, progress=progress) if part.stop > part.start else None
+    local_np = local.numpy() if local is not None else np.zeros((0, 0), np.float32)
+    feats = torch.from_numpy(np.ascontiguousarray(gather_in_order(local_np, world)))
+    extractor.dim = int(feats.shape[1])
+    if path is not None and world.main:
+        try:
+            cache.save_features(path, feats, content_hash, extractor.cache_key)
+        except OSError as err:
+            warnings.warn(f"could not write the feature cache {path} ({err}); continuing without it", stacklevel=2)
     return feats
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.train.distributed import World, gather_in_order, local_slice
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -91,9 +92,12 @@ def _block(sims: np.ndarray, ratio: np.ndarray | None, thresholds: tuple[float, 
     return out
 
 
-def _search(feats: torch.Tensor, train: torch.Tensor, k: int, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    sims, idx = nearest_neighbours(feats, train, k=k, **kw)
-    return sims.numpy(), idx.numpy()
+def _search(feats: torch.Tensor, train: torch.Tensor, k: int, world: World,
+            **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each rank searches its contiguous share of the queries; all get every result, in query order."""
+    part = local_slice(int(feats.shape[0]), world)
+    sims, idx = nearest_neighbours(feats[part], train, k=k, **kw)
+    return gather_in_order(sims.numpy(), world), gather_in_order(idx.numpy(), world)
 
 
 def memorization_analysis(
@@ -109,19 +113,22 @@ def memorization_analysis(
     backend: str = "torch",
     device: str | torch.device | None = None,
     progress: bool = False,
+    world: World | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio`, and `heldout_*`).
 
     The search runs on `device` (default: where `sample_feats` are); training features move there a
-    block at a time.
+    block at a time. With a `world` of several processes each searches a share of the queries and every
+    rank returns the whole result.
     """
+    world = world or World()
     n_train = int(train_feats.shape[0])
     k = min(int(ratio_k), n_train)
     kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress}
     if device is not None:
         sample_feats = sample_feats.to(device)
         heldout_feats = heldout_feats.to(device) if heldout_feats is not None else None
-    s_sims, s_idx = _search(sample_feats, train_feats, k, **kw)
+    s_sims, s_idx = _search(sample_feats, train_feats, k, world, **kw)
     arrays: dict[str, np.ndarray] = {"nn_index": s_idx[:, 0], "nn_similarity": s_sims[:, 0].astype(np.float32)}
     s_ratio = ratio_scores(s_sims) if k >= 2 else None
     if s_ratio is not None:
@@ -131,7 +138,7 @@ def memorization_analysis(
     calibrated: dict[str, float] = {}
     h_block = None
     if heldout_feats is not None and heldout_feats.shape[0] > 0:
-        h_sims, h_idx = _search(heldout_feats, train_feats, k, **kw)
+        h_sims, h_idx = _search(heldout_feats, train_feats, k, world, **kw)
         h_ratio = ratio_scores(h_sims) if k >= 2 else None
         arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32))
         if h_ratio is not None:

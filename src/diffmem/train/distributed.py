@@ -80,4 +80,5 @@ def gather_in_order(local: np.ndarray, world: World) -> np.ndarray:
         return local
     parts: list = [None] * world.size
     dist.all_gather_object(parts, local)
-    return np.concatenate(parts)
+    filled = [p for p in parts if len(p)]  # a rank with no share may not know the feature width
+    return np.concatenate(filled) if filled else local

@@ -1,0 +1,83 @@
+"""`torchrun -m diffmem audit`: ranks share embedding and search, and the report equals one process's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import write_npz
+
+
+def _audit(tmp: Path, out: str, nproc: int, cache: list[str]) -> subprocess.CompletedProcess:
+    args = ["audit", "--samples", str(tmp / "s.npz"), "--train", str(tmp / "t.npz"), "--heldout",
+            str(tmp / "h.npz"), "--features", "pixels", "--ratio-k", "3", "--out", str(tmp / out), "--quiet",
+            "--device", "cpu", *cache]
+    launch = [sys.executable, "-m", "diffmem"] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "diffmem"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(launch + args, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_two_ranks_audit_like_one(tmp_path: Path) -> None:
+    write_npz(tmp_path / "s.npz", n=7, seed=1)  # 7 samples: ranks get 4 and 3
+    write_npz(tmp_path / "t.npz", n=9, seed=2)
+    write_npz(tmp_path / "h.npz", n=1, seed=3)  # one held-out image: rank 1 has no share of it
+    one = _audit(tmp_path, "one", 1, ["--no-cache"])
+    assert one.returncode == 0, one.stderr
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    cold = _audit(tmp_path, "cold", 2, cache)  # cache miss: embedded in shares, saved by rank 0
+    assert cold.returncode == 0, cold.stderr
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2  # train + held-out
+    warm = _audit(tmp_path, "warm", 2, cache)  # cache hit: rank 0 reads and shares
+    assert warm.returncode == 0, warm.stderr
+    assert one.stdout.count("wrote") == 1 and cold.stdout.count("wrote") == 1  # only rank 0 reports
+
+    ref = json.loads((tmp_path / "one" / "report.json").read_text())
+    ref_arrays = np.load(tmp_path / "one" / "nearest.npz")
+    assert ref["n_samples"] == 7 and ref["heldout"]["n"] == 1
+    for run in ("cold", "warm"):
+        got = json.loads((tmp_path / run / "report.json").read_text())
+        assert got["fraction_above"] == ref["fraction_above"]
+        assert np.allclose(got["similarity"]["mean"], ref["similarity"]["mean"], atol=1e-6)
+        assert np.allclose(got["calibrated_thresholds"]["heldout_p99"], ref["calibrated_thresholds"]["heldout_p99"])
+        arrays = np.load(tmp_path / run / "nearest.npz")
+        assert sorted(arrays.files) == sorted(ref_arrays.files)
+        for key in ("nn_index", "heldout_nn_index"):
+            assert np.array_equal(arrays[key], ref_arrays[key]), key
+        for key in ("nn_similarity", "ratio", "heldout_nn_similarity"):
+            assert np.allclose(arrays[key], ref_arrays[key], atol=1e-6), key
+        assert (tmp_path / run / "neighbours.png").is_file()
+
+
+def test_each_rank_embeds_and_searches_only_its_share(monkeypatch) -> None:
+    """Rank 1 of 2 embeds images 4..6 of 7 and searches only those queries (gathering stubbed out)."""
+    import torch
+
+    import diffmem.evaluate.memorization as memo
+    import diffmem.train.distributed as distributed
+    from diffmem.evaluate.features import PixelFeatures, embed_dataset
+    from diffmem.train.distributed import World
+
+    seen: list[int] = []
+
+    class Counting(PixelFeatures):
+        def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.shape[0])
+            return super().embed_batch(x)
+
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, world: obj)
+    monkeypatch.setattr(distributed, "gather_in_order", lambda local, world: local)
+    monkeypatch.setattr(memo, "gather_in_order", lambda local, world: local)
+    images = np.random.default_rng(0).integers(0, 256, (7, 8, 8, 1), dtype=np.uint8)
+    rank1 = World(1, 2, 1)
+    share = embed_dataset(Counting(), images, None, world=rank1)
+    assert seen == [3]
+    full = embed_dataset(PixelFeatures(), images, None)
+    assert torch.equal(share, full[4:])
+    report, arrays = memo.memorization_analysis(full, full, None, ratio_k=2, world=rank1)
+    assert arrays["nn_index"].tolist() == [4, 5, 6]  # its own queries only, each nearest to itself
