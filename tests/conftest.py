@@ -111,3 +111,11 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = int(exc.code or 0)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Every test runs torch on one CPU thread: the tensors are tiny, and on a shared 2-core machine
+    extra threads only wait for each other."""
+    with single_thread():
+        yield

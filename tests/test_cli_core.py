@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import single_thread, write_npz
+from conftest import write_npz
 from diffmem.cli import main
 
 TINY = ["--channels", "8,16", "--layers-per-block", "1", "--device", "cpu", "--quiet"]
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
-
-
 
 def run_cli(args: list[str]) -> None:
     main([str(a) for a in args])

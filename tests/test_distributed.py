@@ -13,7 +13,6 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from conftest import tiny_config, write_npz
-from diffmem.config import OptimConfig
 from diffmem.errors import DiffmemError
 from diffmem.train.distributed import World, check_batch, gather_in_order, local_slice
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,6 @@ import torch
 
 from diffmem.evaluate import digits_net
 from diffmem.evaluate.digits_net import DigitsNetFeatures, load_or_train_digits_net, train_digits_net
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _digits(res: int = 8):  # type: ignore[no-untyped-def]

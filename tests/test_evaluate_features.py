@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +10,6 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.features import PixelFeatures, embed_dataset, fd_name, get_extractor
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _images(n: int = 6, res: int = 8, c: int = 1, seed: int = 0) -> np.ndarray:

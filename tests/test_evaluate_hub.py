@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,6 @@ import torch
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.features import embed_dataset, get_extractor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 transformers = pytest.importorskip("transformers")
 

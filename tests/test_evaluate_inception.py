@@ -8,7 +8,6 @@ features match pytorch-fid's on the same input.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,6 @@ from safetensors.torch import save_file
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.features import get_extractor
 from diffmem.evaluate.inception import FIDInceptionV3, inception_weights_path
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _random_state(prefixes: tuple[str, ...] = ("",)) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,15 +16,6 @@ from diffmem.evaluate.memorization import (
     ratio_scores,
     threshold_key,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _clusters(n: int, seed: int, centres: torch.Tensor) -> torch.Tensor:

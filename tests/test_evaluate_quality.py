@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid, precision_recall
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_frechet_of_a_set_with_itself_is_zero() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,6 @@ from PIL import Image
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.memorization import memorization_report
 from diffmem.evaluate.report import audit_row, heldout_row, write_report
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: on a shared 2-core machine extra torch threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_rows_and_files(tmp_path: Path) -> None:

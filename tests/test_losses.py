@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import RecordingBackbone, single_thread, tiny_config
+from conftest import RecordingBackbone, tiny_config
 from diffmem.config import NetworkConfig
 from diffmem.diffusion.losses import (
     Batch,
@@ -24,13 +23,6 @@ from diffmem.diffusion.precond import EDMPrecond
 from diffmem.models.unet import build_unet
 
 SD = 0.5
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
-
-
 
 def _tiny_precond(seed: int = 0, channels: int = 1) -> EDMPrecond:
     torch.manual_seed(seed)

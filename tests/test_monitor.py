@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import single_thread, tiny_config, write_npz
+from conftest import tiny_config, write_npz
 from diffmem.errors import DiffmemError
 from diffmem.monitor import CALIBRATED_KEY, make_monitor, monitor_records, plot_copy_curves, plot_monitor
 from diffmem.train.checkpoint import EMA_FILE, latest_checkpoint, load_weights
 from diffmem.train.loop import train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
 
 
 @pytest.fixture

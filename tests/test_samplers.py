@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import single_thread, tiny_config
+from conftest import tiny_config
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.samplers import edm_sample, karras_sigmas, per_sample_noise
 from diffmem.generate import SampleOptions, generate, method_sigmas
 from diffmem.models.unet import build_unet
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
-
-
 
 def empirical_denoiser(points: torch.Tensor):
     """D*(x; s) = sum_i softmax_i(-|x - x_i|^2 / 2 s^2) x_i for the point set `points` [K, ...], in float64."""

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import single_thread, tiny_config, write_npz
+from conftest import tiny_config, write_npz
 from diffmem.errors import DiffmemError
 from diffmem.sweep import EvalOptions, SweepConfig, SweepPoint, collect_rows, point_config, run_sweep, sweep_points
 from diffmem.sweep.runner import RUNS, run_point, write_outputs
 from diffmem.sweep.spec import validate_sweep
 
 EVAL = EvalOptions(n_samples=12, sample_steps=2, quality_features="pixels", pictures=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
 
 
 def _sweep_config(data: str, checkpoint_every: int = 3, **kw) -> SweepConfig:

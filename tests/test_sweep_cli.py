@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import single_thread, tiny_config, write_npz
+from conftest import tiny_config, write_npz
 from diffmem.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
 
 
 @pytest.fixture(autouse=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import single_thread, tiny_config, write_npz
+from conftest import tiny_config, write_npz
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.errors import DiffmemError
 from diffmem.train import rundir
@@ -26,13 +25,6 @@ from diffmem.train.checkpoint import (
 )
 from diffmem.train.ema import EMA, ema_beta
 from diffmem.train.loop import draw_batch, load_train_data, train
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with single_thread():
-        yield
-
-
 
 def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
     ckpt = latest_checkpoint(run)
