@@ -1,4 +1,4 @@
-"""`python -m diffmem` runs the CLI (so `torchrun -m diffmem train ...` works)."""
+"""`python -m diffmem` runs the CLI (so `torchrun -m diffmem -- train ...` works)."""
 
 from diffmem.cli import main
 
