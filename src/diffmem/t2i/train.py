@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from diffmem.data.corruption import corruption_generator
 from diffmem.errors import DiffmemError
 from diffmem.t2i import rundir
-from diffmem.train.rundir import config_diff
+from diffmem.train.rundir import resume_or_refuse
 from diffmem.t2i.components import SDComponents, encode_images, encode_text, load_components
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
@@ -167,25 +167,7 @@ def _check_run_dir(cfg: dict, out: Path, overwrite: bool, resume: bool) -> bool:
     """New run (False), resume (True), or refuse (a foreign folder, another configuration, a finished run).
 
     Read-only, so every process can run it and raise the same error."""
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / rundir.CONFIG).is_file():
-            raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem t2i run; choose another --out")
-        if overwrite:
-            return False
-        old = rundir.read_json(out / rundir.CONFIG)
-        if old != cfg:
-            diff = config_diff(old, cfg)
-            raise DiffmemError(f"{out} holds a t2i run with another configuration ({'; '.join(diff[:6])}); "
-                               "use another --out, or --overwrite to replace it")
-        if (out / rundir.DONE).is_file():
-            raise DiffmemError(f"the run in {out} already finished; sample it with `diffmem t2i sample --run {out}`, "
-                               "or pass --overwrite to train it again")
-        return True
-    if resume:
-        raise DiffmemError(f"--resume: {out} holds no run to resume")
-    return False
+    return resume_or_refuse(out, cfg, overwrite, resume, kind="t2i run", sample_cmd="diffmem t2i sample")
 
 
 def _clear_run_dir(out: Path) -> None:

@@ -62,33 +62,17 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
-    """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs."""
-    new = json_ready(cfg.to_dict())
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / rundir.CONFIG).is_file():
-            raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem run; choose another --out")
-        if overwrite:
-            for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE,
-                         *rundir.DERIVED_FILES):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
-            for pattern in rundir.DERIVED_GLOBS:  # evaluations of the old weights
-                for path in out.glob(pattern):
-                    shutil.rmtree(path, ignore_errors=True)
-            return False
-        old = rundir.read_json(out / rundir.CONFIG)
-        if old != new:
-            diff = "; ".join(rundir.config_diff(old, new)[:6])
-            raise DiffmemError(f"{out} holds a run with another configuration ({diff}); "
-                               "use another --out, or --overwrite to replace it")
-        if (out / rundir.DONE).is_file():
-            raise DiffmemError(f"the run in {out} already finished; sample it with `diffmem sample --run {out}`, "
-                               "or pass --overwrite to train it again")
+    """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs;
+    with `overwrite`, clears an earlier run (and evaluations of its weights)."""
+    if rundir.resume_or_refuse(out, json_ready(cfg.to_dict()), overwrite, resume):
         return True
-    if resume:
-        raise DiffmemError(f"--resume: {out} holds no run to resume")
+    if overwrite and (out / rundir.CONFIG).is_file():
+        for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE, *rundir.DERIVED_FILES):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
+        for pattern in rundir.DERIVED_GLOBS:  # evaluations of the old weights
+            for path in out.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
     return False
 
 

@@ -99,3 +99,30 @@ def run_datasets(run_dir: str | Path):
     train = source.subset(np.asarray(sub["train_indices"], dtype=np.int64))
     heldout = source.subset(np.asarray(sub["heldout_indices"], dtype=np.int64))
     return train, heldout
+
+
+def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kind: str = "run",
+                     sample_cmd: str = "diffmem sample") -> bool:
+    """Read-only decision on `--out` for training a configuration `new`: True to resume the run there;
+    False for a new run (a missing or empty folder, or `overwrite` of an earlier run, which the caller
+    clears). Refuses a file, a folder that is not a diffmem `kind`, another configuration and a finished
+    run. Every process of a distributed job can call it and raise the same error."""
+    if out.exists() and not out.is_dir():
+        raise DiffmemError(f"--out {out} is a file, not a folder")
+    if not (out.is_dir() and any(out.iterdir())):
+        if resume:
+            raise DiffmemError(f"--resume: {out} holds no run to resume")
+        return False
+    if not (out / CONFIG).is_file():
+        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem {kind}; choose another --out")
+    if overwrite:
+        return False
+    old = read_json(out / CONFIG)
+    if old != new:
+        diff = "; ".join(config_diff(old, new)[:6])
+        raise DiffmemError(f"{out} holds a {kind} with another configuration ({diff}); "
+                           "use another --out, or --overwrite to replace it")
+    if (out / DONE).is_file():
+        raise DiffmemError(f"the {kind} in {out} already finished; sample it with `{sample_cmd} --run {out}`, "
+                           "or pass --overwrite to train it again")
+    return True
