@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "t2i": ("diffmem.cli.t2i", "t2i", "Text-to-image: fine-tune Stable Diffusion with the ambient loss."),
     "sweep": ("diffmem.cli.sweep", "sweep", "Sweep sigma_n and draw the memorization/quality frontier."),
     "compare": ("diffmem.cli.sweep", "compare", "Table and Pareto plot from existing runs or audits."),
+    "trace": ("diffmem.cli.trace", "trace", "At which noise level sampling decides what each sample copies."),
 }
 
 

@@ -11,7 +11,8 @@ below it (by the part trained on clean images), which is the mechanism the paper
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from diffmem.data.datasets import to_model_range, to_uint8
 from diffmem.diffusion.samplers import edm_sample
 from diffmem.evaluate.neighbours import nearest_neighbours
 
-__all__ = ["Trajectory", "identity_trajectory", "decision_summary"]
+__all__ = ["Trajectory", "identity_trajectory", "decision_summary", "trace_run", "decision_plot"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -100,3 +101,90 @@ def decision_summary(traj: Trajectory, copy_threshold: float, sigma_n: float | N
         out["copies_decided_above_sigma_n"] = float((levels[copies] >= sigma_n).mean()) if copies.any() else None
         out["all_decided_above_sigma_n"] = float((levels >= sigma_n).mean())
     return out
+
+
+def _concat(parts: list[Trajectory]) -> Trajectory:
+    return Trajectory(parts[0].sigmas, np.concatenate([p.nn_index for p in parts], axis=1),
+                      np.concatenate([p.nn_similarity for p in parts], axis=1),
+                      np.concatenate([p.final_index for p in parts]), np.concatenate([p.final_similarity for p in parts]))
+
+
+def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18, batch: int = 256,
+              copy_threshold: float | None = None, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """Decision levels of `n` samples of a baseline or Algorithm 1 run (EMA weights, EDM Heun).
+
+    Samples are those of `diffmem sample --seed SEED` (sample i depends only on (seed, i)). A copy is a sample
+    whose pixel similarity to its nearest training image reaches `copy_threshold`, by default the 99th
+    percentile of the run's held-out images (the audit's `heldout_p99`). Returns the summary plus the
+    per-sigma share of copies / other samples whose final nearest training image is already fixed.
+    """
+    from tqdm.auto import tqdm
+
+    from diffmem.diffusion.samplers import per_sample_noise
+    from diffmem.errors import DiffmemError
+    from diffmem.generate import SampleOptions, method_sigmas
+    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.rundir import run_datasets
+
+    net, cfg, meta = load_denoiser(run_dir, device=device)
+    if cfg.method.name not in ("edm", "ambient"):
+        raise DiffmemError(f"run {run_dir} was trained with --method {cfg.method.name}; tracing follows the "
+                           "EDM sampler of edm and ambient runs only")
+    train, heldout = run_datasets(run_dir)
+    if copy_threshold is None:
+        if len(heldout) == 0:
+            raise DiffmemError(f"run {run_dir} trained on all of its data, so there are no held-out images to "
+                               "calibrate what a copy is; pass --copy-threshold (a pixel cosine similarity)")
+        px = lambda images: _unit_pixels(to_model_range(images))  # noqa: E731
+        held, _ = nearest_neighbours(px(heldout.images), px(train.images))
+        copy_threshold = float(np.percentile(held[:, 0].numpy().astype(np.float64), 99))
+    sigmas, _ = method_sigmas(cfg, SampleOptions(steps=steps))
+    k = cfg.network.num_classes
+    shape = (meta["channels"], meta["resolution"], meta["resolution"])
+    parts = []
+    for lo in tqdm(range(0, n, batch), disable=not progress, desc="trace", unit="batch"):
+        idx = list(range(lo, min(lo + batch, n)))
+        labels = torch.tensor([i % k for i in idx], device=device) if k > 0 else None
+        x0 = per_sample_noise(seed, idx, shape, 1)[0].to(device)
+        parts.append(identity_trajectory(lambda x, s: net(x, s, labels), x0, sigmas.to(device), train.images))
+    traj = _concat(parts)
+    sigma_n = cfg.method.sigma_n if cfg.method.name == "ambient" else None
+    out = decision_summary(traj, copy_threshold, sigma_n)
+    settled = traj.nn_index == traj.final_index[None]
+    copies = traj.final_similarity >= copy_threshold
+    out.update(run=str(run_dir), method=cfg.method.name, seed=seed, steps=steps, sigmas=traj.sigmas.tolist(),
+               settled_copies=settled[:, copies].mean(axis=1).tolist() if copies.any() else None,
+               settled_others=settled[:, ~copies].mean(axis=1).tolist() if (~copies).any() else None)
+    return out
+
+
+def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """For each traced run: the share of copies (solid) and other samples (dashed) whose final nearest
+    training image is already the nearest of D(x; sigma), against sigma; sigma_n dotted."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    for r in rows:
+        label = "baseline" if r["method"] == "edm" else f"Algorithm 1, sigma_n {r['sigma_n']:g}"
+        label = f"{Path(r['run']).name}: {label}"
+        color = None
+        if r["settled_copies"] is not None:
+            color = ax.plot(r["sigmas"], r["settled_copies"], marker="o", ms=3,
+                            label=f"{label}, copies ({r['copies']:.0%})")[0].get_color()
+        if r["settled_others"] is not None:
+            color = ax.plot(r["sigmas"], r["settled_others"], ls="--", color=color,
+                            label=f"{label}, the others")[0].get_color()
+        if r.get("sigma_n"):
+            ax.axvline(r["sigma_n"], color=color, ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("noise level sigma along the sampler (dotted: sigma_n)")
+    ax.set_ylabel("share whose final nearest training\nimage is already fixed")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
