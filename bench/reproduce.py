@@ -10,8 +10,9 @@ sampler, number of samples):
            within --tolerance of the baseline; without one, the sigma_n with the best quality);
   phase 2: noise-only training at that sigma_n.
 Writes OUT/README.md (docs-ready: the tables in the paper's shape, held-out reference rows, the rule of
-thumb, the settings), OUT/pareto-300.png (and OUT/pareto.png for all subsets), OUT/results.csv/json and
-OUT/summary.txt; the runs live in OUT/sweep/ (re-running resumes; finished runs are not retrained).
+thumb, the settings), OUT/pareto-300.png (and OUT/pareto.png for all subsets), OUT/decision-300.png (where
+along sampling the copies of the baseline and of Algorithm 1 are decided, `diffmem trace`), OUT/results.csv/json
+and OUT/summary.txt; the runs live in OUT/sweep/ (re-running resumes; finished runs are not retrained).
 
 Quality is the Frechet distance in the feature space of digits-net (a small classifier trained on all
 1797 digits; call it FD_digits-net, never FID). Copying: nearest-training cosine similarity in pixel space
@@ -134,15 +135,35 @@ def main(argv: list[str] | None = None) -> int:
     focus = 300 if 300 in args.subsets else args.subsets[len(args.subsets) // 2]
     plot_pareto([r for r in rows if r["subset"] == focus], out / f"pareto-{focus}.png",
                 title=f"{focus} digits: quality vs copying, same budget for every run")
+    traced = trace_focus(rows, chosen, focus, out, args)
     minutes = (time.time() - t0) / 60
-    write_markdown(out, args, rows, chosen, focus, minutes)
+    write_markdown(out, args, rows, chosen, focus, minutes, traced)
     print((out / "summary.txt").read_text())
     print(f"[reproduce] wrote {out / 'README.md'} and {out / f'pareto-{focus}.png'} in {minutes:.1f} min")
     return 0
 
 
+def trace_focus(rows: list[dict], chosen: dict[int, tuple[float, str]], focus: int, out: Path,
+                args: argparse.Namespace) -> list[dict]:
+    """`diffmem trace` of the baseline and every Algorithm 1 run on the focus subset (seed: the first):
+    where along sampling the copies are decided. Writes OUT/decision-FOCUS.png and .json."""
+    import json
+
+    from diffmem.evaluate.decision import decision_plot, trace_run
+
+    seed = args.seeds[0]
+    runs = sorted((r for r in rows if r["subset"] == focus and r["seed"] == seed and r["method"] in ("edm", "ambient")),
+                  key=lambda r: (r["method"] != "edm", r["sigma_n"] or 0))
+    steps = 8 if args.smoke else 18  # the sampler of the evaluation (configs())
+    traced = [trace_run(r["run"], n=min(args.n_samples, 300), steps=steps, device=args.device) for r in runs]
+    if traced:
+        (out / f"decision-{focus}.json").write_text(json.dumps(traced, indent=1) + "\n")
+        decision_plot(traced, out / f"decision-{focus}.png")
+    return traced
+
+
 def write_markdown(out: Path, args: argparse.Namespace, rows: list[dict], chosen: dict[int, tuple[float, str]],
-                   focus: int, minutes: float) -> Path:
+                   focus: int, minutes: float, traced: list[dict] | None = None) -> Path:
     """OUT/README.md: settings, the paper-shaped tables (chosen sigma_n), all runs, the rule of thumb."""
     import platform
 
@@ -179,6 +200,7 @@ def write_markdown(out: Path, args: argparse.Namespace, rows: list[dict], chosen
         "",
         rule_of_thumb_text(choose_sigma_n(rows, args.tolerance)),
         "",
+        *_trace_lines(traced or [], focus),
         "## All runs",
         "",
         markdown_tables(rows),
@@ -188,6 +210,21 @@ def write_markdown(out: Path, args: argparse.Namespace, rows: list[dict], chosen
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _trace_lines(traced: list[dict], focus: int) -> list[str]:
+    """The trace table: at which noise level the copies were decided (`diffmem trace`)."""
+    if not traced:
+        return []
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    lines = [f"## Where copies are decided ({focus} digits, `diffmem trace`, {traced[0]['n']} samples)", "",
+             "| method | sigma_n | copies | median decision sigma of copies | of the others | copies decided at or above sigma_n |",
+             "|---|---|---|---|---|---|"]
+    for r in traced:
+        name = "baseline" if r["method"] == "edm" else "Algorithm 1"
+        lines.append(f"| {name} | {fmt(r.get('sigma_n'))} | {r['copies']:.3f} | {fmt(r['median_level_copies'])} | "
+                     f"{fmt(r['median_level_others'])} | {fmt(r.get('copies_decided_above_sigma_n'))} |")
+    return lines + ["", f"![decision levels](decision-{focus}.png)", ""]
 
 
 if __name__ == "__main__":
