@@ -262,3 +262,38 @@ def test_noisy_only_never_uses_clean_pixels_or_low_noise(npz_data: str) -> None:
     bb2 = RecordingBackbone()
     out2 = compute_loss(cfg_amb, EDMPrecond(bb2, sigma_data=SD), batch)
     assert (~out2.high).any() and bb2.inputs[0].abs().max() > 1e3
+
+
+def test_masking_preconditioning_per_pixel_oracle() -> None:
+    """Erased pixels are predicted directly (D = sd F, F's target x0 / sd at every noise level); the ideal F
+    gives zero loss, and F = 0 there costs |x0|^2 / sd^2 whatever the noise level (no 1 / c_out^2 blow-up)."""
+    g = torch.Generator().manual_seed(6)
+    b, c = 5, 1
+    x0 = torch.rand((b, c, 8, 8), generator=g) * 2 - 1
+    mask = (torch.rand((b, 1, 8, 8), generator=g) > 0.3).float()
+    extra = (torch.rand((b, 1, 8, 8), generator=g) > 0.3).float()
+    noise = torch.randn((b, c, 8, 8), generator=g)
+    sigma = torch.tensor([0.002, 0.05, 0.5, 5.0, 80.0])
+    a_tilde = mask * extra
+    x_s = a_tilde * (x0 + sigma.reshape(-1, 1, 1, 1) * noise)
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, erased_value: float | None) -> None:
+            super().__init__()
+            self.erased_value = erased_value
+
+        def forward(self, x_in, c_noise, class_labels=None):
+            c_skip, c_out, _, _ = (t.reshape(-1, 1, 1, 1) for t in EDMPrecond(self).coefficients(sigma))
+            seen = (x0 - c_skip * x_s) / c_out
+            hidden = x0 / SD if self.erased_value is None else torch.full_like(x0, self.erased_value)
+            return a_tilde * seen + (1 - a_tilde) * hidden
+
+    ideal = masking_loss(EDMPrecond(Oracle(None), sigma_data=SD), x0, mask, extra, sigma, noise).loss
+    assert ideal.abs().max() < 1e-8
+    zero = masking_loss(EDMPrecond(Oracle(0.0), sigma_data=SD), x0, mask, extra, sigma, noise).loss
+    expected = (mask * (1 - a_tilde) * x0**2).flatten(1).mean(1) / SD**2
+    assert torch.allclose(zero, expected, rtol=1e-4, atol=1e-7)
+    # at sampling an erased pixel's D ignores x there and is sd * F
+    net = EDMPrecond(Oracle(0.5), sigma_data=SD)
+    d = net(x_s + (1 - a_tilde) * 7.0, sigma, extra=a_tilde, observed=a_tilde)
+    assert torch.allclose(d[(a_tilde == 0)], torch.full_like(d[(a_tilde == 0)], 0.5 * SD))

@@ -80,7 +80,7 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if extra is not None:
-                return net(extra * x, sigma, lab, extra=extra)
+                return net(extra * x, sigma, lab, extra=extra, observed=extra)
             return net(x, sigma, lab)
 
         x = edm_sample(denoiser, noise[0], sigmas.to(device), solver=opts.solver, s_churn=opts.s_churn,

@@ -102,12 +102,16 @@ def masking_loss(net: EDMPrecond, x0: torch.Tensor, mask: torch.Tensor, extra_ma
     """Ambient Diffusion with random inpainting (Daras et al. 2023; DESIGN.md section 2).
 
     The network sees A~ x_s with A~ = B A (fixed mask A, fresh further corruption B) and the mask A~
-    as an extra channel; the loss lambda(s) |A (D(A~ x_s, A~; s) - x0)|^2 covers only pixels A shows.
+    as an extra channel; the loss |A (D(A~ x_s, A~; s) - x0)|^2 covers only pixels A shows, weighted per
+    pixel by 1 / c_out^2 of that pixel's preconditioning: lambda(s) where A~ shows the pixel (EDM eq. 8),
+    1 / sigma_data^2 where B erased it (there D = sigma_data F, see EDMPrecond.forward).
     """
     s = sigma.reshape(-1, 1, 1, 1)
     a_tilde = mask * extra_mask
-    denoised = net(a_tilde * (x0 + s * noise), sigma, labels, extra=a_tilde)
-    loss = edm_weight(sigma, net.sigma_data) * _per_sample_mean(mask * (denoised - x0) ** 2)
+    denoised = net(a_tilde * (x0 + s * noise), sigma, labels, extra=a_tilde, observed=a_tilde)
+    lam = edm_weight(sigma, net.sigma_data).reshape(-1, 1, 1, 1)
+    weight = a_tilde * lam + (1 - a_tilde) / net.sigma_data**2
+    loss = _per_sample_mean(mask * weight * (denoised - x0) ** 2)
     return LossOutput(loss, torch.zeros_like(sigma, dtype=torch.bool))
 
 
