@@ -71,6 +71,22 @@ def test_rule_of_thumb_when_nothing_qualifies_or_helps() -> None:
     assert c["sigma_n"] is None and "no baseline" in c["message"]
 
 
+def test_rule_of_thumb_weighs_sampling_noise_and_the_held_out_reference() -> None:
+    # 500 samples each: 0.182 vs 0.150 is 1.36 standard errors (sqrt(.182*.818/500 + .15*.85/500) = 0.0235)
+    rows = [_row("edm", 2.0, 0.182, n_samples=500), _row("ambient", 2.1, 0.150, 0.5, n_samples=500)]
+    (c,) = choose_sigma_n(rows)
+    assert c["sigma_n"] == 0.5 and not c["helps"] and "within sampling noise (1.4 standard errors" in c["message"]
+    # three seeds of 500 samples each: the same fractions are 2.36 standard errors apart
+    rows = [_row(m, q, f, sg, seed=k, n_samples=500) for k in range(3)
+            for m, q, f, sg in (("edm", 2.0, 0.182, None), ("ambient", 2.1, 0.150, 0.5))]
+    (c,) = choose_sigma_n(rows)
+    assert c["helps"] and "2.4 standard errors" in c["message"]
+    # a baseline that copies as rarely as held-out images (0.01) leaves nothing to remove
+    rows = [_row("edm", 1.2, 0.004, n_samples=500), _row("ambient", 1.1, 0.002, 0.5, n_samples=500)]
+    (c,) = choose_sigma_n(rows)
+    assert c["sigma_n"] is None and not c["helps"] and "no more than unseen real images" in c["message"]
+
+
 def test_rule_of_thumb_per_subset() -> None:
     rows = [_row("edm", 10.0, 0.6, subset=100), _row("ambient", 10.5, 0.3, 0.5, subset=100),
             _row("edm", 8.0, 0.1, subset=1000), _row("ambient", 8.1, 0.05, 1.0, subset=1000)]

@@ -39,15 +39,28 @@ def pareto_front(rows: Sequence[dict[str, Any]], x: str = "copy_frac", y: str = 
     return [i for _, _, i in sorted(front)]
 
 
+def _copy_se(s: dict[str, Any]) -> float | None:
+    """Binomial standard error of a (seed-averaged) copy fraction over all its samples; None without
+    `n_samples`. p(1-p) is floored at 1/n so that a fraction of 0 still has an uncertainty."""
+    n = s.get("n_samples")
+    if not _finite(n) or n <= 0 or not _finite(s.get("copy_frac")):
+        return None
+    total = float(n) * int(s.get("seeds", 1) or 1)
+    p = float(s["copy_frac"])
+    return math.sqrt(max(p * (1 - p), 1 / total) / total)
+
+
 def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
                    method: str = "ambient") -> list[dict[str, Any]]:
     """The rule of thumb, per training-set size: among `method`'s sigma_n values (averaged over seeds)
     whose quality distance is at most `(1 + tolerance)` times the baseline's, take the one with the
     lowest copy fraction (ties: better quality).
 
-    Returns one dict per subset: `subset`, `sigma_n` (None when no value qualifies or there is no
-    baseline), `copy_frac`, `quality`, `baseline_copy_frac`, `baseline_quality`, `tolerance`, `helps`
-    (whether it copies less than the baseline) and `message`.
+    Returns one dict per subset: `subset`, `sigma_n` (None when no value qualifies, there is no baseline,
+    or the baseline copies no more than held-out real images do), `copy_frac`, `quality`,
+    `baseline_copy_frac`, `baseline_quality`, `tolerance`, `helps` (whether it copies less than the
+    baseline by more than twice the binomial standard error of the difference, when the rows give
+    `n_samples`; this counts sampling noise only, seed-to-seed variation comes on top) and `message`.
     """
     summary = summarize(list(rows))
     out = []
@@ -75,6 +88,13 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
             out.append(res)
             continue
         qb, cb = float(base["quality"]), float(base["copy_frac"])
+        ref, se_b = base.get("heldout_copy_frac"), _copy_se(base)
+        if _finite(ref) and se_b is not None and cb <= float(ref) + 2 * se_b:
+            res["message"] = (f"{where}: the baseline copies no more than unseen real images do ({cb:.3f} vs "
+                              f"{float(ref):.3f} for held-out images); there is no copying for {method} to remove "
+                              "at this budget")
+            out.append(res)
+            continue
         limit = qb * (1 + tolerance) if qb >= 0 else qb * (1 - tolerance)
         ok = [s for s in cands if s["quality"] <= limit]
         if not ok:
@@ -85,15 +105,22 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
             out.append(res)
             continue
         pick = min(ok, key=lambda s: (s["copy_frac"], s["quality"]))
-        helps = pick["copy_frac"] < cb
+        se_p = _copy_se(pick)
+        z = (cb - pick["copy_frac"]) / math.hypot(se_b, se_p) if se_b is not None and se_p is not None else None
+        helps = pick["copy_frac"] < cb and (z is None or z >= 2)
         res.update({"sigma_n": pick["param"], "copy_frac": pick["copy_frac"], "quality": pick["quality"],
                     "helps": helps})
         change = (pick["copy_frac"] - cb) / cb if cb > 0 else float("nan")
         dq = (pick["quality"] - qb) / qb if qb > 0 else float("nan")
+        sig = f"; {z:.1f} standard errors" if z is not None else ""
         if helps:
             res["message"] = (f"{where}: sigma_n = {pick['param']:g} copies {pick['copy_frac']:.3f} vs the "
-                              f"baseline's {cb:.3f} ({change:+.0%}) at quality {_q(pick['quality'])} vs "
+                              f"baseline's {cb:.3f} ({change:+.0%}{sig}) at quality {_q(pick['quality'])} vs "
                               f"{_q(qb)} ({dq:+.0%}, within {tolerance:.0%})")
+        elif pick["copy_frac"] < cb:
+            res["message"] = (f"{where}: sigma_n = {pick['param']:g} copies {pick['copy_frac']:.3f} vs the "
+                              f"baseline's {cb:.3f}, a difference within sampling noise ({z:.1f} standard errors; "
+                              "add samples or seeds); Algorithm 1 did not measurably help here at this budget")
         else:
             res["message"] = (f"{where}: no sigma_n within {tolerance:.0%} of the baseline's quality copies less "
                               f"than the baseline ({cb:.3f}); Algorithm 1 did not help here at this budget")
