@@ -202,14 +202,19 @@ def plot_copy_curves(runs: Mapping[str, str | Path], out: str | Path, key: str =
     """One copy-rate curve per run (label -> run dir) in one figure: when does each method start to copy?
 
     `key`: the calibrated threshold (default) or a fixed one such as "0.98". Runs without monitor
-    records are left out; returns None when none has any.
+    records are left out; returns None when none has any. Runs whose labels differ only in a `-seedN`
+    suffix share a colour (one legend entry), each seed with its own line style.
     """
+    import re
+
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 4.2), dpi=110)
     ax = fig.subplots()
     drawn = 0
     xlabel = "epochs"
+    groups: dict[str, int] = {}  # label without its seed -> colour index
+    seen: dict[str, int] = {}  # runs drawn per group so far
     for label, run in runs.items():
         try:
             records = monitor_records(run)
@@ -218,7 +223,13 @@ def plot_copy_curves(runs: Mapping[str, str | Path], out: str | Path, key: str =
         if not records:
             continue
         x, xlabel = _x(records)
-        ax.plot(x, _copy_series(records, key), "-o", ms=3, label=label)
+        match = re.fullmatch(r"(.*)-seed\d+", label)
+        group = match.group(1) if match else label
+        color = f"C{groups.setdefault(group, len(groups)) % 10}"
+        k = seen.get(group, 0)
+        seen[group] = k + 1
+        ax.plot(x, _copy_series(records, key), ("-", "--", ":", "-.")[k % 4], marker="o", ms=3, color=color,
+                label=group if k == 0 else None)
         drawn += 1
     if not drawn:
         return None
