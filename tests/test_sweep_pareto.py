@@ -177,3 +177,17 @@ def test_reproduce_bench_picks_sigma_n() -> None:
     picked = bench.pick_sigmas(rows, 0.1)
     assert picked[300][0] == 0.5 and picked[300][1].startswith("rule of thumb")
     assert picked[1000][0] == 1.0 and picked[1000][1].startswith("best quality")
+
+
+def test_weightings_and_learning_rates_are_never_averaged_together() -> None:
+    rows = [_row("edm", 2.0, 0.18, lr=1e-4, seed=0), _row("edm", 3.0, 0.004, lr=2e-5, seed=0),
+            _row("ambient", 2.2, 0.15, 0.5, ambient_weight="plain", lr=1e-4),
+            _row("ambient", 1.9, 0.005, 0.5, ambient_weight="compensated", lr=1e-4)]
+    groups = summarize(rows)
+    assert len(groups) == 4  # not 2: same method and sigma_n, other weighting or learning rate
+    tables = markdown_tables(rows)
+    assert "sigma_n=0.5, compensated" in tables and "lr=2e-05" in tables
+    (c,) = choose_sigma_n(rows)
+    # the baseline is the one trained at the candidates' learning rate; the compensated run is named
+    assert c["baseline_copy_frac"] == 0.18 and c["ambient_weight"] == "compensated"
+    assert "sigma_n = 0.5, compensated copies 0.005" in c["message"]

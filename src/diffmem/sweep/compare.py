@@ -81,7 +81,10 @@ def collect_rows(paths: Sequence[str | Path], opts: EvalOptions | None = None, *
             continue
         res = read_result(p)
         if res is not None:
-            rows.append(res["row"])
+            row = res["row"]
+            for key, value in run_info(p).items():  # fields that results stored before they existed lack
+                row.setdefault(key, value)
+            rows.append(row)
             continue
         echo(f"[compare] measuring {p} (no result.json yet)")
         rows.append(evaluate_run(p, opts or EvalOptions(), device=device, cache_dir=cache_dir, progress=progress))

@@ -72,7 +72,8 @@ def _train_seconds(run: Path) -> float | None:
 
 
 def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
-    """What was run: name, method, sigma_n, mask_p, subset (training images), seed, budget, data."""
+    """What was run: name, method, sigma_n, mask_p, loss weighting, lr, subset (training images), seed, budget,
+    data."""
     from diffmem.train.rundir import SUBSET, check_run_dir, read_json
 
     run = check_run_dir(run_dir)
@@ -86,6 +87,8 @@ def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
         "method": m["name"],
         "sigma_n": sigma,
         "mask_p": m["mask_p"] if m["name"] == "masking" else None,
+        "ambient_weight": m.get("ambient_weight") if m["name"] in ("ambient", "noisy-only") else None,
+        "lr": o.get("lr"),
         "subset": n_train,
         "seed": cfg["seed"],
         "data": cfg["data"]["spec"],

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diffmem.sweep.results import METHOD_LABELS, context, summarize
+from diffmem.sweep.results import METHOD_LABELS, context, summarize, variant_label
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
 
@@ -68,9 +68,12 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
                   key=lambda k: (float("inf") if k[0] is None else k[0], k[1]))
     for subset, ctx in keys:
         group = [s for s in summary if s["subset"] == subset and s["context"] == ctx]
-        base = next((s for s in group if s["method"] == "edm"), None)
         cands = [s for s in group if s["method"] == method and _finite(s.get("quality"))
                  and _finite(s.get("copy_frac"))]
+        bases = [s for s in group if s["method"] == "edm"]
+        lrs = [c.get("lr") for c in cands]
+        base = next((b for b in bases if lrs and b.get("lr") == max(set(lrs), key=lrs.count)),
+                    bases[0] if bases else None)  # the baseline trained at the candidates' learning rate
         res: dict[str, Any] = {"subset": subset, "method": method, "tolerance": tolerance, "sigma_n": None,
                                "copy_frac": None, "quality": None, "helps": False,
                                "baseline_copy_frac": base.get("copy_frac") if base else None,
@@ -108,18 +111,19 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
         se_p = _copy_se(pick)
         z = (cb - pick["copy_frac"]) / math.hypot(se_b, se_p) if se_b is not None and se_p is not None else None
         helps = pick["copy_frac"] < cb and (z is None or z >= 2)
-        res.update({"sigma_n": pick["param"], "copy_frac": pick["copy_frac"], "quality": pick["quality"],
+        res.update({"sigma_n": pick["param"], "ambient_weight": pick.get("ambient_weight"), "lr": pick.get("lr"),
+                    "copy_frac": pick["copy_frac"], "quality": pick["quality"],
                     "helps": helps})
         change = (pick["copy_frac"] - cb) / cb if cb > 0 else float("nan")
         dq = (pick["quality"] - qb) / qb if qb > 0 else float("nan")
         sig = f"; {z:.1f} standard errors" if z is not None else ""
         if helps:
-            res["message"] = (f"{where}: sigma_n = {pick['param']:g} copies {pick['copy_frac']:.3f} vs the "
-                              f"baseline's {cb:.3f} ({change:+.0%}{sig}) at quality {_q(pick['quality'])} vs "
+            res["message"] = (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
+                              f"vs the baseline's {cb:.3f} ({change:+.0%}{sig}) at quality {_q(pick['quality'])} vs "
                               f"{_q(qb)} ({dq:+.0%}, within {tolerance:.0%})")
         elif pick["copy_frac"] < cb:
-            res["message"] = (f"{where}: sigma_n = {pick['param']:g} copies {pick['copy_frac']:.3f} vs the "
-                              f"baseline's {cb:.3f}, a difference within sampling noise ({z:.1f} standard errors; "
+            res["message"] = (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
+                              f"vs the baseline's {cb:.3f}, a difference within sampling noise ({z:.1f} standard errors; "
                               "add samples or seeds); Algorithm 1 did not measurably help here at this budget")
         else:
             res["message"] = (f"{where}: no sigma_n within {tolerance:.0%} of the baseline's quality copies less "
@@ -173,7 +177,11 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str | N
                        label=None if m in seen else METHOD_LABELS.get(m, m))
             seen.add(m)
             if m in ("ambient", "noisy-only") and _finite(r.get("sigma_n")):
-                ax.annotate(f"{r['sigma_n']:g}", (r["copy_frac"], r["quality"]), textcoords="offset points",
+                note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
+                ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+            elif variant_label(r):
+                ax.annotate(variant_label(r).lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
         labelled = False
         for ctx in dict.fromkeys(context(r) for r in group):  # never join points measured differently

@@ -150,7 +150,7 @@ def context(row: dict[str, Any]) -> str:
 def _group_key(row: dict[str, Any]) -> tuple:
     param = row.get("sigma_n") if row.get("method") in ("ambient", "noisy-only") else (
         row.get("mask_p") if row.get("method") == "masking" else None)
-    return (row.get("subset"), row.get("method"), param, context(row))
+    return (row.get("subset"), row.get("method"), param, context(row), row.get("ambient_weight"), row.get("lr"))
 
 
 def summarize(rows: list[dict[str, Any]], keys: Iterable[str] = ("quality", "copy_frac")) -> list[dict[str, Any]]:
@@ -163,8 +163,9 @@ def summarize(rows: list[dict[str, Any]], keys: Iterable[str] = ("quality", "cop
     for row in rows:
         groups.setdefault(_group_key(row), []).append(row)
     out = []
-    for (subset, method, param, ctx), members in groups.items():
+    for (subset, method, param, ctx, weight, lr), members in groups.items():
         s: dict[str, Any] = {"subset": subset, "method": method, "param": param, "context": ctx,
+                             "ambient_weight": weight, "lr": lr,
                              "sigma_n": members[0].get("sigma_n"), "mask_p": members[0].get("mask_p"),
                              "seeds": len(members), "names": [m.get("name") for m in members]}
         for col in columns(members):
@@ -182,12 +183,26 @@ def summarize(rows: list[dict[str, Any]], keys: Iterable[str] = ("quality", "cop
     return out
 
 
+DEFAULT_LR = 1e-4  # OptimConfig's default: other learning rates are named in labels
+
+
+def variant_label(s: dict[str, Any]) -> str:
+    """', compensated' and/or ', lr=...' when a row or group was trained with a non-default weighting or lr."""
+    out = ", compensated" if s.get("ambient_weight") == "compensated" else ""
+    lr = s.get("lr")
+    if isinstance(lr, (int, float)) and not math.isclose(float(lr), DEFAULT_LR):
+        out += f", lr={float(lr):g}"
+    return out
+
+
 def _param_label(s: dict[str, Any]) -> str:
     if s["method"] in ("ambient", "noisy-only"):
-        return f"sigma_n={s['param']:g}"
-    if s["method"] == "masking":
-        return f"p={s['param']:g}"
-    return ""
+        text = f"sigma_n={s['param']:g}"
+    elif s["method"] == "masking":
+        text = f"p={s['param']:g}"
+    else:
+        text = ""
+    return (text + variant_label(s)).lstrip(", ")
 
 
 def _fmt(v: Any, std: Any = None, digits: int = 4) -> str:
