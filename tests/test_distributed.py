@@ -39,6 +39,7 @@ def _worker(rank: int, size: int, store: str, spec: str, out: str, result: str) 
     images = gather_in_order(local, world)
     if rank == 0:
         np.save(result, images)
+    dist.barrier()  # both ranks idle before teardown (gloo can abort when one side tears down mid-traffic)
     dist.destroy_process_group()
 
 
