@@ -217,15 +217,10 @@ def _trace_lines(traced: list[dict], focus: int) -> list[str]:
     """The trace table: at which noise level the copies were decided (`diffmem trace`)."""
     if not traced:
         return []
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    lines = [f"## Where copies are decided ({focus} digits, `diffmem trace`, {traced[0]['n']} samples)", "",
-             "| method | sigma_n | copies | median decision sigma of copies | of the others | copies decided at or above sigma_n |",
-             "|---|---|---|---|---|---|"]
-    for r in traced:
-        name = "baseline" if r["method"] == "edm" else "Algorithm 1"
-        lines.append(f"| {name} | {fmt(r.get('sigma_n'))} | {r['copies']:.3f} | {fmt(r['median_level_copies'])} | "
-                     f"{fmt(r['median_level_others'])} | {fmt(r.get('copies_decided_above_sigma_n'))} |")
-    return lines + ["", f"![decision levels](decision-{focus}.png)", ""]
+    from diffmem.evaluate.decision import decision_table
+
+    return [f"## Where copies are decided ({focus} digits, `diffmem trace`, {traced[0]['n']} samples)", "",
+            *decision_table(traced), "", f"![decision levels](decision-{focus}.png)", ""]
 
 
 if __name__ == "__main__":

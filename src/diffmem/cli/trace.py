@@ -27,7 +27,7 @@ def trace(runs, n, seed, steps, copy_threshold, batch, out, overwrite, device, q
     """Follow samples of baseline / Algorithm 1 runs and report the noise level at which each one's nearest
     training image is fixed: copies decided above sigma_n were made by the part of the network trained
     only on noisy copies. Writes decision.json and decision.png."""
-    from diffmem.evaluate.decision import decision_plot, trace_run
+    from diffmem.evaluate.decision import decision_plot, decision_table, trace_run
 
     if n < 1 or steps < 1 or batch < 1:
         raise DiffmemError("--n, --steps and --batch must be at least 1")
@@ -43,11 +43,5 @@ def trace(runs, n, seed, steps, copy_threshold, batch, out, overwrite, device, q
     out_dir.mkdir(parents=True, exist_ok=True)
     targets[0].write_text(json.dumps(rows, indent=1) + "\n")
     decision_plot(rows, targets[1])
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    click.echo("| run | method | sigma_n | copies | median decision sigma: copies | others | copies decided >= sigma_n |")
-    click.echo("|---|---|---|---|---|---|---|")
-    for r in rows:
-        click.echo(f"| {Path(r['run']).name} | {r['method']} | {fmt(r.get('sigma_n'))} | {r['copies']:.3f} | "
-                   f"{fmt(r['median_level_copies'])} | {fmt(r['median_level_others'])} | "
-                   f"{fmt(r.get('copies_decided_above_sigma_n'))} |")
+    click.echo("\n".join(decision_table(rows)))
     click.echo(f"wrote {targets[0]} and {targets[1]}")

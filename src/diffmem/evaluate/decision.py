@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from diffmem.data.datasets import to_model_range, to_uint8
 from diffmem.diffusion.samplers import edm_sample
+from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
 
-__all__ = ["Trajectory", "identity_trajectory", "decision_summary", "trace_run", "decision_plot"]
+__all__ = ["Trajectory", "identity_trajectory", "decision_summary", "decision_table", "trace_run", "decision_plot"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,17 +48,18 @@ class Trajectory:
 
 
 def _unit_pixels(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> mean-centred, L2-normalized rows (the audit's `pixels` features up to scale)."""
-    v = x.flatten(1).to(torch.float32)
-    return F.normalize(v - v.mean(dim=1, keepdim=True), dim=1)
+    """[B, C, H, W] in any affine range -> the audit's `pixels` features (mean-centred, so the [-1, 1]
+    model range gives the same cosines as the [0, 1] images the audit embeds)."""
+    return PixelFeatures().embed_batch(x.to(torch.float32))
 
 
 @torch.no_grad()
 def identity_trajectory(denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, train: np.ndarray,
-                        solver: str = "heun") -> Trajectory:
+                        solver: str = "heun", refs: torch.Tensor | None = None) -> Trajectory:
     """Sample from `x_init` (standard normal `[B, C, H, W]`) along `sigmas` with the EDM sampler and record,
-    at each step, the nearest of the uint8 `train` images `[M, H, W, C]` to the step's first estimate D."""
-    refs = _unit_pixels(to_model_range(train))
+    at each step, the nearest of the uint8 `train` images `[M, H, W, C]` to the step's first estimate D.
+    `refs`: their pixel features when already computed (tracing in batches)."""
+    refs = _unit_pixels(to_model_range(train)) if refs is None else refs
     recorded: list[tuple[float, torch.Tensor]] = []
     fresh = [True]
 
@@ -131,12 +132,12 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
         raise DiffmemError(f"run {run_dir} was trained with --method {cfg.method.name}; tracing follows the "
                            "EDM sampler of edm and ambient runs only")
     train, heldout = run_datasets(run_dir)
+    refs = _unit_pixels(to_model_range(train.images))
     if copy_threshold is None:
         if len(heldout) == 0:
             raise DiffmemError(f"run {run_dir} trained on all of its data, so there are no held-out images to "
                                "calibrate what a copy is; pass --copy-threshold (a pixel cosine similarity)")
-        px = lambda images: _unit_pixels(to_model_range(images))  # noqa: E731
-        held, _ = nearest_neighbours(px(heldout.images), px(train.images))
+        held, _ = nearest_neighbours(_unit_pixels(to_model_range(heldout.images)), refs)
         copy_threshold = float(np.percentile(held[:, 0].numpy().astype(np.float64), 99))
     sigmas, _ = method_sigmas(cfg, SampleOptions(steps=steps))
     k = cfg.network.num_classes
@@ -146,7 +147,8 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
         idx = list(range(lo, min(lo + batch, n)))
         labels = torch.tensor([i % k for i in idx], device=device) if k > 0 else None
         x0 = per_sample_noise(seed, idx, shape, 1)[0].to(device)
-        parts.append(identity_trajectory(lambda x, s: net(x, s, labels), x0, sigmas.to(device), train.images))
+        parts.append(identity_trajectory(lambda x, s: net(x, s, labels), x0, sigmas.to(device), train.images,
+                                         refs=refs))
     traj = _concat(parts)
     sigma_n = cfg.method.sigma_n if cfg.method.name == "ambient" else None
     out = decision_summary(traj, copy_threshold, sigma_n)
@@ -188,3 +190,15 @@ def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
+
+
+def decision_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: one row per traced run (`trace_run` results)."""
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    lines = ["| run | method | sigma_n | copies | median decision sigma of copies | of the others | "
+             "copies decided at or above sigma_n |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {Path(r['run']).name} | {r['method']} | {fmt(r.get('sigma_n'))} | {r['copies']:.3f} | "
+                     f"{fmt(r['median_level_copies'])} | {fmt(r['median_level_others'])} | "
+                     f"{fmt(r.get('copies_decided_above_sigma_n'))} |")
+    return lines
