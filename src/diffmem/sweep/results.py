@@ -188,7 +188,8 @@ DEFAULT_LR = 1e-4  # OptimConfig's default: other learning rates are named in la
 
 def variant_label(s: dict[str, Any]) -> str:
     """', compensated' and/or ', lr=...' when a row or group was trained with a non-default weighting or lr."""
-    out = ", compensated" if s.get("ambient_weight") == "compensated" else ""
+    w = s.get("ambient_weight")
+    out = f", {w}" if w in ("compensated", "capped") else ""
     lr = s.get("lr")
     if isinstance(lr, (int, float)) and not math.isclose(float(lr), DEFAULT_LR):
         out += f", lr={float(lr):g}"

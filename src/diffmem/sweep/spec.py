@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from diffmem.config import METHODS, DataConfig, MethodConfig, TrainConfig, json_ready, validate
+from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
@@ -201,8 +201,7 @@ def point_config(sc: SweepConfig, point: SweepPoint) -> TrainConfig:
     """The TrainConfig of one point: `base` with the point's method, parameter, subset and seed."""
     base = sc.base
     data: DataConfig = dataclasses.replace(base.data, subset=point.subset)
-    method = MethodConfig(point.method, point.sigma_n, base.method.ambient_weight, point.mask_p,
-                          base.method.mask_delta)
+    method = dataclasses.replace(base.method, name=point.method, sigma_n=point.sigma_n, mask_p=point.mask_p)
     return dataclasses.replace(base, data=data, method=method, seed=point.seed)
 
 

@@ -32,6 +32,7 @@ from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.diagnostics import adam_update_rms
 from diffmem.train.distributed import World, barrier, broadcast_object, check_batch, local_slice
 from diffmem.train.ema import EMA, ema_beta
 
@@ -298,7 +299,8 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
                 rec = {"step": step, "kimg": step * o.batch / 1000, "loss": float(stats[:, 0].mean()),
                        "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
                        "frac_high": n_high / (len(window) * o.batch), "lr": lr, "images_per_s": rate,
-                       "time": time.time()}
+                       "loss_std": float(stats[:, 0].std()) if len(window) > 1 else None,
+                       "update_rms": adam_update_rms(opt), "time": time.time()}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.0f}")
