@@ -32,6 +32,7 @@ def test_closed_form_writes_png_and_json(npz_data: str, tmp_path: Path) -> None:
     res = _outputs(out, "closed_form")
     assert res["baseline"]["distance_to_nearest_train"]["max"] < 1e-3
     assert res["ambient_at_sigma_n"]["distance_to_nearest_copy"]["max"] < 1e-3
+    assert res["algorithm1"]["fraction_on_some_training_image"] == 1.0
     assert res["seed"] == 0 and res["copies_seed"] == 0 and res["data"] == npz_data
     # refuses to overwrite, then does with --overwrite
     args = ["closed-form", "--data", npz_data, "--samples", "2", "--steps", "4", "--out", str(out)]

@@ -106,7 +106,9 @@ def closed_form(data: str, resolution: int | None, resize: bool, subset: int | N
     click.echo(f"ambient optimum at sigma_n={sigma_n:g}: max distance to nearest copy "
                f"{a['distance_to_nearest_copy']['max']:.2e}, median to nearest clean image "
                f"{a['distance_to_nearest_train']['median']:.3f} (sigma_n sqrt(d) = {numbers['copy_noise_norm']:.3f})")
-    click.echo(f"Algorithm 1 optimum: ends on the source of its copy for {100 * g['fraction_on_source_of_copy']:.0f}%")
+    click.echo(f"Algorithm 1 optimum: {100 * g['fraction_on_some_training_image']:.0f}% of samples end on a training "
+               f"image (distance < {numbers['tolerance']:g}), {100 * g['fraction_on_source_of_copy']:.0f}% on the "
+               f"source of the copy they passed ({samples} samples, {numbers['n_train']} images, d={numbers['dim']})")
     click.echo(f"wrote {out_dir / 'closed_form.png'} and {out_dir / 'closed_form.json'}")
 
 
