@@ -156,13 +156,14 @@ def leakage(d: int, snr: str, m_max: int, n_train: int, mc_draws: int, mc_reps: 
 @theory.command("mixtures")
 @click.option("--deltas", default="2,4,8", show_default=True, help="Distances between the two means (TV panel).")
 @click.option("--sigma0", type=float, default=1.0, show_default=True, help="Component std of the TV panel.")
-@click.option("--eps", type=float, default=0.1, show_default=True, help="TV <= eps counts as merged.")
+@click.option("--eps", type=float, default=0.1, show_default=True,
+              help="TV panel: TV <= eps counts as merged (Lemma A.6).")
 @click.option("--components", type=int, default=1000, show_default=True, help="Subpopulations K.")
 @click.option("--train", "num_train", type=int, default=1000, show_default=True, help="Training-set size n.")
 @click.option("--dim", type=int, default=2, show_default=True, help="Dimension of the subpopulation model.")
 @click.option("--cluster-std", type=float, default=0.005, show_default=True, help="Std of each subpopulation.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Zipf exponent of the frequency list.")
-@click.option("--merge-tv", type=float, default=0.5, show_default=True, help="Merge subpopulations with TV <= this.")
+@click.option("--merge-tv", type=float, default=0.5, show_default=True, help="Simulation: join subpopulations whose TV <= this (not --eps).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @_out_options
 def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train: int, dim: int,
@@ -192,9 +193,27 @@ def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train:
                    f"{row['half_tv0_exact']:.3g} (bound {row['separated_below']:.3g}); <= {eps:g} from "
                    f"{row['merged_above_exact']:.3g} (bound {row['merged_above_bound']:.3g})")
     rows = result["subpopulations"]["rows"]
-    click.echo(f"subpopulations: {rows[0]['singletons']} singletons at sigma={rows[0]['sigma']:.3g}, "
-               f"{rows[-1]['singletons']} at sigma={rows[-1]['sigma']:.3g}")
+    click.echo(f"subpopulations (merged when TV <= {merge_tv:g}; the TV panel's 'merged' is TV <= {eps:g}): "
+               f"{rows[0]['singletons']} singletons at sigma={rows[0]['sigma']:.3g}, {rows[-1]['singletons']} at "
+               f"sigma={rows[-1]['sigma']:.3g}; tau1 x expected singletons {rows[0]['singleton_mass']:.3g} -> "
+               f"{rows[-1]['singleton_mass']:.3g}")
+    click.echo(_tau1_line(rows))
     click.echo(f"wrote {out_dir / 'mixtures.png'} and {out_dir / 'mixtures.json'}")
+
+
+def _tau1_line(rows: list[dict[str, Any]]) -> str:
+    """tau1 at the first level, at its largest, at the last level where it is defined, and where it stops."""
+    defined = [r for r in rows if r["tau1"] is not None]
+    if not defined:
+        return "tau1: undefined at every level (one subpopulation)"
+    top, last = max(defined, key=lambda r: r["tau1"]), defined[-1]
+    msg = (f"tau1 (not what falls): {defined[0]['tau1']:.3g} at sigma={defined[0]['sigma']:.3g}, largest "
+           f"{top['tau1']:.3g} at sigma={top['sigma']:.3g}, {last['tau1']:.3g} at sigma={last['sigma']:.3g} "
+           f"({last['components']} subpopulations)")
+    undefined = [r for r in rows if r["tau1"] is None]
+    if undefined:
+        msg += f"; undefined (0/0, one subpopulation) from sigma={undefined[0]['sigma']:.3g}"
+    return msg
 
 
 @theory.command("commitment")
