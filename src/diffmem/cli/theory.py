@@ -1,4 +1,5 @@
-"""`diffmem theory ...`: compute the paper's theory (DESIGN.md section 4) and write a figure + JSON per command."""
+"""`diffmem theory ...`: compute the paper's theory (Section 4, Appendices A and C; docs/method.md) and write a figure
+and a JSON per command."""
 
 from __future__ import annotations
 
@@ -228,7 +229,7 @@ def _tau1_line(rows: list[dict[str, Any]]) -> str:
 def commitment(data: str, resolution: int | None, resize: bool, subset: int | None, subset_seed: int,
                sigmas: str | None, repeats: int, max_heldout: int, high: float, low: float, seed: int, out: str,
                overwrite: bool) -> None:
-    """Posterior weight vs noise of a data set, and a suggested sigma_n range (DESIGN.md section 1)."""
+    """Posterior weight vs noise of a data set, and a heuristic sigma_n range (docs/method.md)."""
     import torch
 
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid, suggest_sigma_n
@@ -260,10 +261,16 @@ def commitment(data: str, resolution: int | None, resize: bool, subset: int | No
         click.echo(msg)
     if suggestion is not None:
         (w0, w1), (r0, r1) = suggestion["window"], suggestion["range"]
-        click.echo(f"window (median max weight {high:g} -> {low:g}): {w0:.3g} - {w1:.3g}; floor "
-                   f"{suggestion['floor']:.3g}; suggested sigma_n range {r0:.3g} - {r1:.3g} "
+        click.echo(f"window (median max weight {high:g} -> {low:g}): {w0:.3g} - {w1:.3g}; floor (copy noise norm = "
+                   f"median NN distance) {suggestion['floor']:.3g}; heuristic sigma_n range {r0:.3g} - {r1:.3g} "
                    f"(suggested {suggestion['suggested']:.2g})")
-        if "warning" in suggestion:
-            click.echo(f"warning: {suggestion['warning']}")
+        at = suggestion.get("argmax_is_source_at")
+        if at is not None:
+            click.echo(f"noisy training points whose largest posterior weight is their own image, at s = "
+                       f"{r0:.3g} / {suggestion['suggested']:.2g} / {r1:.3g}: {at['range_low']:.2f} / "
+                       f"{at['suggested']:.2f} / {at['range_high']:.2f} (so a copy made at sigma_n = s still "
+                       "points to its source about this often)")
+        for w in suggestion.get("warnings", []):
+            click.echo(f"warning: {w}")
         click.echo(f"sweep grid: {', '.join(f'{g:g}' for g in grid or [])}")
     click.echo(f"wrote {out_dir / 'commitment.png'} and {out_dir / 'commitment.json'}")

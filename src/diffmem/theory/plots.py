@@ -181,12 +181,17 @@ def plot_commitment(curve: dict[str, Any], suggestion: dict[str, Any] | None, pa
             hi = [r[key][stat]["p90"] for r in curve["rows"]]
             ax.plot(s, med, color=color, label=f"{label} (median, 10-90%)")
             ax.fill_between(s, lo, hi, color=color, alpha=0.2)
+    if all("argmax_is_source" in r["train"] for r in curve["rows"]):  # what a copy made at sigma_n = s reveals
+        ax1.plot(s, [r["train"]["argmax_is_source"] for r in curve["rows"]], color="C3", ls="-.",
+                 label="share of noisy training points whose largest weight is their own image")
     if suggestion is not None:
         for ax in (ax1, ax2):
-            ax.axvspan(*suggestion["window"], color="0.85", zorder=0, label="window: median 0.9 -> 0.5")
-            ax.axvspan(*suggestion["range"], color="C2", alpha=0.25, zorder=0, label="suggested sigma_n range")
+            ax.axvspan(*suggestion["window"], color="0.85", zorder=0,
+                       label=f"window: median {suggestion['high']:g} -> {suggestion['low']:g}")
+            ax.axvspan(*suggestion["range"], color="C2", alpha=0.25, zorder=0,
+                       label="heuristic sigma_n range (floor: sigma_n sqrt(d) = median NN distance)")
             ax.axvline(suggestion["suggested"], color="C2", ls="--", label=f"suggested {suggestion['suggested']:.2g}")
-    ax1.set_ylabel("largest posterior weight max_i w_i")
+    ax1.set_ylabel("largest posterior weight max_i w_i (red: a share)")
     ax2.set_ylabel("effective count 1 / sum_i w_i^2")
     ax2.set_yscale("log")
     for ax in (ax1, ax2):
