@@ -54,6 +54,21 @@ def _check_sigmas(sigmas: Any) -> list[float]:
     return vals
 
 
+def _train_row(train64: torch.Tensor, src: torch.Tensor, s: float, generator: torch.Generator) -> dict[str, Any]:
+    """Posterior statistics of the noisy training points `x_src + s n` at noise s (one draw of n each)."""
+    noise = torch.randn((src.numel(), *train64.shape[1:]), generator=generator, dtype=torch.float64)
+    q = train64[src] + s * noise  # noisy training points
+    post = empirical_posterior(q, train64, s, with_mean=False)
+    d_own = (q - train64[src]).reshape(q.shape[0], -1).pow(2).sum(1)
+    own_w = torch.exp(-d_own / (2 * s * s) - post.log_norm)  # w_source = exp(logit_source - logsumexp)
+    return {
+        "max_weight": _summary(post.max_weight),
+        "eff_count": _summary(post.eff_count),
+        "own_weight": _summary(own_w),
+        "argmax_is_source": float((post.argmax == src).double().mean()),
+    }
+
+
 @torch.no_grad()
 def commitment_curve(
     train: torch.Tensor,  # [N, C, H, W] (or [N, d]) training images in model range
@@ -90,20 +105,7 @@ def commitment_curve(
     src = torch.arange(n).repeat(repeats)  # [n * repeats] source image of each training query
     rows = []
     for s in levels:
-        noise = torch.randn((n * repeats, *train.shape[1:]), generator=generator, dtype=torch.float64)
-        q = train64[src] + s * noise  # noisy training points
-        post = empirical_posterior(q, train64, s, with_mean=False)
-        d_own = (q - train64[src]).reshape(q.shape[0], -1).pow(2).sum(1)
-        own_w = torch.exp(-d_own / (2 * s * s) - post.log_norm)  # w_source = exp(logit_source - logsumexp)
-        row: dict[str, Any] = {
-            "sigma": s,
-            "train": {
-                "max_weight": _summary(post.max_weight),
-                "eff_count": _summary(post.eff_count),
-                "own_weight": _summary(own_w),
-                "argmax_is_source": float((post.argmax == src).double().mean()),
-            },
-        }
+        row: dict[str, Any] = {"sigma": s, "train": _train_row(train64, src, s, generator)}
         if held64 is not None:
             noise_h = torch.randn(held64.shape, generator=generator, dtype=torch.float64)
             post_h = empirical_posterior(held64 + s * noise_h, train64, s, with_mean=False)
