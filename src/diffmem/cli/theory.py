@@ -164,7 +164,8 @@ def leakage(d: int, snr: str, m_max: int, n_train: int, mc_draws: int, mc_reps: 
 @click.option("--dim", type=int, default=2, show_default=True, help="Dimension of the subpopulation model.")
 @click.option("--cluster-std", type=float, default=0.005, show_default=True, help="Std of each subpopulation.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Zipf exponent of the frequency list.")
-@click.option("--merge-tv", type=float, default=0.5, show_default=True, help="Simulation: join subpopulations whose TV <= this (not --eps).")
+@click.option("--merge-tv", type=float, default=0.5, show_default=True,
+              help="Simulation: join subpopulations whose TV <= this (not --eps).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @_out_options
 def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train: int, dim: int,

@@ -81,10 +81,10 @@ def commitment_curve(
     """Largest posterior weight and effective count `1/sum w^2` vs noise, for noisy training and held-out points.
 
     Every training image is noised `repeats` times per level (`x_i + s n`, n from `generator`); held-out images
-    (the first `max_heldout`; None: all) once per level. Per level and set it reports quantiles of `max_weight` and `eff_count`; for
-    training points also `own_weight` (the weight of the image that was noised) and `argmax_is_source` (share
-    whose largest weight is on it). The result is JSON-ready and is the input of `suggest_sigma_n` and
-    `default_sigma_grid`.
+    (the first `max_heldout`; None: all) once per level. Per level and set it reports quantiles of `max_weight`
+    and `eff_count`; for training points also `own_weight` (the weight of the image that was noised) and
+    `argmax_is_source` (share whose largest weight is on it). The result is JSON-ready and is the input of
+    `suggest_sigma_n` and `default_sigma_grid`.
     """
     if train.ndim < 2 or train.shape[0] < 2:
         raise DiffmemError(f"the commitment curve needs at least 2 training images, got shape {tuple(train.shape)}")

@@ -146,8 +146,8 @@ def ambient_denoiser(noisy_copies: torch.Tensor, sigma_n: float, chunk: int | No
 
     `E[y | x_s]` is the softmax mean over the y_i at noise `tau = sqrt(s^2 - sigma_n^2)`; then
     `E[x0 | x_s] = (s^2 E[y | x_s] - sigma_n^2 x_s) / tau^2` (the identity behind the Ambient Score Matching loss,
-    the paper's Eq. (6) in Section 2.3, solved for E[x0 | x_s]; docs/method.md). Undefined at s <= sigma_n (raises ValueError); to sample down to exactly sigma_n use
-    `ambient_sample`, which integrates the same ODE in tau.
+    the paper's Eq. (6) in Section 2.3, solved for E[x0 | x_s]; docs/method.md). Undefined at s <= sigma_n (raises
+    ValueError); to sample down to exactly sigma_n use `ambient_sample`, which integrates the same ODE in tau.
     """
     if not sigma_n > 0:
         raise ValueError(f"sigma_n must be > 0, got {sigma_n}")
