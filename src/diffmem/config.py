@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which loss (DESIGN.md sections 1-2) and its parameters."""
+    """Which loss (docs/method.md) and its parameters."""
 
     name: str = "edm"
     sigma_n: float = 0.0  # Algorithm 1 threshold, on the data's [-1, 1] scale

@@ -1,6 +1,6 @@
 """Training losses, per sample: the EDM baseline and Algorithm 1 (ambient, threshold sigma_n).
 
-Algorithm 1 (DESIGN.md section 1), for a batch of clean images x0, their FIXED noisy copies
+Algorithm 1 (Shah et al. 2025, Alg. 1; docs/method.md), for a batch of clean images x0, their FIXED noisy copies
 y = x0 + sigma_n z (drawn once per run), and noise levels s:
     s <  sigma_n:  x_s = x0 + s n,                      loss = lambda(s) |D(x_s; s) - x0|^2
     s >= sigma_n:  x_s = y + sqrt(s^2 - sigma_n^2) n,   yhat = (sigma_n^2/s^2) x_s + (1 - sigma_n^2/s^2) D(x_s; s)
@@ -102,7 +102,7 @@ def ambient_loss(net: EDMPrecond, x0: torch.Tensor, y: torch.Tensor, sigma_n: fl
 
 def masking_loss(net: EDMPrecond, x0: torch.Tensor, mask: torch.Tensor, extra_mask: torch.Tensor,
                  sigma: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None) -> LossOutput:
-    """Ambient Diffusion with random inpainting (Daras et al. 2023; DESIGN.md section 2).
+    """Ambient Diffusion with random inpainting (Daras et al. 2023, Sec. 3; docs/method.md).
 
     The network sees A~ x_s with A~ = B A (fixed mask A, fresh further corruption B) and the mask A~
     as an extra channel; the loss |A (D(A~ x_s, A~; s) - x0)|^2 covers only pixels A shows, weighted per

@@ -20,7 +20,7 @@ __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "swee
            "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
 
 SIGMA_METHODS = ("ambient", "noisy-only")  # methods swept over sigma_n
-# Fixed cosine thresholds for pixel features (DESIGN.md section 1 reports > 0.98 / > 0.99 on 16x16 digits;
+# Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
 # held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).
 PIXEL_THRESHOLDS: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99)
 
