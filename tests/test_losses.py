@@ -13,12 +13,12 @@ from diffmem.config import NetworkConfig
 from diffmem.diffusion.losses import (
     Batch,
     ambient_loss,
-    compute_loss,
     edm_loss,
     edm_weight,
     masking_loss,
     noise_levels,
 )
+from diffmem.diffusion.methods import compute_loss
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.models.unet import build_unet
 

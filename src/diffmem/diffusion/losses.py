@@ -15,15 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.weighting import AmbientWeighting, make_weighting
-
-if TYPE_CHECKING:
-    from diffmem.config import TrainConfig
 
 
 @dataclass
@@ -116,21 +111,3 @@ def masking_loss(net: EDMPrecond, x0: torch.Tensor, mask: torch.Tensor, extra_ma
     weight = a_tilde * lam + (1 - a_tilde) / net.sigma_data**2
     loss = _per_sample_mean(mask * weight * (denoised - x0) ** 2)
     return LossOutput(loss, torch.zeros_like(sigma, dtype=torch.bool))
-
-
-def compute_loss(cfg: "TrainConfig", net: EDMPrecond, batch: Batch) -> LossOutput:
-    """The per-sample loss of the configured method on one batch."""
-    m = cfg.method
-    floor = m.sigma_n if m.name == "noisy-only" else 0.0  # noise-only: never below sigma_n
-    sigma = noise_levels(batch.u, cfg.p_mean, cfg.p_std, sigma_min=floor)
-    if m.name == "edm":
-        return edm_loss(net, batch.x0, sigma, batch.noise, batch.labels)
-    if m.name in ("ambient", "noisy-only"):
-        assert batch.y is not None
-        x0 = batch.y if m.name == "noisy-only" else batch.x0  # noise-only: no clean image anywhere
-        return ambient_loss(net, x0, batch.y, m.sigma_n, sigma, batch.noise, batch.labels,
-                            make_weighting(m.ambient_weight, m.weight_cap))
-    if m.name == "masking":
-        assert batch.mask is not None and batch.extra_mask is not None
-        return masking_loss(net, batch.x0, batch.mask, batch.extra_mask, sigma, batch.noise, batch.labels)
-    raise ValueError(f"unknown method {m.name!r}")

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
-from diffmem.diffusion.losses import Batch, compute_loss
+from diffmem.diffusion.losses import Batch
+from diffmem.diffusion.methods import compute_loss, method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError
 from diffmem.models.denoiser import build_denoiser
@@ -120,17 +121,17 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
         labels = torch.from_numpy(train.labels.astype(np.int64))
     x0 = to_model_range(train.images)
     y = mask = None
-    m = cfg.method
+    m, method = cfg.method, method_of(cfg.method)
     path = out / rundir.CORRUPTION
-    if m.name in ("ambient", "noisy-only") or m.name == "masking":
+    if method.needs_noisy_copies or method.needs_masks:
         if resuming and path.is_file():
             saved = load_file(str(path))
             y, mask = saved.get("y"), saved.get("mask")
         else:
             tensors = {}
-            if m.name in ("ambient", "noisy-only"):
+            if method.needs_noisy_copies:
                 y = tensors["y"] = draw_noisy_copies(x0, m.sigma_n, cfg.seed)
-            if m.name == "masking":
+            if method.needs_masks:
                 mask = tensors["mask"] = draw_masks(tuple(x0.shape), m.mask_p, cfg.seed)
             tmp = path.with_name(path.name + ".tmp")
             save_file(tensors, str(tmp))
