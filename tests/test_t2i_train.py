@@ -168,7 +168,8 @@ def test_lora_trains_only_adapters(tiny_sd: str, captioned: str, tmp_path: Path)
 
 @pytest.mark.parametrize("kw, match", [
     ({"method": "ambient"}, "needs --t-n"),
-    ({"method": "ambient", "t_n": 1000}, r"--t-n must be in \[1, 999\]"),
+    ({"method": "ambient", "t_n": 1000}, r"--t-n must be in \[1, 998\]"),
+    ({"method": "ambient", "t_n": 999}, r"--t-n must be in \[1, 998\]"),  # t > 999 never happens
     ({"t_n": 10}, "only applies to --method ambient"),
     ({"mitigation": "w24"}, "needs --w24-threshold"),
     ({"resolution": 30}, "multiple of the VAE factor"),
