@@ -46,14 +46,19 @@ _NOISY_LATENT_TAG = 0x7432692D746E  # "t2i-tn": the generator purpose of the fix
 # model pieces
 
 
-def add_lora(unet: torch.nn.Module, rank: int) -> None:
-    """Freeze the UNet and add trainable LoRA adapters (rank `rank`) to its attention projections."""
+def add_lora(unet: torch.nn.Module, rank: int, seed: int | None = None) -> None:
+    """Freeze the UNet and add trainable LoRA adapters (rank `rank`) to its attention projections.
+
+    peft draws the adapters' Gaussian start from torch's global generator; with `seed` that generator is
+    seeded first, so two runs with one seed start from the same adapters (paired baseline/ambient runs)."""
     try:
         from peft import LoraConfig
     except ImportError:
         raise DiffmemError("--lora-rank needs the peft package, which is not installed: pip install peft "
                            "(or leave --lora-rank out to fine-tune the full UNet)") from None
     unet.requires_grad_(False)
+    if seed is not None:
+        torch.manual_seed(seed)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
 
@@ -246,7 +251,7 @@ def resolve_config(cfg: T2IConfig, parts: SDComponents) -> T2IConfig:
 def _prepare_unet(unet: torch.nn.Module, cfg: T2IConfig, device: torch.device) -> dict[str, torch.Tensor]:
     """Full fine-tuning or LoRA, gradient checkpointing; returns the trained parameters by name."""
     if cfg.lora_rank > 0:
-        add_lora(unet, cfg.lora_rank)
+        add_lora(unet, cfg.lora_rank, seed=cfg.seed)
     else:
         unet.requires_grad_(True)
     if cfg.gradient_checkpointing:
@@ -298,7 +303,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     tokenizer, text_encoder = parts.tokenizer, parts.text_encoder.to(device, dtype=weight_dtype)
     params = _prepare_unet(parts.unet, cfg, device)
-    torch.manual_seed(cfg.seed)  # global RNG: only dropout (0 in Stable Diffusion) would draw from it
+    torch.manual_seed(cfg.seed)  # global RNG, again after the adapters' start: only dropout (0 in SD) draws from it
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     ema = EMAWeights(params) if main else None  # only the main process saves checkpoints
     g = torch.Generator().manual_seed(cfg.seed)  # all per-step randomness, identical on every process
