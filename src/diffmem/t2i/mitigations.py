@@ -1,4 +1,4 @@
-"""Text-conditional memorization mitigations (DESIGN.md section 2): S23 and W24.
+"""Text-conditional memorization mitigations (docs/method.md): S23 and W24.
 
 S23 (Somepalli et al. 2023, "Understanding and mitigating copying in diffusion models"), training time.
 With probability `prob` per training sample (their default 0.1) the caption is changed:
@@ -115,6 +115,22 @@ def w24_score(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
 def w24_keep(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Training filter: True for samples kept (score <= threshold), as a float mask [B]."""
     return (scores <= threshold).to(torch.float32)
+
+
+def w24_kept_mean(loss: torch.Tensor, keep: torch.Tensor, processes: int = 1,
+                  reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """This process's share of the mean loss over the samples W24 keeps in the GLOBAL batch.
+
+    `reduce_sum` sums a tensor over the `processes` data-parallel processes (an all-reduce; None alone).
+    Returns `processes * sum(loss * keep) / N_kept` with N_kept the global kept count, so that the
+    gradient average data parallelism takes over processes is `sum over all kept samples / N_kept`: every
+    kept sample weighs the same, however the kept ones fall on the processes. (Normalising by the local
+    count instead weights a sample on a process that kept few more.) 0 when nothing is kept.
+    """
+    kept = keep.sum().detach()
+    if reduce_sum is not None:
+        kept = reduce_sum(kept)
+    return (loss * keep).sum() * processes / kept.clamp_min(1.0)
 
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, embeddings) -> eps

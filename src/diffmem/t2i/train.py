@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from diffmem.t2i.components import SDComponents, encode_images, encode_text, loa
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
 from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
-from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_score
+from diffmem.t2i.mitigations import (S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean,
+                                     w24_score)
 
 __all__ = ["train_t2i", "loss_step", "add_lora", "trainable_state", "apply_trained_weights", "draw_step", "StepDraw"]
 
@@ -146,11 +147,13 @@ def draw_step(g: torch.Generator, captions: tuple[str, ...], batch: int, num_tim
 
 def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor, x_tn: torch.Tensor | None,
               t: torch.Tensor, noise: torch.Tensor, emb: torch.Tensor, empty: torch.Tensor | None,
-              alphas: torch.Tensor, prediction_type: str, cfg: T2IConfig
+              alphas: torch.Tensor, prediction_type: str, cfg: T2IConfig, processes: int = 1,
+              reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, LossOutput, torch.Tensor, torch.Tensor]:
     """The loss of one micro-batch: the method's per-sample loss, W24's filter (if `empty`, the embedding
-    of the empty prompt, is given), mean over the kept samples. Returns (loss, per-sample output, keep
-    mask [B], W24 scores [B] (zeros without W24))."""
+    of the empty prompt, is given), mean over the kept samples of the global batch (`w24_kept_mean`, with
+    `reduce_sum` summing over the `processes`). Returns (loss, per-sample output, keep mask [B], W24
+    scores [B] (zeros without W24))."""
     res = t2i_loss(lambda x, tt: unet(x, tt, encoder_hidden_states=emb).sample, x0, t, noise, alphas,
                    prediction_type, x_tn, cfg.t_n, cfg.ambient_weight)
     keep, score = torch.ones_like(res.loss), torch.zeros_like(res.loss)
@@ -161,7 +164,8 @@ def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor
         score = w24_score(eps_from_prediction(res.pred.detach(), res.x_t, a_t, prediction_type),
                           eps_from_prediction(pred_u.float(), res.x_t, a_t, prediction_type))
         keep = w24_keep(score, cfg.w24_threshold)
-    return (res.loss * keep).sum() / keep.sum().clamp_min(1.0), res, keep, score
+        return w24_kept_mean(res.loss, keep, processes, reduce_sum), res, keep, score
+    return res.loss.mean(), res, keep, score  # every sample kept: the local mean is the global one
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,6 +329,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     alphas, ptype = parts.scheduler.alphas_cumprod.to(device), parts.prediction_type
     emb_shape = (tokenizer.model_max_length, text_encoder.config.hidden_size)
     empty = encode_text(tokenizer, text_encoder, [""], device) if cfg.mitigation == "w24" else None
+    reduce_sum = (lambda x: accelerator.reduce(x, reduction="sum")) if world > 1 else None  # W24's global count
     meta = {"label": cfg.label, "prediction_type": ptype, "processes": world,
             "trained_parameters": sum(p.numel() for p in params.values())}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -351,7 +356,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
                 with accelerator.accumulate(unet):
                     with accelerator.autocast():
                         loss, res, keep, score = loss_step(unet, raw_unet, x0, x_tn, t, noise, emb, empty, alphas,
-                                                           ptype, cfg)
+                                                           ptype, cfg, world, reduce_sum)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
