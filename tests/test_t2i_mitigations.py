@@ -41,14 +41,39 @@ def test_parse_mitigation() -> None:
         parse_mitigation("s23-shuffle")
 
 
-def test_replace_makes_a_caption_of_random_vocabulary_words(tokenizer) -> None:
-    cfg = S23Config("replace", prob=1.0)
-    new = s23_caption(CAPTION, cfg, tokenizer, gen())
-    assert new != CAPTION and len(new.split(" ")) == 4  # S23 default: 4 random tokens
-    special = {"<|startoftext|>", "<|endoftext|>", "!"}
-    assert not any(w in special for w in new.split(" "))
+class DecodeSpy:
+    """A tokenizer that records what `decode` is called with."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.calls = tokenizer, []
+        self.all_special_ids = tokenizer.all_special_ids
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def decode(self, ids: list[int]) -> str:
+        self.calls.append(list(ids))
+        return self.tokenizer.decode(ids)
+
+
+def test_replace_decodes_its_random_token_ids_together(tokenizer) -> None:
+    """DCR's randrepl: 4 random non-special ids decoded in ONE call. The toy vocabulary has sub-word pieces
+    (letters without </w>) that join the next token, so some captions have fewer than 4 words; decoding
+    each id alone would always give 4."""
+    spy = DecodeSpy(tokenizer)
+    lengths = []
+    for seed in range(30):
+        spy.calls.clear()
+        new = s23_caption(CAPTION, S23Config("replace", prob=1.0), spy, gen(seed))
+        assert len(spy.calls) == 1 and len(spy.calls[0]) == 4
+        assert not set(spy.calls[0]) & set(tokenizer.all_special_ids)
+        assert new == tokenizer.decode(spy.calls[0]).strip() and new != CAPTION
+        lengths.append(len(new.split()))
+    assert min(lengths) < 4 and max(lengths) <= 4
     assert s23_caption(CAPTION, S23Config("replace", prob=0.0), tokenizer, gen()) == CAPTION
-    assert len(s23_caption(CAPTION, S23Config("replace", prob=1.0, words=7), tokenizer, gen()).split(" ")) == 7
+    spy.calls.clear()
+    s23_caption(CAPTION, S23Config("replace", prob=1.0, words=7), spy, gen())
+    assert [len(c) for c in spy.calls] == [7]
 
 
 def test_add_words_inserts_random_words_and_keeps_the_caption(tokenizer) -> None:
