@@ -168,11 +168,9 @@ def memorization_analysis(
     world: World | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio` (Carlini et al.'s),
-    `ratio_nn1_nn2`, and the same with `heldout_`).
-
-    The search runs on `device` (default: where `sample_feats` are); training features move there a
-    block at a time. With a `world` of several processes each searches a share of the queries and every
-    rank returns the whole result.
+    `ratio_nn1_nn2`, and the same with `heldout_`). The search runs on `device` (default: where
+    `sample_feats` are), training features moved there a block at a time; with a `world` of several
+    processes each searches a share of the queries and every rank returns the whole result.
     """
     world = world or World()
     n_train = int(train_feats.shape[0])
@@ -193,25 +191,17 @@ def memorization_analysis(
     if heldout_feats is not None and heldout_feats.shape[0] > 0:
         h_sims, h_idx = _search(heldout_feats, train_feats, search_k, world, **kw)
         h_ratios = _ratios(h_sims, k)
-        arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32))
-        arrays.update(_ratio_arrays(h_ratios, "heldout_"))
-        calibrated, cal_warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
-        warnings += cal_warnings
+        arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32),
+                      **_ratio_arrays(h_ratios, "heldout_"))
+        calibrated, warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
         h_block = _block(h_sims[:, 0], h_ratios, tuple(thresholds), k, calibrated)
     else:
         warnings.append("no held-out images: no reference scores and no calibrated thresholds")
-    if k < 2:
-        warnings.append("Carlini et al.'s ratio needs k >= 2 nearest training images" if n_train >= 2
-                        else "the ratio tests need at least 2 training images")
-    elif k < int(ratio_k):
-        warnings.append(f"Carlini et al.'s ratio averages over the {int(ratio_k)} nearest training images, but "
-                        f"there are only {n_train}: it averages over all of them (k = {k})")
+    warnings += _ratio_warnings(k, int(ratio_k), n_train)
 
     report: dict[str, Any] = {
-        "features": features,
-        "similarity_measure": similarity_label(features),
-        "n_samples": int(sample_feats.shape[0]),
-        "n_train": n_train,
+        "features": features, "similarity_measure": similarity_label(features),
+        "n_samples": int(sample_feats.shape[0]), "n_train": n_train,
         "n_heldout": int(heldout_feats.shape[0]) if heldout_feats is not None else 0,
         "thresholds": [float(t) for t in thresholds],
     }
@@ -221,6 +211,17 @@ def memorization_analysis(
     report["heldout"] = h_block
     report["warnings"] = warnings
     return report, arrays
+
+
+def _ratio_warnings(k: int, ratio_k: int, n_train: int) -> list[str]:
+    """Why a ratio test is missing, or that Carlini et al.'s n was capped at the training-set size."""
+    if k < 2:
+        return ["Carlini et al.'s ratio needs k >= 2 nearest training images" if n_train >= 2
+                else "the ratio tests need at least 2 training images"]
+    if k < ratio_k:
+        return [f"Carlini et al.'s ratio averages over the {ratio_k} nearest training images, but there are "
+                f"only {n_train}: it averages over all of them (k = {k})"]
+    return []
 
 
 def _ratio_arrays(ratios: dict[str, np.ndarray | None], prefix: str) -> dict[str, np.ndarray]:
