@@ -103,3 +103,27 @@ def test_frontier_bad_input(tmp_path: Path, capsys, extra, flag) -> None:
     code, out, err = run_cli(["frontier", "--out", str(tmp_path / "fr"), "--resolution", "8", *extra], capsys)
     assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "fr").exists()
+
+
+def test_an_interrupted_frontier_resumes(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Killed during its first run (before any result was written), the same command continues."""
+    import diffmem.sweep.frontier as frontier
+
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fr"
+    args = ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", "4",
+            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
+            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", "plain", "--device", "cpu"]
+    real = frontier._train_one
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(frontier, "_train_one", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(args, capsys)
+    assert (out / "frontier.json").is_file()
+    monkeypatch.setattr(frontier, "_train_one", real)
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((out / "frontier.json").read_text())["runs"]

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
+from diffmem.train.rundir import write_json_atomic
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
 
@@ -192,6 +193,8 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     if out.is_dir() and any(out.iterdir()) and not (out / FRONTIER_JSON).is_file():
         raise DiffmemError(f"--out {out} is a non-empty folder that is not a frontier; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
+        write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
     runs = [(v, n, s, out / "runs" / run_name(v, n, s)) for n in fc.subsets for s in fc.seeds for v in fc.variants]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     echo(f"[frontier] {len(runs)} runs ({len(fc.variants)} variants x {len(fc.subsets)} subsets x "
@@ -212,8 +215,6 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
         {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
          "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}
-    tmp = out / f".{FRONTIER_JSON}.tmp"
-    tmp.write_text(json.dumps(json_ready(data), indent=1) + "\n")
-    os.replace(tmp, out / FRONTIER_JSON)
+    write_json_atomic(out / FRONTIER_JSON, data)
     data["files"] = write_report(data, out)
     return data
