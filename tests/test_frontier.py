@@ -92,6 +92,11 @@ def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> Non
     mtime = (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns
     assert run_cli(args, capsys)[0] == 0
     assert (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns == mtime
+    # --report-only with a seed that never ran reports the finished runs only
+    code, stdout, err = run_cli([*args[:8], "0,5", *args[9:], "--report-only"], capsys)
+    assert code == 0, err
+    assert len(json.loads((out / "frontier.json").read_text())["runs"]) == 2
+    assert not (out / "runs" / "n30-edm-lr1-seed5").exists()
 
 
 @pytest.mark.parametrize("extra, flag", [(["--checkpoints", "1"], "--checkpoints"),

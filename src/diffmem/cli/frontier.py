@@ -34,10 +34,11 @@ from diffmem.errors import DiffmemError
 @click.option("--sample-steps", type=int, default=18, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-running resumes).")
 def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
              layers_per_block, attn_resolutions, steps, batch, lr, checkpoints, n_samples, sample_steps, jobs, device,
-             out) -> None:
+             report_only, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
     from diffmem.sweep.frontier import FrontierConfig, default_variants, run_frontier
@@ -61,6 +62,6 @@ def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_
                                                weight_cap),
                         subsets=parse_int_list(subsets, "--subset") or (), seeds=parse_int_list(seeds, "--seeds") or (),
                         checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps)
-    data = run_frontier(fc, out, device=_device(device), jobs=jobs, echo=click.echo)
+    data = run_frontier(fc, out, device=_device(device), jobs=jobs, echo=click.echo, report_only=report_only)
     click.echo((data["files"]["markdown"]).read_text().split("\n## ")[0].rstrip())
     click.echo("wrote " + ", ".join(str(p) for p in data["files"].values()))

@@ -183,9 +183,11 @@ def _log_means(run: Path) -> dict[str, float | None]:
 
 
 def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
     """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json and the
-    report; returns the collected data. Re-running resumes unfinished runs and skips finished ones."""
+    report; returns the collected data. Re-running resumes unfinished runs and skips finished ones.
+    `report_only`: train nothing; report the runs that have finished so far."""
+    from diffmem.train.rundir import DONE
     from diffmem.sweep.frontier_report import write_report
 
     _check(fc)
@@ -200,7 +202,12 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     echo(f"[frontier] {len(runs)} runs ({len(fc.variants)} variants x {len(fc.subsets)} subsets x "
          f"{len(fc.seeds)} seeds), {fc.checkpoints} checkpoints each, {jobs} at a time")
     t0 = time.perf_counter()
-    if jobs == 1:
+    if report_only:
+        runs = [r for r in runs if (r[3] / DONE).is_file()]
+        echo(f"[frontier] reporting the {len(runs)} finished runs")
+        if not runs:
+            raise DiffmemError(f"no run in {out} has finished yet; run without --report-only to train them")
+    elif jobs == 1:
         for i, (v, n, s, run) in enumerate(runs):
             _, sec = _train_one(fc, v, n, s, str(run), device, 0)
             echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
