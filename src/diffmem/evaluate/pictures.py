@@ -52,9 +52,8 @@ def similarity_chart(path: str | Path, series: dict[str, np.ndarray], calibrated
     ax.set_xlabel(f"similarity to the nearest training image{what}")
     ax.set_ylabel("density")
     ax.set_title(title or "How close is each image to its nearest training image?", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.savefig(path, bbox_inches="tight")
     return path
 
 

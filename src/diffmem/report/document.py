@@ -20,7 +20,7 @@ _CSS = (
     "h1{font-size:1.3em;margin:0.2em 0}h2{font-size:1.12em;margin-top:1.4em}"
     ".headline{font-size:1.15em;border-left:6px solid #888;padding:0.4em 0.7em;background:#f6f6f6}"
     ".verdict{color:#fff;padding:0.05em 0.45em;border-radius:4px;font-weight:600;white-space:nowrap}"
-    ".scroll{overflow-x:auto;max-width:100%}"
+    ".scroll{overflow-x:auto;max-width:100%}.row{display:flex;flex-wrap:wrap;gap:0 1.5em}.row figure{margin:0.5em 0}"
     "table{border-collapse:collapse;font-size:0.92em}td,th{border:1px solid #ccc;padding:3px 7px;"
     "text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
     "th{background:#f0f0f0}img{max-width:100%;height:auto;image-rendering:pixelated}"
@@ -56,6 +56,13 @@ class Document:
         if not p.is_file():
             raise DiffmemError(f"report picture not found: {p}")
         self.blocks.append(("figure", (p, caption)))
+
+    def figure_row(self, figures: list[tuple[str | Path, str]]) -> None:
+        """Figures side by side on a wide screen, one under another on a phone."""
+        for path, _ in figures:
+            if not Path(path).is_file():
+                raise DiffmemError(f"report picture not found: {path}")
+        self.blocks.append(("row", [(Path(p), c) for p, c in figures]))
 
     def glossary(self, terms: dict[str, str]) -> None:
         self.blocks.append(("glossary", dict(terms)))
@@ -123,6 +130,7 @@ _MD = {
     "ul": lambda items, _o: [f"- {i}" for i in items],
     "table": _md_table,
     "figure": _md_figure,
+    "row": lambda figs, out: [line for f in figs for line in _md_figure(f, out) + [""]],
     "glossary": lambda terms, _o: [f"- **{k}**: {v}" for k, v in terms.items()],
     "warnings": lambda items, _o: ["**Warnings**", ""] + [f"- {w}" for w in items],
 }
@@ -151,6 +159,7 @@ _HTML = {
     "ul": lambda items: "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>",
     "table": _html_table,
     "figure": _html_figure,
+    "row": lambda figs: '<div class="row">' + "".join(_html_figure(f) for f in figs) + "</div>",
     "glossary": lambda terms: "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
                                                for k, v in terms.items()) + "</dl>",
     "warnings": lambda items: '<div class="warn"><h2>Warnings</h2><ul>'

@@ -50,8 +50,8 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def two_se(p: float, n: int, q: float | None = None, m: int | None = None) -> float:
-    """Two binomial standard errors of p (n draws), or of p - q."""
-    var = p * (1 - p) / max(n, 1) + ((q * (1 - q) / max(m or 1, 1)) if q is not None else 0.0)
+    """Two binomial standard errors of p (n draws), or of p - q (q from m draws; m = 0: q taken as exact)."""
+    var = p * (1 - p) / max(n, 1) + (q * (1 - q) / m if q is not None and m else 0.0)
     return 2 * math.sqrt(var)
 
 
@@ -118,7 +118,7 @@ def headline(label: str, model: CopyNumbers, *, baseline: CopyNumbers | None = N
     if word == "copies" and baseline is not None:
         lead = "Copies, no fewer than the baseline"
     ref = f"{baseline_label} {pct(baseline.frac)}, " if baseline is not None else ""
-    err = two_se(float(model.frac), model.n)
+    err = two_se(float(model.frac), model.n, float(model.heldout_frac), model.n_heldout)
     text = (f"{lead}: {pct(model.frac)} of {label} samples are copies ({ref}{unseen} {pct(model.heldout_frac)}; "
             f"+-{100 * err:.1f} points)")
     if quality is not None:
