@@ -25,7 +25,7 @@ _CSS = (
     "text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
     "th{background:#f0f0f0}img{max-width:100%;height:auto;image-rendering:pixelated}"
     "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}.warn{color:#8a4b00}dt{font-weight:600}"
-    "dd{margin:0 0 0.4em 1.2em}"
+    "dd{margin:0 0 0.4em 1.2em}.cap{font-size:0.9em;color:#444;margin:0.8em 0 0.2em}"
 )
 
 
@@ -139,10 +139,10 @@ _MD = {
 def _html_table(payload: Any) -> str:
     cols, rows, caption = payload
     esc = html.escape
-    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    cap = f'<p class="cap">{esc(caption)}</p>' if caption else ""
     head = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table>{cap}{head}{body}</table></div>'
+    return f'{cap}<div class="scroll"><table>{head}{body}</table></div>'
 
 
 def _html_figure(payload: Any) -> str:
