@@ -159,3 +159,38 @@ def _panels(out: Path, panels: dict[str, tuple[str, np.ndarray, np.ndarray | Non
         marked_grid(path, imgs[:n], None if is_copy is None else is_copy[:n], ncol=8, size=28)
         pics[caption] = path
     return pics
+
+
+README_START, README_END = "<!-- demo-headline -->", "<!-- /demo-headline -->"
+COMMITTED_SUMMARY = Path("docs/figures/demo_summary.json")
+
+
+def _without_sources(obj: Any) -> Any:
+    """summary.json without the `sources` entries (they name paths on the machine that ran the demo)."""
+    if isinstance(obj, dict):
+        return {k: _without_sources(v) for k, v in obj.items() if k != "sources"}
+    return obj
+
+
+def publish_summary(summary_path: str | Path, root: str | Path = ".") -> str:
+    """Copy a demo's summary.json to docs/figures/demo_summary.json and put its headline into README.md between
+    the demo-headline markers; returns the sentence. `python -m diffmem.demo_report runs/demo/summary.json`."""
+    from diffmem.errors import DiffmemError
+
+    root = Path(root)
+    summary = _without_sources(json.loads(Path(summary_path).read_text()))
+    summary["headline"] = demo_headline(summary)
+    readme = (root / "README.md").read_text()
+    if README_START not in readme or README_END not in readme:
+        raise DiffmemError(f"README.md has no {README_START} ... {README_END} markers around the demo's finding")
+    before, rest = readme.split(README_START, 1)
+    sentence = summary["headline"]["sentence"]
+    (root / "README.md").write_text(before + README_START + sentence + README_END + rest.split(README_END, 1)[1])
+    (root / COMMITTED_SUMMARY).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return sentence
+
+
+if __name__ == "__main__":  # python -m diffmem.demo_report runs/demo/summary.json
+    import sys
+
+    print(publish_summary(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/summary.json"))
