@@ -63,6 +63,9 @@ def test_xflip_catches_mirrored_copies_and_names_files(folders, tmp_path, capsys
     copies = [int(r["copy"]) for r in rows]
     assert copies[:30] == [1] * 30 and sum(copies[30:]) == 0  # exact, mirrored and noisy copies; no new digit
     assert all(rows[i]["nearest_train"] == f"t{i:03d}.png" for i in range(30))
+    with np.load(tmp_path / "flip" / "nearest.npz") as z:  # every row names the file the search found
+        assert [r["nearest_train"] for r in rows] == [f"t{j:03d}.png" for j in z["nn_index"]]
+        assert [float(r["similarity"]) for r in rows] == pytest.approx(z["nn_similarity"].tolist(), abs=1e-5)
     assert [int(r["mirrored"]) for r in rows[:30]] == [0] * 10 + [1] * 10 + [0] * 10
     rep = json.loads((tmp_path / "flip" / "report.json").read_text())
     assert rep["xflip"] is True and rep["n_train"] == 40 and rep["fraction_mirrored"] >= 0.2

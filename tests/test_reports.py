@@ -20,6 +20,7 @@ def _c(frac: float, n: int = 500, held: float = 0.01, n_held: int = 1747) -> Cop
 
 def test_verdicts_use_two_standard_errors() -> None:
     assert verdict(_c(0.015)) == "none beyond unseen images"  # 0.5 points above, 2 SE ~ 1.2 points
+    assert verdict(_c(0.02)) == "none beyond unseen images"  # 1 point above; 2 SE = 1.3 points
     assert verdict(_c(0.03)) == "copies"
     assert verdict(_c(0.444), _c(0.600)) == "reduced"  # the demo as measured
     assert verdict(_c(0.58), _c(0.60)) == "copies"  # 2 points lower: within 2 SE (~6 points), not reduced
