@@ -62,27 +62,51 @@ def _measure(browser: str, html: Path, width: int, height: int, shot: Path | Non
     return json.loads(found.group(1).replace("&quot;", '"'))
 
 
+def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.ndarray) -> Path:
+    """A run folder as the demo's report reads it: config.json, subset.json and samples.npz."""
+    from diffmem.data import load_images
+
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": {"spec": str(spec), "resolution": None}}))
+    (run / "subset.json").write_text(json.dumps({
+        "source": str(spec), "n_source": n_source, "content_hash": load_images(str(spec)).content_hash(),
+        "train_indices": list(range(n_train)), "heldout_indices": list(range(n_train, n_source))}))
+    np.savez(run / "samples.npz", images=samples)
+    return run / "samples.npz"
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A standalone audit's, a comparison's and the demo's report (the demo's runs faked: no training)."""
     import diffmem
+    from diffmem.demo_report import audit_demo
+    from diffmem.sweep.compare import collect_rows
+    from diffmem.sweep.runner import write_outputs
 
     d = diffmem.load_images("builtin:digits", 16).images
-    out = tmp_path_factory.mktemp("browser") / "audit"
+    root = tmp_path_factory.mktemp("browser")
     samples = np.concatenate([d[:10], d[10:20, :, ::-1], d[600:620]])
-    diffmem.audit(samples, train=d[:40], heldout=d[100:600], features="pixels", out=out, xflip=True)
-    return out / "report.html"
+    diffmem.audit(samples, train=d[:40], heldout=d[100:600], features="pixels", out=root / "audit", xflip=True)
+    write_outputs(collect_rows([root / "audit"]), root / "compare")
+    spec = root / "source.npz"
+    np.savez(spec, images=d[:400])
+    runs = {"edm": _fake_run(root / "demo" / "edm", spec, 400, 40, np.concatenate([d[:30], d[500:530]])),
+            "ambient": _fake_run(root / "demo" / "ambient", spec, 400, 40, np.concatenate([d[:10], d[530:580]]))}
+    audit_demo(root / "demo", runs, sigma_n=0.5, echo=lambda _: None)
+    return {name: root / name / "report.html" for name in ("audit", "compare", "demo")}
 
 
+@pytest.mark.parametrize("kind", ["demo", "audit", "compare"])
 @pytest.mark.parametrize("width,height", [(1400, 900), (400, 800)])
-def test_report_in_chromium(report: Path, width: int, height: int) -> None:
+def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, height: int) -> None:
     browser = _chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install chromium, or set DIFFMEM_CHROMIUM): "
                     "the report's browser test cannot run here")
-    shot = Path(os.environ["DIFFMEM_SCREENSHOTS"]) / f"audit-{width}.png" if os.environ.get("DIFFMEM_SCREENSHOTS") \
+    shot = Path(os.environ["DIFFMEM_SCREENSHOTS"]) / f"{kind}-{width}.png" if os.environ.get("DIFFMEM_SCREENSHOTS") \
         else None
-    m = _measure(browser, report, width, height, shot)
+    m = _measure(browser, reports[kind], width, height, shot)
     assert m["width"] == width
-    assert m["images"] >= 3 and m["broken"] == 0, m
+    assert m["images"] >= (0 if kind == "compare" else 3) and m["broken"] == 0, m
     assert m["headlineBottom"] is not None and 0 < m["headlineBottom"] <= height, m  # inside the first screen
     assert m["scrollWidth"] <= width, m  # the page never scrolls sideways: wide tables scroll in their box

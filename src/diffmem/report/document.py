@@ -20,7 +20,7 @@ _CSS = (
     "h1{font-size:1.3em;margin:0.2em 0}h2{font-size:1.12em;margin-top:1.4em}"
     ".headline{font-size:1.15em;border-left:6px solid #888;padding:0.4em 0.7em;background:#f6f6f6}"
     ".verdict{color:#fff;padding:0.05em 0.45em;border-radius:4px;font-weight:600;white-space:nowrap}"
-    ".scroll{overflow-x:auto;max-width:100%}.row{display:flex;flex-wrap:wrap;gap:0 1.5em}.row figure{margin:0.5em 0}"
+    ".scroll{overflow-x:auto;max-width:100%}.row{display:flex;flex-wrap:wrap;gap:0 1.5em}.row figure{margin:0.5em 0;max-width:20em}"
     "table{border-collapse:collapse;font-size:0.92em}td,th{border:1px solid #ccc;padding:3px 7px;"
     "text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
     "th{background:#f0f0f0}img{max-width:100%;height:auto;image-rendering:pixelated}"
