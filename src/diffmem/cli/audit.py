@@ -52,7 +52,8 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--heldout", "heldout_spec", default=None,
               help="Held-out real images of the same distribution (with --train).")
 @click.option("--features", default="dinov2", show_default=True, help=FEATURES_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or an earlier audit (replaced whole); other folders are refused.")
 @click.option("--thresholds", default="0.85,0.875,0.9,0.925,0.95", show_default=True,
               help="Fixed cosine-similarity thresholds.")
 @click.option("--calibrate", default="99,99.9", show_default=True,
