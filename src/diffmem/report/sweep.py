@@ -42,7 +42,7 @@ def _headline(summary: list[dict[str, Any]], choices: Sequence[dict[str, Any]]) 
     if not rows:
         return "No copy fraction was measured.", None
     worst = max(rows, key=lambda s: s["copy_frac"])
-    return headline(row_label(worst) + " (the most copying)", _numbers(worst))
+    return headline(row_label(worst) + (" (the most copying)" if len(rows) > 1 else ""), _numbers(worst))
 
 
 def _table(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -68,7 +68,8 @@ def write_sweep_report(rows: list[dict[str, Any]], out: str | Path, files: dict[
 
     summary = summarize(list(rows))
     sentence, word = _headline(summary, choices)
-    doc = Document(title or f"diffmem: {len(rows)} runs or audits compared", sentence, word)
+    what = "one run or audit" if len(rows) == 1 else f"{len(rows)} runs or audits"
+    doc = Document(title or f"diffmem: {what} compared", sentence, word)
     metric = next((r.get("copy_metric") for r in rows if r.get("copy_metric")), "") or ""
     doc.para(COPY_DEFINITION + f" Measured as {metric}." if metric else COPY_DEFINITION)
     cols, table = _table(summary)
