@@ -71,6 +71,10 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     tmp.replace(out / "summary.json")
+    if sigma_n is None and "ambient" in samples:  # the run says which sigma_n it was trained with
+        from diffmem.train.rundir import read_json
+
+        sigma_n = ((read_json(samples["ambient"].parent / "config.json").get("method") or {}).get("sigma_n"))
     md, html = _write_report(out, results, summary["headline"], sigma_n)
     echo(f"[demo] {summary['headline']['sentence']}")
     echo(f"[demo] report: {html} (and {md.name})")
