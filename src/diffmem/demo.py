@@ -21,29 +21,35 @@ from diffmem.errors import DiffmemError
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """The demo's setting: one of `diffmem frontier`'s measured settings (docs/results.md, "Frontier"),
+    50 digits at 8x8, 1600 steps of 64 (2048 epochs: the baseline copies most of its samples by then)."""
+
     subset: int = 50
-    steps: int = 800  # 800 x 64 = 51k images, ~1000 epochs of 50 digits: the baseline copies by then
+    steps: int = 1600
     batch: int = 64
-    sigma_n: float = 0.5
-    n_samples: int = 500
+    sigma_n: float = 1.0
+    ambient_weight: str = "plain"
+    weight_cap: float = 4.0
+    n_samples: int = 400
     seed: int = 0
-    resolution: int = 16
+    resolution: int = 8
     preset: str = "tiny"
+    channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
 
 
 def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
     """The two runs of the demo: identical but for the method."""
+    net = dataclasses.replace(PRESETS[d.preset], channels=tuple(d.channels), layers_per_block=d.layers_per_block)
     base = TrainConfig(
         data=DataConfig("builtin:digits", d.resolution, False, d.subset, d.seed),
-        network=PRESETS[d.preset],
+        network=net,
         optim=OptimConfig(steps=d.steps, batch=d.batch),
         seed=d.seed,
         checkpoint_every=max(1, d.steps // 4),
     )
-    return {
-        "edm": base,
-        "ambient": dataclasses.replace(base, method=MethodConfig("ambient", d.sigma_n)),
-    }
+    method = MethodConfig("ambient", d.sigma_n, d.ambient_weight, weight_cap=d.weight_cap)
+    return {"edm": base, "ambient": dataclasses.replace(base, method=method)}
 
 
 def side_by_side(panels: dict[str, np.ndarray], path: Path, n: int = 64) -> Path:

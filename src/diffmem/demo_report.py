@@ -71,24 +71,28 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     tmp.replace(out / "summary.json")
-    if sigma_n is None and "ambient" in samples:  # the run says which sigma_n it was trained with
+    setting = ""
+    if "ambient" in samples:  # the run says which sigma_n and weighting it was trained with
         from diffmem.train.rundir import read_json
 
-        sigma_n = ((read_json(samples["ambient"].parent / "config.json").get("method") or {}).get("sigma_n"))
-    md, html = _write_report(out, results, summary["headline"], sigma_n)
+        m = read_json(samples["ambient"].parent / "config.json").get("method") or {}
+        sigma_n = m.get("sigma_n") if sigma_n is None else sigma_n
+        w = m.get("ambient_weight", "plain")
+        setting = f"{w} weighting" + (f", cap {m.get('weight_cap'):g}" if w == "capped" else "")
+    md, html = _write_report(out, results, summary["headline"], sigma_n, setting)
     echo(f"[demo] {summary['headline']['sentence']}")
     echo(f"[demo] report: {html} (and {md.name})")
     return md, html
 
 
 def _write_report(out: Path, results: dict[str, dict[str, tuple[Any, dict | None]]], head: dict[str, Any],
-                  sigma_n: float | None) -> tuple[Path, Path]:
+                  sigma_n: float | None, setting: str = "") -> tuple[Path, Path]:
     from diffmem.report.audit import SUMMARY_COLUMNS, feature_advice, fixed_rows, summary_rows
     from diffmem.report.document import Document
     from diffmem.report.findings import COPY_DEFINITION, GLOSSARY
 
     doc = Document("diffmem demo: baseline vs Algorithm 1 on built-in digits", head["sentence"], head["verdict"])
-    sn = f" (sigma_n = {sigma_n:g})" if sigma_n is not None else ""
+    sn = f" (sigma_n = {sigma_n:g}{', ' + setting if setting else ''})" if sigma_n is not None else ""
     doc.para(f"Both models trained with the same data, budget and seed; Algorithm 1{sn} sees only noisy copies at high "
              f"noise. {COPY_DEFINITION} Copies are counted in pixels (Pearson correlation), quality in digits-net.")
     pics, grids = _pictures(out, results)
