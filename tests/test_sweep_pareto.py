@@ -142,7 +142,7 @@ def test_make_row_uses_calibrated_or_fixed_threshold() -> None:
     quality = {"fd_name": "FD_pixels", "fd": 3.0, "kid": {"mean": 0.1}, "precision_recall": None}
     row = make_row({"name": "x", "method": "edm"}, {"pixels": report}, quality)
     assert (row["copy_frac"], row["heldout_copy_frac"], row["copy_threshold"]) == (0.3, 0.01, 0.97)
-    assert row["pixels:>0.98"] == 0.2 and row["pixels:heldout>0.9"] == 0.2 and row["pixels:ratio<1/3"] == 0.05
+    assert row["pixels:>0.98"] == 0.2 and row["pixels:heldout>0.9"] == 0.2 and row["pixels:ratio_carlini"] == 0.05
     row = make_row({"name": "x"}, {"pixels": report}, quality, copy_threshold=0.98)
     assert (row["copy_frac"], row["heldout_copy_frac"], row["copy_metric"]) == (0.2, 0.0, "pixels >= 0.98")
 

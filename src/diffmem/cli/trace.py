@@ -17,7 +17,7 @@ from diffmem.errors import DiffmemError
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed (the samples of `diffmem sample`).")
 @click.option("--steps", type=int, default=18, show_default=True, help="EDM Heun steps.")
 @click.option("--copy-threshold", type=float, default=None,
-              help="Pixel cosine similarity that makes a copy [default: held-out 99th percentile].")
+              help="Pixel similarity (cosine of mean-centred pixels: a Pearson correlation) that makes a copy [default: held-out 99th percentile].")
 @click.option("--batch", type=int, default=256, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace decision.json / decision.png in --out.")

@@ -27,8 +27,12 @@ def audit_row(method: str, audit: dict[str, Any], quality: dict[str, Any] | None
     row.update({f"> {k}": v for k, v in audit["fraction_above"].items()})
     for key, value in (audit.get("fraction_above_calibrated") or {}).items():
         row[f"> {key.replace('heldout_', 'held-out ')}"] = value
-    if audit.get("ratio_test"):
-        row["ratio < 1/3"] = audit["ratio_test"]["fraction_below"]
+    for name, rt in (audit.get("ratio_tests") or {}).items():  # each definition under its own name
+        if rt is None:
+            continue
+        row[f"ratio {name} < {rt.get('threshold', 1 / 3):.3g}"] = rt["fraction_below"]
+    if not audit.get("ratio_tests") and audit.get("ratio_test"):
+        row["ratio (Carlini) < 1/3"] = audit["ratio_test"]["fraction_below"]
     return row
 
 

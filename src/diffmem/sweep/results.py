@@ -84,8 +84,12 @@ def make_row(info: dict[str, Any], reports: dict[str, dict[str, Any]], quality: 
             row[f"{feats}:heldout_mean"] = held["similarity"]["mean"]
             for k, v in held["fraction_above"].items():
                 row[f"{feats}:heldout>{k}"] = v
-        if rep.get("ratio_test"):
-            row[f"{feats}:ratio<1/3"] = rep["ratio_test"]["fraction_below"]
+        for name, rt in (rep.get("ratio_tests") or {}).items():  # each definition under its own name
+            if rt is None:
+                continue
+            row[f"{feats}:ratio_{name}"] = rt["fraction_below"]
+        if not rep.get("ratio_tests") and rep.get("ratio_test"):
+            row[f"{feats}:ratio_carlini"] = rep["ratio_test"]["fraction_below"]
     return row
 
 
@@ -295,6 +299,6 @@ def markdown_tables(rows: list[dict[str, Any]], features: str | None = None,
     out.append(f"Quality: {qname} of samples against the held-out images (lower is better). "
                f"\u00b9 The reference row's quality is the training images' own {qname} (what returning the "
                "training set scores; fewer images, so it is biased upward relative to the samples). "
-               f"Copies: share of samples with {copy_metric} (nearest-training cosine similarity); the reference "
+               f"Copies: share of samples with {copy_metric} (nearest-training cosine similarity; for pixels, a Pearson correlation); the reference "
                "row gives the same share for held-out real images. Threshold columns: share with similarity >= T.\n")
     return "\n".join(out)
