@@ -20,7 +20,7 @@ def gap(run: Path, sigmas: list[float], n: int, seed: int) -> list[tuple[float, 
     import torch
 
     from diffmem.data.datasets import to_model_range
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.rundir import run_datasets
 
     net, cfg, _ = load_denoiser(run)

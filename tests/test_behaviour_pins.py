@@ -15,7 +15,7 @@ import pytest
 
 from conftest import tiny_config, write_npz
 from diffmem.generate import SampleOptions, generate
-from diffmem.models.denoiser import load_denoiser
+from diffmem.train.checkpoint import load_denoiser
 from diffmem.train.loop import train
 
 CASES = {"edm": {}, "ambient-plain": dict(name="ambient", sigma_n=0.5),

@@ -28,7 +28,7 @@ def _worker(rank: int, size: int, store: str, spec: str, out: str, result: str) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
     from diffmem.generate import generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
 
     world = World(rank, size, rank)
@@ -71,7 +71,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     # 2 ranks sample exactly the images of 1 rank, in order (weights nearly equal -> compare 1-rank
     # sampling of the 2-process weights by regenerating from the same run in one process)
     from diffmem.generate import generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
 
     net, cfg, meta = load_denoiser(tmp_path / "two")
     single = generate(net, cfg, meta, 7, seed=3, batch=7, progress=False)

@@ -47,7 +47,7 @@ def test_trace_follows_the_samples_of_diffmem_sample(tmp_path) -> None:
     from diffmem.evaluate.features import PixelFeatures
     from diffmem.evaluate.neighbours import nearest_neighbours
     from diffmem.generate import generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
     from diffmem.train.rundir import run_datasets
 

@@ -195,7 +195,7 @@ def train(config: Any, out: str | Path, *, device: str = "cpu", overwrite: bool 
 def sample(run: str | Path, n: int = 64, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> np.ndarray:
     """`n` images (uint8 [n, H, W, C]) from a trained run's EMA weights; sample i depends only on (seed, i)."""
     from diffmem.generate import generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
 
     net, cfg, meta = load_denoiser(run, device=device)
     return generate(net, cfg, meta, int(n), seed=seed, device=device, progress=progress)

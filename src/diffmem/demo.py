@@ -81,7 +81,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     """Train, sample and compare; returns {method: samples.npz}. `audit` hooks in the evaluation."""
     from diffmem.data.io import save_images
     from diffmem.generate import generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
     from diffmem.train.rundir import DONE, run_datasets
     from diffmem.train.rundir import run_config as rundir_config

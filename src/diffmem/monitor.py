@@ -49,7 +49,7 @@ class CopyMonitor:
                  quality_features: str | None = None) -> None:
         from diffmem.evaluate.features import embed_dataset, get_extractor
         from diffmem.evaluate.neighbours import nearest_neighbours
-        from diffmem.sweep.spec import EvalOptions
+        from diffmem.evaluate.options import EvalOptions
 
         if n_samples < 2:
             raise DiffmemError(f"--monitor-samples must be at least 2, got {n_samples}")

@@ -34,7 +34,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
 
     from diffmem.data.io import save_grid, save_images
     from diffmem.generate import SampleOptions, generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.distributed import gather_in_order, init_world, local_slice
 
     dev = _device(device)

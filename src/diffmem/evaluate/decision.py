@@ -124,7 +124,7 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
     from diffmem.diffusion.samplers import per_sample_noise
     from diffmem.errors import DiffmemError
     from diffmem.generate import SampleOptions, method_sigmas
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.rundir import run_datasets
 
     net, cfg, meta = load_denoiser(run_dir, device=device)

@@ -4,7 +4,7 @@
   `write(out_dir)` gives a self-contained report.html (viewport tag, scrolling tables, embedded PNGs) and
   report.md with the same content.
 - findings.py: copy numbers of an audit, the verdict (two binomial standard errors) and the headline.
-- audit.py: the report of one audit; sweep.py: the report of a sweep or comparison.
+- audit.py: the report of one audit (the report of a sweep or comparison is diffmem.sweep.report).
 """
 
 from diffmem.report.document import Document

@@ -138,7 +138,7 @@ def finished_result(run_dir: str | Path, opts: EvalOptions) -> dict[str, Any] | 
 def _samples(run: Path, opts: EvalOptions, ckpt_name: str, device: str, progress: bool) -> tuple[np.ndarray, float]:
     """The run's samples: reused when drawn with the same options from the same checkpoint."""
     from diffmem.generate import SampleOptions, generate
-    from diffmem.models.denoiser import load_denoiser
+    from diffmem.train.checkpoint import load_denoiser
 
     want = {"n": opts.n_samples, "seed": opts.sample_seed, "steps": opts.sample_steps, "checkpoint": ckpt_name}
     info = _read_json(run / SAMPLES_INFO) or {}

@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffmem.config import TrainConfig
+from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError
-from diffmem.train.rundir import CHECKPOINTS, LATEST
+from diffmem.models.denoiser import build_denoiser
+from diffmem.train.rundir import CHECKPOINTS, LATEST, read_json, run_config
 
 MODEL = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -91,3 +94,19 @@ def load_state(path: Path) -> dict[str, Any]:
         raise DiffmemError(f"{path} does not exist") from None
     except Exception as err:  # UnpicklingError for anything beyond tensors and plain containers
         raise DiffmemError(f"{path} could not be loaded safely ({type(err).__name__}: {err})") from None
+
+
+def load_denoiser(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
+    """The denoiser of a run's newest checkpoint (EMA weights by default), its config and meta."""
+    run = Path(run_dir)
+    cfg = TrainConfig.from_dict(run_config(run))
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem train --out {run})")
+    meta = read_json(ckpt / "meta.json")
+    net = build_denoiser(cfg, meta["resolution"], meta["channels"])
+    weights = load_weights(ckpt / (EMA_FILE if ema else MODEL))
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise DiffmemError(f"{ckpt} does not match the run's network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return net.to(device).eval(), cfg, meta
