@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, os_error_message
 
 # name -> (module, attribute, one-line help). Each module defines a click command or group.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -56,11 +56,18 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI; a DiffmemError becomes a one-line message and exit code 2."""
+    """Entry point: runs the CLI; a DiffmemError, or a permission / disk-full error, becomes a one-line
+    message and exit code 2."""
     try:
         cli.main(args=argv, standalone_mode=False)
     except DiffmemError as err:
         click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:  # permission denied, read-only or full disk: one line naming the path
+        message = os_error_message(err)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

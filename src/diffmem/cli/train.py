@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import click
 
-from diffmem.config import METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.config import METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, validate
 from diffmem.errors import DiffmemError
 
 
@@ -20,10 +21,17 @@ def _int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
+    """Training steps from --steps or --kimg (thousands of images at --batch images per step)."""
     if steps is not None and kimg is not None:
         raise DiffmemError("give either --steps or --kimg, not both")
+    if batch < 1:
+        raise DiffmemError(f"--batch must be a positive integer, got {batch}")
     if kimg is not None:
+        if not (kimg > 0 and math.isfinite(kimg)):
+            raise DiffmemError(f"--kimg must be a positive number of thousands of images, got {kimg}")
         return max(1, round(kimg * 1000 / batch))
+    if steps is not None and steps < 1:
+        raise DiffmemError(f"--steps must be a positive integer, got {steps}")
     return steps if steps is not None else 2000
 
 
@@ -112,6 +120,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
     )
+    validate(cfg)
     if monitor_every < 0:
         raise DiffmemError(f"--monitor-every must be >= 0 (0: off), got {monitor_every}")
     if monitor_every > 0 and monitor_samples < 2:
@@ -121,10 +130,8 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     world, dev = init_world(_device(device))  # torchrun: one process per device, the batch split among them
     monitor = None
     if monitor_every > 0:
-        from diffmem.config import validate
         from diffmem.monitor import make_monitor
 
-        validate(cfg)
         monitor = make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, require_finite
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, fd_name, get_extractor, images_of
 from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid, precision_recall
 
@@ -86,6 +86,11 @@ def quality_report(
     With only statistics of the reference, KID and precision/recall (which need the features) are None.
     Every figure comes with the sample and reference counts; fewer than 10k samples adds a warning.
     """
+    for values, what in ((sample_feats, "the sample features"), (ref_feats, "the reference features"),
+                         (None if ref_stats is None else ref_stats["mu"], "the reference statistics (mu)"),
+                         (None if ref_stats is None else ref_stats["sigma"], "the reference statistics (sigma)")):
+        if values is not None:  # NaN/Inf would hang scipy's sqrtm
+            require_finite(values, what)
     n_s = int(sample_feats.shape[0])
     if ref_feats is not None:
         mu_r, sig_r = feature_statistics(ref_feats)
