@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch, compute_loss
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.lock import locked
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
@@ -62,17 +62,24 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
-    """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs;
-    with `overwrite`, clears an earlier run (and evaluations of its weights)."""
-    if rundir.resume_or_refuse(out, json_ready(cfg.to_dict()), overwrite, resume):
+    """Decide between a new run, a resume and an extension, and set the folder up: returns True to resume
+    from the run's last checkpoint. Refuses foreign or finished runs before anything is deleted; with
+    `overwrite` (or a start killed before config.json) it clears the earlier run's own files. config.json
+    is written first, so a run folder is resumable from its first byte."""
+    new = json_ready(cfg.to_dict())
+    plan = rundir.plan_run(out, new, overwrite, resume)
+    if plan == rundir.EXTEND:
+        rundir.record_extension(out, new)
         return True
-    if overwrite and (out / rundir.CONFIG).is_file():
-        for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE, *rundir.DERIVED_FILES):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
-        for pattern in rundir.DERIVED_GLOBS:  # evaluations of the old weights
-            for path in out.glob(pattern):
-                shutil.rmtree(path, ignore_errors=True)
+    if plan == rundir.RESUME:
+        return True
+    if out.is_dir():
+        rundir.clear_run(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise as_diffmem_error(err, out) from None
+    rundir.write_json_atomic(out / rundir.CONFIG, new)
     return False
 
 
@@ -212,27 +219,38 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     validate(cfg)
     out = Path(out)
     device = torch.device(device)
-    local_batch = check_batch(cfg.optim.batch, world)
+    check_batch(cfg.optim.batch, world)
     # Everything that can refuse bad input (data, subset, network shape) runs before `out` is touched.
     selected = select_train_images(cfg)
     h, _, c = selected[0].shape
     torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
     net = build_denoiser(cfg, h, c)
     outcome: tuple[str, object] = ("ok", False)
+    held = contextlib.ExitStack()  # rank 0 holds the run's lock until training returns
     if world.main:  # rank 0 alone decides and writes; the others then read what it wrote
         try:
+            held.enter_context(locked(out))
             resuming = prepare_run_dir(cfg, out, overwrite, resume)
-            out.mkdir(parents=True, exist_ok=True)
             load_train_data(cfg, out, resuming, selected)
-            if not resuming:
-                rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
             outcome = ("ok", resuming)
         except DiffmemError as err:
+            held.close()
             outcome = ("error", str(err))
     outcome = broadcast_object(outcome, world)
     if outcome[0] == "error":
         raise DiffmemError(str(outcome[1]))
-    resuming = bool(outcome[1])
+    with held:
+        return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, monitor, monitor_every,
+                            world, precision, compile, channels_last, progress)
+
+
+def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
+                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None,
+                 monitor: Callable[[int, torch.nn.Module], dict] | None, monitor_every: int, world: World,
+                 precision: str, compile: bool, channels_last: bool, progress: bool) -> Path:
+    """The training loop proper, once the run folder is set up (and locked by rank 0)."""
+    h, _, c = selected[0].shape
+    local_batch = check_batch(cfg.optim.batch, world)
     data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
     net = net.to(device)
     if channels_last:
