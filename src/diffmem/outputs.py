@@ -40,7 +40,10 @@ def check_output(path: str | Path, flag: str, overwrite: bool, *, folder_ok: boo
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise as_diffmem_error(err, where) from None
+        if as_diffmem_error(err) is err:
+            raise
+        raise DiffmemError(f"cannot write {flag} {path}: no file can be created in {where} ({err.strerror}); "
+                           "choose another path, change its permissions or free space") from None
     return path
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from diffmem.cli.train import _device
+from diffmem.errors import DiffmemError
 
 
 @click.command()
@@ -21,12 +24,20 @@ from diffmem.cli.train import _device
 def demo(out, subset, steps, batch, sigma_n, n_samples, seed, device, overwrite, quiet) -> None:
     """Train the baseline and Algorithm 1 on built-in digits with one budget, sample, compare, report."""
     from diffmem.demo import DemoConfig, run_demo
+    from diffmem.lock import is_main_process, locked
 
+    for flag, value, low in (("--subset", subset, 2), ("--steps", steps, 1), ("--batch", batch, 1),
+                             ("--n-samples", n_samples, 2)):
+        if value < low:
+            raise DiffmemError(f"{flag} must be an integer >= {low}, got {value}")
+    if not (math.isfinite(sigma_n) and sigma_n > 0):
+        raise DiffmemError(f"--sigma-n must be a positive noise level, e.g. 0.5; got {sigma_n}")
     cfg = DemoConfig(subset=subset, steps=steps, batch=batch, sigma_n=sigma_n, n_samples=n_samples, seed=seed)
     from diffmem.demo_report import audit_demo
 
     def audit(out_dir, samples):
         audit_demo(out_dir, samples, echo=click.echo)
 
-    run_demo(out, cfg, device=_device(device), progress=not quiet, overwrite=overwrite, audit=audit,
-             echo=click.echo)
+    dev = _device(device)
+    with locked(out, enabled=is_main_process()):  # one demo per folder (each run inside has its own lock too)
+        run_demo(out, cfg, device=dev, progress=not quiet, overwrite=overwrite, audit=audit, echo=click.echo)
