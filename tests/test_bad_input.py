@@ -7,6 +7,7 @@ statistics files); after each case the whole tree must be byte for byte what it 
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from conftest import run_cli, write_npz
 from diffmem.cli import main
 from diffmem.config import TrainConfig
 from diffmem.errors import DiffmemError
+from diffmem.train import loop
 
 TINY = ["--channels", "8,16", "--layers-per-block", "1", "--device", "cpu", "--quiet"]
 UNWRITABLE = Path("/sys/diffmem-test")  # even root may not create files in sysfs: a real PermissionError
@@ -164,3 +166,24 @@ def test_config_types_are_checked_with_the_key_named() -> None:
             TrainConfig.from_dict(bad)
     with pytest.raises(DiffmemError, match="optim"):
         TrainConfig.from_dict({**good, "optim": [1, 2]})
+
+
+@pytest.mark.parametrize("err", [OSError(errno.ENOSPC, "No space left on device"),
+                                 PermissionError(errno.EACCES, "Permission denied", "/runs/x/log.jsonl")])
+def test_disk_full_and_permission_errors_are_one_line(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch, err: OSError) -> None:
+    """A full disk while a checkpoint is written, or a permission error anywhere: one line naming the path."""
+    from diffmem.train import checkpoint
+
+    def fails(*args, **kwargs):
+        raise err
+
+    target = "save_file" if err.errno == errno.ENOSPC else "save_checkpoint"
+    monkeypatch.setattr(checkpoint if target == "save_file" else loop, target, fails)
+    out = tmp_path / "run"
+    code, _, message = run_cli(["train", "--data", str(tree / "data.npz"), "--resolution", "8", "--steps", "2",
+                                "--batch", "4", *TINY, "--out", str(out)], capsys)
+    assert code == 2 and message.count("\n") == 1 and "Traceback" not in message, message
+    where = str(out / "checkpoints" / "step-00000002.tmp") if target == "save_file" else "/runs/x/log.jsonl"
+    assert f"cannot write '{where}': {err.strerror}" in message
+    assert not (out / "checkpoints" / "step-00000002.tmp").exists()

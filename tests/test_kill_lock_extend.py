@@ -244,8 +244,9 @@ def test_30_plus_10_steps_equal_40_steps_bitwise(tmp_path: Path, npz_data: str) 
         loop.train(other, out, progress=False)
 
 
-def test_extension_killed_before_config_is_rewritten_extends_again(tmp_path: Path, npz_data: str,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("after_write", [False, True])
+def test_extension_killed_midway_extends_again(tmp_path: Path, npz_data: str, monkeypatch: pytest.MonkeyPatch,
+                                               after_write: bool) -> None:
     def cfg(steps: int):
         return tiny_config(npz_data, steps=steps, checkpoint_every=2)
 
@@ -253,12 +254,14 @@ def test_extension_killed_before_config_is_rewritten_extends_again(tmp_path: Pat
     loop.train(cfg(4), out, progress=False)
     real = rundir.write_json_atomic
 
-    def dies_on_config(path, obj):
+    def dies_at_config(path, obj):
         if Path(path).name == "config.json":
-            raise KeyboardInterrupt  # a kill after done.json was removed, before config.json was rewritten
+            if after_write:
+                real(path, obj)
+            raise KeyboardInterrupt  # a kill just before / just after config.json gets the new length
         real(path, obj)
 
-    monkeypatch.setattr(rundir, "write_json_atomic", dies_on_config)
+    monkeypatch.setattr(rundir, "write_json_atomic", dies_at_config)
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg(6), out, progress=False)
     monkeypatch.setattr(rundir, "write_json_atomic", real)

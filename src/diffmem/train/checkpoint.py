@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.train.rundir import CHECKPOINTS, LATEST
 
 MODEL = "model.safetensors"
@@ -41,14 +41,18 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     tmp = root / (name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
-    save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
-    for f in tmp.iterdir():  # make the data durable before the rename publishes it
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
+        save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
+        torch.save(state, tmp / STATE)
+        (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
+        for f in tmp.iterdir():  # make the data durable before the rename publishes it
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as err:  # a full disk: one line naming the checkpoint; the previous one stays intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise as_diffmem_error(err, tmp) from None
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
