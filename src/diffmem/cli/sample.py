@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from diffmem.cli.train import _device
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.outputs import check_output
 
 
@@ -51,6 +51,8 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     opts = SampleOptions(steps=steps, solver=solver, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     if out_path.exists() and not overwrite and (out_path.is_file() or any(out_path.iterdir())):
         raise DiffmemError(f"--out {out} exists; pass --overwrite or choose another path")
+    if not out.endswith(".npz") and out_path.is_file():
+        raise DiffmemError(f"--out {out} is a file; give a folder for PNGs, or a path ending in .npz")
     check_output(out_path, "--out", overwrite=True, folder_ok=not out.endswith(".npz"))  # writable, before sampling
     world, dev = init_world(dev)
     with locked(out_path, enabled=world.main and is_main_process()):
@@ -64,9 +66,12 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
             return
         if labels is None and cfg.network.num_classes > 0:
             labels = np.arange(n) % cfg.network.num_classes
-        save_images(images, out_path, overwrite=overwrite, labels=labels)
-        if grid:
-            save_grid(images[:256], grid_path, scale=max(1, 64 // images.shape[1]))
+        try:
+            save_images(images, out_path, overwrite=overwrite, labels=labels)
+            if grid:
+                save_grid(images[:256], grid_path, scale=max(1, 64 // images.shape[1]))
+        except OSError as err:  # a disk that filled up while sampling: one line naming the output
+            raise as_diffmem_error(err, out_path) from None
     click.echo(f"wrote {n} samples to {out_path}" + (f" and a grid to {grid_path}" if grid else ""))
 
 

@@ -26,7 +26,7 @@ from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch, compute_loss
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.errors import DiffmemError, as_diffmem_error, os_error_message
 from diffmem.lock import locked
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
@@ -233,25 +233,26 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
             resuming = prepare_run_dir(cfg, out, overwrite, resume)
             load_train_data(cfg, out, resuming, selected)
             outcome = ("ok", resuming)
-        except DiffmemError as err:
+        except (DiffmemError, OSError) as err:  # every rank then raises the same one-line error
             held.close()
-            outcome = ("error", str(err))
+            message = str(err) if isinstance(err, DiffmemError) else os_error_message(err, out)
+            if message is None:
+                raise
+            outcome = ("error", message)
     outcome = broadcast_object(outcome, world)
     if outcome[0] == "error":
         raise DiffmemError(str(outcome[1]))
     with held:
-        return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, monitor, monitor_every,
-                            world, precision, compile, channels_last, progress)
+        try:
+            return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, monitor, monitor_every,
+                                world, precision, compile, channels_last, progress)
+        except OSError as err:  # a full disk while logging: one line naming the run folder
+            raise as_diffmem_error(err, out) from None
 
 
-def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
-                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None,
-                 monitor: Callable[[int, torch.nn.Module], dict] | None, monitor_every: int, world: World,
-                 precision: str, compile: bool, channels_last: bool, progress: bool) -> Path:
-    """The training loop proper, once the run folder is set up (and locked by rank 0)."""
-    h, _, c = selected[0].shape
-    local_batch = check_batch(cfg.optim.batch, world)
-    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
+def _wrap_for_training(net: EDMPrecond, cfg: TrainConfig, device: torch.device, world: World, compile: bool,
+                       channels_last: bool) -> tuple[EDMPrecond, EDMPrecond | None]:
+    """(the model on `device`, and the same parameters behind DDP / torch.compile for the forward pass or None)."""
     net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -263,21 +264,58 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
         backbone = DistributedDataParallel(backbone, device_ids=ids)
     if compile:
         backbone = torch.compile(backbone)
-    train_net = EDMPrecond(backbone, cfg.sigma_data) if backbone is not net.backbone else None
+    return net, (EDMPrecond(backbone, cfg.sigma_data) if backbone is not net.backbone else None)
+
+
+def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.optim.Optimizer,
+             g: torch.Generator) -> int:
+    """Load the newest checkpoint (weights, EMA, optimizer, both RNG streams) when resuming; returns its step."""
+    ckpt = latest_checkpoint(out) if resuming else None
+    if ckpt is None:
+        return 0
+    net.load_state_dict(load_weights(ckpt / "model.safetensors"))
+    ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
+    state = load_state(ckpt / "state.pt")
+    opt.load_state_dict(state["optimizer"])
+    g.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, batch: int, lr: float,
+                seconds: float, steps_timed: int) -> dict:
+    """The log.jsonl record of the steps in `window`; refuses a non-finite loss naming its step."""
+    stats = torch.stack(window)
+    if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
+        dist.all_reduce(stats)
+        stats[:, 0] /= world.size
+    stats = stats.cpu()
+    bad = (~torch.isfinite(stats[:, 0])).nonzero()
+    if len(bad):
+        first = step - len(window) + int(bad[0]) + 1
+        raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
+                           f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
+                           "Lower --lr or check the data")
+    n_high = float(stats[:, 2].sum())
+    return {"step": step, "kimg": step * batch / 1000, "loss": float(stats[:, 0].mean()),
+            "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
+            "frac_high": n_high / (len(window) * batch), "lr": lr,
+            "images_per_s": steps_timed * batch / max(seconds, 1e-9), "time": time.time()}
+
+
+def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
+                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None,
+                 monitor: Callable[[int, torch.nn.Module], dict] | None, monitor_every: int, world: World,
+                 precision: str, compile: bool, channels_last: bool, progress: bool) -> Path:
+    """The training loop proper, once the run folder is set up (and locked by rank 0)."""
+    h, _, c = selected[0].shape
+    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
+    net, train_net = _wrap_for_training(net, cfg, device, world, compile, channels_last)
     ema = EMA(net)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    ckpt = latest_checkpoint(out) if resuming else None
-    if ckpt is not None:
-        net.load_state_dict(load_weights(ckpt / "model.safetensors"))
-        ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
-        state = load_state(ckpt / "state.pt")
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
+    step = _restore(out, resuming, net, ema, opt, g)
     meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
             "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
@@ -285,7 +323,7 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
         _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
     log = open(out / rundir.LOG, "a") if world.main else open(os.devnull, "w")
     part = local_slice(o.batch, world)
-    assert part.stop - part.start == local_batch
+    assert part.stop - part.start == check_batch(o.batch, world)
     end = o.steps if stop_after is None else min(o.steps, stop_after)
     bar = tqdm(total=o.steps, initial=step, disable=not (progress and world.main), unit="step",
                desc=f"train {cfg.method.name}")
@@ -299,27 +337,11 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net, precision))
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
-                stats = torch.stack(window)
-                if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
-                    dist.all_reduce(stats)
-                    stats[:, 0] /= world.size
-                stats = stats.cpu()
-                bad = (~torch.isfinite(stats[:, 0])).nonzero()
-                if len(bad):
-                    first = step - len(window) + int(bad[0]) + 1
-                    raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
-                                       f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
-                                       "Lower --lr or check the data")
                 now = time.perf_counter()
-                rate = (step - step_last) * o.batch / max(now - t_last, 1e-9)
-                n_high = float(stats[:, 2].sum())
-                rec = {"step": step, "kimg": step * o.batch / 1000, "loss": float(stats[:, 0].mean()),
-                       "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
-                       "frac_high": n_high / (len(window) * o.batch), "lr": lr, "images_per_s": rate,
-                       "time": time.time()}
+                rec = _log_record(window, step, world, out, o.batch, lr, now - t_last, step - step_last)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.0f}")
                 bar.update(step - bar.n)
                 window.clear()
                 t_last, step_last = now, step
