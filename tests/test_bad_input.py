@@ -187,3 +187,45 @@ def test_disk_full_and_permission_errors_are_one_line(tree: Path, tmp_path: Path
     where = str(out / "checkpoints" / "step-00000002.tmp") if target == "save_file" else "/runs/x/log.jsonl"
     assert f"cannot write '{where}': {err.strerror}" in message
     assert not (out / "checkpoints" / "step-00000002.tmp").exists()
+
+
+def test_unwritable_sample_out_is_refused_before_sampling(tree: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffmem.generate
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before checking that --out can be written")
+
+    monkeypatch.setattr(diffmem.generate, "generate", never)
+    for out in (UNWRITABLE / "s.npz", UNWRITABLE / "pngs"):
+        code, _, err = run_cli(["sample", "--run", str(tree / "run"), "--n", "2", "--device", "cpu", "--quiet",
+                                "--out", str(out)], capsys)
+        assert code == 2 and str(out) in err and err.count("\n") == 1, err
+
+
+def test_fid_outputs_are_replaced_only_with_overwrite_and_whole(tree: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffmem.evaluate import fid as fid_module
+
+    stats, report = tmp_path / "ref.npz", tmp_path / "fid.json"
+    args = ["fid", "--features", "pixels", "--device", "cpu", "--quiet", "--no-cache", "--ref", str(tree / "data.npz"),
+            "--samples", str(tree / "samples.npz"), "--save-stats", str(stats), "--out", str(report)]
+    assert run_cli(args, capsys)[0] == 0
+    assert json.loads(report.read_text())["n_samples"] == 6 and np.load(stats)["mu"].shape == (64,)
+    first = stats.read_bytes(), report.read_bytes()
+    code, _, err = run_cli(args, capsys)  # again, without --overwrite
+    assert code == 2 and "--overwrite" in err and (stats.read_bytes(), report.read_bytes()) == first
+    real = fid_module.save_statistics
+
+    def dies_halfway(path, *a, **k):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fid_module, "save_statistics", dies_halfway)
+    assert run_cli([*args, "--overwrite"], capsys)[0] == 130  # click turns the interrupt into "aborted"
+    assert (stats.read_bytes(), report.read_bytes()) == first  # the old files stay whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fid.json", "ref.npz"]  # no temporary or lock left
+    monkeypatch.setattr(fid_module, "save_statistics", real)
+    assert run_cli([*args, "--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fid.json", "ref.npz"]
