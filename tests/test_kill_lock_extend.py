@@ -280,3 +280,19 @@ def test_cli_extends_by_kimg(straight, tmp_path: Path, capsys) -> None:
     assert json.loads((out / "done.json").read_text())["step"] == 6
     assert np.array_equal([json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()],
                           range(1, 7))
+
+
+@pytest.mark.parametrize("command", ["demo", "sweep", "fid", "t2i-sample"])
+def test_every_writing_command_takes_the_lock_of_its_output(straight, tmp_path: Path, capsys, command: str) -> None:
+    data, run = straight
+    out = tmp_path / ("fid.json" if command == "fid" else "out")
+    args = {"demo": ["demo", "--steps", "2", "--batch", "4", "--n-samples", "4", "--device", "cpu", "--quiet"],
+            "sweep": ["sweep", "--steps", "2", "--batch", "4", "--subset", "20", "--sigma-n", "0.5", "--device", "cpu",
+                      "--quiet"],
+            "fid": ["fid", "--features", "pixels", "--samples", str(data), "--ref", str(data), "--no-cache",
+                    "--device", "cpu", "--quiet"],
+            "t2i-sample": ["t2i", "sample", "--run", str(tmp_path / "no-run"), "--device", "cpu", "--quiet"]}[command]
+    with locked(out):
+        code, _, err = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 2 and f"{out} is in use by process {os.getpid()}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before writing anything
