@@ -36,12 +36,22 @@ def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
 
 
 def _device(name: str) -> str:
+    """--device as a torch device name: auto -> cuda when there is one, else cpu; refuses unknown names
+    and GPUs this machine does not have."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DiffmemError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DiffmemError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                               f"numbered from 0")
     return name
 
 
