@@ -38,7 +38,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     main(["train", "--data", str(data), "--resolution", "8", "--steps", "2", "--batch", "4",
           "--out", str(root / "run"), *TINY])
     for name, edit in (("typo-batch", ("optim", "batch", "64")), ("typo-channels", ("network", "channels", "8,16")),
-                       ("typo-flag", ("data", "xflip", "no"))):
+                       ("typo-flag", ("data", "xflip", "no")), ("bad-sigma", ("method", "sigma_n", -0.5))):
         shutil.copytree(root / "run", root / name)
         cfg = json.loads((root / name / "config.json").read_text())
         cfg[edit[0]][edit[1]] = edit[2]
@@ -121,6 +121,9 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
         ("config type int", ["sample", "--run", root / "typo-batch", "--out", root / "s.npz"], "optim.batch"),
         ("config type list", ["sample", "--run", root / "typo-channels", "--out", root / "s.npz"], "network.channels"),
         ("config type bool", ["sample", "--run", root / "typo-flag", "--out", root / "s.npz"], "data.xflip"),
+        ("config file named", ["sample", "--run", root / "typo-flag", "--out", root / "s.npz"],
+         str(root / "typo-flag" / "config.json")),
+        ("config range", ["sample", "--run", root / "bad-sigma", "--out", root / "s.npz"], "--sigma-n"),
         ("fid nan stats", [*f, "--samples", root / "samples.npz", "--ref", root / "nan-stats.npz"], "NaN"),
         ("fid inf stats", [*f, "--samples", root / "samples.npz", "--ref", root / "inf-stats.npz"], "infinite"),
         ("fid out exists", [*f, "--samples", root / "samples.npz", "--ref", data, "--out", root / "samples.npz"],

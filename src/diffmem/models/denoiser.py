@@ -22,10 +22,10 @@ def build_denoiser(cfg: TrainConfig, resolution: int, channels: int) -> EDMPreco
 def load_denoiser(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
     """The denoiser of a run's newest checkpoint (EMA weights by default), its config and meta."""
     from diffmem.train.checkpoint import EMA_FILE, MODEL, latest_checkpoint, load_weights
-    from diffmem.train.rundir import read_json, run_config
+    from diffmem.train.rundir import load_train_config, read_json
 
     run = Path(run_dir)
-    cfg = TrainConfig.from_dict(run_config(run))
+    cfg = load_train_config(run)
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem train --out {run})")

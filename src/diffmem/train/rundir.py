@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from diffmem.config import EXTENSIONS
+from diffmem.config import EXTENSIONS, TrainConfig, validate
 from diffmem.errors import DiffmemError, as_diffmem_error
 
 CONFIG = "config.json"
@@ -88,6 +88,20 @@ def check_run_dir(run_dir: str | Path) -> Path:
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """The resolved training configuration of a run, as a dict."""
     return read_json(check_run_dir(run_dir) / CONFIG)
+
+
+def load_train_config(run_dir: str | Path) -> TrainConfig:
+    """The run's configuration as a TrainConfig, type- and range-checked; a hand-edited config.json with
+    a bad value is refused naming the file and the key."""
+    path = check_run_dir(run_dir) / CONFIG
+    try:
+        cfg = TrainConfig.from_dict(read_json(path))
+        validate(cfg)
+    except DiffmemError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise DiffmemError(f"{path}: {err}; correct the value (or train the run again)") from None
+    return cfg
 
 
 def run_datasets(run_dir: str | Path):
