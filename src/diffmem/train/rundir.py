@@ -10,6 +10,7 @@ RUN/
   checkpoints/step-00001000/{model.safetensors, ema.safetensors, state.pt, meta.json}
   done.json                written when training finished
   samples.npz, audit-*/, quality.json, result.json, monitor.png   written by evaluation (demo, sweep)
+.RUN.lock                  beside RUN: flock held by the process training it (diffmem.lock)
 ```
 """
 
