@@ -235,3 +235,14 @@ def test_fid_outputs_are_replaced_only_with_overwrite_and_whole(tree: Path, tmp_
     monkeypatch.setattr(fid_module, "save_statistics", real)
     assert run_cli([*args, "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fid.json", "ref.npz"]
+
+
+def test_method_flags_land_in_their_config_keys(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--mask-p, --mask-delta and --weight-cap reach the fields they name (not their neighbours')."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(tree / "data.npz"), "--resolution", "8", "--steps", "1",
+                            "--batch", "4", *TINY, "--method", "masking", "--mask-p", "0.2", "--mask-delta", "0.05",
+                            "--weight-cap", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    method = json.loads((out / "config.json").read_text())["method"]
+    assert (method["mask_p"], method["mask_delta"], method["weight_cap"]) == (0.2, 0.05, 3.0)

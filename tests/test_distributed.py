@@ -55,8 +55,12 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     start = load_file(str(tmp_path / "one" / "checkpoints/step-00000002/model.safetensors"))
     moved = max((one[k] - start[k]).abs().max().item() for k in one)
     diff = max((one[k] - two[k]).abs().max().item() for k in one)
-    assert moved > 1e-4  # the weights really changed over the steps compared
-    assert diff < 1e-6 * max(moved, 1.0) * 100, (diff, moved)
+    # 1 and 2 processes differ only in the order of float32 additions in the gradient average; with the
+    # update linear in the gradient (large Adam epsilon) each of the 4 steps can leave a weight at most about
+    # one float32 rounding of its size apart (measured: 6e-8 = half an ulp at 1.0, against 4.8e-7 here).
+    tol = 4 * torch.finfo(torch.float32).eps * max(one[k].abs().max().item() for k in one)
+    assert moved > 1000 * tol  # the weights really moved, far beyond the tolerance
+    assert diff <= tol, (diff, tol, moved)
     # the fixed noisy copies do not depend on the number of processes
     c1 = load_file(str(tmp_path / "one" / "corruption.safetensors"))["y"]
     c2 = load_file(str(tmp_path / "two" / "corruption.safetensors"))["y"]

@@ -27,6 +27,26 @@ def test_quality_report_names_and_counts() -> None:
     assert quality_report(a, a, features="inception-v3:x.pth", kid_subsets=2, kid_subset_size=10)["fd_name"] == "FID"
 
 
+def test_quality_report_precision_is_samples_on_the_reference_manifold() -> None:
+    """Reference 0, 1, 3, 6, 10 and samples -3.5, 4.5, 15, 17.5, 20 on a line, k = 2: 2 of 5 samples lie on the
+    reference manifold (precision 0.4) and every reference point on the samples' (recall 1); swapped
+    arguments would give (1, 0.4). See test_evaluate_quality for the hand count."""
+    ref = torch.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    samples = torch.tensor([[-3.5], [4.5], [15.0], [17.5], [20.0]])
+    rep = quality_report(samples, ref, features="pixels", kid_subsets=3, kid_subset_size=3, pr_k=2)
+    assert rep["precision_recall"] == {"precision": 0.4, "recall": 1.0, "k": 2}
+
+
+def test_quality_report_warns_when_a_kid_subset_is_a_whole_set() -> None:
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(60, 4, generator=gen), torch.randn(50, 4, generator=gen)
+    rep = quality_report(a, b, features="pixels", kid_subsets=4)  # default subset size 1000 > 50
+    assert rep["kid"]["subset_size"] == 50 and rep["kid"]["subset_size_requested"] == 1000
+    assert any("all 50 reference images" in w and "understates" in w for w in rep["warnings"])
+    rep = quality_report(a, b, features="pixels", kid_subsets=4, kid_subset_size=20)
+    assert not any("KID" in w for w in rep["warnings"])
+
+
 def test_statistics_round_trip(tmp_path: Path) -> None:
     path = save_statistics(tmp_path / "s.npz", np.zeros(3), np.eye(3), 7, "pixels", "src")
     st = load_statistics(path)

@@ -1,4 +1,5 @@
-"""Memorization statistics: self-audit scores 1, held-out scores lower, calibrated thresholds, JSON keys."""
+"""Memorization statistics: self-audit scores 1, held-out scores lower, calibrated thresholds, JSON keys, and
+each ratio test against a brute-force computation of its published definition."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from diffmem.evaluate.memorization import (
     fraction_above,
     memorization_analysis,
     memorization_report,
-    ratio_scores,
+    carlini_ratio,
+    nn1_nn2_ratio,
+    similarity_label,
     threshold_key,
 )
 
@@ -70,8 +73,9 @@ def test_keys_thresholds_and_calibration(sets: tuple[torch.Tensor, torch.Tensor]
     # the first 10 samples are training images: all above the calibrated threshold; held-out ones mostly not
     assert rep["fraction_above_calibrated"]["heldout_p90"] >= 0.5
     assert rep["heldout"]["fraction_above_calibrated"]["heldout_p90"] == pytest.approx(0.1, abs=0.03)
-    assert set(arrays) == {"nn_index", "nn_similarity", "ratio", "heldout_nn_index", "heldout_nn_similarity",
-                           "heldout_ratio"}
+    assert set(arrays) == {"nn_index", "nn_similarity", "ratio", "ratio_nn1_nn2", "heldout_nn_index",
+                           "heldout_nn_similarity", "heldout_ratio", "heldout_ratio_nn1_nn2"}
+    assert rep["similarity_measure"] == "cosine similarity of toy embeddings"
     assert np.array_equal(arrays["nn_index"][:10], np.arange(10))
 
 
@@ -82,10 +86,82 @@ def test_without_heldout_warns(sets: tuple[torch.Tensor, torch.Tensor]) -> None:
     assert any("held-out" in w for w in rep["warnings"])
 
 
-def test_ratio_and_fraction_helpers() -> None:
-    # unit distances: d = sqrt(2 - 2 s); s = (1, 0.5, 0.5) -> d = (0, 1, 1) -> ratio 0
-    assert ratio_scores(np.array([[1.0, 0.5, 0.5]]))[0] == 0.0
-    r = ratio_scores(np.array([[0.5, 0.5]]))[0]
-    assert r == pytest.approx(1.0)
+def test_fraction_helpers_and_labels() -> None:
     assert fraction_above(np.array([0.1, 0.9, 0.95]), (0.9,)) == {"0.9": pytest.approx(2 / 3)}
     assert threshold_key(0.875) == "0.875" and threshold_key(0.9) == "0.9"
+    assert similarity_label("pixels").startswith("Pearson correlation")
+    assert similarity_label("dinov2:facebook/dinov2-base@224").startswith("cosine similarity")
+
+
+def _sims_for(distances: list[float]) -> np.ndarray:
+    """Cosine similarities of unit vectors at the given distances: s = 1 - d^2 / 2."""
+    return 1.0 - np.asarray([distances], dtype=np.float64) ** 2 / 2
+
+
+def test_ratio_definitions_on_hand_computed_distances() -> None:
+    """Distances (0.2, 1, 1, 1): Carlini 0.2 / (0.5 * 0.8) = 0.5 (not flagged), NN1/NN2 0.2 (flagged); the
+    former mix d_1 / mean = 0.25 would flag it. (0.1, 0.2, 1, 1): Carlini 0.1 / (0.5 * 0.575) = 0.348,
+    NN1/NN2 0.5 (neither flags); the mix gives 0.174."""
+    assert carlini_ratio(_sims_for([0.2, 1, 1, 1]))[0] == pytest.approx(0.5, rel=1e-12)
+    assert nn1_nn2_ratio(_sims_for([0.2, 1, 1, 1]))[0] == pytest.approx(0.2, rel=1e-12)
+    assert carlini_ratio(_sims_for([0.1, 0.2, 1, 1]))[0] == pytest.approx(0.1 / (0.5 * 0.575), rel=1e-12)
+    assert nn1_nn2_ratio(_sims_for([0.1, 0.2, 1, 1]))[0] == pytest.approx(0.5, rel=1e-12)
+    # on a training image the ratio is 0, even when the training set holds it twice (0 / 0)
+    assert carlini_ratio(_sims_for([0, 0, 1]))[0] == 0.0 and nn1_nn2_ratio(_sims_for([0, 0, 1]))[0] == 0.0
+
+
+def _brute_force(queries: torch.Tensor, train: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both ratios from every l2 distance of the unit-normalised features, sorted in float64."""
+    q = torch.nn.functional.normalize(queries.double(), dim=1)
+    t = torch.nn.functional.normalize(train.double(), dim=1)
+    d = np.sort(torch.cdist(q, t).numpy(), axis=1)
+    return d[:, 0] / (0.5 * d[:, :k].mean(axis=1)), d[:, 0] / d[:, 1]
+
+
+@pytest.mark.parametrize("ratio_k", [5, 50])
+def test_ratio_tests_match_brute_force(ratio_k: int) -> None:
+    """Per-image ratios and flagged shares equal a brute-force computation of each definition; k is capped at
+    the training-set size (30 images, so k = 30 for ratio_k = 50) and the report says which is which."""
+    gen = torch.Generator().manual_seed(3)
+    train = torch.randn(30, 6, generator=gen)
+    near = train[:12] + 0.08 * torch.randn(12, 6, generator=gen)  # close to one training point each
+    queries = torch.cat([near, torch.randn(28, 6, generator=gen)])
+    rep, arrays = memorization_analysis(queries, train, queries, ratio_k=ratio_k)
+    k = min(ratio_k, 30)
+    carlini, nn = _brute_force(queries, train, k)
+    np.testing.assert_allclose(arrays["ratio"], carlini, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(arrays["ratio_nn1_nn2"], nn, rtol=1e-4, atol=1e-6)
+    tests = rep["ratio_tests"]
+    assert tests["carlini"]["definition"] == "carlini" and "Carlini" in tests["carlini"]["citation"]
+    assert tests["carlini"]["k"] == k and tests["carlini"]["alpha"] == 0.5 and tests["nn1_nn2"]["k"] == 2
+    assert tests["carlini"]["fraction_below"] == pytest.approx(float((carlini < 1 / 3).mean()))
+    assert tests["nn1_nn2"]["fraction_below"] == pytest.approx(float((nn < 1 / 3).mean()))
+    assert rep["ratio_test"] == tests["carlini"]  # the former key holds Carlini et al.'s definition
+    assert 0 < tests["nn1_nn2"]["fraction_below"] < 1 and tests["carlini"]["fraction_below"] < 1
+    capped = [w for w in rep["warnings"] if "only 30" in w]
+    assert bool(capped) == (ratio_k > 30)
+
+
+def test_ratio_k_one_still_gives_nn1_nn2() -> None:
+    gen = torch.Generator().manual_seed(4)
+    train, queries = torch.randn(10, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    rep, arrays = memorization_analysis(queries, train, ratio_k=1)
+    assert rep["ratio_tests"]["carlini"] is None and "ratio" not in arrays
+    np.testing.assert_allclose(arrays["ratio_nn1_nn2"], _brute_force(queries, train, 2)[1], rtol=1e-4)
+
+
+def test_heldout_digits_are_not_flagged() -> None:
+    """300 training digits, the other 1497 held out, mean-centred pixel features: neither definition calls a
+    held-out digit a copy (the former mix, d_1 / mean(d_1..d_50) < 1/3, flagged 2-4% of them)."""
+    from diffmem.data.datasets import load_images
+    from diffmem.evaluate.features import PixelFeatures
+
+    images = load_images("builtin:digits", resolution=8).images
+    feats = PixelFeatures()(images)
+    perm = np.random.default_rng(0).permutation(len(images))
+    train, held = feats[perm[:300]], feats[perm[300:]]
+    rep = memorization_report(held, train, features="pixels")
+    assert rep["ratio_tests"]["carlini"]["fraction_below"] == 0.0
+    assert rep["ratio_tests"]["nn1_nn2"]["fraction_below"] == 0.0
+    assert rep["similarity_measure"].startswith("Pearson correlation")
+    assert not any("averages over" in w for w in rep["warnings"])  # 300 >= 50: k is not capped

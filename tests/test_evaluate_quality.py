@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid, precision_recall
+from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid, kid_report, precision_recall
 
 
 def test_frechet_of_a_set_with_itself_is_zero() -> None:
@@ -32,11 +32,32 @@ def test_frechet_closed_form_diagonal_and_general() -> None:
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
 
 
+def _frechet_by_eigenvalues(mu1, s1, mu2, s2) -> float:
+    """tr((S1 S2)^(1/2)) = sum of the square roots of the eigenvalues of S1 S2 (real and >= 0: S1 S2 is similar
+    to the PSD matrix S1^(1/2) S2 S1^(1/2)); exact for singular covariances too."""
+    lam = np.linalg.eigvals(s1 @ s2).real.clip(min=0)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(lam).sum())
+
+
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # singular on purpose
-def test_frechet_singular_and_mismatched() -> None:
+def test_frechet_singular_covariances_match_the_eigenvalue_form() -> None:
     s = np.zeros((3, 3))
-    s[0, 0] = 1.0  # rank 1: sqrtm may be non-finite; the eps retry keeps it finite
-    assert np.isfinite(frechet_distance(np.zeros(3), s, np.ones(3), s))
+    s[0, 0] = 1.0  # rank 1 each: tr((S S)^(1/2)) = 1, so FD = |mu1 - mu2|^2 = 3
+    assert frechet_distance(np.zeros(3), s, np.ones(3), s) == pytest.approx(3.0, abs=1e-5)
+    rng = np.random.default_rng(5)
+    for r1, r2 in ((2, 3), (1, 4), (3, 3)):  # rank-deficient, non-commuting covariances in 6 dimensions
+        a, b = rng.normal(size=(6, r1)), rng.normal(size=(6, r2))
+        s1, s2 = a @ a.T, b @ b.T
+        mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+        expected = _frechet_by_eigenvalues(mu1, s1, mu2, s2)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, abs=1e-4 * np.trace(s1 + s2))
+    # features with fewer images than dimensions: the usual singular case
+    x, y = rng.normal(size=(5, 8)), rng.normal(size=(4, 8)) + 0.5
+    (m1, c1), (m2, c2) = feature_statistics(x), feature_statistics(y)
+    assert frechet_distance(m1, c1, m2, c2) == pytest.approx(_frechet_by_eigenvalues(m1, c1, m2, c2), abs=1e-4)
+
+
+def test_frechet_mismatched() -> None:
     with pytest.raises(DiffmemError, match="different feature extractors"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(DiffmemError, match="at least 2"):
@@ -73,15 +94,54 @@ def test_kid_same_distribution_near_zero_and_seeded() -> None:
     assert abs(r1[0]) < 3 * r1[1]
 
 
+def test_kid_report_says_when_a_subset_is_a_whole_set() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(60, 3)), rng.normal(size=(50, 3))
+    rep = kid_report(a, b, subsets=5, subset_size=1000, generator=0)
+    assert rep["subset_size"] == 50 and rep["subset_size_requested"] == 1000
+    assert "all 50 reference images" in rep["warning"] and "understates" in rep["warning"]
+    assert (rep["mean"], rep["std"]) == kid(a, b, subsets=5, subset_size=1000, generator=0)
+    both = kid_report(a[:50], b, subsets=5, subset_size=50, generator=0)["warning"]
+    assert "all 50 samples and all 50 reference images" in both
+    ok = kid_report(a, b, subsets=5, subset_size=20, generator=0)
+    assert ok["warning"] is None and ok["subset_size"] == 20
+
+
+def _brute_force_pr(real: np.ndarray, fake: np.ndarray, k: int, rank_offset: int = 0) -> tuple[float, float]:
+    """Kynkaanniemi et al.'s precision and recall in float64; radius = (k + rank_offset)-th nearest other point."""
+    def radii(x: np.ndarray) -> np.ndarray:
+        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+        np.fill_diagonal(d, np.inf)  # the point itself is not one of its neighbours
+        return np.sort(d, axis=1)[:, k + rank_offset - 1]
+
+    def covered(points: np.ndarray, centres: np.ndarray) -> float:
+        d = np.linalg.norm(points[:, None] - centres[None], axis=-1)
+        return float((d <= radii(centres)[None]).any(axis=1).mean())
+
+    return covered(fake, real), covered(real, fake)
+
+
+def test_precision_recall_on_a_hand_counted_line() -> None:
+    """1-D real points 0, 1, 3, 6, 10: radii to the 2nd nearest other point are 3, 2, 3, 4, 7. Of the fakes
+    -3.5, 4.5, 15, 17.5, 20 only 4.5 (ball of 3) and 15 (ball of 10) are inside: precision 0.4. With the 1st
+    (or with the point itself counted) it would be 0.2, with the 3rd 0.8. Every real point is inside the
+    fake ball of -3.5 (radius 18.5): recall 1."""
+    real = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    fake = np.array([[-3.5], [4.5], [15.0], [17.5], [20.0]])
+    assert precision_recall(real, fake, k=2) == (0.4, 1.0)
+    assert _brute_force_pr(real, fake, 2) == (0.4, 1.0)
+    assert _brute_force_pr(real, fake, 2, -1)[0] == 0.2 and _brute_force_pr(real, fake, 2, +1)[0] == 0.8
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_precision_recall_matches_brute_force(k: int) -> None:
+    rng = np.random.default_rng(k)
+    real, fake = rng.normal(size=(60, 4)), 1.3 * rng.normal(size=(45, 4)) + 0.4
+    expected = _brute_force_pr(real, fake, k)
+    assert precision_recall(real, fake, k=k, chunk_size=16) == pytest.approx(expected, abs=1e-12)
+    for off in (-1, 1):  # the data tell the k-th radius from its neighbours' on both sides
+        assert _brute_force_pr(real, fake, k, off) != expected
+
+
 def test_precision_recall() -> None:
-    rng = np.random.default_rng(0)
-    real = rng.normal(size=(100, 4))
-    assert precision_recall(real, real, k=3) == (1.0, 1.0)
-    p, r = precision_recall(real, real + 100.0, k=3)
-    assert p == 0.0 and r == 0.0
-    # fakes collapsed onto a small part of the real set: high precision, low recall
-    fake = real[:10].repeat(5, axis=0) + 1e-3 * rng.normal(size=(50, 4))
-    p, r = precision_recall(real, fake, k=3)
-    assert p == 1.0 and r < 0.5
-    with pytest.raises(DiffmemError, match="more than 3"):
-        precision_recall(real[:3], real, k=3)
+    """Extreme cases: identical sets, disjoint sets, fakes collapsed onto part of the real set."""

@@ -13,12 +13,12 @@ from diffmem.config import NetworkConfig
 from diffmem.diffusion.losses import (
     Batch,
     ambient_loss,
-    compute_loss,
     edm_loss,
     edm_weight,
     masking_loss,
     noise_levels,
 )
+from diffmem.diffusion.methods import compute_loss
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.models.unet import build_unet
 
@@ -160,19 +160,39 @@ def test_high_noise_rows_never_see_clean_images() -> None:
     assert not torch.allclose(results[0].loss[~high], results[1].loss[~high])
 
 
+class _Recorder(nn.Module):
+    """Wraps a denoiser and keeps its last input and output, to check the loss against them by hand."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.sigma_data = net, net.sigma_data
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels=None) -> torch.Tensor:
+        self.x, self.out = x.detach().clone(), self.net(x, sigma, labels)
+        return self.out
+
+
 def test_compensated_weighting() -> None:
-    net = _tiny_precond(3)
+    """compensated = lambda(s) |D - Dt|^2 on the high rows, with Dt = y - sn^2 (x_s - y) / (s^2 - sn^2) the target
+    that Algorithm 1 implies for D (since yhat - y = (1 - sn^2/s^2)(D - Dt)); x_s = y + sqrt(s^2 - sn^2) n."""
+    net = _Recorder(_tiny_precond(3))
     sn = 0.4
     x0, z, noise = _draws(6, seed=3)
+    y = x0 + sn * z
     sigma = torch.tensor([0.1, 0.39, 0.45, 0.8, 2.0, 20.0])
-    plain = ambient_loss(net, x0, x0 + sn * z, sn, sigma, noise, weighting="plain")
-    comp = ambient_loss(net, x0, x0 + sn * z, sn, sigma, noise, weighting="compensated")
-    high = plain.high
+    comp = ambient_loss(net, x0, y, sn, sigma, noise, weighting="compensated")
+    high = comp.high
     assert high.tolist() == [False, False, True, True, True, True]
-    factor = sigma**4 / (sigma**2 - sn**2) ** 2
-    torch.testing.assert_close(comp.loss[high], factor[high] * plain.loss[high], rtol=1e-5, atol=0)
-    assert torch.equal(comp.loss[~high], plain.loss[~high])
-    assert factor[2] > 5  # near sigma_n the two weightings really differ
+    s = sigma.double().reshape(-1, 1, 1, 1)
+    x_s = y.double() + (s**2 - sn**2).clamp_min(0).sqrt() * noise.double()
+    torch.testing.assert_close(net.x[high].double(), x_s[high], rtol=1e-6, atol=1e-6)
+    d_target = y.double() - sn**2 * (x_s - y.double()) / (s**2 - sn**2)
+    lam = (sigma.double() ** 2 + SD**2) / (sigma.double() * SD) ** 2
+    expected = lam * (net.out.double() - d_target).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(comp.loss[high].double(), expected[high], rtol=1e-4, atol=0)
+    plain = ambient_loss(net, x0, y, sn, sigma, noise, weighting="plain")
+    assert torch.equal(comp.loss[~high], plain.loss[~high])  # the clean rows do not depend on the weighting
+    assert comp.loss[2] > 5 * plain.loss[2]  # near sigma_n the two weightings really differ
 
 
 # ---------------------------------------------------------------------------------------------------

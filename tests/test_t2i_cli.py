@@ -39,7 +39,8 @@ def test_train_sample_audit(tiny_sd: str, captioned: str, sscd_like: str, tmp_pa
     out = run_cli(["t2i", "audit", "--samples", str(samples), "--features", "pixels", "--features",
                    f"torchscript:{sscd_like}", "--clip", "none", "--fd-features", f"torchscript:{sscd_like}",
                    "--out", str(tmp_path / "audit.json")], capsys)
-    assert "| Method | Sim (pixels) | 95% (pixels) | Sim (sscd_tiny) | 95% (sscd_tiny) | FD_torchscript |" in out
+    assert ("| Method | Sim (pixels, Pearson r) | 95% (pixels, Pearson r) | Sim (sscd_tiny) | 95% (sscd_tiny) "
+            "| FD_torchscript |") in out
     assert json.loads((tmp_path / "audit.json").read_text())["rows"][0]["n_samples"] == 4
 
 

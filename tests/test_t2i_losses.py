@@ -1,4 +1,4 @@
-"""The variance-preserving ambient conversion (DESIGN.md section 1) against closed forms on Gaussian latents."""
+"""The variance-preserving ambient conversion (docs/method.md) against closed forms on Gaussian latents."""
 
 from __future__ import annotations
 
@@ -124,27 +124,78 @@ class Spy:
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_ambient_branch_never_receives_a_clean_latent(prediction_type: str) -> None:
-    """For t >= t_n the network input is sqrt(r) x_tn + sqrt(1-r) e; a NaN clean latent changes nothing."""
+    """For t > t_n the network input is sqrt(r) x_tn + sqrt(1-r) e; a NaN clean latent changes nothing."""
     alphas, t_n = sd_alphas().float(), 300
     g = torch.Generator().manual_seed(4)
     x_tn, noise = torch.randn((4, 4, 2, 2), generator=g), torch.randn((4, 4, 2, 2), generator=g)
-    t = torch.tensor([300, 301, 600, 999])
+    t = torch.tensor([301, 302, 600, 999])
     spy = Spy()
     out = t2i_loss(spy, torch.full_like(x_tn, float("nan")), t, noise, alphas, prediction_type, x_tn, t_n)
     assert out.high.all() and torch.isfinite(out.loss).all()
     r = (alphas[t] / alphas[t_n]).reshape(-1, 1, 1, 1)
     torch.testing.assert_close(spy.inputs[0], r.sqrt() * x_tn + (1 - r).sqrt() * noise)
-    # at t = t_n the input IS the noisy copy
-    torch.testing.assert_close(spy.inputs[0][0], x_tn[0])
-    # mixed batch: only rows below t_n see the clean latent; gradients stay finite
+    # mixed batch: only rows at or below t_n see the clean latent; gradients stay finite
     x0 = torch.randn(x_tn.shape, generator=g)
     x0[2:] = float("nan")  # rows 2, 3 are ambient
     w = torch.tensor(0.7, requires_grad=True)
-    out = t2i_loss(lambda x, tt: w * x, x0, torch.tensor([10, 299, 300, 700]), noise, alphas, prediction_type,
+    out = t2i_loss(lambda x, tt: w * x, x0, torch.tensor([10, 300, 301, 700]), noise, alphas, prediction_type,
                    x_tn, t_n)
     assert out.high.tolist() == [False, False, True, True]
     out.loss.sum().backward()
     assert torch.isfinite(out.loss).all() and torch.isfinite(w.grad)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_boundary_timestep_takes_the_clean_loss(prediction_type: str) -> None:
+    """At t = t_n, r = 1 and yhat = x_t: an ambient loss there is 0 whatever the network predicts, so the row
+    would never train. It takes the baseline loss on the clean latent instead."""
+    alphas, t_n = sd_alphas().float(), 250
+    g = torch.Generator().manual_seed(7)
+    x0, x_tn, noise = (torch.randn((3, 4, 2, 2), generator=g) for _ in range(3))
+    t = torch.full((3,), t_n)
+    spy = Spy()
+    out = t2i_loss(spy, x0, t, noise, alphas, prediction_type, x_tn, t_n)
+    assert not out.high.any()
+    a = alphas[t].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(spy.inputs[0], a.sqrt() * x0 + (1 - a).sqrt() * noise)
+    target = prediction_target(x0, noise, alphas[t], prediction_type)
+    torch.testing.assert_close(out.loss, (0.5 * spy.inputs[0] - target).pow(2).flatten(1).mean(1))
+    assert (out.loss > 1e-3).all()
+    # what the ambient branch would give at t_n: E[x_tn | x_tn] = x_tn, whatever the prediction
+    pred = torch.randn(x0.shape, generator=g)
+    y_hat = ambient_posterior_mean(x0_from_prediction(pred, x_tn, alphas[t], prediction_type), x_tn, alphas[t],
+                                   alphas[t_n])
+    torch.testing.assert_close(y_hat, x_tn, rtol=1e-5, atol=1e-5)
+
+
+def _implied_target(x_tn: torch.Tensor, x_t: torch.Tensor, a_t: torch.Tensor, a_tn: torch.Tensor) -> torch.Tensor:
+    """x0t with yhat - x_tn = c (x0hat - x0t): (x_tn - sqrt(r)(1-a_tn)/(1-a_t) x_t) / c, c = (1-r) sqrt(a_tn)/(1-a_t)."""
+    a, r = a_t.reshape(-1, 1, 1, 1).double(), (a_t / a_tn).reshape(-1, 1, 1, 1).double()
+    a_n = a_tn.double()
+    c = (1 - r) * a_n.sqrt() / (1 - a)
+    return (x_tn.double() - r.sqrt() * (1 - a_n) / (1 - a) * x_t.double()) / c
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_compensated_weighting_is_the_baseline_loss_on_the_implied_target(prediction_type: str) -> None:
+    """With weighting="compensated" the ambient rows' loss is lam(t) |x0hat - x0t|^2, lam the baseline's weight
+    (a/(1-a), 1/(1-a), 1) and x0t the implied target; x0hat is read off the recorded prediction by hand."""
+    alphas, t_n = sd_alphas().float(), 120
+    g = torch.Generator().manual_seed(8)
+    x0, x_tn, noise = (torch.randn((5, 4, 2, 2), generator=g) for _ in range(3))
+    t = torch.tensor([121, 130, 300, 700, 990])
+    spy = Spy()
+    out = t2i_loss(spy, x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting="compensated")
+    assert out.high.all()
+    x_t, pred = spy.inputs[0].double(), out.pred.double()
+    a = alphas[t].double().reshape(-1, 1, 1, 1)
+    x0_hat = {"epsilon": (x_t - (1 - a).sqrt() * pred) / a.sqrt(), "v_prediction": a.sqrt() * x_t - (1 - a).sqrt() * pred,
+              "sample": pred}[prediction_type]
+    lam = {"epsilon": a / (1 - a), "v_prediction": 1 / (1 - a), "sample": torch.ones_like(a)}[prediction_type]
+    expected = lam.flatten() * (x0_hat - _implied_target(x_tn, x_t, alphas[t], alphas[t_n])).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(out.loss.double(), expected, rtol=2e-4, atol=0)
+    plain = t2i_loss(Spy(), x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting="plain")
+    assert (out.loss[:2] / plain.loss[:2]).min() > 2  # near t_n the two weightings really differ
 
 
 def test_baseline_ignores_t_n() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.t2i.mitigations import (S23Config, insert_word, parse_mitigation, s23_caption, s23_captions,
-                                     s23_embedding_noise, w24_keep, w24_optimize_prompt, w24_score)
+                                     s23_embedding_noise, w24_keep, w24_kept_mean, w24_optimize_prompt, w24_score)
 
 try:
     from t2i_fixtures import captioned, tiny_sd, tiny_tokenizer  # noqa: F401 (pytest fixtures)
@@ -41,14 +41,39 @@ def test_parse_mitigation() -> None:
         parse_mitigation("s23-shuffle")
 
 
-def test_replace_makes_a_caption_of_random_vocabulary_words(tokenizer) -> None:
-    cfg = S23Config("replace", prob=1.0)
-    new = s23_caption(CAPTION, cfg, tokenizer, gen())
-    assert new != CAPTION and len(new.split(" ")) == 4  # S23 default: 4 random tokens
-    special = {"<|startoftext|>", "<|endoftext|>", "!"}
-    assert not any(w in special for w in new.split(" "))
+class DecodeSpy:
+    """A tokenizer that records what `decode` is called with."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.calls = tokenizer, []
+        self.all_special_ids = tokenizer.all_special_ids
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def decode(self, ids: list[int]) -> str:
+        self.calls.append(list(ids))
+        return self.tokenizer.decode(ids)
+
+
+def test_replace_decodes_its_random_token_ids_together(tokenizer) -> None:
+    """DCR's randrepl: 4 random non-special ids decoded in ONE call. The toy vocabulary has sub-word pieces
+    (letters without </w>) that join the next token, so some captions have fewer than 4 words; decoding
+    each id alone would always give 4."""
+    spy = DecodeSpy(tokenizer)
+    lengths = []
+    for seed in range(30):
+        spy.calls.clear()
+        new = s23_caption(CAPTION, S23Config("replace", prob=1.0), spy, gen(seed))
+        assert len(spy.calls) == 1 and len(spy.calls[0]) == 4
+        assert not set(spy.calls[0]) & set(tokenizer.all_special_ids)
+        assert new == tokenizer.decode(spy.calls[0]).strip() and new != CAPTION
+        lengths.append(len(new.split()))
+    assert min(lengths) < 4 and max(lengths) <= 4
     assert s23_caption(CAPTION, S23Config("replace", prob=0.0), tokenizer, gen()) == CAPTION
-    assert len(s23_caption(CAPTION, S23Config("replace", prob=1.0, words=7), tokenizer, gen()).split(" ")) == 7
+    spy.calls.clear()
+    s23_caption(CAPTION, S23Config("replace", prob=1.0, words=7), spy, gen())
+    assert [len(c) for c in spy.calls] == [7]
 
 
 def test_add_words_inserts_random_words_and_keeps_the_caption(tokenizer) -> None:
@@ -95,6 +120,81 @@ def test_w24_score_and_filter() -> None:
     torch.testing.assert_close(scores, torch.stack([(eps_c[i] - eps_u[i]).norm() for i in range(3)]))
     keep = w24_keep(torch.tensor([0.5, 1.0, 1.5]), threshold=1.0)
     assert keep.tolist() == [1.0, 1.0, 0.0]
+
+
+# Two processes' micro-batches: losses and W24 keep masks. Globally 4 samples are kept (1 + 3), and their
+# mean is (1 + 5 + 6 + 7) / 4 = 4.75; per-process means averaged (as before) give (1/1 + 18/3) / 2 = 3.5.
+_LOSSES = (torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([5.0, 6.0, 7.0, 8.0]))
+_KEEPS = (torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 0.0]))
+
+
+def test_w24_kept_mean_is_normalised_by_the_global_kept_count() -> None:
+    """With an all-reduce stub, the process average data parallelism applies (of the loss and of its gradient)
+    is the mean over the globally kept samples, each kept sample weighing 1/4."""
+    total = sum(k.sum() for k in _KEEPS)
+    outs, grads = [], []
+    for loss, keep in zip(_LOSSES, _KEEPS):
+        leaf = loss.clone().requires_grad_(True)
+        out = w24_kept_mean(leaf, keep, processes=2, reduce_sum=lambda x: total.clone())
+        out.backward()
+        outs.append(out.detach())
+        grads.append(leaf.grad)
+    assert float(sum(outs) / 2) == pytest.approx(4.75)
+    torch.testing.assert_close(torch.cat(grads) / 2, torch.cat(_KEEPS) / 4)
+    # alone it is the mean over the kept samples; nothing kept: 0
+    assert float(w24_kept_mean(_LOSSES[1], _KEEPS[1])) == pytest.approx(6.0)
+    assert float(w24_kept_mean(_LOSSES[1], torch.zeros(4))) == 0.0
+
+
+def test_loss_step_normalises_w24_by_the_global_count() -> None:
+    """`loss_step` hands the kept count to the all-reduce: here the other process kept 3 samples."""
+    from types import SimpleNamespace
+
+    from diffmem.t2i.config import T2IConfig
+    from diffmem.t2i.train import loss_step
+
+    g = gen(9)
+    x0, noise = torch.randn((4, 4, 2, 2), generator=g), torch.randn((4, 4, 2, 2), generator=g)
+    cond, empty = torch.randn((4, 3, 8), generator=g), torch.zeros((1, 3, 8))
+
+    def unet(x, t, encoder_hidden_states):  # eps = x + mean(c): conditional and unconditional differ per sample
+        return SimpleNamespace(sample=x + encoder_hidden_states.mean(dim=(1, 2)).reshape(-1, 1, 1, 1))
+
+    alphas = torch.linspace(0.999, 0.01, 1000)
+    scores = (cond.mean(dim=(1, 2)).abs() * 4).tolist()  # |eps_c - eps_u| over 16 latent elements
+    cfg = T2IConfig(pretrained="x", data="y", mitigation="w24", w24_threshold=sorted(scores)[1] + 1e-4)
+    loss, res, keep, score = loss_step(unet, unet, x0, None, torch.tensor([10, 200, 500, 900]), noise, cond, empty,
+                                       alphas, "epsilon", cfg, processes=2, reduce_sum=lambda x: x + 3)
+    torch.testing.assert_close(score, torch.tensor(scores), rtol=1e-5, atol=1e-6)
+    assert keep.sum() == 2
+    torch.testing.assert_close(loss, 2 * (res.loss * keep).sum() / 5)
+
+
+def _kept_mean_worker(rank: int, store: str, result: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+
+    def reduce_sum(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    out = w24_kept_mean(_LOSSES[rank], _KEEPS[rank], processes=2, reduce_sum=reduce_sum)
+    avg = reduce_sum(out) / 2  # what DDP's gradient average does to the loss
+    if rank == 0:
+        torch.save(avg, result)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_w24_kept_mean_with_two_gloo_processes(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_kept_mean_worker, args=(str(tmp_path / "store"), str(tmp_path / "avg.pt")), nprocs=2, join=True)
+    assert float(torch.load(tmp_path / "avg.pt")) == pytest.approx(4.75)
 
 
 def test_w24_prompt_optimisation_lowers_the_score_and_keeps_bos() -> None:

@@ -136,8 +136,8 @@ def test_audit_table(run: Path, tmp_path: Path, tiny_clip: str, sscd_like: str) 
     assert rows[0].similarity["pixels"]["mean"] < 0.9 and rows[0].n_samples == 6
     assert -1 <= rows[0].clip_score <= 1 and rows[0].fd_name == "FD_torchscript"
     table = format_table(rows)
-    assert table.splitlines()[0] == ("| Method | Sim (pixels) | 95% (pixels) | Sim (sscd_tiny) | 95% (sscd_tiny) "
-                                     "| CLIP | FD_torchscript |")
+    assert table.splitlines()[0] == ("| Method | Sim (pixels, Pearson r) | 95% (pixels, Pearson r) | Sim (sscd_tiny) "
+                                     "| 95% (sscd_tiny) | CLIP | FD_torchscript |")
     assert table.splitlines()[3].startswith("| copies | 1.000 | 1.000 |")
     report = json.loads(write_report(rows, tmp_path / "audit.json").read_text())
     assert report["rows"][0]["name"] == "ambient" and "table" in report

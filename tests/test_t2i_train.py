@@ -166,9 +166,74 @@ def test_lora_trains_only_adapters(tiny_sd: str, captioned: str, tmp_path: Path)
     assert weights and all("lora" in k for k in weights)
 
 
+def _start_of_run(monkeypatch: pytest.MonkeyPatch, cfg: T2IConfig, out: Path, scramble: int) -> dict:
+    """The trained parameters as the run starts (before any step), after scrambling torch's global RNG."""
+    import diffmem.t2i.train as t2i_train
+
+    seen: list[dict] = []
+    real = t2i_train.trainable_state
+
+    def recording(unet: torch.nn.Module) -> dict:
+        state = real(unet)
+        seen.append({k: v.detach().clone() for k, v in state.items()})
+        return state
+
+    monkeypatch.setattr(t2i_train, "trainable_state", recording)
+    torch.manual_seed(scramble)  # whatever ran before the run must not matter
+    train_t2i(cfg, out, progress=False, cpu=True, stop_after=0)
+    monkeypatch.setattr(t2i_train, "trainable_state", real)
+    return seen[0]
+
+
+def test_lora_start_is_seeded_by_the_run_seed(tiny_sd: str, captioned: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapters drawn from torch's global RNG (as peft's Gaussian init does; peft itself is stubbed here) start
+    identically in two runs with one seed, and differently with another seed."""
+    import types
+
+    from diffusers import UNet2DConditionModel
+
+    import diffmem.t2i.train as t2i_train
+
+    stub = types.ModuleType("peft")
+    stub.LoraConfig = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "peft", stub)
+    real_load = t2i_train.load_components
+
+    def load_without_stub(path: str):  # transformers probes for peft while loading: hide the stub then
+        del sys.modules["peft"]
+        try:
+            return real_load(path)
+        finally:
+            sys.modules["peft"] = stub
+
+    monkeypatch.setattr(t2i_train, "load_components", load_without_stub)
+
+    def add_adapter(self: torch.nn.Module, config: dict) -> None:
+        self.register_parameter("lora_stub", torch.nn.Parameter(torch.randn(16) / config["r"]))
+
+    monkeypatch.setattr(UNet2DConditionModel, "add_adapter", add_adapter)
+    starts = [_start_of_run(monkeypatch, config(tiny_sd, captioned, lora_rank=4, seed=seed), tmp_path / f"r{i}", i)
+              for i, seed in enumerate((7, 7, 8))]
+    assert list(starts[0]) == ["lora_stub"]
+    assert torch.equal(starts[0]["lora_stub"], starts[1]["lora_stub"])
+    assert not torch.equal(starts[0]["lora_stub"], starts[2]["lora_stub"])
+
+
+def test_lora_start_is_seeded_with_peft(tiny_sd: str, captioned: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("peft")
+    starts = [_start_of_run(monkeypatch, config(tiny_sd, captioned, lora_rank=4, seed=seed), tmp_path / f"r{i}", i)
+              for i, seed in enumerate((7, 7, 8))]
+    assert starts[0] and all("lora" in k for k in starts[0])
+    assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+    assert any(not torch.equal(starts[0][k], starts[2][k]) for k in starts[0])
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"method": "ambient"}, "needs --t-n"),
-    ({"method": "ambient", "t_n": 1000}, r"--t-n must be in \[1, 999\]"),
+    ({"method": "ambient", "t_n": 1000}, r"--t-n must be in \[1, 998\]"),
+    ({"method": "ambient", "t_n": 999}, r"--t-n must be in \[1, 998\]"),  # t > 999 never happens
     ({"t_n": 10}, "only applies to --method ambient"),
     ({"mitigation": "w24"}, "needs --w24-threshold"),
     ({"resolution": 30}, "multiple of the VAE factor"),

@@ -32,6 +32,7 @@ def test_closed_form_writes_png_and_json(npz_data: str, tmp_path: Path) -> None:
     res = _outputs(out, "closed_form")
     assert res["baseline"]["distance_to_nearest_train"]["max"] < 1e-3
     assert res["ambient_at_sigma_n"]["distance_to_nearest_copy"]["max"] < 1e-3
+    assert res["algorithm1"]["fraction_on_some_training_image"] == 1.0
     assert res["seed"] == 0 and res["copies_seed"] == 0 and res["data"] == npz_data
     # refuses to overwrite, then does with --overwrite
     args = ["closed-form", "--data", npz_data, "--samples", "2", "--steps", "4", "--out", str(out)]
@@ -46,6 +47,7 @@ def test_commitment_writes_png_and_json(npz_data: str, tmp_path: Path) -> None:
     res = _outputs(out, "commitment")
     assert res["curve"]["n_train"] == 8 and res["curve"]["n_heldout"] == 4 and res["subset_seed"] == 1
     assert res["seed"] == 0 and res["suggestion"] is not None and res["sweep_grid"]
+    assert "empirical heuristic" in res["suggestion"]["rule"] and "argmax_is_source_at" in res["suggestion"]
 
 
 def test_leakage_writes_png_and_json(tmp_path: Path) -> None:
@@ -55,10 +57,14 @@ def test_leakage_writes_png_and_json(tmp_path: Path) -> None:
     assert res["seed"] == 0 and len(res["monte_carlo"]) == 4
 
 
-def test_mixtures_writes_png_and_json(tmp_path: Path) -> None:
+def test_mixtures_writes_png_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _run(["mixtures", "--components", "40", "--train", "40", "--out", str(tmp_path / "m")])
     res = _outputs(tmp_path / "m", "mixtures")
     assert res["seed"] == 0 and len(res["tv"]["rows"]) == 3
+    rows = res["subpopulations"]["rows"]
+    assert rows[-1]["components"] == 1 and rows[-1]["tau1"] is None  # 0/0 is null in the JSON, not 0
+    out = capsys.readouterr().out
+    assert "merged when TV <= 0.5" in out and "'merged' is TV <= 0.1" in out and "tau1 (not what falls)" in out
 
 
 def test_bad_input_exits_with_code_2(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The commitment curve and the sigma_n rule (DESIGN.md section 1, "Choosing sigma_n")."""
+"""The commitment curve and the sigma_n heuristic (docs/method.md, "Theory commands")."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from scipy.stats import norm
 
 from diffmem.errors import DiffmemError
 from diffmem.theory.commitment import commitment_curve, default_sigma_grid, suggest_sigma_n
@@ -68,7 +70,8 @@ def test_suggest_sigma_n_rule() -> None:
     assert sug["window"][0] == pytest.approx(math.exp(math.log(1.0) + 0.5 * math.log(2.0)))
     # floor above the window bottom: empty range, warning
     sug = suggest_sigma_n(_fake_curve([1.0, 1.0, 0.9, 0.5, 0.1], sig, nn=40.0))
-    assert sug["range"] == pytest.approx([1.0, 1.0]) and "warning" in sug
+    assert sug["range"] == pytest.approx([1.0, 1.0]) and len(sug["warnings"]) == 1
+    assert "floor" in sug["warning"] and "hides" not in sug["warning"]
     with pytest.raises(DiffmemError, match="extend the noise levels upward"):
         suggest_sigma_n(_fake_curve([1.0, 1.0, 1.0, 0.95, 0.92], sig))
 
@@ -80,3 +83,36 @@ def test_default_sigma_grid_brackets_the_suggestion() -> None:
     assert grid == sorted(grid) and len(grid) >= 5
     assert grid[0] < sug["range"][0] and grid[-1] > sug["window"][1]
     assert np.all(np.asarray(grid) > 0)
+
+
+def test_every_warning_is_kept() -> None:
+    # the window starts at the smallest level AND the floor lies above it: both caveats are reported
+    sug = suggest_sigma_n(_fake_curve([0.9, 0.5, 0.1], [0.25, 0.5, 1.0], nn=40.0))
+    assert len(sug["warnings"]) == 2, sug
+    assert "extend the noise levels downward" in sug["warning"] and "lies above the bottom" in sug["warning"]
+
+
+def test_share_of_copies_nearest_their_source_is_reported_at_the_range() -> None:
+    sig = [0.25, 0.5, 1.0, 2.0, 4.0]
+    curve = _fake_curve([1.0, 1.0, 0.9, 0.5, 0.1], sig)  # range [0.25, 1], suggested 0.5
+    for row, share in zip(curve["rows"], [1.0, 0.98, 0.8, 0.4, 0.1]):
+        row["train"]["argmax_is_source"] = share
+    at = suggest_sigma_n(curve)["argmax_is_source_at"]
+    assert at == pytest.approx({"range_low": 1.0, "suggested": 0.98, "range_high": 0.8})
+    curve["median_nn_distance"] = 16 * math.sqrt(0.5)  # d = 256: floor 0.5 * sqrt(2): log-midway between 0.5 and 1
+    assert suggest_sigma_n(curve)["argmax_is_source_at"]["range_low"] == pytest.approx(0.89)
+
+
+@pytest.mark.parametrize("dim", [4, 256])
+def test_a_copy_reveals_its_source_by_separation_not_by_noise_norm(dim: int) -> None:
+    # Two images delta apart: a noisy copy x_1 + s z is nearer x_1 iff z.u > -delta / (2 s) (u: unit difference),
+    # with probability Phi(delta / (2 s)) in every dimension d, although the noise norm s sqrt(d) grows with d.
+    delta, reps = 2.0, 3000
+    train = torch.zeros((2, dim), dtype=torch.float64)
+    train[1, 0] = delta
+    s_levels = [0.5, 1.0, 2.0]
+    curve = commitment_curve(train, None, s_levels, torch.Generator().manual_seed(dim), repeats=reps)
+    for row, s in zip(curve["rows"], s_levels):
+        exact = float(norm.cdf(delta / (2 * s)))
+        se = math.sqrt(exact * (1 - exact) / (2 * reps))
+        assert abs(row["train"]["argmax_is_source"] - exact) < 4 * se + 1e-12, (dim, s, row["train"], exact)

@@ -14,7 +14,7 @@ from typing import Any
 from diffmem.errors import DiffmemError
 
 METHODS = ("edm", "ambient", "masking", "noisy-only")
-AMBIENT_WEIGHTINGS = ("plain", "compensated")
+AMBIENT_WEIGHTINGS = ("plain", "compensated", "capped")  # diffmem.diffusion.weighting
 EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
 
 
@@ -53,13 +53,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which loss (DESIGN.md sections 1-2) and its parameters."""
+    """Which loss (docs/method.md) and its parameters."""
 
     name: str = "edm"
     sigma_n: float = 0.0  # Algorithm 1 threshold, on the data's [-1, 1] scale
-    ambient_weight: str = "plain"  # "plain": lambda(s); "compensated": lambda(s) s^4/(s^2-sigma_n^2)^2
+    ambient_weight: str = "plain"  # plain | compensated | capped (diffusion/weighting.py)
     mask_p: float = 0.0  # masking: probability a pixel is erased in the fixed mask
     mask_delta: float = 0.1  # masking: extra erase probability during training
+    weight_cap: float = 4.0  # ambient_weight "capped": the largest gain over plain (diffusion/weighting.py)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,10 @@ def validate(cfg: TrainConfig) -> None:
         raise DiffmemError(f"--method {m.name} needs a positive --sigma-n (the noise level of the fixed noisy copies), "
                            "e.g. --sigma-n 0.5")
     if m.ambient_weight not in AMBIENT_WEIGHTINGS:
-        raise DiffmemError(f"--ambient-weight must be one of {AMBIENT_WEIGHTINGS}")
+        raise DiffmemError(f"--ambient-weight must be one of {', '.join(AMBIENT_WEIGHTINGS)}, got {m.ambient_weight!r}")
+    if not (isinstance(m.weight_cap, (int, float)) and 0 < m.weight_cap < float("inf")):
+        raise DiffmemError(f"--weight-cap must be a positive number (the largest gain of the capped weighting "
+                           f"over plain, e.g. 4), got {m.weight_cap}")
     if m.name == "masking" and not 0 < m.mask_p < 1:
         raise DiffmemError("--method masking needs --mask-p in (0, 1), the share of pixels erased, e.g. 0.2")
     if not 0 <= m.mask_delta < 1:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import to_uint8
+from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.samplers import edm_sample, karras_sigmas, per_sample_noise, sample_seed
 from diffmem.errors import DiffmemError
@@ -37,8 +38,9 @@ def method_sigmas(cfg: TrainConfig, opts: SampleOptions) -> tuple[torch.Tensor, 
 
     Noise-only models never learned below sigma_n: sample down to sigma_n and return E[x0 | x_{sigma_n}].
     """
-    if cfg.method.name == "noisy-only":
-        return karras_sigmas(opts.steps, cfg.method.sigma_n, opts.sigma_max, opts.rho)[:-1], True
+    stop = method_of(cfg.method).sample_stop
+    if stop is not None:
+        return karras_sigmas(opts.steps, stop, opts.sigma_max, opts.rho)[:-1], True
     return karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max, opts.rho), False
 
 
@@ -68,6 +70,7 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
             raise DiffmemError("class labels were given, but the run is unconditional (trained without --cond)")
         if labels.min() < 0 or labels.max() >= cfg.network.num_classes:
             raise DiffmemError(f"--class must be in [0, {cfg.network.num_classes - 1}]")
+    method = method_of(cfg.method)
     sigmas, denoise_last = method_sigmas(cfg, opts)
     draws = 1 + (len(sigmas) - 1 if opts.s_churn > 0 else 0)
     out = []
@@ -76,7 +79,7 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
         idx = list(range(lo, min(lo + batch, start + n)))
         noise = per_sample_noise(seed, idx, (c, res, res), draws).to(device)  # [draws, B, C, H, W]
         lab = torch.from_numpy(labels[idx[0] - start: idx[-1] - start + 1]).to(device) if labels is not None else None
-        extra = _inference_masks(cfg, seed, idx, (res, res)).to(device) if cfg.method.name == "masking" else None
+        extra = _inference_masks(cfg, seed, idx, (res, res)).to(device) if method.needs_masks else None
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             if extra is not None:

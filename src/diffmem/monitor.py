@@ -38,12 +38,15 @@ class CopyMonitor:
     `features`: a feature space name (see `diffmem.evaluate.features.get_extractor`); `thresholds`: fixed
     cosine thresholds (None: 0.9, 0.95, 0.98, 0.99 for pixels, the audit defaults otherwise).
     `max_heldout`: a seeded subset of at most this many held-out images is the reference.
+    `quality_features`: also log the Frechet distance of the samples to the held-out images in this feature
+    space (e.g. "digits-net"), so that each check is a (quality, copies) point of the run's path.
     """
 
     def __init__(self, cfg: TrainConfig, train: ImageDataset, heldout: ImageDataset | None, n_samples: int = 64,
                  features: str = "pixels", thresholds: tuple[float, ...] | None = None, seed: int = 0,
                  sample_steps: int = 18, batch: int = 256, max_heldout: int = 2000,
-                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> None:
+                 device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
+                 quality_features: str | None = None) -> None:
         from diffmem.evaluate.features import embed_dataset, get_extractor
         from diffmem.evaluate.neighbours import nearest_neighbours
         from diffmem.sweep.spec import EvalOptions
@@ -71,6 +74,14 @@ class CopyMonitor:
             self.calibrated = {CALIBRATED_KEY: float(np.percentile(sims, 99))}
             self.heldout = self._stats(sims)
             self.heldout["n"] = int(len(sims))
+        self.quality: tuple[Any, np.ndarray, np.ndarray] | None = None
+        if quality_features is not None:
+            from diffmem.evaluate.quality import feature_statistics
+
+            if self.heldout is None:
+                raise DiffmemError("the monitor's quality needs held-out images; train on a --subset of the data")
+            qext = get_extractor(quality_features, device, resolution=h)
+            self.quality = (qext, *feature_statistics(embed_dataset(qext, heldout, cache_dir)))
 
     def _stats(self, sims: np.ndarray) -> dict[str, Any]:
         from diffmem.evaluate.memorization import fraction_above, similarity_stats
@@ -100,6 +111,13 @@ class CopyMonitor:
         rec.update(self._stats(sims))
         rec["calibrated_thresholds"] = dict(self.calibrated) or None
         rec["heldout"] = self.heldout
+        if self.quality is not None:
+            from diffmem.evaluate.features import fd_name
+            from diffmem.evaluate.quality import feature_statistics, frechet_distance
+
+            qext, mu_r, sig_r = self.quality
+            rec["quality"] = {"metric": fd_name(qext.name), "reference": "held-out images",
+                              "value": frechet_distance(*feature_statistics(qext(images)), mu_r, sig_r)}
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         return rec
 

@@ -26,6 +26,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "t2i": ("diffmem.cli.t2i", "t2i", "Text-to-image: fine-tune Stable Diffusion with the ambient loss."),
     "sweep": ("diffmem.cli.sweep", "sweep", "Sweep sigma_n and draw the memorization/quality frontier."),
     "compare": ("diffmem.cli.sweep", "compare", "Table and Pareto plot from existing runs or audits."),
+    "frontier": ("diffmem.cli.frontier", "frontier",
+                 "Quality/copies paths over training: Algorithm 1's weightings against slower-clock controls."),
     "trace": ("diffmem.cli.trace", "trace", "At which noise level sampling decides what each sample copies."),
 }
 

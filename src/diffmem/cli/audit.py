@@ -52,18 +52,21 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--heldout", "heldout_spec", default=None,
               help="Held-out real images of the same distribution (with --train).")
 @click.option("--features", default="dinov2", show_default=True, help=FEATURES_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or an earlier audit (replaced whole); other folders are refused.")
 @click.option("--thresholds", default="0.85,0.875,0.9,0.925,0.95", show_default=True,
               help="Fixed cosine-similarity thresholds.")
 @click.option("--calibrate", default="99,99.9", show_default=True,
               help="Held-out percentiles of nearest-training similarity used as calibrated thresholds.")
-@click.option("--ratio-k", type=int, default=50, show_default=True,
-              help="Neighbours in the ratio test (nearest distance / mean of the k nearest < 1/3).")
+@click.option("--ratio-k", type=int, default=None,
+              help="Neighbours in the ratio test [default: 50, or a tenth of the training images below 500].")
 @click.option("--max-heldout", type=int, default=10000, show_default=True,
               help="Use a seeded subset of at most this many held-out images.")
 @click.option("--resolution", type=int, default=None, help="Load --train/--heldout at this size (see --resize).")
 @click.option("--resize", is_flag=True, help="Center-crop and resize --train/--heldout images to --resolution.")
 @click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
+@click.option("--xflip", is_flag=True,
+              help="Also match mirrored images: each image's similarity is the maximum over it and its mirror.")
 @click.option("--n-pictures", type=int, default=16, show_default=True, help="Pairs shown in neighbours.png.")
 @click.option("--backend", type=click.Choice(["torch", "faiss"]), default="torch", show_default=True,
               help="Nearest-neighbour search (faiss: for millions of references; pip install faiss-cpu).")
@@ -73,14 +76,13 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
-          resolution, resize, image_size, n_pictures, backend, batch, device, cache_dir, no_cache, quiet) -> None:
-    """Compare samples with their nearest training images; write report.json, nearest.npz and pictures.
+          resolution, resize, image_size, xflip, n_pictures, backend, batch, device, cache_dir, no_cache, quiet) -> None:
+    """Compare samples with their nearest training images; write report.html/.md/.json, nearest.csv and pictures.
 
     Under torchrun every process embeds and searches a share of the images; rank 0 writes.
     """
-    from diffmem.data.datasets import load_images
-    from diffmem.evaluate.audit import run_audit
-    from diffmem.evaluate.features import get_extractor
+    from diffmem.api import audit as api_audit
+    from diffmem.evaluate.audit_files import check_out_dir
 
     if (run_dir is None) == (train_spec is None):
         raise DiffmemError("give exactly one of --run DIR or --train SPEC")
@@ -88,27 +90,21 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
         raise DiffmemError("--heldout goes with --train; with --run the held-out set is the rest of the run's data")
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
-    if ratio_k < 1 or n_pictures < 1 or max_heldout < 1:
+    if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or max_heldout < 1:
         raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
+    check_out_dir(out)
     from diffmem.train.distributed import init_world
 
     world, dev = init_world(device_of(device))  # torchrun: each rank embeds and searches a share
-    sample_set = load_images(samples)
-    if run_dir is not None:
-        from diffmem.train.rundir import run_datasets
-
-        train_set, heldout_set = run_datasets(run_dir)
-    else:
-        train_set = load_images(train_spec, resolution, resize=resize)
-        heldout_set = load_images(heldout_spec, resolution, resize=resize) if heldout_spec else None
-    extractor = get_extractor(features, dev, image_size=image_size, resolution=train_set.resolution)
-    report = run_audit(
-        sample_set, train_set, heldout_set, extractor, out, thresholds=fixed, calibration_percentiles=percentiles,
-        ratio_k=ratio_k, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
-        backend=backend, max_heldout=max_heldout, n_pictures=n_pictures, progress=not quiet, world=world,
+    result = api_audit(
+        samples, train_spec, heldout_spec, features, out, run=run_dir, thresholds=fixed, calibrate=percentiles,
+        ratio_k=ratio_k, xflip=xflip, max_heldout=max_heldout, resolution=resolution, resize=resize,
+        image_size=image_size, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
+        backend=backend, n_pictures=n_pictures, progress=not quiet, world=world,
     )
     if world.main:
-        _summary(report, out)
+        _summary(result.report, out)
+        click.echo(result.summary())
 
 
 def _summary(report: dict, out: str) -> None:
@@ -126,9 +122,19 @@ def _summary(report: dict, out: str) -> None:
         cal = report["calibrated_thresholds"]
         frac = report["fraction_above_calibrated"]
         click.echo("  calibrated: " + "  ".join(f"{k} = {cal[k]:.4f} -> samples above: {frac[k]:.3f}" for k in cal))
-    if report.get("ratio_test"):
-        rt = report["ratio_test"]
-        click.echo(f"  ratio test (k={rt['k']}): fraction below 1/3: {rt['fraction_below']:.3f}")
+    for name, rt in _ratio_tests(report).items():
+        click.echo(f"  ratio test {name}: fraction flagged {rt['fraction_below']:.3f}")
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
-    click.echo(f"wrote {out}/report.json, nearest.npz, histogram.png, neighbours.png")
+    click.echo(f"wrote {out}/report.html (open it), report.md, report.json, nearest.csv, nearest.npz, histogram.png, "
+               "samples.png, neighbours.png")
+
+
+def _ratio_tests(report: dict) -> dict[str, dict]:
+    """The ratio test(s) of a report, by name; read defensively (one test, or several named definitions)."""
+    rt = report.get("ratio_test") or report.get("ratio_tests")
+    if not isinstance(rt, dict):
+        return {}
+    if "fraction_below" in rt:
+        return {f"(k={rt.get('k')})": rt}
+    return {str(k): v for k, v in rt.items() if isinstance(v, dict) and "fraction_below" in v}

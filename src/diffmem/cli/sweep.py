@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from diffmem.cli.train import _device, _duration, _int_list
-from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
 from diffmem.errors import DiffmemError
 
 FEATURES_HELP = ("Memorization feature spaces, comma-separated; the first defines the copy fraction: pixels, "
@@ -72,7 +72,11 @@ def _eval_flags(f):
                    "spanning the data's commitment scale, from diffmem.theory].")
 @click.option("--mask-p", "mask_ps", default="0.2", show_default=True, help="masking: erase probabilities, comma-separated.")
 @click.option("--mask-delta", type=float, default=0.1, show_default=True)
-@click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
+@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default="plain", show_default=True,
+              help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
+                   "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
+@click.option("--weight-cap", type=float, default=4.0, show_default=True,
+              help="--ambient-weight capped: the largest gain over plain.")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds, comma-separated.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
 @click.option("--channels", default=None, help="Override: widths per level, e.g. 32,64,64.")
@@ -94,7 +98,7 @@ def _eval_flags(f):
 @_eval_flags
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (re-running resumes).")
 def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, sigma_ns, mask_ps, mask_delta,
-          ambient_weight, seeds, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
+          ambient_weight, weight_cap, seeds, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
           ema_halflife, ema_decay, checkpoint_every, monitor_every, monitor_samples, jobs, n_samples, sample_steps,
           sample_seed, features, quality_features, thresholds, copy_threshold, tolerance, no_pictures, device,
           cache_dir, quiet, out) -> None:
@@ -119,7 +123,7 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
     n_steps = _duration(steps, kimg, batch)
     base = TrainConfig(
         data=DataConfig(data_spec, resolution, resize, None, subset_seed, xflip, False),
-        method=MethodConfig("edm", 0.0, ambient_weight, 0.0, mask_delta),
+        method=MethodConfig("edm", 0.0, ambient_weight, 0.0, mask_delta, weight_cap),
         network=net,
         optim=OptimConfig(steps=n_steps, batch=batch, lr=lr, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         checkpoint_every=checkpoint_every if checkpoint_every is not None else max(1, n_steps // 4),

@@ -25,7 +25,7 @@ def t2i() -> None:
 @click.option("--resolution", type=int, default=None, help="Image size (default: the UNet's native size).")
 @click.option("--method", type=click.Choice(["baseline", "ambient"]), default="baseline", show_default=True)
 @click.option("--t-n", "t_n", type=int, default=None,
-              help="ambient: timestep of the fixed noisy latents; the model sees only them for t >= t_n.")
+              help="ambient: timestep of the fixed noisy latents; the model sees only them for t > t_n.")
 @click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
 @click.option("--mitigation", type=click.Choice(MITIGATIONS), default="none", show_default=True,
               help="S23 caption/embedding corruption, or W24's training filter.")

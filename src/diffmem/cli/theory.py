@@ -1,4 +1,5 @@
-"""`diffmem theory ...`: compute the paper's theory (DESIGN.md section 4) and write a figure + JSON per command."""
+"""`diffmem theory ...`: compute the paper's theory (Section 4, Appendices A and C; docs/method.md) and write a figure
+and a JSON per command."""
 
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ def closed_form(data: str, resolution: int | None, resize: bool, subset: int | N
     click.echo(f"ambient optimum at sigma_n={sigma_n:g}: max distance to nearest copy "
                f"{a['distance_to_nearest_copy']['max']:.2e}, median to nearest clean image "
                f"{a['distance_to_nearest_train']['median']:.3f} (sigma_n sqrt(d) = {numbers['copy_noise_norm']:.3f})")
-    click.echo(f"Algorithm 1 optimum: ends on the source of its copy for {100 * g['fraction_on_source_of_copy']:.0f}%")
+    click.echo(f"Algorithm 1 optimum: {100 * g['fraction_on_some_training_image']:.0f}% of samples end on a training "
+               f"image (distance < {numbers['tolerance']:g}), {100 * g['fraction_on_source_of_copy']:.0f}% on the "
+               f"source of the copy they passed ({samples} samples, {numbers['n_train']} images, d={numbers['dim']})")
     click.echo(f"wrote {out_dir / 'closed_form.png'} and {out_dir / 'closed_form.json'}")
 
 
@@ -154,13 +157,15 @@ def leakage(d: int, snr: str, m_max: int, n_train: int, mc_draws: int, mc_reps: 
 @theory.command("mixtures")
 @click.option("--deltas", default="2,4,8", show_default=True, help="Distances between the two means (TV panel).")
 @click.option("--sigma0", type=float, default=1.0, show_default=True, help="Component std of the TV panel.")
-@click.option("--eps", type=float, default=0.1, show_default=True, help="TV <= eps counts as merged.")
+@click.option("--eps", type=float, default=0.1, show_default=True,
+              help="TV panel: TV <= eps counts as merged (Lemma A.6).")
 @click.option("--components", type=int, default=1000, show_default=True, help="Subpopulations K.")
 @click.option("--train", "num_train", type=int, default=1000, show_default=True, help="Training-set size n.")
 @click.option("--dim", type=int, default=2, show_default=True, help="Dimension of the subpopulation model.")
 @click.option("--cluster-std", type=float, default=0.005, show_default=True, help="Std of each subpopulation.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Zipf exponent of the frequency list.")
-@click.option("--merge-tv", type=float, default=0.5, show_default=True, help="Merge subpopulations with TV <= this.")
+@click.option("--merge-tv", type=float, default=0.5, show_default=True,
+              help="Simulation: join subpopulations whose TV <= this (not --eps).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulation.")
 @_out_options
 def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train: int, dim: int,
@@ -190,9 +195,27 @@ def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train:
                    f"{row['half_tv0_exact']:.3g} (bound {row['separated_below']:.3g}); <= {eps:g} from "
                    f"{row['merged_above_exact']:.3g} (bound {row['merged_above_bound']:.3g})")
     rows = result["subpopulations"]["rows"]
-    click.echo(f"subpopulations: {rows[0]['singletons']} singletons at sigma={rows[0]['sigma']:.3g}, "
-               f"{rows[-1]['singletons']} at sigma={rows[-1]['sigma']:.3g}")
+    click.echo(f"subpopulations (merged when TV <= {merge_tv:g}; the TV panel's 'merged' is TV <= {eps:g}): "
+               f"{rows[0]['singletons']} singletons at sigma={rows[0]['sigma']:.3g}, {rows[-1]['singletons']} at "
+               f"sigma={rows[-1]['sigma']:.3g}; tau1 x expected singletons {rows[0]['singleton_mass']:.3g} -> "
+               f"{rows[-1]['singleton_mass']:.3g}")
+    click.echo(_tau1_line(rows))
     click.echo(f"wrote {out_dir / 'mixtures.png'} and {out_dir / 'mixtures.json'}")
+
+
+def _tau1_line(rows: list[dict[str, Any]]) -> str:
+    """tau1 at the first level, at its largest, at the last level where it is defined, and where it stops."""
+    defined = [r for r in rows if r["tau1"] is not None]
+    if not defined:
+        return "tau1: undefined at every level (one subpopulation)"
+    top, last = max(defined, key=lambda r: r["tau1"]), defined[-1]
+    msg = (f"tau1 (not what falls): {defined[0]['tau1']:.3g} at sigma={defined[0]['sigma']:.3g}, largest "
+           f"{top['tau1']:.3g} at sigma={top['sigma']:.3g}, {last['tau1']:.3g} at sigma={last['sigma']:.3g} "
+           f"({last['components']} subpopulations)")
+    undefined = [r for r in rows if r["tau1"] is None]
+    if undefined:
+        msg += f"; undefined (0/0, one subpopulation) from sigma={undefined[0]['sigma']:.3g}"
+    return msg
 
 
 @theory.command("commitment")
@@ -207,7 +230,7 @@ def mixtures(deltas: str, sigma0: float, eps: float, components: int, num_train:
 def commitment(data: str, resolution: int | None, resize: bool, subset: int | None, subset_seed: int,
                sigmas: str | None, repeats: int, max_heldout: int, high: float, low: float, seed: int, out: str,
                overwrite: bool) -> None:
-    """Posterior weight vs noise of a data set, and a suggested sigma_n range (DESIGN.md section 1)."""
+    """Posterior weight vs noise of a data set, and a heuristic sigma_n range (docs/method.md)."""
     import torch
 
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid, suggest_sigma_n
@@ -239,10 +262,16 @@ def commitment(data: str, resolution: int | None, resize: bool, subset: int | No
         click.echo(msg)
     if suggestion is not None:
         (w0, w1), (r0, r1) = suggestion["window"], suggestion["range"]
-        click.echo(f"window (median max weight {high:g} -> {low:g}): {w0:.3g} - {w1:.3g}; floor "
-                   f"{suggestion['floor']:.3g}; suggested sigma_n range {r0:.3g} - {r1:.3g} "
+        click.echo(f"window (median max weight {high:g} -> {low:g}): {w0:.3g} - {w1:.3g}; floor (copy noise norm = "
+                   f"median NN distance) {suggestion['floor']:.3g}; heuristic sigma_n range {r0:.3g} - {r1:.3g} "
                    f"(suggested {suggestion['suggested']:.2g})")
-        if "warning" in suggestion:
-            click.echo(f"warning: {suggestion['warning']}")
+        at = suggestion.get("argmax_is_source_at")
+        if at is not None:
+            click.echo(f"noisy training points whose largest posterior weight is their own image, at s = "
+                       f"{r0:.3g} / {suggestion['suggested']:.2g} / {r1:.3g}: {at['range_low']:.2f} / "
+                       f"{at['suggested']:.2f} / {at['range_high']:.2f} (so a copy made at sigma_n = s still "
+                       "points to its source about this often)")
+        for w in suggestion.get("warnings", []):
+            click.echo(f"warning: {w}")
         click.echo(f"sweep grid: {', '.join(f'{g:g}' for g in grid or [])}")
     click.echo(f"wrote {out_dir / 'commitment.png'} and {out_dir / 'commitment.json'}")

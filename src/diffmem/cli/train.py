@@ -7,7 +7,8 @@ import math
 
 import click
 
-from diffmem.config import METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, validate
+from diffmem.config import (AMBIENT_WEIGHTINGS, METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig,
+                             TrainConfig, validate)
 from diffmem.errors import DiffmemError
 
 
@@ -67,7 +68,11 @@ def _device(name: str) -> str:
 @click.option("--method", type=click.Choice(METHODS), default="edm", show_default=True)
 @click.option("--sigma-n", type=float, default=0.0, show_default=True,
               help="Algorithm 1 threshold noise level on the [-1,1] data scale (ambient, noisy-only).")
-@click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
+@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default="plain", show_default=True,
+              help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
+                   "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
+@click.option("--weight-cap", type=float, default=4.0, show_default=True,
+              help="--ambient-weight capped: the largest gain over plain.")
 @click.option("--mask-p", type=float, default=0.0, help="masking: share of pixels erased in each fixed mask.")
 @click.option("--mask-delta", type=float, default=0.1, show_default=True, help="masking: extra erase probability.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
@@ -101,7 +106,7 @@ def _device(name: str) -> str:
 @click.option("--monitor-samples", type=int, default=64, show_default=True, help="Samples per monitor check.")
 @click.option("--monitor-features", default="pixels", show_default=True,
               help="Feature space of the monitor's nearest-neighbour search (pixels needs no download).")
-def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, mask_p,
+def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, weight_cap, mask_p,
           mask_delta, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
           weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
           overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features) -> None:
@@ -124,7 +129,8 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         resolution = 16
     cfg = TrainConfig(
         data=DataConfig(data_spec, resolution, resize, subset, subset_seed, xflip, cond),
-        method=MethodConfig(method, sigma_n, ambient_weight, mask_p, mask_delta),
+        method=MethodConfig(name=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
+                            mask_p=mask_p, mask_delta=mask_delta),
         network=net,
         optim=OptimConfig(steps=_duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),

@@ -1,12 +1,12 @@
 """Training losses, per sample: the EDM baseline and Algorithm 1 (ambient, threshold sigma_n).
 
-Algorithm 1 (DESIGN.md section 1), for a batch of clean images x0, their FIXED noisy copies
+Algorithm 1 (Shah et al. 2025, Alg. 1; docs/method.md), for a batch of clean images x0, their FIXED noisy copies
 y = x0 + sigma_n z (drawn once per run), and noise levels s:
     s <  sigma_n:  x_s = x0 + s n,                      loss = lambda(s) |D(x_s; s) - x0|^2
     s >= sigma_n:  x_s = y + sqrt(s^2 - sigma_n^2) n,   yhat = (sigma_n^2/s^2) x_s + (1 - sigma_n^2/s^2) D(x_s; s)
                                                          loss = w(s) |yhat - y|^2
-with lambda(s) = (s^2 + sd^2) / (s sd)^2 and w = lambda ("plain", the reference implementation) or
-w = lambda s^4 / (s^2 - sigma_n^2)^2 ("compensated": the same weight on D's error as the baseline).
+with lambda(s) = (s^2 + sd^2) / (s sd)^2 and w = lambda g(s), g the gain of an `AmbientWeighting`
+(diffmem.diffusion.weighting: plain, compensated, capped).
 In the high-noise branch the network only ever sees x_s built from y: no clean pixel enters it.
 """
 
@@ -15,14 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from diffmem.diffusion.precond import EDMPrecond
-
-if TYPE_CHECKING:
-    from diffmem.config import TrainConfig
+from diffmem.diffusion.weighting import AmbientWeighting, make_weighting
 
 
 @dataclass
@@ -77,8 +73,12 @@ def edm_loss(net: EDMPrecond, x0: torch.Tensor, sigma: torch.Tensor, noise: torc
 
 
 def ambient_loss(net: EDMPrecond, x0: torch.Tensor, y: torch.Tensor, sigma_n: float, sigma: torch.Tensor,
-                 noise: torch.Tensor, labels: torch.Tensor | None = None, weighting: str = "plain") -> LossOutput:
-    """Algorithm 1: clean loss below sigma_n, ambient loss on the fixed noisy copy y at and above it."""
+                 noise: torch.Tensor, labels: torch.Tensor | None = None,
+                 weighting: str | AmbientWeighting = "plain") -> LossOutput:
+    """Algorithm 1 (Shah et al. 2025, Alg. 1): clean loss below sigma_n, ambient loss on the fixed noisy
+    copy y at and above it, weighted by lambda(s) times the weighting's gain (docs/method.md)."""
+    if isinstance(weighting, str):
+        weighting = make_weighting(weighting)
     high = sigma >= sigma_n  # [B]
     s = sigma.reshape(-1, 1, 1, 1)
     h = high.reshape(-1, 1, 1, 1)
@@ -90,16 +90,14 @@ def ambient_loss(net: EDMPrecond, x0: torch.Tensor, y: torch.Tensor, sigma_n: fl
     lam = edm_weight(sigma, net.sigma_data)
     err_clean = _per_sample_mean((denoised - x0) ** 2)
     err_high = _per_sample_mean((y_hat - y) ** 2)
-    w_high = lam
-    if weighting == "compensated":
-        w_high = lam * sigma**4 / (sigma**2 - sigma_n**2).clamp_min(1e-12) ** 2
+    w_high = lam * weighting.gain(sigma, sigma_n)
     loss = torch.where(high, w_high * err_high, lam * err_clean)
     return LossOutput(loss, high)
 
 
 def masking_loss(net: EDMPrecond, x0: torch.Tensor, mask: torch.Tensor, extra_mask: torch.Tensor,
                  sigma: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None = None) -> LossOutput:
-    """Ambient Diffusion with random inpainting (Daras et al. 2023; DESIGN.md section 2).
+    """Ambient Diffusion with random inpainting (Daras et al. 2023, Sec. 3; docs/method.md).
 
     The network sees A~ x_s with A~ = B A (fixed mask A, fresh further corruption B) and the mask A~
     as an extra channel; the loss |A (D(A~ x_s, A~; s) - x0)|^2 covers only pixels A shows, weighted per
@@ -113,20 +111,3 @@ def masking_loss(net: EDMPrecond, x0: torch.Tensor, mask: torch.Tensor, extra_ma
     weight = a_tilde * lam + (1 - a_tilde) / net.sigma_data**2
     loss = _per_sample_mean(mask * weight * (denoised - x0) ** 2)
     return LossOutput(loss, torch.zeros_like(sigma, dtype=torch.bool))
-
-
-def compute_loss(cfg: "TrainConfig", net: EDMPrecond, batch: Batch) -> LossOutput:
-    """The per-sample loss of the configured method on one batch."""
-    m = cfg.method
-    floor = m.sigma_n if m.name == "noisy-only" else 0.0  # noise-only: never below sigma_n
-    sigma = noise_levels(batch.u, cfg.p_mean, cfg.p_std, sigma_min=floor)
-    if m.name == "edm":
-        return edm_loss(net, batch.x0, sigma, batch.noise, batch.labels)
-    if m.name in ("ambient", "noisy-only"):
-        assert batch.y is not None
-        x0 = batch.y if m.name == "noisy-only" else batch.x0  # noise-only: no clean image anywhere
-        return ambient_loss(net, x0, batch.y, m.sigma_n, sigma, batch.noise, batch.labels, m.ambient_weight)
-    if m.name == "masking":
-        assert batch.mask is not None and batch.extra_mask is not None
-        return masking_loss(net, batch.x0, batch.mask, batch.extra_mask, sigma, batch.noise, batch.labels)
-    raise ValueError(f"unknown method {m.name!r}")

@@ -1,4 +1,4 @@
-"""EDM preconditioning (Karras et al. 2022, Table 1; DESIGN.md section 1)."""
+"""EDM preconditioning (Karras et al. 2022, Table 1; docs/method.md)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,31 @@ Public API (see each module; importing this package loads no model library):
 - `nearest_neighbours(queries, refs, k)`                                 -- neighbours.py
 - `memorization_report(sample_feats, train_feats, heldout_feats)`        -- memorization.py
 - `feature_statistics`, `frechet_distance`, `kid`, `precision_recall`    -- quality.py
-- `run_audit(...)` (report.json, nearest.npz, histogram.png, neighbours.png) -- audit.py
+- `run_audit(...)`, `compute_audit`, `write_audit` (report.json/.html/.md, nearest.csv/.npz, pictures) -- audit.py
 - `run_fid(...)`, `quality_report`, `save_statistics`, `load_statistics`  -- fid.py
-- `similarity_histogram`, `neighbours_picture`                           -- pictures.py
+- `similarity_chart`, `marked_grid`, `neighbours_picture`                -- pictures.py
 - `write_report(out_dir, rows, pictures, title)`, `audit_row`, `heldout_row` -- report.py
 - feature cache location: `$DIFFMEM_CACHE` or `~/.cache/diffmem`          -- cache.py
 """
+
+from typing import Any
+
+_EXPORTS = {
+    "FeatureExtractor": "features", "get_extractor": "features", "embed_dataset": "features",
+    "nearest_neighbours": "neighbours", "memorization_report": "memorization",
+    "feature_statistics": "quality", "frechet_distance": "quality", "kid": "quality", "precision_recall": "quality",
+    "run_audit": "audit", "compute_audit": "audit", "write_audit": "audit", "run_fid": "fid",
+    "quality_report": "fid", "save_statistics": "fid", "load_statistics": "fid",
+    "similarity_chart": "pictures", "marked_grid": "pictures", "neighbours_picture": "pictures",
+    "write_report": "report", "audit_row": "report", "heldout_row": "report",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """`from diffmem.evaluate import run_audit` (modules load on first use)."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"diffmem.evaluate.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'diffmem.evaluate' has no attribute '{name}'")

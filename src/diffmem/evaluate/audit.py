@@ -1,31 +1,62 @@
-"""One audit: embed samples, training and held-out images, compare, write the report files.
+"""One audit: embed samples, training and held-out images, compare, write the output set.
 
 ```
-OUT/report.json      memorization_report (+ sources); see diffmem.evaluate.memorization
-OUT/nearest.npz      per-sample nn_index, nn_similarity, ratio (+ heldout_* for held-out images)
-OUT/histogram.png    nearest-training similarity, samples vs held-out
-OUT/neighbours.png   the most similar samples beside their nearest training images
+OUT/report.json      memorization_report (+ sources, xflip); see diffmem.evaluate.memorization
+OUT/nearest.csv      per sample: its file, the nearest training file, similarity, mirrored, copy (>= held-out p99)
+OUT/nearest.npz      per-sample nn_index, nn_similarity, nn_mirrored, ratio (+ heldout_* for held-out images)
+OUT/histogram.png    nearest-training similarity, samples and held-out images in one chart, threshold lines
+OUT/samples.png      the first samples, copies framed in red
+OUT/neighbours.png   the most similar samples beside their nearest training images, with file names
+OUT/report.html/.md  the finding in one sentence, table, glossary, warnings and the pictures
 ```
+The set is written into a temporary folder and swapped in (see audit_files.py): complete or absent.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.audit_files import OutputFolder, image_names, write_nearest_csv
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
-from diffmem.evaluate.pictures import neighbours_picture, similarity_histogram
 from diffmem.train.distributed import World
 
-__all__ = ["run_audit", "REPORT", "NEAREST", "HISTOGRAM", "NEIGHBOURS"]
+__all__ = ["run_audit", "audit_to", "compute_audit", "write_audit", "AuditData", "copy_threshold", "REPORT", "NEAREST",
+           "NEAREST_CSV", "HISTOGRAM", "NEIGHBOURS", "SAMPLES"]
 
-REPORT, NEAREST, HISTOGRAM, NEIGHBOURS = "report.json", "nearest.npz", "histogram.png", "neighbours.png"
+REPORT, NEAREST, NEAREST_CSV = "report.json", "nearest.npz", "nearest.csv"
+HISTOGRAM, NEIGHBOURS, SAMPLES = "histogram.png", "neighbours.png", "samples.png"
+
+
+@dataclass
+class AuditData:
+    """What an audit computed: the report dict, per-image arrays, the images and their file names."""
+
+    report: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    sample_images: np.ndarray
+    train_images: np.ndarray
+    sample_names: list[str] = field(default_factory=list)
+    train_names: list[str] = field(default_factory=list)
+
+
+def copy_threshold(report: dict[str, Any]) -> float | None:
+    """The calibrated copy threshold: the held-out 99th percentile (else the first calibrated one), or None."""
+    cal = report.get("calibrated_thresholds") or {}
+    if "heldout_p99" in cal:
+        return float(cal["heldout_p99"])
+    return float(next(iter(cal.values()))) if cal else None
+
+
+def default_ratio_k(n_train: int) -> int:
+    """Neighbours of the ratio test: 50, or a tenth of the training images (at least 2) below 500 of them."""
+    return 50 if n_train >= 500 else max(2, n_train // 10)
 
 
 def _source(data: Any, default: str) -> str:
@@ -41,61 +72,65 @@ def _subsample(data: Any, max_n: int | None, seed: int) -> Any:
     return data.subset(idx) if hasattr(data, "subset") else np.asarray(data)[idx]
 
 
-def run_audit(
-    samples: Any,
-    train: Any,
-    heldout: Any | None,
-    features: str | FeatureExtractor,
-    out_dir: str | Path,
-    *,
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
-    calibration_percentiles: tuple[float, ...] = CALIBRATION_PERCENTILES,
-    ratio_k: int = 50,
-    device: str = "cpu",
-    batch_size: int = 256,
-    cache_dir: str | Path | None = None,
-    backend: str = "torch",
-    max_heldout: int | None = None,
-    n_pictures: int = 16,
-    seed: int = 0,
-    progress: bool = False,
-    world: World | None = None,
-) -> dict[str, Any]:
-    """Audit `samples` against `train` (ImageDatasets or uint8 arrays); writes OUT/* and returns the report.
-
-    `features`: an extractor or its name (see `get_extractor`; `digits-net` takes the training images'
-    resolution). Training and held-out features are cached in `cache_dir` (None: no cache).
-    `max_heldout`: use a seeded subset of at most this many held-out images.
-    `world` (torchrun): every rank embeds and searches a contiguous share; only rank 0 writes OUT.
-    """
-    world = world or World()
+def _check_shapes(features: FeatureExtractor, samples: Any, train: Any, heldout: Any | None) -> None:
     s_img, t_img = images_of(samples), images_of(train)
-    if heldout is not None and len(heldout) == 0:  # e.g. a run trained on all of its data
-        heldout = None
-    if isinstance(features, str):
-        features = get_extractor(features, device, resolution=int(t_img.shape[1]))
     if features.family == "pixels" and s_img.shape[1:] != t_img.shape[1:]:
         raise DiffmemError(
             f"pixels features need samples and training images of one shape: '{_source(samples, 'samples')}' is "
             f"{_shape(s_img)} but '{_source(train, 'train')}' is {_shape(t_img)}; convert them to the same size and "
             "channels, or use a feature model (dinov2, clip, inception, digits-net), which converts gray to RGB"
         )
+    if heldout is not None and features.family == "pixels" and images_of(heldout).shape[1:] != t_img.shape[1:]:
+        raise DiffmemError(f"held-out images '{_source(heldout, 'heldout')}' are {_shape(images_of(heldout))}, "
+                           f"training images {_shape(t_img)}; pixels features need one shape")
+
+
+def _unmirror(report: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int) -> None:
+    """After a search against [train, mirrored train]: indices into train, and which matches were mirrored."""
+    for prefix in ("", "heldout_"):
+        if f"{prefix}nn_index" in arrays:
+            idx = arrays[f"{prefix}nn_index"]
+            arrays[f"{prefix}nn_mirrored"] = idx >= n_train
+            arrays[f"{prefix}nn_index"] = idx % n_train
+    report["n_train"] = n_train
+    report["fraction_mirrored"] = float(arrays["nn_mirrored"].mean())
+
+
+def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str | FeatureExtractor, *,
+                  thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+                  calibration_percentiles: tuple[float, ...] = CALIBRATION_PERCENTILES, ratio_k: int | None = None,
+                  device: str = "cpu", batch_size: int = 256, cache_dir: str | Path | None = None,
+                  backend: str = "torch", max_heldout: int | None = None, seed: int = 0, xflip: bool = False,
+                  progress: bool = False, world: World | None = None) -> AuditData:
+    """Embed, search and summarize (no files). `xflip`: each image is also matched against mirrored training
+    images, and its similarity is the maximum over the two (held-out images too, so calibration is fair).
+    `ratio_k` None: 50, or a tenth of the training images when there are fewer than 500."""
+    world = world or World()
+    s_img, t_img = images_of(samples), images_of(train)
+    if heldout is not None and len(heldout) == 0:  # e.g. a run trained on all of its data
+        heldout = None
+    if isinstance(features, str):
+        features = get_extractor(features, device, resolution=int(t_img.shape[1]))
     if heldout is not None:
         heldout = _subsample(heldout, max_heldout, seed)
-        if features.family == "pixels" and images_of(heldout).shape[1:] != t_img.shape[1:]:
-            raise DiffmemError(f"held-out images '{_source(heldout, 'heldout')}' are {_shape(images_of(heldout))}, "
-                               f"training images {_shape(t_img)}; pixels features need one shape")
-
+    _check_shapes(features, samples, train, heldout)
     kw = {"batch_size": batch_size, "progress": progress and world.main, "world": world}
     train_f = embed_dataset(features, train, cache_dir, **kw)
+    if xflip:
+        import torch
+
+        mirrored = np.ascontiguousarray(t_img[:, :, ::-1])
+        train_f = torch.cat([train_f, embed_dataset(features, mirrored, cache_dir, **kw)])
     held_f = embed_dataset(features, heldout, cache_dir, **kw) if heldout is not None else None
     sample_f = embed_dataset(features, samples, None, **kw)
-
     report, arrays = memorization_analysis(
         sample_f, train_f, held_f, tuple(thresholds), calibration_percentiles=tuple(calibration_percentiles),
-        ratio_k=ratio_k, features=features.name, backend=backend, device=device, progress=progress and world.main,
+        ratio_k=ratio_k if ratio_k is not None else default_ratio_k(len(train_f)), features=features.name, backend=backend, device=device, progress=progress and world.main,
         world=world,
     )
+    report["xflip"] = bool(xflip)
+    if xflip:
+        _unmirror(report, arrays, len(t_img))
     report["sources"] = {
         "samples": _source(samples, "array"),
         "train": _source(train, "array"),
@@ -103,24 +138,72 @@ def run_audit(
     }
     if getattr(features, "info", None):  # digits-net: its accuracies
         report["feature_model"] = features.info
-    if not world.main:
-        return report
+    return AuditData(report, arrays, s_img, t_img, image_names(samples, len(s_img)), image_names(train, len(t_img)))
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{REPORT}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / REPORT)
+
+def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16, html: bool = True) -> Path:
+    """Write the output set of `data` into `folder` (an existing, empty folder; see OutputFolder)."""
+    from diffmem.evaluate.pictures import marked_grid, neighbours_picture, similarity_chart
+
+    out = Path(folder)
+    rep, arrays = data.report, data.arrays
+    (out / REPORT).write_text(json.dumps(rep, indent=2) + "\n")
     np.savez(out / NEAREST, **arrays)
-    similarity_histogram(
-        out / HISTOGRAM, arrays["nn_similarity"], arrays.get("heldout_nn_similarity"), tuple(thresholds),
-        report["calibrated_thresholds"], title=f"nearest-training similarity ({features.name})",
-    )
+    thr = copy_threshold(rep)
+    write_nearest_csv(out / NEAREST_CSV, arrays, data.sample_names, data.train_names, thr)
+    series = {"samples": arrays["nn_similarity"]}
+    if "heldout_nn_similarity" in arrays:
+        series["held-out real images"] = arrays["heldout_nn_similarity"]
+    similarity_chart(out / HISTOGRAM, series, rep.get("calibrated_thresholds") or {}, features=rep["features"])
+    is_copy = arrays["nn_similarity"] >= thr if thr is not None else None
+    marked_grid(out / SAMPLES, data.sample_images[:64], is_copy[:64] if is_copy is not None else None)
     neighbours_picture(
-        out / NEIGHBOURS, s_img, t_img, arrays["nn_similarity"], arrays["nn_index"], n=n_pictures,
-        title=f"most similar samples (left) and their nearest training images (right), {features.name}",
+        out / NEIGHBOURS, data.sample_images, data.train_images, arrays["nn_similarity"], arrays["nn_index"],
+        n=n_pictures, sample_names=data.sample_names, train_names=data.train_names,
+        mirrored=arrays.get("nn_mirrored"), copy_threshold=thr,
     )
-    return report
+    if html:
+        from diffmem.report.audit import write_audit_report
+
+        write_audit_report(out, data)
+    return out
+
+
+def audit_to(out_dir: str | Path | None, samples: Any, train: Any, heldout: Any | None,
+             features: str | FeatureExtractor, *, n_pictures: int = 16, html: bool = True,
+             world: World | None = None, **kwargs: Any) -> AuditData:
+    """`compute_audit`, then (with `out_dir`, on rank 0) the output set written whole into `out_dir`.
+
+    An unwritable `out_dir`, or a folder of other files, is refused before any work."""
+    world = world or World()
+    folder = OutputFolder(out_dir) if out_dir is not None and world.main else None
+    try:
+        data = compute_audit(samples, train, heldout, features, world=world, **kwargs)
+        if folder is not None:
+            try:
+                write_audit(folder.tmp, data, n_pictures=n_pictures, html=html)
+            except OSError as err:
+                raise DiffmemError(f"cannot write the audit --out {out_dir} ({err.strerror or err}); "
+                                   "free some space or choose another folder") from None
+            folder.commit()
+    except BaseException:
+        if folder is not None:
+            folder.discard()
+        raise
+    return data
+
+
+def run_audit(samples: Any, train: Any, heldout: Any | None, features: str | FeatureExtractor,
+              out_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Audit `samples` against `train` (ImageDatasets or uint8 arrays); returns the report (report.json).
+
+    `features`: an extractor or its name (see `get_extractor`; `digits-net` takes the training images'
+    resolution). Keyword arguments as `compute_audit` (thresholds, calibration_percentiles, ratio_k, device,
+    batch_size, cache_dir, backend, max_heldout, seed, xflip, progress, world) and `audit_to` (n_pictures,
+    html). With `out_dir`, the output set is written there whole. `world` (torchrun): every rank embeds and
+    searches a contiguous share; only rank 0 writes.
+    """
+    return audit_to(out_dir, samples, train, heldout, features, **kwargs).report
 
 
 def _shape(images: np.ndarray) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, fd_name, get_extractor, images_of
-from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid, precision_recall
+from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid_report, precision_recall
 
 __all__ = [
     "MIN_FID_SAMPLES",
@@ -84,7 +84,9 @@ def quality_report(
     """Frechet distance, KID and precision/recall of samples against reference features (or statistics).
 
     With only statistics of the reference, KID and precision/recall (which need the features) are None.
-    Every figure comes with the sample and reference counts; fewer than 10k samples adds a warning.
+    Every figure comes with the sample and reference counts; fewer than 10k samples adds a warning, and so
+    does a KID subset size that takes a whole set (its std is then understated). Precision is the share of
+    samples on the reference manifold, recall the share of reference images on the samples' manifold.
     """
     for values, what in ((sample_feats, "the sample features"), (ref_feats, "the reference features"),
                          (None if ref_stats is None else ref_stats["mu"], "the reference statistics (mu)"),
@@ -115,11 +117,12 @@ def quality_report(
         "precision_recall": None,
     }
     if ref_feats is not None:
-        mean, std = kid(sample_feats, ref_feats, subsets=kid_subsets, subset_size=kid_subset_size,
-                        generator=np.random.default_rng(seed))
-        m = min(kid_subset_size, n_s, int(ref_feats.shape[0]))
-        out["kid"] = {"mean": mean, "std": std, "subsets": kid_subsets, "subset_size": m}
-        p, r = precision_recall(ref_feats, sample_feats, k=pr_k)
+        kid_out = kid_report(sample_feats, ref_feats, kid_subsets, kid_subset_size, np.random.default_rng(seed))
+        kid_warning = kid_out.pop("warning")
+        if kid_warning:
+            warnings.append(kid_warning)
+        out["kid"] = kid_out
+        p, r = precision_recall(ref_feats, sample_feats, k=pr_k)  # real = reference, generated = samples
         out["precision_recall"] = {"precision": p, "recall": r, "k": pr_k}
     else:
         warnings.append("the reference is given as statistics only: KID and precision/recall need its images")

@@ -10,9 +10,15 @@ Inception3 module names, so the weights file used by those tools loads unchanged
 
 It is downloaded once into `$DIFFMEM_CACHE/inception/` (torch.hub download with a hash check), or
 given as a local file (`--features inception:PATH`, `.pth` or `.safetensors` with the same keys).
-Preprocessing matches pytorch-fid: uint8 -> [0, 1], bilinear resize to 299x299 (no antialiasing),
-then `2x - 1`. The FID variant differs from torchvision's Inception-v3 in its blocks A, C and E:
-TensorFlow's average pooling ignores padded zeros, and the last block max-pools (FID's quirk).
+Preprocessing matches pytorch-fid 0.3.0 (`InceptionV3([3])`, resize_input and normalize_input on): uint8
+-> float / 255 in [0, 1] (gray repeated to RGB), `F.interpolate(x, (299, 299), mode="bilinear",
+align_corners=False)` (half-pixel centres, no antialiasing), then `2x - 1` (`fid_preprocess`). The network
+then is pytorch-fid's `fid_inception_v3`: torchvision's Inception3 (1008 classes, no aux logits) with its
+blocks A (Mixed_5b-d), C (Mixed_6b-e) and E (Mixed_7b, 7c) replaced: TensorFlow's average pooling ignores
+padded zeros (`count_include_pad=False`), and the last block max-pools (FID's quirk); the features are
+the global average pool of Mixed_7c, 2048-d. tests/test_evaluate_inception.py compares the features with
+pytorch-fid's on shared random weights when pytorch-fid and torchvision import, and the preprocessing
+alone against a hand-written bilinear resize always.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from diffmem.errors import DiffmemError
 from diffmem.evaluate.cache import cache_root, offline
 from diffmem.evaluate.features import FeatureExtractor, file_fingerprint
 
-__all__ = ["FIDInceptionV3", "InceptionFeatures", "INCEPTION_URL", "INCEPTION_FILE", "inception_weights_path"]
+__all__ = ["FIDInceptionV3", "InceptionFeatures", "INCEPTION_URL", "INCEPTION_FILE", "inception_weights_path",
+           "fid_preprocess"]
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
@@ -148,6 +155,13 @@ class InceptionE(nn.Module):
         return torch.cat([self.branch1x1(x), b3, d, self.branch_pool(pool)], 1)
 
 
+def fid_preprocess(x: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """pytorch-fid's input: `[B, 3, H, W]` in [0, 1] -> bilinear (align_corners=False, no antialiasing) to
+    `size` x `size`, then scaled to [-1, 1]."""
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
 class FIDInceptionV3(nn.Module):
     """FID Inception-v3: `[B, 3, H, W]` in [0, 1] -> 2048-d pool features `[B, 2048]`.
 
@@ -177,9 +191,10 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (self.input_size, self.input_size)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # as pytorch-fid
-        x = 2 * x - 1  # [0, 1] -> [-1, 1]
+        return self.features(fid_preprocess(x, self.input_size))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on preprocessed input `[B, 3, S, S]` in [-1, 1] -> `[B, 2048]`."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), kernel_size=3, stride=2)

@@ -7,10 +7,16 @@ that never copies scores; their 99th / 99.9th percentiles give *calibrated* thre
 means "closer to a training image than unseen real images get". Fixed thresholds alone mislead: on
 16x16 digits in pixel space 43% of held-out digits already exceed cosine 0.95.
 
-Also the ratio test (after Carlini et al. 2023, "Extracting training data from diffusion models"):
-with `d_j = |u - t_j| = sqrt(2 - 2 s_j)` the distances of a unit feature `u` to its `k` nearest
-training features, `ratio = d_1 / mean(d_1 .. d_k)`; a sample is flagged when `ratio < 1/3`, i.e. it
-sits far closer to one training image than to that image's neighbourhood.
+Two ratio tests, each under its own name (docs/method.md, "Metrics"). With `d_1 <= d_2 <= ...` the
+distances of a feature `u` to its nearest training features, `d_j = |u - t_j| = sqrt(2 - 2 s_j)` on
+unit-normalised features (cosine similarity `s_j`):
+- `carlini`: `d_1 / (alpha * mean(d_1 .. d_k))`, alpha = 0.5, k = 50 nearest (Carlini et al. 2023,
+  "Extracting training data from diffusion models", Sec. 5.1, eq. 1);
+- `nn1_nn2`: `d_1 / d_2` (Yoon et al. 2023, "Diffusion probabilistic models generalize when they fail to
+  memorize"; Gu et al. 2023, "On memorization in diffusion models", Sec. 3).
+A sample is flagged when its ratio is below 1/3 (`RATIO_THRESHOLD`): far closer to one training image than
+to the others. Carlini et al. measure l2 in pixel space; here the distance is that of the audit's unit
+features (for `pixels` features: mean-centred, unit-norm pixels).
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "CALIBRATION_PERCENTILES",
     "RATIO_THRESHOLD",
+    "CARLINI_ALPHA",
+    "RATIO_DEFINITIONS",
     "threshold_key",
+    "similarity_label",
     "similarity_stats",
     "fraction_above",
-    "ratio_scores",
+    "unit_distances",
+    "carlini_ratio",
+    "nn1_nn2_ratio",
     "memorization_analysis",
     "memorization_report",
 ]
@@ -38,11 +49,26 @@ __all__ = [
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.85, 0.875, 0.9, 0.925, 0.95)
 CALIBRATION_PERCENTILES: tuple[float, ...] = (99.0, 99.9)
 RATIO_THRESHOLD = 1.0 / 3.0
+CARLINI_ALPHA = 0.5
+RATIO_DEFINITIONS: dict[str, dict[str, str]] = {
+    "carlini": {"formula": "d_1 / (alpha * mean(d_1 .. d_k))",
+                "citation": "Carlini et al. 2023, Extracting training data from diffusion models, Sec. 5.1, eq. 1"},
+    "nn1_nn2": {"formula": "d_1 / d_2",
+                "citation": "Yoon et al. 2023; Gu et al. 2023, On memorization in diffusion models, Sec. 3"},
+}
 
 
 def threshold_key(t: float) -> str:
     """JSON key of a threshold: 0.9 -> "0.9", 0.875 -> "0.875"."""
     return f"{float(t):g}"
+
+
+def similarity_label(features: str | None) -> str:
+    """What the nearest-neighbour similarity is in a feature space: for `pixels` (mean-centred, unit-norm
+    pixels) the cosine is the Pearson correlation of the two images' pixels."""
+    if features is not None and features.split(":", 1)[0] == "pixels":
+        return "Pearson correlation of pixels (cosine of mean-centred pixels)"
+    return f"cosine similarity of {features or 'feature'} embeddings"
 
 
 def similarity_stats(sims: np.ndarray) -> dict[str, float]:
@@ -64,29 +90,55 @@ def fraction_above(sims: np.ndarray, thresholds: dict[str, float] | tuple[float,
     return {key: float((s >= t).mean()) for key, t in items}
 
 
-def ratio_scores(topk_sims: np.ndarray) -> np.ndarray:
-    """`d_1 / mean(d_1..d_k)` with `d = sqrt(2 - 2 s)` (unit-vector distance), from similarities `[N, k]`."""
-    d = np.sqrt(np.clip(2.0 - 2.0 * np.asarray(topk_sims, dtype=np.float64), 0.0, None))  # [N, k]
-    mean = d.mean(axis=1)
-    return np.where(mean > 0, d[:, 0] / np.maximum(mean, 1e-300), 0.0)
+def unit_distances(topk_sims: np.ndarray) -> np.ndarray:
+    """`d = sqrt(2 - 2 s)`: distances of unit vectors from their cosine similarities `[N, k]` (float64)."""
+    return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(topk_sims, dtype=np.float64), 0.0, None))
 
 
-def _block(sims: np.ndarray, ratio: np.ndarray | None, thresholds: tuple[float, ...], k: int,
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, and 0 where num is 0 (the sample IS a training image, even among duplicates)."""
+    return np.divide(num, den, out=np.zeros_like(num), where=num > 0)
+
+
+def carlini_ratio(topk_sims: np.ndarray, alpha: float = CARLINI_ALPHA) -> np.ndarray:
+    """Carlini et al. 2023 (Sec. 5.1, eq. 1): `d_1 / (alpha * mean(d_1 .. d_k))` over all `k` columns of the
+    similarities `[N, k]` (sorted, nearest first); `k` is their n (50)."""
+    d = unit_distances(topk_sims)
+    return _ratio(d[:, 0], alpha * d.mean(axis=1))
+
+
+def nn1_nn2_ratio(topk_sims: np.ndarray) -> np.ndarray:
+    """Nearest over second-nearest training distance `d_1 / d_2` (Yoon et al. 2023; Gu et al. 2023, Sec. 3)."""
+    d = unit_distances(np.asarray(topk_sims)[:, :2])
+    return _ratio(d[:, 0], d[:, 1])
+
+
+def _ratio_block(definition: str, ratio: np.ndarray | None, k: int) -> dict[str, Any] | None:
+    """One ratio test's report entry: its definition, citation, parameters and the share flagged."""
+    if ratio is None:
+        return None
+    out: dict[str, Any] = {"definition": definition, **RATIO_DEFINITIONS[definition]}
+    out.update({"k": k, "alpha": CARLINI_ALPHA} if definition == "carlini" else {"k": 2})
+    out.update(threshold=RATIO_THRESHOLD, fraction_below=float((ratio < RATIO_THRESHOLD).mean()),
+               median_ratio=float(np.median(ratio)))
+    return out
+
+
+def _ratios(topk_sims: np.ndarray, k: int) -> dict[str, np.ndarray | None]:
+    """Carlini et al.'s ratio over the `k` nearest, and NN1/NN2 (None where fewer than 2 neighbours exist)."""
+    return {"carlini": carlini_ratio(topk_sims[:, :k]) if k >= 2 else None,
+            "nn1_nn2": nn1_nn2_ratio(topk_sims) if topk_sims.shape[1] >= 2 else None}
+
+
+def _block(sims: np.ndarray, ratios: dict[str, np.ndarray | None], thresholds: tuple[float, ...], k: int,
            calibrated: dict[str, float] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n": int(sims.shape[0]),
         "similarity": similarity_stats(sims),
         "fraction_above": fraction_above(sims, thresholds),
+        "ratio_tests": {name: _ratio_block(name, r, k) for name, r in ratios.items()},
     }
-    if ratio is not None:
-        out["ratio_test"] = {
-            "k": k,
-            "threshold": RATIO_THRESHOLD,
-            "fraction_below": float((ratio < RATIO_THRESHOLD).mean()),
-            "median_ratio": float(np.median(ratio)),
-        }
-    else:
-        out["ratio_test"] = None
+    out["ratio_test"] = out["ratio_tests"]["carlini"]  # the former key: now Carlini et al.'s definition
     if calibrated:
         out["fraction_above_calibrated"] = fraction_above(sims, calibrated)
     return out
@@ -115,65 +167,81 @@ def memorization_analysis(
     progress: bool = False,
     world: World | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio`, and `heldout_*`).
-
-    The search runs on `device` (default: where `sample_feats` are); training features move there a
-    block at a time. With a `world` of several processes each searches a share of the queries and every
-    rank returns the whole result.
+    """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio` (Carlini et al.'s),
+    `ratio_nn1_nn2`, and the same with `heldout_`). The search runs on `device` (default: where
+    `sample_feats` are), training features moved there a block at a time; with a `world` of several
+    processes each searches a share of the queries and every rank returns the whole result.
     """
     world = world or World()
     n_train = int(train_feats.shape[0])
-    k = min(int(ratio_k), n_train)
+    k = min(int(ratio_k), n_train)  # Carlini et al.'s n, capped at the training-set size
     kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress}
     if device is not None:
         sample_feats = sample_feats.to(device)
         heldout_feats = heldout_feats.to(device) if heldout_feats is not None else None
-    s_sims, s_idx = _search(sample_feats, train_feats, k, world, **kw)
+    search_k = min(max(k, 2), n_train)  # the NN1/NN2 ratio needs 2 even when ratio_k is 1
+    s_sims, s_idx = _search(sample_feats, train_feats, search_k, world, **kw)
     arrays: dict[str, np.ndarray] = {"nn_index": s_idx[:, 0], "nn_similarity": s_sims[:, 0].astype(np.float32)}
-    s_ratio = ratio_scores(s_sims) if k >= 2 else None
-    if s_ratio is not None:
-        arrays["ratio"] = s_ratio.astype(np.float32)
+    s_ratios = _ratios(s_sims, k)
+    arrays.update(_ratio_arrays(s_ratios, ""))
 
     warnings: list[str] = []
     calibrated: dict[str, float] = {}
     h_block = None
     if heldout_feats is not None and heldout_feats.shape[0] > 0:
-        h_sims, h_idx = _search(heldout_feats, train_feats, k, world, **kw)
-        h_ratio = ratio_scores(h_sims) if k >= 2 else None
-        arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32))
-        if h_ratio is not None:
-            arrays["heldout_ratio"] = h_ratio.astype(np.float32)
-        n_h = h_sims.shape[0]
-        for p in calibration_percentiles:
-            calibrated[f"heldout_p{p:g}"] = float(np.percentile(h_sims[:, 0].astype(np.float64), p))
-            above = n_h * (1 - p / 100)
-            if above < 5:
-                warnings.append(
-                    f"the held-out {p:g}th percentile comes from {n_h} images (about {above:.1f} above it); "
-                    "use more held-out images for a stable calibrated threshold"
-                )
-        h_block = _block(h_sims[:, 0], h_ratio, tuple(thresholds), k, calibrated)
+        h_sims, h_idx = _search(heldout_feats, train_feats, search_k, world, **kw)
+        h_ratios = _ratios(h_sims, k)
+        arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32),
+                      **_ratio_arrays(h_ratios, "heldout_"))
+        calibrated, warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
+        h_block = _block(h_sims[:, 0], h_ratios, tuple(thresholds), k, calibrated)
     else:
         warnings.append("no held-out images: no reference scores and no calibrated thresholds")
-    if k < 2:
-        warnings.append("the ratio test needs at least 2 training images")
-    elif n_train < 10 * k:
-        warnings.append(f"the ratio test averages over the {k} nearest of only {n_train} training images, "
-                        "which reach into other modes of the data; lower ratio_k for small training sets")
+    warnings += _ratio_warnings(k, int(ratio_k), n_train)
 
     report: dict[str, Any] = {
-        "features": features,
-        "n_samples": int(sample_feats.shape[0]),
-        "n_train": n_train,
+        "features": features, "similarity_measure": similarity_label(features),
+        "n_samples": int(sample_feats.shape[0]), "n_train": n_train,
         "n_heldout": int(heldout_feats.shape[0]) if heldout_feats is not None else 0,
         "thresholds": [float(t) for t in thresholds],
     }
-    block = _block(s_sims[:, 0], s_ratio, tuple(thresholds), k, calibrated)
+    block = _block(s_sims[:, 0], s_ratios, tuple(thresholds), k, calibrated)
     report.update({key: value for key, value in block.items() if key != "n"})
     report["calibrated_thresholds"] = calibrated or None
     report["heldout"] = h_block
     report["warnings"] = warnings
     return report, arrays
+
+
+def _ratio_warnings(k: int, ratio_k: int, n_train: int) -> list[str]:
+    """Why a ratio test is missing, or that Carlini et al.'s n was capped at the training-set size."""
+    if k < 2:
+        return ["Carlini et al.'s ratio needs k >= 2 nearest training images" if n_train >= 2
+                else "the ratio tests need at least 2 training images"]
+    if k < ratio_k:
+        return [f"Carlini et al.'s ratio averages over the {ratio_k} nearest training images, but there are "
+                f"only {n_train}: it averages over all of them (k = {k})"]
+    return []
+
+
+def _ratio_arrays(ratios: dict[str, np.ndarray | None], prefix: str) -> dict[str, np.ndarray]:
+    """Per-image ratios: `ratio` (Carlini et al.'s, the former key) and `ratio_nn1_nn2`, with `prefix`."""
+    names = {"carlini": "ratio", "nn1_nn2": "ratio_nn1_nn2"}
+    return {prefix + names[k]: r.astype(np.float32) for k, r in ratios.items() if r is not None}
+
+
+def _calibrate(nn_sims: np.ndarray, percentiles: tuple[float, ...]) -> tuple[dict[str, float], list[str]]:
+    """Calibrated thresholds (percentiles of the held-out nearest-training similarities) and warnings."""
+    calibrated: dict[str, float] = {}
+    warnings: list[str] = []
+    n_h = nn_sims.shape[0]
+    for p in percentiles:
+        calibrated[f"heldout_p{p:g}"] = float(np.percentile(nn_sims.astype(np.float64), p))
+        above = n_h * (1 - p / 100)
+        if above < 5:
+            warnings.append(f"the held-out {p:g}th percentile comes from {n_h} images (about {above:.1f} above it); "
+                            "use more held-out images for a stable calibrated threshold")
+    return calibrated, warnings
 
 
 def memorization_report(

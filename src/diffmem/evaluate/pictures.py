@@ -1,5 +1,5 @@
-"""Pictures of an audit: the similarity histogram and the most similar samples beside their nearest
-training images."""
+"""Pictures of an audit: one chart of the similarity distributions with labelled threshold lines, sample
+grids with copies framed, and the most similar samples beside their nearest training images (file names below)."""
 
 from __future__ import annotations
 
@@ -9,48 +9,60 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["similarity_histogram", "neighbours_picture"]
+__all__ = ["similarity_chart", "similarity_histogram", "marked_grid", "neighbours_picture", "COPY_COLOUR"]
 
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
+COPY_COLOUR = (220, 30, 30)
+_SERIES_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
 
 
-def similarity_histogram(
-    path: str | Path,
-    sample_sims: np.ndarray,
-    heldout_sims: np.ndarray | None = None,
-    thresholds: tuple[float, ...] = (),
-    calibrated: dict[str, float] | None = None,
-    title: str = "",
-) -> Path:
-    """Densities of nearest-training similarity for samples and held-out images, with threshold lines."""
+def _label(key: str) -> str:
+    return key.replace("heldout_", "held-out ")
+
+
+def similarity_chart(path: str | Path, series: dict[str, np.ndarray], calibrated: dict[str, float] | None = None,
+                     thresholds: tuple[float, ...] = (), features: str = "", title: str = "") -> Path:
+    """Densities of nearest-training similarity of every series (models, and held-out images drawn grey and
+    filled) in one chart; calibrated thresholds as labelled dashed lines, fixed ones dotted (in the legend)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, no display needed
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = [np.asarray(sample_sims, np.float64)]
-    if heldout_sims is not None and len(heldout_sims):
-        arrays.append(np.asarray(heldout_sims, np.float64))
-    lo = min(float(a.min()) for a in arrays)
-    bins = np.linspace(min(lo, 1.0 - 1e-3), 1.0, 61)
-    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+    arrays = {k: np.asarray(v, np.float64) for k, v in series.items() if v is not None and len(v)}
+    lo = min(float(a.min()) for a in arrays.values())
+    lo = min(lo, *(float(t) for t in (calibrated or {}).values()), 1.0 - 1e-3)
+    bins = np.linspace(lo, 1.0, 61)
+    fig = Figure(figsize=(7.0, 3.6), dpi=110)
     ax = fig.subplots()
-    ax.hist(arrays[0], bins=bins, density=True, alpha=0.6, color="tab:red", label=f"samples (n={len(arrays[0])})")
-    if len(arrays) > 1:
-        ax.hist(arrays[1], bins=bins, density=True, alpha=0.5, color="tab:blue",
-                label=f"held-out real (n={len(arrays[1])})")
+    colours = iter(_SERIES_COLOURS)
+    for name, a in arrays.items():
+        if name.startswith("held-out"):
+            ax.hist(a, bins=bins, density=True, color="0.6", alpha=0.6, label=f"{name} (n={len(a)})")
+        else:
+            ax.hist(a, bins=bins, density=True, histtype="step", lw=1.8, color=next(colours, "black"),
+                    label=f"{name} (n={len(a)})")
     for t in thresholds:
         ax.axvline(t, color="gray", lw=0.8, ls=":")
+    styles = iter(("--", "-."))
     for name, t in (calibrated or {}).items():
-        ax.axvline(t, color="black", lw=1.0, ls="--")
-        ax.text(t, ax.get_ylim()[1] * 0.95, name.replace("heldout_", " "), rotation=90, va="top", fontsize=7)
-    ax.set_xlabel("cosine similarity to the nearest training image")
+        ax.axvline(t, color="black", lw=1.2, ls=next(styles, ":"), label=f"{_label(name)} = {t:.3f}"
+                   + (" (copy threshold)" if name == "heldout_p99" else ""))
+    what = f" ({features})" if features else ""
+    ax.set_xlabel(f"similarity to the nearest training image{what}")
     ax.set_ylabel("density")
-    ax.set_title(title or "nearest-training similarity", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.set_title(title or "How close is each image to its nearest training image?", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.savefig(path, bbox_inches="tight")
     return path
+
+
+def similarity_histogram(path: str | Path, sample_sims: np.ndarray, heldout_sims: np.ndarray | None = None,
+                         thresholds: tuple[float, ...] = (), calibrated: dict[str, float] | None = None,
+                         title: str = "") -> Path:
+    """Samples and held-out images in one chart (see `similarity_chart`)."""
+    series = {"samples": sample_sims, "held-out real images": heldout_sims}
+    return similarity_chart(path, series, calibrated, thresholds, title=title)
 
 
 def _tile(img: np.ndarray, size: int) -> Image.Image:
@@ -71,26 +83,53 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def neighbours_picture(
-    path: str | Path,
-    sample_images: np.ndarray,
-    train_images: np.ndarray,
-    nn_similarity: np.ndarray,
-    nn_index: np.ndarray,
-    n: int = 16,
-    pairs_per_row: int = 4,
-    title: str = "",
-) -> Path:
-    """The `n` most similar samples, each left of its nearest training image, similarity printed below."""
+def _tile_size(h: int) -> int:
+    return h * math.ceil(64 / h) if h < 64 else min(h, 128)
+
+
+def marked_grid(path: str | Path | None, images: np.ndarray, is_copy: np.ndarray | None = None,
+                ncol: int = 8, size: int | None = None) -> Image.Image:
+    """A grid of images; those with `is_copy` get a red frame, the others a white one. Saved when `path`."""
+    n = len(images)
+    size = size or _tile_size(int(images.shape[1]))
+    frame, gap = max(3, size // 16), 2
+    cell = size + 2 * frame + gap
+    cols = min(ncol, max(1, n))
+    rows = max(1, math.ceil(n / cols))
+    canvas = Image.new("RGB", (cols * cell + gap, rows * cell + gap), _BG)
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x, y = gap + c * cell, gap + r * cell
+        if is_copy is not None and bool(is_copy[i]):
+            draw.rectangle((x, y, x + size + 2 * frame - 1, y + size + 2 * frame - 1), fill=COPY_COLOUR)
+        canvas.paste(_tile(images[i], size), (x + frame, y + frame))
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(path)
+    return canvas
+
+
+def _short(name: str, limit: int) -> str:
+    return name if len(name) <= limit else "..." + name[-(limit - 3):]
+
+
+def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images: np.ndarray,
+                       nn_similarity: np.ndarray, nn_index: np.ndarray, n: int = 16, pairs_per_row: int = 4,
+                       title: str = "", *, sample_names: list[str] | None = None,
+                       train_names: list[str] | None = None, mirrored: np.ndarray | None = None,
+                       copy_threshold: float | None = None) -> Path:
+    """The `n` most similar samples, each left of its nearest training image; below: similarity (red when a
+    copy), the sample's and the training image's file names, and "mirrored" for matches of a mirror image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     order = np.argsort(-np.asarray(nn_similarity), kind="stable")[: max(1, int(n))]
-    h = int(sample_images.shape[1])
-    size = h * math.ceil(64 / h) if h < 64 else min(h, 128)
-    gap, pad, caption, header = 2, 10, 16, 22 if title else 6
+    size = _tile_size(int(sample_images.shape[1]))
+    gap, pad, caption, header = 2, 10, 40, 22 if title else 6
     cols = min(pairs_per_row, len(order))
     rows = math.ceil(len(order) / cols)
-    cell_w, cell_h = 2 * size + gap, size + caption
+    cell_w, cell_h = max(2 * size + gap, 150), size + caption
+    limit = cell_w // 6
     canvas = Image.new("RGB", (pad + cols * (cell_w + pad), header + rows * (cell_h + pad)), _BG)
     draw = ImageDraw.Draw(canvas)
     font = _font(11)
@@ -99,9 +138,16 @@ def neighbours_picture(
     for slot, i in enumerate(order):
         r, c = divmod(slot, cols)
         x, y = pad + c * (cell_w + pad), header + r * (cell_h + pad)
-        j = int(nn_index[i])
+        j, sim = int(nn_index[i]), float(nn_similarity[i])
         canvas.paste(_tile(sample_images[i], size), (x, y))
         canvas.paste(_tile(train_images[j], size), (x + size + gap, y))
-        draw.text((x, y + size + 2), f"{float(nn_similarity[i]):.3f}  s{i}/t{j}", fill=_INK, font=font)
+        copy = copy_threshold is not None and sim >= copy_threshold
+        flip = mirrored is not None and bool(mirrored[i])
+        head = f"{sim:.3f}" + ("  copy" if copy else "") + ("  mirrored" if flip else "")
+        draw.text((x, y + size + 2), head, fill=COPY_COLOUR if copy else _INK, font=font)
+        s_name = sample_names[i] if sample_names else f"#{i}"
+        t_name = train_names[j] if train_names else f"#{j}"
+        draw.text((x, y + size + 14), _short(s_name, limit), fill=_INK, font=font)
+        draw.text((x, y + size + 26), "-> " + _short(t_name, limit - 3), fill=_INK, font=font)
     canvas.save(path)
     return path

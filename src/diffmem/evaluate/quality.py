@@ -8,7 +8,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["feature_statistics", "frechet_distance", "kid", "precision_recall"]
+__all__ = ["feature_statistics", "frechet_distance", "kid", "kid_report", "kid_subset_size", "precision_recall"]
 
 
 def _as_f64(feats: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -75,7 +75,7 @@ def kid(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.ndarray, 
     b = torch.from_numpy(_as_f64(feats_b))
     if a.shape[1] != b.shape[1]:
         raise DiffmemError(f"KID: feature dimensions differ ({a.shape[1]} vs {b.shape[1]})")
-    m = min(int(subset_size), a.shape[0], b.shape[0])
+    m = kid_subset_size(subset_size, a.shape[0], b.shape[0])
     if m < 2:
         raise DiffmemError(f"KID needs at least 2 images per set, got {a.shape[0]} and {b.shape[0]}")
     rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator or 0)
@@ -87,6 +87,30 @@ def kid(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.ndarray, 
         within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
         values[s] = float(within - 2.0 * kxy.sum() / (m * m))
     return float(values.mean()), float(values.std())
+
+
+def kid_subset_size(requested: int, n_a: int, n_b: int) -> int:
+    """The subset size `kid` uses: the requested one, capped at the smaller set."""
+    return min(int(requested), int(n_a), int(n_b))
+
+
+def kid_report(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.ndarray, subsets: int = 100,
+               subset_size: int = 1000, generator: np.random.Generator | int | None = None,
+               names: tuple[str, str] = ("samples", "reference images")) -> dict:
+    """`kid` with what it rests on: mean, std, subsets, the subset size used and requested, and `warning`
+    (None, or why the std is understated: a subset that is a whole set is the same in every draw, so that
+    set's sampling variation is missing from the spread)."""
+    n_a, n_b = int(feats_a.shape[0]), int(feats_b.shape[0])
+    mean, std = kid(feats_a, feats_b, subsets, subset_size, generator)
+    m = kid_subset_size(subset_size, n_a, n_b)
+    whole = [f"all {n} {name}" for n, name in ((n_a, names[0]), (n_b, names[1])) if m >= n]
+    warning = None
+    if whole:
+        warning = (f"KID subsets of {m} (requested {int(subset_size)}) take {' and '.join(whole)} every time, so "
+                   f"the std over subsets ({std:.3g}) misses that set's sampling variation and understates the "
+                   f"uncertainty; use a subset size below {min(n_a, n_b)}")
+    return {"mean": mean, "std": std, "subsets": int(subsets), "subset_size": m,
+            "subset_size_requested": int(subset_size), "warning": warning}
 
 
 def _kth_radius(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
@@ -109,11 +133,13 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, c
 
 def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray, k: int = 3,
                      chunk_size: int = 1024) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019), k-NN manifolds in feature space.
+    """Improved precision and recall (Kynkaanniemi et al. 2019, eqs. 1-2), k-NN manifolds in feature space.
 
-    Each set's manifold is the union of balls around its points with radius = distance to the k-th
-    nearest neighbour in the same set. Precision: share of fake points inside the real manifold;
-    recall: share of real points inside the fake manifold. Distances in float32, `chunk_size` rows at a time.
+    Each set's manifold is the union of balls around its points, the radius of a point being its distance
+    to its k-th nearest OTHER point of the same set (the point itself not counted). Precision: share of
+    fake points inside the real manifold; recall: share of real points inside the fake manifold (a point
+    on a ball's boundary is inside). Distances in float32, `chunk_size` rows at a time.
+    Returns (precision, recall).
     """
     r = torch.from_numpy(_as_f64(real)).float()
     f = torch.from_numpy(_as_f64(fake)).float()

@@ -3,10 +3,6 @@ report.md and a self-contained report.html (pictures embedded as base64)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import mimetypes
-import os
 from pathlib import Path
 from typing import Any
 
@@ -61,59 +57,26 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def _data_uri(path: Path) -> str:
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
-
-
 def write_report(out_dir: str | Path, rows: list[dict[str, Any]], pictures: dict[str, Path],
                  title: str, notes: list[str] | None = None) -> tuple[Path, Path]:
-    """Write `out_dir/report.md` (pictures linked by relative path) and a self-contained `report.html`.
+    """Write `out_dir/report.md` (pictures linked by relative path) and a self-contained `report.html`
+    with the report builder (diffmem.report.Document).
 
     `rows`: table rows (dicts; columns are the union of their keys in first-seen order; None prints
     as "-"), e.g. from `audit_row` and `heldout_row`. `pictures`: caption -> image file.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from diffmem.report.document import Document
+
     rows = [r for r in rows if r]
     cols = _columns(rows)
-    pics = {caption: Path(p) for caption, p in pictures.items()}
-    missing = [str(p) for p in pics.values() if not p.is_file()]
+    missing = [str(p) for p in pictures.values() if not Path(p).is_file()]
     if missing:
         raise DiffmemError(f"report pictures not found: {', '.join(missing)}")
-
-    md = [f"# {title}", ""]
-    md += [f"- {n}" for n in notes or []] + ([""] if notes else [])
+    doc = Document(title)
+    doc.bullets(list(notes or []))
     if cols:
-        md.append("| " + " | ".join(cols) + " |")
-        md.append("|" + "|".join("---" for _ in cols) + "|")
-        md += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-        md.append("")
-    for caption, p in pics.items():
-        md += [f"## {caption}", "", f"![{caption}]({Path(os.path.relpath(p.resolve(), out.resolve())).as_posix()})", ""]
-    md_path = out / "report.md"
-    md_path.write_text("\n".join(md))
-
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:75em}"
-        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%;image-rendering:pixelated}</style>",
-        f"</head><body><h1>{esc(title)}</h1>",
-    ]
-    if notes:
-        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    if cols:
-        parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows]
-        parts.append("</table>")
-    for caption, p in pics.items():
-        parts.append(f'<figure><img src="{_data_uri(p)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
-                     "</figcaption></figure>")
-    parts.append("</body></html>")
-    html_path = out / "report.html"
-    html_path.write_text("\n".join(parts))
-    return md_path, html_path
+        doc.table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
+    for caption, p in pictures.items():
+        doc.heading(caption)
+        doc.figure(p, caption)
+    return doc.write(out_dir)

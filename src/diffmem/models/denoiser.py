@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from diffmem.config import TrainConfig
+from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError
 from diffmem.models.unet import build_unet
@@ -14,7 +15,7 @@ from diffmem.models.unet import build_unet
 
 def build_denoiser(cfg: TrainConfig, resolution: int, channels: int) -> EDMPrecond:
     """EDMPrecond around a UNet; the masking method gets the mask as one extra input channel."""
-    extra = 1 if cfg.method.name == "masking" else 0
+    extra = method_of(cfg.method).extra_channels
     unet = build_unet(cfg.network, resolution, channels + extra, channels)
     return EDMPrecond(unet, sigma_data=cfg.sigma_data)
 

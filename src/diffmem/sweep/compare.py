@@ -38,12 +38,22 @@ def expand_paths(paths: Sequence[str | Path]) -> list[tuple[str, Path]]:
             out += [("run", r) for r in runs]
         elif (p / "config.json").is_file():
             out.append(("run", p))
-        elif (p / "report.json").is_file():
+        elif (p / "report.json").is_file() and _is_audit_report(p / "report.json"):
             out.append(("audit", p))
         else:
             raise DiffmemError(f"{p} is neither a sweep folder (sweep.json), a run directory (config.json) nor an "
                                "audit folder (report.json)")
     return out
+
+
+def _is_audit_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise DiffmemError(f"{path} is not readable JSON; audit again (diffmem audit --out {path.parent})") from None
+    if not isinstance(report, dict) or not {"n_samples", "similarity", "fraction_above"} <= set(report):
+        raise DiffmemError(f"{path} is not a diffmem audit report; give the folder `diffmem audit --out` wrote")
+    return True
 
 
 def _audit_row(path: Path) -> dict[str, Any]:
@@ -54,8 +64,9 @@ def _audit_row(path: Path) -> dict[str, Any]:
         info["name"] = f"{parent.name}/{path.name}"
         quality_path = parent / QUALITY
     else:
-        info = {"name": path.name, "method": None, "sigma_n": None, "mask_p": None, "subset": report.get("n_train"),
-                "seed": None}
+        # a standalone audit: labelled by its folder name (what was audited is not recorded)
+        info = {"name": path.name, "method": path.name, "sigma_n": None, "mask_p": None,
+                "subset": report.get("n_train"), "seed": None}
         quality_path = path / QUALITY
     info["n_samples"] = report.get("n_samples")
     quality = json.loads(quality_path.read_text()) if quality_path.is_file() else None

@@ -188,7 +188,8 @@ DEFAULT_LR = 1e-4  # OptimConfig's default: other learning rates are named in la
 
 def variant_label(s: dict[str, Any]) -> str:
     """', compensated' and/or ', lr=...' when a row or group was trained with a non-default weighting or lr."""
-    out = ", compensated" if s.get("ambient_weight") == "compensated" else ""
+    w = s.get("ambient_weight")
+    out = f", {w}" if w in ("compensated", "capped") else ""
     lr = s.get("lr")
     if isinstance(lr, (int, float)) and not math.isclose(float(lr), DEFAULT_LR):
         out += f", lr={float(lr):g}"
@@ -227,7 +228,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for s in sorted(summary, key=lambda s: (_sort_none(s["subset"]), s["context"], _method_order(s["method"]),
                                             _sort_none(s["param"]))):
-        lines.append([_fmt(s["subset"]) if s["subset"] is not None else "all", s["method"], _param_label(s),
+        lines.append([_fmt(s["subset"]) if s["subset"] is not None else "all", str(s["method"]), _param_label(s),
                       str(s["seeds"]), _fmt(s.get("quality"), s.get("quality_std")),
                       _fmt(s.get("copy_frac"), s.get("copy_frac_std"), 3), _fmt(s.get("heldout_copy_frac"), None, 3)]
                      + ([s["context"]] if mixed else []))

@@ -13,14 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from diffmem.config import METHODS, DataConfig, MethodConfig, TrainConfig, json_ready, validate
+from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
            "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
 
 SIGMA_METHODS = ("ambient", "noisy-only")  # methods swept over sigma_n
-# Fixed cosine thresholds for pixel features (DESIGN.md section 1 reports > 0.98 / > 0.99 on 16x16 digits;
+# Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
 # held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).
 PIXEL_THRESHOLDS: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99)
 
@@ -201,8 +201,7 @@ def point_config(sc: SweepConfig, point: SweepPoint) -> TrainConfig:
     """The TrainConfig of one point: `base` with the point's method, parameter, subset and seed."""
     base = sc.base
     data: DataConfig = dataclasses.replace(base.data, subset=point.subset)
-    method = MethodConfig(point.method, point.sigma_n, base.method.ambient_weight, point.mask_p,
-                          base.method.mask_delta)
+    method = dataclasses.replace(base.method, name=point.method, sigma_n=point.sigma_n, mask_p=point.mask_p)
     return dataclasses.replace(base, data=data, method=method, seed=point.seed)
 
 

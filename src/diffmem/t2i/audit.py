@@ -2,7 +2,9 @@
 
 For each sample folder (written by `diffmem t2i sample`, or any captioned folder):
 - Sim / 95%: cosine similarity of every generation to its nearest training image, in a feature space
-  (DINOv2, or SSCD through `torchscript:PATH`, as S23 and W24 measure), mean and 95th percentile;
+  (DINOv2, or SSCD through `torchscript:PATH`, as S23 and W24 measure), mean and 95th percentile; with
+  `pixels` features it is the cosine of mean-centred pixels, i.e. their Pearson correlation, and the
+  table says "Pearson r";
 - CLIP: the cosine similarity of the CLIP image embedding of each generation and the CLIP text
   embedding of its prompt, averaged (transformers CLIPModel; 0.30 is typical for SD2);
 - FD: Frechet distance between features of the generations and of the training images (called FID only
@@ -141,7 +143,8 @@ def format_table(rows: list[AuditRow]) -> str:
     """A markdown table in the shape of the paper's Table 3: Method | Sim | 95% | CLIP | FD."""
     feats = list(dict.fromkeys(k for r in rows for k in r.similarity))
     fd_col = next((r.fd_name for r in rows if r.fd_name), None)
-    head = ["Method"] + [c for f in feats for c in (f"Sim ({f})", f"95% ({f})")]
+    shown = {f: "pixels, Pearson r" if f == "pixels" else f for f in feats}  # pixels: cosine of centred pixels
+    head = ["Method"] + [c for f in feats for c in (f"Sim ({shown[f]})", f"95% ({shown[f]})")]
     head += ["CLIP"] if any(r.clip_score is not None for r in rows) else []
     head += [fd_col] if fd_col else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

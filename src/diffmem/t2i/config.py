@@ -87,9 +87,9 @@ def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
     if cfg.method == "ambient":
         if cfg.t_n is None:
             raise DiffmemError("--method ambient needs --t-n, the timestep of the fixed noisy latents, e.g. --t-n 100")
-        top = (num_train_timesteps - 1) if num_train_timesteps else None
+        top = (num_train_timesteps - 2) if num_train_timesteps else None  # the ambient branch is t > t_n
         if cfg.t_n < 1 or (top is not None and cfg.t_n > top):
-            raise DiffmemError(f"--t-n must be in [1, {top if top is not None else 'num_train_timesteps-1'}], "
+            raise DiffmemError(f"--t-n must be in [1, {top if top is not None else 'num_train_timesteps-2'}], "
                                f"got {cfg.t_n}")
     elif cfg.t_n is not None:
         raise DiffmemError("--t-n only applies to --method ambient")

@@ -1,15 +1,19 @@
-"""Latent-space training losses, variance-preserving form (DESIGN.md section 1): baseline and ambient.
+"""Latent-space training losses, variance-preserving form (docs/method.md): baseline and ambient.
 
 With a_t = alphas_cumprod[t] and the FIXED noisy latent x_tn = sqrt(a_tn) x0 + sqrt(1-a_tn) z (drawn once
 per run), for a batch of timesteps t:
-    t <  t_n:  x_t = sqrt(a_t) x0 + sqrt(1-a_t) e;   loss = |pred - target|^2 (target: e, v or x0)
-    t >= t_n:  x_t = sqrt(r) x_tn + sqrt(1-r) e,  r = a_t / a_tn   (no clean latent enters)
+    t <= t_n:  x_t = sqrt(a_t) x0 + sqrt(1-a_t) e;   loss = |pred - target|^2 (target: e, v or x0)
+    t >  t_n:  x_t = sqrt(r) x_tn + sqrt(1-r) e,  r = a_t / a_tn   (no clean latent enters)
                yhat = ((1-r) sqrt(a_tn) x0hat + sqrt(r) (1-a_tn) x_t) / (1-a_t)   = E[x_tn | x_t]
                loss = w(t) |yhat - x_tn|^2
 x0hat = E[x0 | x_t] is read off the prediction: eps: (x_t - sqrt(1-a) eps)/sqrt(a); v: sqrt(a) x_t - sqrt(1-a) v.
 The baseline loss equals lam(t) |x0hat - x0|^2 with lam = a/(1-a) (eps), 1/(1-a) (v), 1 (sample).
 w(t) = lam(t) ("plain": the baseline's weight, as the pixel-space reference) or lam(t)/c(t)^2 with
-c = (1-r) sqrt(a_tn)/(1-a_t) ("compensated": the same weight on x0hat's error as the baseline).
+c = (1-r) sqrt(a_tn)/(1-a_t) ("compensated": the same weight on x0hat's error as the baseline). Since
+yhat - x_tn = c (x0hat - x0t) with the implied target x0t = (x_tn - sqrt(r)(1-a_tn)/(1-a_t) x_t) / c, the
+compensated loss is lam(t) |x0hat - x0t|^2, the baseline's form with x0t in place of x0.
+At t = t_n itself r = 1 and yhat = x_t = x_tn whatever the network predicts: the ambient loss would be
+identically 0, so t = t_n takes the clean loss (t <= t_n), as Algorithm 1 does for s < sigma_n.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def x0_weight(a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
 
 def ambient_posterior_mean(x0_hat: torch.Tensor, x_t: torch.Tensor, a_t: torch.Tensor,
                            a_tn: float | torch.Tensor) -> torch.Tensor:
-    """E[x_tn | x_t] = ((1-r) sqrt(a_tn) E[x0|x_t] + sqrt(r)(1-a_tn) x_t) / (1-a_t), r = a_t/a_tn (DESIGN.md s.1)."""
+    """E[x_tn | x_t] = ((1-r) sqrt(a_tn) E[x0|x_t] + sqrt(r)(1-a_tn) x_t) / (1-a_t), r = a_t/a_tn (docs/method.md)."""
     a, a_n = _b(a_t), torch.as_tensor(a_tn, dtype=a_t.dtype, device=a_t.device)
     r = (a / a_n).clamp(max=1.0)
     return ((1 - r) * a_n.sqrt() * x0_hat + r.sqrt() * (1 - a_n) * x_t) / (1 - a)
@@ -90,17 +94,18 @@ class LossOutput:
 def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
              prediction_type: str, x_tn: torch.Tensor | None = None, t_n: int | None = None,
              weighting: str = "plain") -> LossOutput:
-    """Per-sample loss; the baseline when `x_tn` is None, else the ambient loss with threshold `t_n`."""
+    """Per-sample loss; the baseline when `x_tn` is None, else the ambient loss for t > t_n (clean loss at and
+    below `t_n`)."""
     a_t = alphas_cumprod[t].float()  # [B]
     ambient = x_tn is not None
-    high = t >= t_n if ambient else torch.zeros_like(t, dtype=torch.bool)  # [B]
+    high = t > t_n if ambient else torch.zeros_like(t, dtype=torch.bool)  # [B]; at t_n the ambient loss is 0
     h = _b(high)
     clean = x0.masked_fill(h, 0.0)  # rows of the ambient branch: the clean latent is used nowhere
-    x_t = _b(a_t).sqrt() * clean + _b(1 - a_t).sqrt() * noise  # t < t_n
+    x_t = _b(a_t).sqrt() * clean + _b(1 - a_t).sqrt() * noise  # t <= t_n
     if ambient:
         a_tn = alphas_cumprod[t_n].float()
         r = _b(a_t / a_tn).clamp(max=1.0)
-        x_t = torch.where(h, r.sqrt() * x_tn + (1 - r).sqrt() * noise, x_t)  # t >= t_n: from x_tn only
+        x_t = torch.where(h, r.sqrt() * x_tn + (1 - r).sqrt() * noise, x_t)  # t > t_n: from x_tn only
     pred = model(x_t, t).float()
     loss = _mean(pred - prediction_target(clean, noise, a_t, prediction_type))
     if ambient:

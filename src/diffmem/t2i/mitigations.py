@@ -1,12 +1,21 @@
-"""Text-conditional memorization mitigations (DESIGN.md section 2): S23 and W24.
+"""Text-conditional memorization mitigations (docs/method.md): S23 and W24.
 
-S23 (Somepalli et al. 2023, "Understanding and mitigating copying in diffusion models"), training time.
-With probability `prob` per training sample (their default 0.1) the caption is changed:
-    replace       the caption becomes `words` random vocabulary tokens (default 4)
-    add-words     `words` random vocabulary tokens are inserted at random positions (default 2)
-    repeat-words  `words` words of the caption itself are inserted at random positions (default 2)
+S23 (Somepalli et al. 2023, "Understanding and mitigating copying in diffusion models"; their code is the
+DCR repository, github.com/somepago/DCR), training time. With probability `prob` per training sample
+(DCR's --trainspecial_prob, default 0.1) the caption is changed:
+    replace       the caption becomes `words` random vocabulary token ids (default 4) decoded TOGETHER,
+                  as DCR's randrepl does (`tokenizer.decode(ids)`): a sub-word piece joins the next token, so
+                  the caption can have fewer than `words` space-separated words
+    add-words     `words` random vocabulary tokens, each decoded alone, are inserted at random positions
+                  (default 2; DCR's randwordadd)
+    repeat-words  `words` words of the caption itself are inserted at random positions (default 2; DCR's
+                  wordrepeat)
 or, for every sample, Gaussian noise is added to the text embedding:
-    embed-noise   c <- c + noise_std * n,  n ~ N(0, I)   (their rand_noise_lam, default 0.1)
+    embed-noise   c <- c + noise_std * n,  n ~ N(0, I)   (DCR's --rand_noise_lam, whose default is 0, i.e.
+                  off; noise_std's default 0.1 is this library's choice, not DCR's)
+One difference: DCR draws ids from [0, 49400) of CLIP's 49408 (the two special tokens among the 8 left
+out); here they are drawn from all non-special ids of the tokenizer (for CLIP 49406 ids), so any
+tokenizer works.
 
 W24 (Wen et al. 2024, "Detecting, explaining, and mitigating memorization in diffusion models"):
 the memorization score of a prompt embedding c at x_t is the norm of the text-conditional noise prediction
@@ -37,8 +46,8 @@ class S23Config:
 
     variant: str
     prob: float = 0.1  # caption variants: probability that a sample's caption is changed
-    words: int | None = None  # caption variants: words inserted / replacement length (None: S23's default)
-    noise_std: float = 0.1  # embed-noise: standard deviation of the noise added to the text embedding
+    words: int | None = None  # words inserted / token ids of a replacement caption (None: S23's default)
+    noise_std: float = 0.1  # embed-noise: std of the noise added to the text embedding (DCR's default: 0, off)
 
     @property
     def n_words(self) -> int:
@@ -63,17 +72,25 @@ def insert_word(caption: str, word: str, g: torch.Generator) -> str:
     return " ".join(words)
 
 
-def random_words(tokenizer: Any, n: int, g: torch.Generator) -> list[str]:
-    """`n` random vocabulary tokens of `tokenizer`, decoded to text (special tokens excluded)."""
+def random_token_ids(tokenizer: Any, n: int, g: torch.Generator) -> list[int]:
+    """`n` vocabulary ids of `tokenizer` drawn uniformly from the non-special ones (with repetition)."""
     special = set(getattr(tokenizer, "all_special_ids", []))
     size = len(tokenizer)
-    out = []
+    out: list[int] = []
     while len(out) < n:
         tok = _randint(size, g)
         if tok not in special:
-            word = tokenizer.decode([tok]).strip()
-            if word:
-                out.append(word)
+            out.append(tok)
+    return out
+
+
+def random_words(tokenizer: Any, n: int, g: torch.Generator) -> list[str]:
+    """`n` random vocabulary tokens of `tokenizer`, each decoded alone to text (special and empty ones skipped)."""
+    out: list[str] = []
+    while len(out) < n:
+        word = tokenizer.decode(random_token_ids(tokenizer, 1, g)).strip()
+        if word:
+            out.append(word)
     return out
 
 
@@ -81,8 +98,8 @@ def s23_caption(caption: str, cfg: S23Config, tokenizer: Any, g: torch.Generator
     """S23's caption transform of one training caption (unchanged with probability 1 - prob)."""
     if cfg.variant == "embed-noise" or float(torch.rand((), generator=g)) >= cfg.prob:
         return caption
-    if cfg.variant == "replace":
-        return " ".join(random_words(tokenizer, cfg.n_words, g))
+    if cfg.variant == "replace":  # DCR's randrepl: the ids decoded together
+        return tokenizer.decode(random_token_ids(tokenizer, cfg.n_words, g)).strip()
     if cfg.variant == "add-words":
         for word in random_words(tokenizer, cfg.n_words, g):
             caption = insert_word(caption, word, g)
@@ -115,6 +132,22 @@ def w24_score(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
 def w24_keep(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Training filter: True for samples kept (score <= threshold), as a float mask [B]."""
     return (scores <= threshold).to(torch.float32)
+
+
+def w24_kept_mean(loss: torch.Tensor, keep: torch.Tensor, processes: int = 1,
+                  reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """This process's share of the mean loss over the samples W24 keeps in the GLOBAL batch.
+
+    `reduce_sum` sums a tensor over the `processes` data-parallel processes (an all-reduce; None alone).
+    Returns `processes * sum(loss * keep) / N_kept` with N_kept the global kept count, so that the
+    gradient average data parallelism takes over processes is `sum over all kept samples / N_kept`: every
+    kept sample weighs the same, however the kept ones fall on the processes. (Normalising by the local
+    count instead weights a sample on a process that kept few more.) 0 when nothing is kept.
+    """
+    kept = keep.sum().detach()
+    if reduce_sum is not None:
+        kept = reduce_sum(kept)
+    return (loss * keep).sum() * processes / kept.clamp_min(1.0)
 
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, embeddings) -> eps

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ from diffmem.t2i.components import SDComponents, encode_images, encode_text, loa
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
 from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
-from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_score
+from diffmem.t2i.mitigations import (S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean,
+                                     w24_score)
 
 __all__ = ["train_t2i", "loss_step", "add_lora", "trainable_state", "apply_trained_weights", "draw_step", "StepDraw"]
 
@@ -46,14 +47,19 @@ _NOISY_LATENT_TAG = 0x7432692D746E  # "t2i-tn": the generator purpose of the fix
 # model pieces
 
 
-def add_lora(unet: torch.nn.Module, rank: int) -> None:
-    """Freeze the UNet and add trainable LoRA adapters (rank `rank`) to its attention projections."""
+def add_lora(unet: torch.nn.Module, rank: int, seed: int | None = None) -> None:
+    """Freeze the UNet and add trainable LoRA adapters (rank `rank`) to its attention projections.
+
+    peft draws the adapters' Gaussian start from torch's global generator; with `seed` that generator is
+    seeded first, so two runs with one seed start from the same adapters (paired baseline/ambient runs)."""
     try:
         from peft import LoraConfig
     except ImportError:
         raise DiffmemError("--lora-rank needs the peft package, which is not installed: pip install peft "
                            "(or leave --lora-rank out to fine-tune the full UNet)") from None
     unet.requires_grad_(False)
+    if seed is not None:
+        torch.manual_seed(seed)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
 
@@ -141,11 +147,13 @@ def draw_step(g: torch.Generator, captions: tuple[str, ...], batch: int, num_tim
 
 def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor, x_tn: torch.Tensor | None,
               t: torch.Tensor, noise: torch.Tensor, emb: torch.Tensor, empty: torch.Tensor | None,
-              alphas: torch.Tensor, prediction_type: str, cfg: T2IConfig
+              alphas: torch.Tensor, prediction_type: str, cfg: T2IConfig, processes: int = 1,
+              reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, LossOutput, torch.Tensor, torch.Tensor]:
     """The loss of one micro-batch: the method's per-sample loss, W24's filter (if `empty`, the embedding
-    of the empty prompt, is given), mean over the kept samples. Returns (loss, per-sample output, keep
-    mask [B], W24 scores [B] (zeros without W24))."""
+    of the empty prompt, is given), mean over the kept samples of the global batch (`w24_kept_mean`, with
+    `reduce_sum` summing over the `processes`). Returns (loss, per-sample output, keep mask [B], W24
+    scores [B] (zeros without W24))."""
     res = t2i_loss(lambda x, tt: unet(x, tt, encoder_hidden_states=emb).sample, x0, t, noise, alphas,
                    prediction_type, x_tn, cfg.t_n, cfg.ambient_weight)
     keep, score = torch.ones_like(res.loss), torch.zeros_like(res.loss)
@@ -156,7 +164,8 @@ def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor
         score = w24_score(eps_from_prediction(res.pred.detach(), res.x_t, a_t, prediction_type),
                           eps_from_prediction(pred_u.float(), res.x_t, a_t, prediction_type))
         keep = w24_keep(score, cfg.w24_threshold)
-    return (res.loss * keep).sum() / keep.sum().clamp_min(1.0), res, keep, score
+        return w24_kept_mean(res.loss, keep, processes, reduce_sum), res, keep, score
+    return res.loss.mean(), res, keep, score  # every sample kept: the local mean is the global one
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +255,7 @@ def resolve_config(cfg: T2IConfig, parts: SDComponents) -> T2IConfig:
 def _prepare_unet(unet: torch.nn.Module, cfg: T2IConfig, device: torch.device) -> dict[str, torch.Tensor]:
     """Full fine-tuning or LoRA, gradient checkpointing; returns the trained parameters by name."""
     if cfg.lora_rank > 0:
-        add_lora(unet, cfg.lora_rank)
+        add_lora(unet, cfg.lora_rank, seed=cfg.seed)
     else:
         unet.requires_grad_(True)
     if cfg.gradient_checkpointing:
@@ -298,7 +307,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     tokenizer, text_encoder = parts.tokenizer, parts.text_encoder.to(device, dtype=weight_dtype)
     params = _prepare_unet(parts.unet, cfg, device)
-    torch.manual_seed(cfg.seed)  # global RNG: only dropout (0 in Stable Diffusion) would draw from it
+    torch.manual_seed(cfg.seed)  # global RNG, again after the adapters' start: only dropout (0 in SD) draws from it
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     ema = EMAWeights(params) if main else None  # only the main process saves checkpoints
     g = torch.Generator().manual_seed(cfg.seed)  # all per-step randomness, identical on every process
@@ -320,6 +329,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     alphas, ptype = parts.scheduler.alphas_cumprod.to(device), parts.prediction_type
     emb_shape = (tokenizer.model_max_length, text_encoder.config.hidden_size)
     empty = encode_text(tokenizer, text_encoder, [""], device) if cfg.mitigation == "w24" else None
+    reduce_sum = (lambda x: accelerator.reduce(x, reduction="sum")) if world > 1 else None  # W24's global count
     meta = {"label": cfg.label, "prediction_type": ptype, "processes": world,
             "trained_parameters": sum(p.numel() for p in params.values())}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -346,7 +356,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
                 with accelerator.accumulate(unet):
                     with accelerator.autocast():
                         loss, res, keep, score = loss_step(unet, raw_unet, x0, x_tn, t, noise, emb, empty, alphas,
-                                                           ptype, cfg)
+                                                           ptype, cfg, world, reduce_sum)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)

@@ -1,15 +1,16 @@
-"""The paper's theory, computed (DESIGN.md section 4; Section 4 and Appendices A, C of the paper).
+"""The paper's theory, computed (Section 4 and Appendices A, C of the paper; docs/method.md, "Theory commands").
 
 - denoisers.py: closed-form optimal denoisers of a finite set (baseline `empirical_denoiser`, Algorithm 1's
   `ambient_denoiser`), their posterior (`empirical_posterior`) and the exact samplers they drive
   (`baseline_sample`, `ambient_sample` (Lemma 4.1), `algorithm1_sample`), all through `edm_sample`.
-- closed_form.py: `closed_form_check`, where the exact optima's samples land, measured.
+- closed_form.py: `closed_form_check`, where the exact optima's samples land, measured (all of Algorithm 1's on
+  some training image; the share on the source of the copy they passed).
 - leakage.py: mutual information of training data and m generated samples (Lemma 4.2, Appendix C.1.3), exact
   Gaussian formulas and Monte Carlo estimators (plug-in Gaussian, KSG).
 - mixtures.py: TV of Gaussian subpopulations under noise (Lemmas 4.5, A.5, A.6) and Feldman's heavy-tailed
   subpopulation model merged by noise (Theorem 4.3).
-- commitment.py: the commitment curve of a data set and the sigma_n rule (`commitment_curve`, `suggest_sigma_n`,
-  `default_sigma_grid`).
+- commitment.py: the commitment curve of a data set and an empirical sigma_n heuristic (`commitment_curve`,
+  `suggest_sigma_n`, `default_sigma_grid`).
 - neighbors.py: exact nearest neighbours. plots.py: the figures (imports matplotlib; not re-exported here).
 """
 

@@ -1,12 +1,20 @@
-"""The commitment curve of a training set, and a data-driven range for sigma_n (DESIGN.md section 1).
+"""The commitment curve of a training set, and an empirical heuristic range for sigma_n (docs/method.md).
 
 At noise s the baseline optimum denoises `x_s` to `sum_i w_i x_i` with `w = softmax_i(-|x_s - x_i|^2 / (2 s^2))`
-(section 4). The weights say how many training images a noisy point still belongs to: the largest weight
-`max_i w_i` near 1 means its identity is decided (committed to one image), and the effective count
+(the paper's Section 2.2). The weights say how many training images a noisy point still belongs to: the largest
+weight `max_i w_i` near 1 means its identity is decided (committed to one image), and the effective count
 `1 / sum_i w_i^2` says how many images share the weight. `commitment_curve` measures both as functions of s for
 noisy training points `x_i + s n` and for noisy held-out points of the same distribution.
 
-The rule of `suggest_sigma_n` (documented there) turns the curve into a range for Algorithm 1's sigma_n.
+A noisy copy `y_i = x_i + sigma_n z` is such a noisy training point at s = sigma_n, so the curve at s = sigma_n
+also says whether a copy still reveals its source: `argmax_is_source` there is the share of copies whose largest
+weight is on their own image. The copy noise `z` is nearly orthogonal to the differences `x_i - x_j`, so
+`|y_i - x_j|^2 - |y_i - x_i|^2 = |x_i - x_j|^2 + 2 sigma_n z.(x_i - x_j)`: the source stays the nearest image
+until sigma_n is comparable to `|x_i - x_j|` itself, whatever the noise norm `sigma_n sqrt(d)` is.
+
+`suggest_sigma_n` turns the curve into a range for Algorithm 1's sigma_n by an empirical heuristic (documented
+there); nothing in the paper derives it, and inside it the exact Algorithm 1 optimum still ends mostly on the
+source of its copy (docs/method.md, "Theory commands").
 """
 
 from __future__ import annotations
@@ -46,6 +54,21 @@ def _check_sigmas(sigmas: Any) -> list[float]:
     return vals
 
 
+def _train_row(train64: torch.Tensor, src: torch.Tensor, s: float, generator: torch.Generator) -> dict[str, Any]:
+    """Posterior statistics of the noisy training points `x_src + s n` at noise s (one draw of n each)."""
+    noise = torch.randn((src.numel(), *train64.shape[1:]), generator=generator, dtype=torch.float64)
+    q = train64[src] + s * noise  # noisy training points
+    post = empirical_posterior(q, train64, s, with_mean=False)
+    d_own = (q - train64[src]).reshape(q.shape[0], -1).pow(2).sum(1)
+    own_w = torch.exp(-d_own / (2 * s * s) - post.log_norm)  # w_source = exp(logit_source - logsumexp)
+    return {
+        "max_weight": _summary(post.max_weight),
+        "eff_count": _summary(post.eff_count),
+        "own_weight": _summary(own_w),
+        "argmax_is_source": float((post.argmax == src).double().mean()),
+    }
+
+
 @torch.no_grad()
 def commitment_curve(
     train: torch.Tensor,  # [N, C, H, W] (or [N, d]) training images in model range
@@ -58,10 +81,10 @@ def commitment_curve(
     """Largest posterior weight and effective count `1/sum w^2` vs noise, for noisy training and held-out points.
 
     Every training image is noised `repeats` times per level (`x_i + s n`, n from `generator`); held-out images
-    (the first `max_heldout`; None: all) once per level. Per level and set it reports quantiles of `max_weight` and `eff_count`; for
-    training points also `own_weight` (the weight of the image that was noised) and `argmax_is_source` (share
-    whose largest weight is on it). The result is JSON-ready and is the input of `suggest_sigma_n` and
-    `default_sigma_grid`.
+    (the first `max_heldout`; None: all) once per level. Per level and set it reports quantiles of `max_weight`
+    and `eff_count`; for training points also `own_weight` (the weight of the image that was noised) and
+    `argmax_is_source` (share whose largest weight is on it). The result is JSON-ready and is the input of
+    `suggest_sigma_n` and `default_sigma_grid`.
     """
     if train.ndim < 2 or train.shape[0] < 2:
         raise DiffmemError(f"the commitment curve needs at least 2 training images, got shape {tuple(train.shape)}")
@@ -82,20 +105,7 @@ def commitment_curve(
     src = torch.arange(n).repeat(repeats)  # [n * repeats] source image of each training query
     rows = []
     for s in levels:
-        noise = torch.randn((n * repeats, *train.shape[1:]), generator=generator, dtype=torch.float64)
-        q = train64[src] + s * noise  # noisy training points
-        post = empirical_posterior(q, train64, s, with_mean=False)
-        d_own = (q - train64[src]).reshape(q.shape[0], -1).pow(2).sum(1)
-        own_w = torch.exp(-d_own / (2 * s * s) - post.log_norm)  # w_source = exp(logit_source - logsumexp)
-        row: dict[str, Any] = {
-            "sigma": s,
-            "train": {
-                "max_weight": _summary(post.max_weight),
-                "eff_count": _summary(post.eff_count),
-                "own_weight": _summary(own_w),
-                "argmax_is_source": float((post.argmax == src).double().mean()),
-            },
-        }
+        row: dict[str, Any] = {"sigma": s, "train": _train_row(train64, src, s, generator)}
         if held64 is not None:
             noise_h = torch.randn(held64.shape, generator=generator, dtype=torch.float64)
             post_h = empirical_posterior(held64 + s * noise_h, train64, s, with_mean=False)
@@ -130,22 +140,30 @@ def _crossing(sig: np.ndarray, val: np.ndarray, level: float) -> float | None:
     return float(math.exp(l0 + t * (l1 - l0)))
 
 
+def _at(sig: np.ndarray, val: np.ndarray, s: float) -> float:
+    """`val` at noise s, interpolated linearly in log s (clamped to the ends of the grid)."""
+    return float(np.interp(math.log(s), np.log(sig), val))
+
+
 def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, floor_ratio: float = 1.0) -> dict:
-    """A sigma_n range from a commitment curve. The rule (DESIGN.md section 1, "Choosing sigma_n"):
+    """A sigma_n range from a commitment curve, by an empirical heuristic (not derived in the paper):
 
     - `window = [s_high, s_low]`: where the median largest weight of noisy *training* points drops from `high`
-      (0.9) to `low` (0.5), log-interpolated. This is the bottom of the identity-deciding window: below s_high a
-      noisy point belongs to one image, above s_low it is shared by several.
+      (0.9) to `low` (0.5), log-interpolated: below s_high a noisy point belongs to one image, above s_low it is
+      shared by several.
     - `floor = floor_ratio * median_nn_distance / sqrt(d)`: the sigma_n whose copy noise norm `sigma_n sqrt(d)`
-      equals the median nearest-neighbour distance of the training set; below it the copies are nearly clean and
-      the ambient branch memorizes them (first failure end).
-    - `range = [floor, s_high]`: sigma_n at or below the bottom of the window (so the clean branch below
-      sigma_n does not cover the levels where identity is decided: second failure end) but above the floor.
-      `suggested` is its geometric mean. If the floor lies above s_high the range is empty: `range` is then
-      `[s_high, s_high]`, and a `warning` says so.
+      equals the median nearest-neighbour distance of the training set. It compares absolute distances only; it
+      does not measure whether a copy reveals its source (the copy noise is nearly orthogonal to the differences
+      between images: module docstring). Above the floor the copies are still nearest to their sources.
+    - `range = [floor, s_high]` (`[s_high, s_high]` if the floor lies above s_high); `suggested` is its geometric
+      mean. It places sigma_n below the levels where identity is decided and above the floor.
 
-    Returns `{"window", "floor", "range", "suggested", "rule", ...}` (levels in model units, images in [-1, 1]);
-    with held-out rows also `heldout_window`, the same crossings for noisy held-out points (for reference only).
+    What the range leaves identifiable is reported, where the curve has it, as `argmax_is_source_at`: the share
+    of noisy training points at s = the range ends and `suggested` whose largest weight is their own image (a
+    rough guide to the share of the exact Algorithm 1 optimum's samples that end on their copy's source).
+    `warnings` lists every caveat met (`warning`: them joined, absent if none). Returns `{"window", "floor",
+    "range", "suggested", "rule", ...}` (levels in model units, images in [-1, 1]); with held-out rows also
+    `heldout_window`, the same crossings for noisy held-out points (for reference only).
     """
     sig = np.asarray(curve["sigmas"], dtype=np.float64)
     med = np.asarray([r["train"]["max_weight"]["median"] for r in curve["rows"]], dtype=np.float64)
@@ -154,8 +172,9 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
     s_high, s_low = _crossing(sig, med, high), _crossing(sig, med, low)
     out: dict[str, Any] = {
         "high": high, "low": low, "floor_ratio": floor_ratio,
-        "rule": ("window = noise where the median largest posterior weight of noisy training points drops from "
-                 f"{high} to {low}; floor = {floor_ratio} x median nearest-neighbour distance / sqrt(d); "
+        "rule": ("empirical heuristic: window = noise where the median largest posterior weight of noisy training "
+                 f"points drops from {high} to {low}; floor = {floor_ratio} x median nearest-neighbour distance / "
+                 "sqrt(d) (copy noise norm = that distance; not a measure of whether a copy reveals its source); "
                  "range = [floor, bottom of window]; suggested = geometric mean of the range"),
     }
     if s_high is None or s_low is None:
@@ -163,15 +182,22 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
             f"the commitment curve never drops below {high if s_high is None else low} (largest level "
             f"{sig[-1]:g}); extend the noise levels upward (e.g. up to 20) and run it again"
         )
+    warnings = []
     if s_high == sig[0]:
-        out["warning"] = (f"the median largest weight is already <= {high} at the smallest level {sig[0]:g}; "
-                          "extend the noise levels downward")
+        warnings.append(f"the median largest weight is already <= {high} at the smallest level {sig[0]:g}; "
+                        "extend the noise levels downward")
     floor = floor_ratio * float(curve["median_nn_distance"]) / math.sqrt(float(curve["dim"]))
     lo, hi = (floor, s_high) if floor <= s_high else (s_high, s_high)
     if floor > s_high:
-        out["warning"] = (f"the noise floor {floor:.3g} lies above the bottom of the window {s_high:.3g}: no sigma_n "
-                          "both hides the images and stays below the identity-deciding levels; try the window bottom")
+        warnings.append(f"the floor {floor:.3g} (copy noise norm = median nearest-neighbour distance) lies above "
+                        f"the bottom of the window {s_high:.3g}; the range is the window bottom alone")
     out.update({"window": [s_high, s_low], "floor": floor, "range": [lo, hi], "suggested": math.sqrt(lo * hi)})
+    if warnings:
+        out["warnings"], out["warning"] = warnings, "; ".join(warnings)
+    if all("argmax_is_source" in r["train"] for r in curve["rows"]):
+        src = np.asarray([r["train"]["argmax_is_source"] for r in curve["rows"]], dtype=np.float64)
+        out["argmax_is_source_at"] = {"range_low": _at(sig, src, lo), "suggested": _at(sig, src, out["suggested"]),
+                                      "range_high": _at(sig, src, hi)}
     if all("heldout" in r for r in curve["rows"]):  # for reference: the same crossings for noisy held-out points
         med_h = np.asarray([r["heldout"]["max_weight"]["median"] for r in curve["rows"]], dtype=np.float64)
         out["heldout_window"] = [_crossing(sig, med_h, high), _crossing(sig, med_h, low)]
@@ -179,10 +205,11 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
 
 
 def default_sigma_grid(curve: dict[str, Any], num: int = 6, high: float = 0.9, low: float = 0.5) -> list[float]:
-    """A sigma_n sweep grid that brackets `suggest_sigma_n`'s range and reaches both failure ends.
+    """A sigma_n sweep grid that brackets `suggest_sigma_n`'s range.
 
-    Geometric, `num` values from half the floor (copies nearly clean) to twice the top of the window
-    (identity decided below sigma_n), rounded to 2 significant digits. `high`, `low`: as in `suggest_sigma_n`.
+    Geometric, `num` values from half the floor (or of the window bottom, if lower) to twice the top of the window
+    (where identity is decided below sigma_n), rounded to 2 significant digits. `high`, `low`: as in
+    `suggest_sigma_n`.
     """
     if num < 2:
         raise DiffmemError(f"a sweep grid needs at least 2 values, got {num}")

@@ -1,6 +1,6 @@
 """Closed-form optimal denoisers of a finite training set, and the exact samplers they drive.
 
-Notation (DESIGN.md sections 1 and 4; EDM variance-exploding form `x_s = x0 + s n`):
+Notation (the paper's Sections 2.2-2.3 and Algorithm 1; EDM variance-exploding form `x_s = x0 + s n`):
 
 - Baseline optimum (the minimizer of the ordinary loss on the empirical distribution of {x_i}):
   `D*(x; s) = E[x0 | x_s = x] = sum_i w_i(x; s) x_i`, `w = softmax_i(-|x - x_i|^2 / (2 s^2))`.
@@ -76,7 +76,7 @@ def empirical_posterior(
 ) -> Posterior:
     """Posterior over `points` of a query seen at noise `sigma`: `w_i = softmax_i(-|x - p_i|^2 / (2 sigma^2))`.
 
-    This is the posterior of the mixture `(1/N) sum_i N(p_i, sigma^2 I)` (DESIGN.md section 4); its mean is the
+    This is the posterior of the mixture `(1/N) sum_i N(p_i, sigma^2 I)` (the paper's Section 2.2); its mean is the
     optimal denoiser. Float64, log space, streamed over chunks of `chunk` points (default: a 16 MiB budget).
     `with_mean=False` skips the mean (returned as an empty [B, 0] tensor) when only the weights matter.
     """
@@ -128,7 +128,7 @@ def empirical_posterior(
 
 
 def empirical_denoiser(points: torch.Tensor, chunk: int | None = None) -> Denoiser:
-    """The baseline's optimal denoiser of the finite set `points` [N, ...] (DESIGN.md section 4).
+    """The baseline's optimal denoiser of the finite set `points` [N, ...] (the paper's Section 2.2).
 
     `D*(x; s) = sum_i softmax_i(-|x - x_i|^2 / (2 s^2)) x_i`; returns a `denoiser(x [B, ...], sigma [B])` callable
     for `edm_sample`. Its output has x's shape and dtype.
@@ -145,9 +145,9 @@ def ambient_denoiser(noisy_copies: torch.Tensor, sigma_n: float, chunk: int | No
     """The optimal `E[x0 | x_s]` of Algorithm 1's high-noise branch for the fixed copies `y_i`, for s > sigma_n.
 
     `E[y | x_s]` is the softmax mean over the y_i at noise `tau = sqrt(s^2 - sigma_n^2)`; then
-    `E[x0 | x_s] = (s^2 E[y | x_s] - sigma_n^2 x_s) / tau^2` (the identity of DESIGN.md section 1, solved for
-    E[x0 | x_s]). Undefined at s <= sigma_n (raises ValueError); to sample down to exactly sigma_n use
-    `ambient_sample`, which integrates the same ODE in tau.
+    `E[x0 | x_s] = (s^2 E[y | x_s] - sigma_n^2 x_s) / tau^2` (the identity behind the Ambient Score Matching loss,
+    the paper's Eq. (6) in Section 2.3, solved for E[x0 | x_s]; docs/method.md). Undefined at s <= sigma_n (raises
+    ValueError); to sample down to exactly sigma_n use `ambient_sample`, which integrates the same ODE in tau.
     """
     if not sigma_n > 0:
         raise ValueError(f"sigma_n must be > 0, got {sigma_n}")
@@ -177,7 +177,7 @@ def baseline_sample(
 ) -> torch.Tensor:
     """Sample with the baseline's optimal denoiser from sigma_max to 0 (EDM Algorithm 2 via `edm_sample`).
 
-    The result lands on training points (total memorization, DESIGN.md section 4). Returns [B, ...] float32.
+    The result lands on training points (total memorization, the paper's Section 2.2). Returns [B, ...] float32.
     """
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     return edm_sample(empirical_denoiser(train), x_init, sigmas, solver=solver)
@@ -192,19 +192,28 @@ def ambient_sample(
     sigma_max: float = 80.0,
     rho: float = 7.0,
     solver: str = "heun",
+    s_stop: float | None = None,
 ) -> torch.Tensor:
     """Sample with the ambient optimum from sigma_max down to s = sigma_n (Lemma 4.1). Returns [B, ...] float32.
 
     The probability-flow ODE `dx/ds = (x - E[x0|x_s]) / s` with the ambient E[x0|x_s] equals, after the change of
     time `tau = sqrt(s^2 - sigma_n^2)`, the EDM ODE `dx/dtau = (x - E[y|x]) / tau` of the empirical distribution
-    of the copies {y_i} (substitute the identity of DESIGN.md section 1). Integrating in tau from
-    sqrt(sigma_max^2 - sigma_n^2) to 0 with `edm_sample` avoids the 1/(s^2 - sigma_n^2) singularity at s = sigma_n
-    and ends exactly at s = sigma_n, on the y_i. `sigma_min` is the smallest tau of the Karras grid before 0.
+    of the copies {y_i}, its softmax at temperature tau (substitute the identity of `ambient_denoiser`).
+    Integrating in tau from sqrt(sigma_max^2 - sigma_n^2) to 0 with `edm_sample` avoids the 1/(s^2 - sigma_n^2)
+    singularity at s = sigma_n and ends exactly at s = sigma_n, on the y_i. `sigma_min` is the smallest tau of the
+    Karras grid before 0. `s_stop` (> sigma_n): stop at s = s_stop instead, i.e. at tau = sqrt(s_stop^2 - sigma_n^2)
+    (`num_steps` Karras steps down to it, no final step to 0); there the state can be compared with the s-ODE
+    driven by `ambient_denoiser`.
     """
     if not 0 < sigma_n < sigma_max:
         raise ValueError(f"need 0 < sigma_n < sigma_max, got sigma_n={sigma_n}, sigma_max={sigma_max}")
     tau_max = (sigma_max**2 - sigma_n**2) ** 0.5
-    taus = karras_sigmas(num_steps, min(sigma_min, tau_max / 2), tau_max, rho)
+    if s_stop is None:
+        taus = karras_sigmas(num_steps, min(sigma_min, tau_max / 2), tau_max, rho)
+    elif sigma_n < s_stop < sigma_max:
+        taus = karras_sigmas(num_steps, (s_stop**2 - sigma_n**2) ** 0.5, tau_max, rho)[:-1]
+    else:
+        raise ValueError(f"need sigma_n < s_stop < sigma_max, got s_stop={s_stop}")
     # edm_sample starts at x_init * taus[0]; the forward process at s = sigma_max has std sigma_max.
     return edm_sample(empirical_denoiser(noisy_copies), x_init * (sigma_max / tau_max), taus, solver=solver)
 

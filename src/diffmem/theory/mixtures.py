@@ -12,7 +12,14 @@ strictly decreasing in s. Since `f(a) = 2 Phi(a) - 1` is concave on a >= 0 with 
 - (Lemma A.6, high noise merges) `TV(s) <= Delta / sqrt(2 pi (s0^2 + s^2))`, so `TV(s) <= eps` once
   `s >= sqrt(Delta^2 / (2 pi eps^2) - s0^2)` (noise of order Delta / eps).
 
-Here "separated" means TV >= TV(0)/2 and "eps-merged" means TV <= eps.
+Here "separated" means TV >= TV(0)/2 and "eps-merged" means TV <= eps. Two thresholds named "merged" appear in
+`diffmem theory mixtures`: the TV panel's `eps` (default 0.1, Lemma A.6's eps-merged), and the subpopulation
+simulation's `merge_tv` (default 0.5), the TV at or below which two subpopulations are joined into one.
+
+In the simulation, `tau1` (Feldman's coefficient of Theorem 4.3 / A.1) does not fall with the noise: with the
+default settings it rises from about 5.7e-4 to 8.7e-4 while components merge. What falls is the number of
+singletons, and with it `singleton_mass = tau1 x expected singletons`. Once one component remains no
+subpopulation can be a singleton and tau1 is 0/0: it is reported as None (undefined), not 0.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ __all__ = [
     "feldman_frequencies",
     "gaussian_tv",
     "merge_noise_bound",
+    "merge_subpopulations",
     "mixtures_report",
     "noise_for_tv",
     "separated_noise_bound",
@@ -93,14 +101,15 @@ def feldman_frequencies(num_components: int, alpha: float, rng: np.random.Genera
     return picked / picked.sum()
 
 
-def singleton_statistics(freqs: np.ndarray, counts: np.ndarray, n: int) -> dict[str, float]:
+def singleton_statistics(freqs: np.ndarray, counts: np.ndarray, n: int) -> dict[str, Any]:
     """Memorization pressure of a list of subpopulation frequencies for a training set of size n (Feldman 2020).
 
     singletons: components seen exactly once in the drawn training set (`counts`). expected_singletons:
     `sum_k n pi_k (1 - pi_k)^(n-1)`. tau1: Feldman's coefficient `sum pi^2 (1-pi)^(n-1) / sum pi (1-pi)^(n-1)`
     (the expected weight of a subpopulation given it was seen once; Theorem 4.3 / A.1 charge `tau1` per
-    unfitted singleton). singleton_mass: `tau1 * expected_singletons = n sum pi^2 (1-pi)^(n-1)`, the population
-    mass whose loss is paid for not fitting (memorizing) the singletons.
+    unfitted singleton); None when no subpopulation can be seen exactly once (the denominator is 0, e.g. one
+    component of frequency 1), where the ratio is 0/0. singleton_mass: `tau1 * expected_singletons =
+    n sum pi^2 (1-pi)^(n-1)`, the population mass whose loss is paid for not fitting (memorizing) the singletons.
     """
     pi = np.asarray(freqs, dtype=np.float64)
     tail = np.power(np.clip(1.0 - pi, 0.0, 1.0), n - 1)  # (1 - pi)^(n-1); 0^0 = 1
@@ -110,9 +119,39 @@ def singleton_statistics(freqs: np.ndarray, counts: np.ndarray, n: int) -> dict[
         "components": int(pi.size),
         "singletons": int(np.sum(np.asarray(counts) == 1)),
         "expected_singletons": n * den,
-        "tau1": num / den if den > 0 else 0.0,
+        "tau1": num / den if den > 0 else None,
         "singleton_mass": n * num,
     }
+
+
+def merge_subpopulations(
+    means: np.ndarray,  # [K, dim] subpopulation means
+    freqs: np.ndarray,  # [K] frequencies
+    counts: np.ndarray,  # [K] training points drawn from each
+    sigma: float,  # noise level
+    sigma0: float,  # std of every subpopulation
+    merge_tv: float,  # join two subpopulations when their TV at noise sigma is <= this
+    dist: np.ndarray | None = None,  # [K, K] distances between the means, if already computed
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merged (frequencies, counts) at noise `sigma`: single linkage over pairs with TV(sigma) <= `merge_tv`.
+
+    TV(sigma) <= merge_tv  <=>  |mu_k - mu_l| <= 2 a sqrt(sigma0^2 + sigma^2) with 2 Phi(a) - 1 = merge_tv.
+    Connected components of that graph are the merged subpopulations; frequencies and counts add up.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial.distance import pdist, squareform
+
+    if not 0 < merge_tv < 1:
+        raise ValueError(f"merge_tv must be in (0, 1), got {merge_tv}")
+    a = math.sqrt(2.0) * float(erfinv(merge_tv))
+    if dist is None:
+        dist = squareform(pdist(np.asarray(means, dtype=np.float64)))
+    adj = dist <= 2.0 * a * math.sqrt(sigma0**2 + sigma**2)
+    n_comp, label = connected_components(csr_matrix(adj), directed=False)
+    merged_pi = np.bincount(label, weights=freqs, minlength=n_comp)
+    merged_counts = np.bincount(label, weights=counts, minlength=n_comp).round().astype(np.int64)
+    return merged_pi, merged_counts
 
 
 def simulate_subpopulations(
@@ -130,12 +169,11 @@ def simulate_subpopulations(
 
     K components `N(mu_k, sigma0^2 I_dim)` with `mu_k ~ N(0, spread^2 I_dim)` and Feldman frequencies (Zipf list,
     exponent `alpha`); a training set of `num_train` points is drawn (component counts ~ Multinomial). At noise s,
-    components whose pairwise TV(s) <= merge_tv are merged (connected components of that graph, i.e. single
-    linkage); merged frequencies and counts add up. For every s this reports `singleton_statistics` of the merged
-    list: at low noise the heavy tail leaves many singletons (memorization is needed), at high noise they vanish.
+    components whose pairwise TV(s) <= merge_tv are merged (`merge_subpopulations`: connected components of that
+    graph, i.e. single linkage); merged frequencies and counts add up. For every s this reports
+    `singleton_statistics` of the merged list: at low noise the heavy tail leaves many singletons (memorization is
+    needed), at high noise they vanish. `merge_tv` (default 0.5) is not the TV panel's eps of `mixtures_report`.
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
     from scipy.spatial.distance import pdist, squareform
 
     if not 0 < merge_tv < 1:
@@ -144,13 +182,9 @@ def simulate_subpopulations(
     mu = spread * rng.standard_normal((num_components, dim))
     counts = rng.multinomial(num_train, pi)
     dist = squareform(pdist(mu))  # [K, K] distances between means
-    a = math.sqrt(2.0) * float(erfinv(merge_tv))  # TV(s) <= merge_tv  <=>  Delta <= 2 a sqrt(s0^2 + s^2)
     rows = []
     for s in sigmas:
-        adj = dist <= 2.0 * a * math.sqrt(sigma0**2 + float(s) ** 2)
-        n_comp, label = connected_components(csr_matrix(adj), directed=False)
-        merged_pi = np.bincount(label, weights=pi, minlength=n_comp)
-        merged_counts = np.bincount(label, weights=counts, minlength=n_comp).round().astype(np.int64)
+        merged_pi, merged_counts = merge_subpopulations(mu, pi, counts, float(s), sigma0, merge_tv, dist)
         row = singleton_statistics(merged_pi, merged_counts, num_train)
         row["sigma"] = float(s)
         row["max_frequency"] = float(merged_pi.max())

@@ -68,12 +68,14 @@ def plot_closed_form(numbers: dict[str, Any], images: dict[str, torch.Tensor], p
     ax.set_xlabel("distance in [-1, 1] pixels (0 at 1e-8)")
     ax.legend(fontsize=7, loc="upper left")
     on_source = 100 * numbers["algorithm1"]["fraction_on_source_of_copy"]
+    on_some = 100 * numbers["algorithm1"]["fraction_on_some_training_image"]
     fig.suptitle(
-        f"Exact optima of {numbers['n_train']} images: baseline lands on training points, ambient on noisy copies "
-        f"(Lemma 4.1); Alg. 1 lands on its copy's source {on_source:.0f}%",
+        f"Exact optima of {numbers['n_train']} images (d={numbers['dim']}, sigma_n={numbers['sigma_n']:g}, "
+        f"{numbers['num_samples']} samples): baseline lands on training points, ambient on noisy copies (Lemma 4.1);\n"
+        f"Algorithm 1 on a training image {on_some:.0f}%, on its copy's source {on_source:.0f}%",
         fontsize=9,
     )
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.12, wspace=0.35, hspace=0.5)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.91, bottom=0.12, wspace=0.35, hspace=0.5)
     return _save(fig, path)
 
 
@@ -108,26 +110,33 @@ def plot_leakage(result: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_mixtures(result: dict[str, Any], path: str | Path) -> Path:
-    """TV of two subpopulations vs noise with Lemma A.5/A.6 regimes; singletons of Feldman's model vs noise."""
-    tv = result["tv"]
+def _plot_tv_panel(ax: Any, tv: dict[str, Any]) -> None:
+    """Exact TV of two components vs noise, Lemma A.5's lower bound (dotted), Lemma A.6's merge bound (dashed)."""
     s = np.asarray(tv["sigmas"])
     s0, eps = tv["sigma0"], tv["eps"]
-    fig = Figure(figsize=(14, 4.5))
-    ax1, ax2, ax3 = fig.subplots(1, 3)
     for k, delta in enumerate(tv["deltas"]):
-        ax1.plot(s, gaussian_tv(delta, s, s0), color=f"C{k}", label=f"|mu1-mu2|={delta:g}")
-        ax1.plot(s, tv_lower_bound(delta, s, s0), color=f"C{k}", ls=":", lw=0.8)
-        ax1.axvline(merge_noise_bound(delta, eps, s0), color=f"C{k}", ls="--", lw=0.8)
-    ax1.axvspan(s[0], separated_noise_bound(s0), color="0.9", label="separated: TV >= TV(0)/2 (A.5)")
-    ax1.axhline(eps, color="k", lw=0.6, label=f"merged: TV <= {eps:g} (A.6, dashed: bound)")
-    ax1.set_xscale("log")
-    ax1.set_xlabel(f"noise sigma (component std sigma0={s0:g})")
-    ax1.set_ylabel("total variation")
-    ax1.set_title("2 Phi(|mu1-mu2| / (2 sqrt(sigma0^2+sigma^2))) - 1", fontsize=9)
-    ax1.legend(fontsize=7)
+        ax.plot(s, gaussian_tv(delta, s, s0), color=f"C{k}", label=f"exact TV, |mu1-mu2|={delta:g}")
+        ax.plot(s, tv_lower_bound(delta, s, s0), color=f"C{k}", ls=":", lw=0.8,
+                label="A.5 lower bound TV(0) sigma0/sqrt(sigma0^2+sigma^2)" if k == 0 else None)
+        ax.axvline(merge_noise_bound(delta, eps, s0), color=f"C{k}", ls="--", lw=0.8,
+                   label=f"A.6: TV <= {eps:g} for sigma >= this" if k == 0 else None)
+    ax.axvspan(s[0], separated_noise_bound(s0), color="0.9", label="sigma <= sqrt(3) sigma0: TV >= TV(0)/2 (A.5)")
+    ax.axhline(eps, color="k", lw=0.6, label=f"eps = {eps:g}: 'merged' in this panel (--eps)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"noise sigma (component std sigma0 = {s0:g})")
+    ax.set_ylabel("total variation of the two components at noise sigma")
+    ax.set_title("two Gaussians: TV = 2 Phi(|mu1-mu2| / (2 sqrt(sigma0^2+sigma^2))) - 1", fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def plot_mixtures(result: dict[str, Any], path: str | Path) -> Path:
+    """TV of two subpopulations vs noise with Lemma A.5/A.6 bounds; singletons, tau1 and tau1 x E[singletons]
+    of Feldman's model vs noise (subpopulations merged when their TV <= merge_tv, not the TV panel's eps)."""
+    fig = Figure(figsize=(15, 4.8))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    _plot_tv_panel(ax1, result["tv"])
     sim = result["subpopulations"]
-    rows = sim["rows"]
+    rows, p = sim["rows"], sim["params"]
     ss = np.asarray([r["sigma"] for r in rows])
     ax2.plot(ss, [r["singletons"] for r in rows], "o-", ms=3, label="singletons in the training set")
     ax2.plot(ss, [r["expected_singletons"] for r in rows], "--", label="expected singletons")
@@ -135,17 +144,26 @@ def plot_mixtures(result: dict[str, Any], path: str | Path) -> Path:
     ax2.set_xscale("log")
     ax2.set_yscale("symlog", linthresh=1)
     ax2.set_ylim(bottom=0)
-    ax2.set_xlabel("noise sigma")
-    p = sim["params"]
-    ax2.set_title(f"Feldman model: K={p['num_components']}, n={p['num_train']}, Zipf({p['alpha']:g})", fontsize=9)
+    ax2.set_xlabel(f"noise sigma (subpopulation std {p['sigma0']:g}, means of std {p['spread']:g})")
+    ax2.set_ylabel("count")
+    ax2.set_title(f"Feldman model: K={p['num_components']}, n={p['num_train']}, Zipf({p['alpha']:g}); "
+                  f"merged when TV <= {p['merge_tv']:g} (--merge-tv)", fontsize=8)
     ax2.legend(fontsize=7)
-    ax3.plot(ss, [r["singleton_mass"] for r in rows], "o-", ms=3, label="singleton mass = tau1 x E[singletons]")
-    ax3.plot(ss, [r["max_frequency"] for r in rows], "--", label="largest merged frequency")
+    ax3.plot(ss, [r["singleton_mass"] for r in rows], "o-", ms=3, label="tau1 x expected singletons (left)")
+    ax3.plot(ss, [r["max_frequency"] for r in rows], "--", label="largest merged frequency (left)")
     ax3.set_xscale("log")
     ax3.set_xlabel("noise sigma")
-    ax3.set_title("population mass that forces memorization (Thm 4.3)", fontsize=9)
-    ax3.legend(fontsize=7)
-    fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.12, wspace=0.25)
+    ax3.set_ylabel("population mass")
+    tau = [(r["sigma"], r["tau1"]) for r in rows if r["tau1"] is not None]
+    twin = ax3.twinx()
+    twin.plot([t[0] for t in tau], [t[1] for t in tau], "s:", ms=3, color="C3", label="tau1 (right)")
+    twin.set_ylabel("tau1 (Thm 4.3; undefined with one component)")
+    twin.set_ylim(bottom=0)
+    ax3.set_title("tau1 does not fall here; tau1 x E[singletons] falls with the singletons", fontsize=9)
+    handles = ax3.get_legend_handles_labels()
+    extra = twin.get_legend_handles_labels()
+    ax3.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="center left")
+    fig.subplots_adjust(left=0.05, right=0.95, top=0.92, bottom=0.12, wspace=0.32)
     return _save(fig, path)
 
 
@@ -163,12 +181,17 @@ def plot_commitment(curve: dict[str, Any], suggestion: dict[str, Any] | None, pa
             hi = [r[key][stat]["p90"] for r in curve["rows"]]
             ax.plot(s, med, color=color, label=f"{label} (median, 10-90%)")
             ax.fill_between(s, lo, hi, color=color, alpha=0.2)
+    if all("argmax_is_source" in r["train"] for r in curve["rows"]):  # what a copy made at sigma_n = s reveals
+        ax1.plot(s, [r["train"]["argmax_is_source"] for r in curve["rows"]], color="C3", ls="-.",
+                 label="share of noisy training points whose largest weight is their own image")
     if suggestion is not None:
         for ax in (ax1, ax2):
-            ax.axvspan(*suggestion["window"], color="0.85", zorder=0, label="window: median 0.9 -> 0.5")
-            ax.axvspan(*suggestion["range"], color="C2", alpha=0.25, zorder=0, label="suggested sigma_n range")
+            ax.axvspan(*suggestion["window"], color="0.85", zorder=0,
+                       label=f"window: median {suggestion['high']:g} -> {suggestion['low']:g}")
+            ax.axvspan(*suggestion["range"], color="C2", alpha=0.25, zorder=0,
+                       label="heuristic sigma_n range (floor: sigma_n sqrt(d) = median NN distance)")
             ax.axvline(suggestion["suggested"], color="C2", ls="--", label=f"suggested {suggestion['suggested']:.2g}")
-    ax1.set_ylabel("largest posterior weight max_i w_i")
+    ax1.set_ylabel("largest posterior weight max_i w_i (red: a share)")
     ax2.set_ylabel("effective count 1 / sum_i w_i^2")
     ax2.set_yscale("log")
     for ax in (ax1, ax2):

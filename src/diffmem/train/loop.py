@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
-from diffmem.diffusion.losses import Batch, compute_loss
+from diffmem.diffusion.losses import Batch
+from diffmem.diffusion.methods import compute_loss, method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError, as_diffmem_error, os_error_message
 from diffmem.lock import locked
@@ -32,6 +33,7 @@ from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.diagnostics import adam_update_rms
 from diffmem.train.distributed import World, barrier, broadcast_object, check_batch, local_slice
 from diffmem.train.ema import EMA, ema_beta
 
@@ -126,17 +128,17 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
         labels = torch.from_numpy(train.labels.astype(np.int64))
     x0 = to_model_range(train.images)
     y = mask = None
-    m = cfg.method
+    m, method = cfg.method, method_of(cfg.method)
     path = out / rundir.CORRUPTION
-    if m.name in ("ambient", "noisy-only") or m.name == "masking":
+    if method.needs_noisy_copies or method.needs_masks:
         if resuming and path.is_file():
             saved = load_file(str(path))
             y, mask = saved.get("y"), saved.get("mask")
         else:
             tensors = {}
-            if m.name in ("ambient", "noisy-only"):
+            if method.needs_noisy_copies:
                 y = tensors["y"] = draw_noisy_copies(x0, m.sigma_n, cfg.seed)
-            if m.name == "masking":
+            if method.needs_masks:
                 mask = tensors["mask"] = draw_masks(tuple(x0.shape), m.mask_p, cfg.seed)
             tmp = path.with_name(path.name + ".tmp")
             save_file(tensors, str(tmp))
@@ -283,7 +285,7 @@ def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.op
 
 
 def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, batch: int, lr: float,
-                seconds: float, steps_timed: int) -> dict:
+                seconds: float, steps_timed: int, opt: torch.optim.Optimizer) -> dict:
     """The log.jsonl record of the steps in `window`; refuses a non-finite loss naming its step."""
     stats = torch.stack(window)
     if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
@@ -300,7 +302,9 @@ def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, 
     return {"step": step, "kimg": step * batch / 1000, "loss": float(stats[:, 0].mean()),
             "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
             "frac_high": n_high / (len(window) * batch), "lr": lr,
-            "images_per_s": steps_timed * batch / max(seconds, 1e-9), "time": time.time()}
+            "images_per_s": steps_timed * batch / max(seconds, 1e-9),
+            "loss_std": float(stats[:, 0].std()) if len(window) > 1 else None,
+            "update_rms": adam_update_rms(opt), "time": time.time()}
 
 
 def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
@@ -338,7 +342,7 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
                 now = time.perf_counter()
-                rec = _log_record(window, step, world, out, o.batch, lr, now - t_last, step - step_last)
+                rec = _log_record(window, step, world, out, o.batch, lr, now - t_last, step - step_last, opt)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.0f}")

@@ -1,0 +1,144 @@
+"""An audit's output folder: checked before any work, written whole into a temporary folder and swapped in.
+
+A folder is taken as an audit only if it holds `report.json` and nothing but audit outputs, so an
+audit never writes into (or replaces) a folder of other files. The new output set is written next to
+the target (`.NAME.tmp-PID`) and swapped in with two renames: a kill at any moment leaves either the
+previous complete audit, the new complete one, or (between the renames) none, never a mixture.
+Also: `nearest.csv` (which file copies which) and the file names of images.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffmem.errors import DiffmemError
+
+__all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "OutputFolder", "image_names", "write_nearest_csv"]
+
+REPORT = "report.json"
+# everything an audit (or the sweep's evaluation) writes; quality.json is kept across a rewrite
+AUDIT_FILES = frozenset({REPORT, "nearest.npz", "nearest.csv", "histogram.png", "neighbours.png", "samples.png",
+                         "report.md", "report.html", "quality.json"})
+_KEEP = ("quality.json",)
+
+
+def _entries(path: Path) -> list[str]:
+    return [p.name for p in path.iterdir() if not p.name.startswith(".")]
+
+
+def is_audit_dir(path: str | Path) -> bool:
+    """True when `path` holds a report.json and nothing but audit outputs."""
+    p = Path(path)
+    return p.is_dir() and (p / REPORT).is_file() and set(_entries(p)) <= AUDIT_FILES
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix)."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise DiffmemError(f"audit --out {p} is a file; give a folder")
+    try:
+        entries = _entries(p) if p.is_dir() else []
+    except PermissionError:
+        raise DiffmemError(f"cannot read the audit --out folder {p} (permission denied); choose another --out") from None
+    if entries and not is_audit_dir(p):
+        others = sorted(set(entries) - AUDIT_FILES)[:3]
+        raise DiffmemError(f"audit --out {p} holds other files ({', '.join(others)}); give an empty or new folder, "
+                           "or an earlier audit's folder to replace it")
+    return p
+
+
+class OutputFolder:
+    """Write an audit into `tmp` (created now, so an unwritable --out fails before any work), then `commit()`."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = check_out_dir(out)
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            _clean_stale(self.out)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        except OSError as err:
+            raise DiffmemError(f"cannot write the audit --out {self.out} ({err.strerror or err}); "
+                               "choose a folder you can write to") from None
+
+    def commit(self) -> Path:
+        """Swap the finished output set in place of the previous audit (if any)."""
+        old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+        try:
+            if self.out.is_dir():
+                check_out_dir(self.out)  # still an audit (nothing else appeared meanwhile)
+                for name in _KEEP:
+                    if (self.out / name).is_file() and not (self.tmp / name).exists():
+                        shutil.copy2(self.out / name, self.tmp / name)
+                os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+        except OSError as err:
+            raise DiffmemError(f"cannot write the audit --out {self.out} ({err.strerror or err}); "
+                               "choose a folder you can write to") from None
+        shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove what a killed audit left beside `out`; a previous audit moved aside just before the kill
+    (`.NAME.old-PID` without `out`) is moved back."""
+    for kind in ("old", "tmp"):
+        for p in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if kind == "old" and not out.exists() and is_audit_dir(p):
+                os.replace(p, out)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def image_names(data: Any, n: int) -> list[str]:
+    """A file name per image: a folder's relative paths, `NAME.npz#i` for arrays in a file, `#i` otherwise."""
+    names = getattr(data, "names", None)
+    source = str(getattr(data, "source", "") or "")
+    if not names or len(names) != n:
+        return [f"#{i}" for i in range(n)]
+    if source.endswith(".npz") or source.startswith("builtin:"):
+        base = os.path.basename(source) if source.endswith(".npz") else source
+        return [f"{base}#{name.rsplit('/', 1)[-1]}" for name in names]
+    return [str(name) for name in names]
+
+
+def write_nearest_csv(path: Path, arrays: dict[str, np.ndarray], sample_names: list[str], train_names: list[str],
+                      copy_threshold: float | None) -> Path:
+    """One row per sample: sample, nearest training file, similarity, mirrored, copy (similarity >= threshold).
+
+    `copy` is empty when there is no calibrated threshold (no held-out images).
+    """
+    sims, idx = arrays["nn_similarity"], arrays["nn_index"]
+    mirrored = arrays.get("nn_mirrored", np.zeros(len(sims), dtype=bool))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample", "nearest_train", "similarity", "mirrored", "copy"])
+        for i in range(len(sims)):
+            copy = "" if copy_threshold is None else int(float(sims[i]) >= copy_threshold)
+            w.writerow([sample_names[i], train_names[int(idx[i])], f"{float(sims[i]):.6f}", int(bool(mirrored[i])),
+                        copy])
+    return path

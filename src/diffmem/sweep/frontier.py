@@ -1,0 +1,227 @@
+"""Frontiers over training: every run's (quality, copies) path, candidates against slower-clock controls.
+
+A method that only trains more slowly copies less at any one checkpoint, so single checkpoints cannot
+separate protection from delay. `run_frontier` trains every variant (the baseline at several learning
+rates: the slower-clock controls; Algorithm 1 with each weighting: the candidates) on the same data,
+subsets and seeds with one budget, and at `checkpoints` evenly spaced steps draws `n_samples` samples
+from the EMA model (the same sampler seeds every time) and records their quality (Frechet distance to
+the held-out images) and copy fraction (share above the held-out 99th percentile of nearest-training
+similarity). Each run is then a path in the (quality, copies) plane; the baseline's own path is its
+early-stopped control. `diffmem.sweep.frontier_report` turns the paths into a table, a plot and a verdict.
+
+```
+OUT/frontier.json        configuration, variants, commit, and every run's path
+OUT/runs/<run>/          one ordinary run directory per (subset, variant, seed); re-running resumes
+OUT/frontier.md, .png    the table, the plot and the verdict (frontier_report)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from diffmem.config import TrainConfig, json_ready, validate
+from diffmem.errors import DiffmemError
+from diffmem.train.rundir import write_json_atomic
+
+__all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
+
+FRONTIER_JSON = "frontier.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training recipe: a method (with its weighting and sigma_n) and a learning-rate factor.
+
+    `role`: "control" (the baseline, possibly slowed down) or "candidate" (compared against every control).
+    """
+
+    label: str
+    method: str = "edm"
+    sigma_n: float = 0.0
+    ambient_weight: str = "plain"
+    weight_cap: float = 4.0
+    lr_factor: float = 1.0
+    role: str = "control"
+
+    @property
+    def slug(self) -> str:
+        """Folder-safe name, e.g. `edm-lr0.25` or `ambient-capped4-sn1`."""
+        if self.method == "edm":
+            return f"edm-lr{self.lr_factor:g}"
+        w = self.ambient_weight + (f"{self.weight_cap:g}" if self.ambient_weight == "capped" else "")
+        lr = f"-lr{self.lr_factor:g}" if self.lr_factor != 1 else ""
+        return f"{self.method}-{w}-sn{self.sigma_n:g}{lr}"
+
+
+def default_variants(sigma_n: float, weightings: tuple[str, ...] = ("plain", "compensated", "capped"),
+                     lr_factors: tuple[float, ...] = (1.0, 0.5, 0.25), weight_cap: float = 4.0) -> tuple[Variant, ...]:
+    """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
+    controls = [Variant(f"baseline, lr x{f:g}", "edm", lr_factor=f) for f in lr_factors]
+    cands = [Variant(f"Algorithm 1, {w}{f' {weight_cap:g}' if w == 'capped' else ''}, sigma_n {sigma_n:g}",
+                     "ambient", sigma_n, w, weight_cap, role="candidate") for w in weightings]
+    return (*controls, *cands)
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    """`base` fixes data, network and budget (steps, batch, base lr); variants x subsets x seeds are the runs."""
+
+    base: TrainConfig
+    variants: tuple[Variant, ...]
+    subsets: tuple[int, ...] = (100,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    checkpoints: int = 8
+    n_samples: int = 500
+    sample_steps: int = 18
+    features: str = "pixels"
+    quality_features: str = "digits-net"
+    extras: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. the code's commit)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["base"] = self.base.to_dict()
+        return json_ready(d)
+
+
+def _check(fc: FrontierConfig) -> None:
+    if fc.checkpoints < 2:
+        raise DiffmemError(f"--checkpoints must be at least 2 (points along each path), got {fc.checkpoints}")
+    if fc.n_samples < 50:
+        raise DiffmemError(f"--n-samples must be at least 50 to separate copy fractions, got {fc.n_samples}")
+    if not fc.subsets or any(s < 2 for s in fc.subsets):
+        raise DiffmemError("--subset needs training-set sizes of at least 2 (held-out images are the reference)")
+    if not fc.seeds:
+        raise DiffmemError("--seeds is empty")
+    if not fc.variants:
+        raise DiffmemError("no variants to run")
+    slugs = [v.slug for v in fc.variants]
+    if len(set(slugs)) != len(slugs):
+        raise DiffmemError(f"two variants share a name: {slugs}")
+    if not any(v.role == "control" for v in fc.variants):
+        raise DiffmemError("a frontier needs at least one control (the baseline, e.g. --lr-factors 1)")
+    for v in fc.variants:
+        if not v.lr_factor > 0:
+            raise DiffmemError(f"--lr-factors must be positive, got {v.lr_factor}")
+        validate(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
+
+
+def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:
+    """The TrainConfig of one run: `base` with the variant's method and lr, the subset and the seed."""
+    b = fc.base
+    every = max(1, b.optim.steps // fc.checkpoints)
+    return dataclasses.replace(
+        b, data=dataclasses.replace(b.data, subset=subset),
+        method=dataclasses.replace(b.method, name=v.method, sigma_n=v.sigma_n, ambient_weight=v.ambient_weight,
+                                   weight_cap=v.weight_cap),
+        optim=dataclasses.replace(b.optim, lr=b.optim.lr * v.lr_factor), seed=seed, checkpoint_every=every)
+
+
+def run_name(v: Variant, subset: int, seed: int) -> str:
+    return f"n{subset}-{v.slug}-seed{seed}"
+
+
+def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str, device: str,
+               threads: int) -> tuple[str, float]:
+    """Train (or resume) one run with the (quality, copies) monitor; a finished run is left as it is."""
+    import torch
+
+    from diffmem.monitor import make_monitor
+    from diffmem.train.loop import train
+    from diffmem.train.rundir import DONE
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    if (Path(run) / DONE).is_file():
+        return run, 0.0
+    cfg = run_config(fc, v, subset, seed)
+    monitor = make_monitor(cfg, n_samples=fc.n_samples, features=fc.features, device=device, seed=0,
+                           sample_steps=fc.sample_steps, quality_features=fc.quality_features)
+    train(cfg, run, device=device, progress=False, monitor=monitor, monitor_every=cfg.checkpoint_every)
+    return run, time.perf_counter() - t0
+
+
+def run_paths(run: str | Path) -> list[dict[str, Any]]:
+    """The (step, epoch, quality, copies) points of one run, from the monitor records in its log."""
+    from diffmem.monitor import CALIBRATED_KEY, monitor_records
+
+    pts = []
+    for rec in monitor_records(run):
+        m = rec["monitor"]
+        q = (m.get("quality") or {}).get("value")
+        c = (m.get("fraction_above_calibrated") or {}).get(CALIBRATED_KEY)
+        held = ((m.get("heldout") or {}).get("fraction_above_calibrated") or {}).get(CALIBRATED_KEY)
+        pts.append({"step": int(rec["step"]), "epoch": m.get("epoch"), "quality": q, "copies": c,
+                    "heldout_copies": held, "n": m.get("n_samples")})
+    return pts
+
+
+def _log_means(run: Path) -> dict[str, float | None]:
+    """Mean batch-loss spread and Adam update RMS over the run's logged steps (the mechanism columns)."""
+    import numpy as np
+
+    from diffmem.train.rundir import LOG
+
+    vals: dict[str, list[float]] = {"loss_std": [], "update_rms": [], "loss": []}
+    for line in (run / LOG).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for k in vals:
+            if isinstance(rec.get(k), (int, float)):
+                vals[k].append(float(rec[k]))
+    return {k: (float(np.mean(v)) if v else None) for k, v in vals.items()}
+
+
+def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
+                 echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
+    """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json and the
+    report; returns the collected data. Re-running resumes unfinished runs and skips finished ones.
+    `report_only`: train nothing; report the runs that have finished so far."""
+    from diffmem.train.rundir import DONE
+    from diffmem.sweep.frontier_report import write_report
+
+    _check(fc)
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / FRONTIER_JSON).is_file():
+        raise DiffmemError(f"--out {out} is a non-empty folder that is not a frontier; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
+        write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
+    runs = [(v, n, s, out / "runs" / run_name(v, n, s)) for n in fc.subsets for s in fc.seeds for v in fc.variants]
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    echo(f"[frontier] {len(runs)} runs ({len(fc.variants)} variants x {len(fc.subsets)} subsets x "
+         f"{len(fc.seeds)} seeds), {fc.checkpoints} checkpoints each, {jobs} at a time")
+    t0 = time.perf_counter()
+    if report_only:
+        runs = [r for r in runs if (r[3] / DONE).is_file()]
+        echo(f"[frontier] reporting the {len(runs)} finished runs")
+        if not runs:
+            raise DiffmemError(f"no run in {out} has finished yet; run without --report-only to train them")
+    elif jobs == 1:
+        for i, (v, n, s, run) in enumerate(runs):
+            _, sec = _train_one(fc, v, n, s, str(run), device, 0)
+            echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futs = [pool.submit(_train_one, fc, v, n, s, str(run), device, threads) for v, n, s, run in runs]
+            for i, fut in enumerate(as_completed(futs)):
+                run_dir, sec = fut.result()
+                echo(f"[frontier] {i + 1}/{len(runs)} {Path(run_dir).name}: {sec:.0f}s")
+    data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
+        {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
+         "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}
+    write_json_atomic(out / FRONTIER_JSON, data)
+    data["files"] = write_report(data, out)
+    return data

@@ -1,0 +1,190 @@
+"""The frontier's table, plot and verdict: does a candidate copy less than every control at equal quality?
+
+Paths are averaged over seeds checkpoint by checkpoint (mean, standard deviation, and the standard
+error of the copy fraction: the larger of the binomial one and the seed-to-seed one).
+
+Verdict of candidate A against control B, per subset (docs/method.md, "Frontiers"): take every point of
+B's path where B copies more than unseen images do (copies above the held-out rate by 2 standard
+errors). At each, A must reach B's quality within `tolerance` (FD_A <= (1 + tolerance) FD_B) at some
+checkpoint, and among those checkpoints copy at most `factor` (1/3) of B's: then A "removes" copying
+relative to B. If A copies less by 2 standard errors at each such point it "reduces" copying; otherwise
+it "does not beat" B. A candidate passes when it removes copying against every control.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["aggregate", "compare_paths", "verdicts", "markdown", "plot_frontier", "write_report"]
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One mean path per (subset, variant): per checkpoint step, mean/std over seeds of quality and copies."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["subset"], r["slug"]), []).append(r)
+    out = []
+    for (subset, slug), rs in groups.items():
+        steps = sorted({p["step"] for r in rs for p in r["path"]})
+        pts = []
+        for st in steps:
+            at = [p for r in rs for p in r["path"] if p["step"] == st
+                  and p["quality"] is not None and p["copies"] is not None]
+            if not at:
+                continue
+            q = np.array([p["quality"] for p in at], float)
+            c = np.array([p["copies"] for p in at], float)
+            n = sum(int(p["n"] or 0) for p in at)
+            p_bar = float(c.mean())
+            se_binom = math.sqrt(max(p_bar * (1 - p_bar), 1.0 / max(n, 1)) / max(n, 1))
+            se_seed = float(c.std(ddof=1) / math.sqrt(len(c))) if len(c) > 1 else 0.0
+            pts.append({"step": st, "epoch": at[0]["epoch"], "seeds": len(at), "quality": float(q.mean()),
+                        "quality_std": float(q.std(ddof=1)) if len(q) > 1 else 0.0, "copies": p_bar,
+                        "copies_std": float(c.std(ddof=1)) if len(c) > 1 else 0.0,
+                        "copies_se": max(se_binom, se_seed),
+                        "heldout": float(np.mean([p["heldout_copies"] or 0.0 for p in at]))})
+        mech = {k: _mean([r.get(k) for r in rs]) for k in ("loss_std", "update_rms", "loss")}
+        out.append({"subset": subset, "slug": slug, "variant": rs[0]["variant"], "role": rs[0]["role"],
+                    "seeds": sorted({r["seed"] for r in rs}), "points": pts, **mech})
+    return out
+
+
+def _mean(vals: Sequence[Any]) -> float | None:
+    v = [float(x) for x in vals if isinstance(x, (int, float))]
+    return float(np.mean(v)) if v else None
+
+
+def compare_paths(cand: dict[str, Any], ctrl: dict[str, Any], tolerance: float = 0.1,
+                  factor: float = 1 / 3) -> dict[str, Any]:
+    """Candidate against one control (see the module docstring); returns the verdict and the worst point."""
+    worst: dict[str, Any] | None = None
+    status = "removes"
+    checked = 0
+    for b in ctrl["points"]:
+        if b["copies"] - b["heldout"] <= 2 * b["copies_se"]:
+            continue  # the control does not copy here: nothing to remove
+        checked += 1
+        reach = [a for a in cand["points"] if a["quality"] <= (1 + tolerance) * b["quality"]]
+        if not reach:
+            return {"verdict": "does not beat", "checked": checked, "at": b, "candidate": None,
+                    "why": f"never reaches the control's quality {b['quality']:.3g} (step {b['step']}) within "
+                           f"{tolerance:.0%}"}
+        a = min(reach, key=lambda p: p["copies"])
+        ratio = a["copies"] / b["copies"]
+        if worst is None or ratio > worst["ratio"]:
+            worst = {"ratio": ratio, "at": b, "candidate": a}
+        if a["copies"] > factor * b["copies"]:
+            se = math.hypot(a["copies_se"], b["copies_se"])
+            if status == "removes":
+                status = "reduces"
+            if b["copies"] - a["copies"] <= 2 * se:
+                status = "does not beat"
+    if checked == 0:
+        return {"verdict": "no copying to remove", "checked": 0, "at": None, "candidate": None,
+                "why": "the control never copies more than held-out images"}
+    assert worst is not None
+    why = (f"worst at the control's step {worst['at']['step']} (quality {worst['at']['quality']:.3g}, copies "
+           f"{worst['at']['copies']:.3f}): the candidate copies {worst['candidate']['copies']:.3f} at quality "
+           f"{worst['candidate']['quality']:.3g} (step {worst['candidate']['step']}), ratio {worst['ratio']:.2f}")
+    return {"verdict": status, "checked": checked, "at": worst["at"], "candidate": worst["candidate"],
+            "ratio": worst["ratio"], "why": why}
+
+
+def verdicts(paths: Sequence[dict[str, Any]], tolerance: float = 0.1) -> list[dict[str, Any]]:
+    """Every candidate against every control of the same subset; `passes`: removes against all."""
+    out = []
+    for cand in [p for p in paths if p["role"] == "candidate"]:
+        ctrls = [p for p in paths if p["role"] == "control" and p["subset"] == cand["subset"]]
+        res = {c["variant"]: compare_paths(cand, c, tolerance) for c in ctrls}
+        passes = bool(res) and all(r["verdict"] in ("removes", "no copying to remove") for r in res.values()) \
+            and any(r["verdict"] == "removes" for r in res.values())
+        out.append({"subset": cand["subset"], "candidate": cand["variant"], "against": res, "passes": passes})
+    return out
+
+
+def _pm(m: float | None, s: float | None, digits: int = 3) -> str:
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s else "")
+
+
+def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """The verdict in words, then per subset the path table and the mechanism table."""
+    lines = [f"# {title or 'Frontier over training'}", ""]
+    for v in verdict_rows:
+        word = "PASSES" if v["passes"] else "does not pass"
+        lines.append(f"- **{v['subset']} images, {v['candidate']}: {word}** (copies at most 1/3 of every "
+                     "control's at equal quality within 10%).")
+        for ctrl, r in v["against"].items():
+            lines.append(f"  - vs {ctrl}: {r['verdict']}; {r['why']}")
+    for subset in sorted({p["subset"] for p in paths}):
+        lines += ["", f"## {subset} training images", "",
+                  "| variant | step | epochs | seeds | quality (FD, lower is better) | copies | held-out |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in [p for p in paths if p["subset"] == subset]:
+            for a in p["points"]:
+                lines.append(f"| {p['variant']} | {a['step']} | {a['epoch']:.0f} | {a['seeds']} | "
+                             f"{_pm(a['quality'], a['quality_std'], 2)} | {_pm(a['copies'], a['copies_std'])} | "
+                             f"{a['heldout']:.3f} |")
+        lines += ["", "| variant | mean loss | spread of the batch loss (std over logged windows) | "
+                      "Adam update RMS |", "|---|---|---|---|"]
+        for p in [p for p in paths if p["subset"] == subset]:
+            lines.append(f"| {p['variant']} | {_g(p['loss'])} | {_g(p['loss_std'])} | {_g(p['update_rms'])} |")
+    lines += ["", "Quality: Frechet distance of the samples to the held-out images (mean ± std over seeds). "
+              "Copies: share of samples more similar to their nearest training image than 99% of held-out "
+              "images are (mean ± std over seeds); held-out: the same share for held-out images."]
+    return "\n".join(lines) + "\n"
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """One panel per subset: each variant's mean path (quality on x, copies on y), seed std as error bars."""
+    from matplotlib.figure import Figure
+
+    subsets = sorted({p["subset"] for p in paths})
+    fig = Figure(figsize=(6.2 * len(subsets), 4.6), dpi=110)
+    axes = np.atleast_1d(fig.subplots(1, len(subsets)))
+    for ax, subset in zip(axes, subsets):
+        ci = 0
+        for p in [p for p in paths if p["subset"] == subset]:
+            pts = p["points"]
+            if not pts:
+                continue
+            ctrl = p["role"] == "control"
+            color = f"{0.15 + 0.25 * ci}" if ctrl else f"C{ci}"
+            ax.errorbar([a["quality"] for a in pts], [a["copies"] for a in pts],
+                        xerr=[a["quality_std"] for a in pts], yerr=[a["copies_std"] for a in pts],
+                        fmt="--o" if ctrl else "-o", ms=3, lw=1.2, capsize=2, color=color, label=p["variant"])
+            ax.annotate("end", (pts[-1]["quality"], pts[-1]["copies"]), fontsize=6, color=color,
+                        xytext=(3, 3), textcoords="offset points")
+            ci += 1
+        held = [a["heldout"] for p in paths if p["subset"] == subset for a in p["points"]]
+        if held:
+            ax.axhline(float(np.mean(held)), color="k", lw=0.8, ls=":", label="held-out images")
+        ax.set_xscale("log")
+        ax.set_xlabel("quality: FD to held-out images (log scale; lower is better)")
+        ax.set_ylabel("copies: share above held-out p99")
+        ax.set_title(f"{subset} training images: paths over training (dashed: controls)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    return out
+
+
+def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) -> dict[str, Path]:
+    """frontier.md (verdict, tables) and frontier.png from run_frontier's data."""
+    out = Path(out)
+    paths = aggregate(data["runs"])
+    rows = verdicts(paths, tolerance)
+    md = out / "frontier.md"
+    md.write_text(markdown(paths, rows))
+    return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png")}

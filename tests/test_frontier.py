@@ -1,0 +1,133 @@
+"""diffmem frontier: paths averaged by hand, the verdict on constructed paths, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from diffmem.sweep.frontier_report import aggregate, compare_paths, verdicts
+
+
+def _path(role: str, pts: list[tuple[float, float]], label: str = "x", held: float = 0.01,
+          se: float = 0.01) -> dict:
+    return {"subset": 50, "slug": label, "variant": label, "role": role, "seeds": [0], "points": [
+        {"step": 100 * (i + 1), "epoch": 10.0 * (i + 1), "seeds": 1, "quality": q, "quality_std": 0.0,
+         "copies": c, "copies_std": 0.0, "copies_se": se, "heldout": held} for i, (q, c) in enumerate(pts)]}
+
+
+# the control improves in quality and copies more as it trains
+CONTROL = _path("control", [(8.0, 0.0), (4.0, 0.05), (2.0, 0.3), (1.5, 0.6), (1.4, 0.8)], "baseline")
+
+
+def test_a_slower_clock_does_not_beat_its_control() -> None:
+    """The control's own path, stopped early (a slowed or early-stopped baseline), is never better."""
+    slow = _path("candidate", CONTROL["points"] and [(8.0, 0.0), (4.0, 0.05), (2.0, 0.3)], "slow")
+    r = compare_paths(slow, CONTROL)
+    assert r["verdict"] == "does not beat" and "never reaches" in r["why"]
+
+
+def test_same_quality_a_third_of_the_copies_removes() -> None:
+    cand = _path("candidate", [(8.0, 0.0), (3.0, 0.0), (1.9, 0.05), (1.5, 0.1), (1.45, 0.2)], "good")
+    r = compare_paths(cand, CONTROL)
+    assert r["verdict"] == "removes"
+    # the worst control point is the last one: 0.8 copies at quality 1.4; within 10% (<= 1.54) the
+    # candidate's best is 0.1 (at 1.5), ratio 0.125; at 1.5 the control copies 0.6, candidate best 0.1 too
+    assert r["ratio"] == pytest.approx(0.1 / 0.6)
+
+
+def test_less_but_not_a_third_reduces_and_within_noise_does_not_beat() -> None:
+    half = _path("candidate", [(4.0, 0.02), (2.0, 0.15), (1.5, 0.3), (1.4, 0.4)], "half")
+    assert compare_paths(half, CONTROL)["verdict"] == "reduces"
+    near = _path("candidate", [(4.0, 0.05), (2.0, 0.29), (1.5, 0.59), (1.4, 0.79)], "near", se=0.02)
+    assert compare_paths(near, CONTROL)["verdict"] == "does not beat"
+
+
+def test_no_copying_in_the_control_gives_no_verdict() -> None:
+    flat = _path("control", [(3.0, 0.01), (2.0, 0.012)], "flat")
+    cand = _path("candidate", [(2.0, 0.0)], "c")
+    assert compare_paths(cand, flat)["verdict"] == "no copying to remove"
+    rows = verdicts([flat, cand])
+    assert rows[0]["passes"] is False  # nothing was removed against any control
+
+
+def test_aggregate_means_and_standard_errors_by_hand() -> None:
+    runs = []
+    for seed, (q, c) in enumerate([(2.0, 0.2), (4.0, 0.4)]):
+        runs.append({"subset": 50, "slug": "a", "variant": "A", "role": "control", "seed": seed,
+                     "loss_std": 0.1 * (seed + 1), "update_rms": None, "loss": 1.0,
+                     "path": [{"step": 10, "epoch": 1.0, "quality": q, "copies": c, "heldout_copies": 0.01,
+                               "n": 100}]})
+    (agg,) = aggregate(runs)
+    (p,) = agg["points"]
+    assert p["quality"] == pytest.approx(3.0) and p["copies"] == pytest.approx(0.3)
+    assert p["copies_std"] == pytest.approx(math.sqrt(0.02))  # sample std of 0.2, 0.4
+    binom = math.sqrt(0.3 * 0.7 / 200)
+    seed_se = math.sqrt(0.02) / math.sqrt(2)
+    assert p["copies_se"] == pytest.approx(max(binom, seed_se))
+    assert agg["loss_std"] == pytest.approx(0.15) and agg["update_rms"] is None
+
+
+def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fr"
+    args = ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", "8",
+            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
+            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", "capped", "--device", "cpu"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    data = json.loads((out / "frontier.json").read_text())
+    assert [r["slug"] for r in data["runs"]] == ["edm-lr1", "ambient-capped4-sn1"]
+    for r in data["runs"]:
+        assert [p["step"] for p in r["path"]] == [4, 8]
+        assert all(p["quality"] > 0 and 0 <= p["copies"] <= 1 and p["n"] == 50 for p in r["path"])
+        assert r["update_rms"] is not None and r["update_rms"] > 0
+    md = (out / "frontier.md").read_text()
+    assert "Algorithm 1, capped 4, sigma_n 1" in md and "baseline, lr x1" in md
+    assert (out / "frontier.png").stat().st_size > 0
+    # a second call resumes: finished runs are not trained again
+    mtime = (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns
+    assert run_cli(args, capsys)[0] == 0
+    assert (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns == mtime
+    # --report-only with a seed that never ran reports the finished runs only
+    code, stdout, err = run_cli([*args[:8], "0,5", *args[9:], "--report-only"], capsys)
+    assert code == 0, err
+    assert len(json.loads((out / "frontier.json").read_text())["runs"]) == 2
+    assert not (out / "runs" / "n30-edm-lr1-seed5").exists()
+
+
+@pytest.mark.parametrize("extra, flag", [(["--checkpoints", "1"], "--checkpoints"),
+                                         (["--weightings", "heavy"], "--weightings"),
+                                         (["--weight-cap", "0"], "--weight-cap"),
+                                         (["--lr-factors", "0"], "--lr-factors"),
+                                         (["--n-samples", "3"], "--n-samples")])
+def test_frontier_bad_input(tmp_path: Path, capsys, extra, flag) -> None:
+    code, out, err = run_cli(["frontier", "--out", str(tmp_path / "fr"), "--resolution", "8", *extra], capsys)
+    assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "fr").exists()
+
+
+def test_an_interrupted_frontier_resumes(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Killed during its first run (before any result was written), the same command continues."""
+    import diffmem.sweep.frontier as frontier
+
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fr"
+    args = ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", "4",
+            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
+            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", "plain", "--device", "cpu"]
+    real = frontier._train_one
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(frontier, "_train_one", killed)
+    assert run_cli(args, capsys)[0] == 130  # Ctrl-C: "aborted"
+    assert (out / "frontier.json").is_file()
+    monkeypatch.setattr(frontier, "_train_one", real)
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((out / "frontier.json").read_text())["runs"]

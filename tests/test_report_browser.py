@@ -1,0 +1,112 @@
+"""A generated report in a real browser (headless Chromium) at 1400 px and at 400 px (a phone): every image
+loads, the headline is inside the first screen, and no table widens the page beyond the viewport.
+
+Headless Chromium keeps windows at least 500 px wide, so the report is shown in an iframe of the tested
+size (via srcdoc, so its measurements can be read), inside a window slightly larger.
+
+Skips, saying why, where Chromium is not installed (.ci/run installs Debian's `chromium`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var head = document.getElementById('headline');
+  var r = {
+    width: window.innerWidth, height: window.innerHeight,
+    scrollWidth: document.documentElement.scrollWidth,
+    images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    headlineBottom: head ? head.getBoundingClientRect().bottom : null,
+    widestTable: Math.max.apply(null, [0].concat(Array.prototype.map.call(document.querySelectorAll('table'),
+      function (t) { return t.getBoundingClientRect().right; })))
+  };
+  var doc = window.parent.document;
+  var pre = doc.createElement('pre'); pre.id = 'diffmem-check'; pre.textContent = JSON.stringify(r);
+  doc.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("DIFFMEM_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _measure(browser: str, html: Path, width: int, height: int, shot: Path | None = None) -> dict:
+    import html as html_lib
+
+    page = html.with_name(f"check-{width}.html")
+    inner = html_lib.escape(html.read_text().replace("</body>", _CHECK + "</body>"), quote=True)
+    page.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe style="border:0;display:block" '
+                    f'width="{width}" height="{height}" srcdoc="{inner}"></iframe></body></html>')
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              f"--window-size={max(width, 500) + 20},{height + 20}", "--virtual-time-budget=10000"]
+    proc = subprocess.run(common + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="diffmem-check">(.*?)</pre>', proc.stdout)
+    assert found, f"no measurement from Chromium (exit {proc.returncode}): {proc.stderr[-1500:]}"
+    if shot is not None:
+        subprocess.run(common + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.ndarray) -> Path:
+    """A run folder as the demo's report reads it: config.json, subset.json and samples.npz."""
+    from diffmem.data import load_images
+
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": {"spec": str(spec), "resolution": None}}))
+    (run / "subset.json").write_text(json.dumps({
+        "source": str(spec), "n_source": n_source, "content_hash": load_images(str(spec)).content_hash(),
+        "train_indices": list(range(n_train)), "heldout_indices": list(range(n_train, n_source))}))
+    np.savez(run / "samples.npz", images=samples)
+    return run / "samples.npz"
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A standalone audit's, a comparison's and the demo's report (the demo's runs faked: no training)."""
+    import diffmem
+    from diffmem.demo_report import audit_demo
+    from diffmem.sweep.compare import collect_rows
+    from diffmem.sweep.runner import write_outputs
+
+    d = diffmem.load_images("builtin:digits", 16).images
+    root = tmp_path_factory.mktemp("browser")
+    samples = np.concatenate([d[:10], d[10:20, :, ::-1], d[600:620]])
+    diffmem.audit(samples, train=d[:40], heldout=d[100:600], features="pixels", out=root / "audit", xflip=True)
+    write_outputs(collect_rows([root / "audit"]), root / "compare")
+    spec = root / "source.npz"
+    np.savez(spec, images=d[:400])
+    runs = {"edm": _fake_run(root / "demo" / "edm", spec, 400, 40, np.concatenate([d[:30], d[500:530]])),
+            "ambient": _fake_run(root / "demo" / "ambient", spec, 400, 40, np.concatenate([d[:10], d[530:580]]))}
+    audit_demo(root / "demo", runs, sigma_n=0.5, echo=lambda _: None)
+    return {name: root / name / "report.html" for name in ("audit", "compare", "demo")}
+
+
+@pytest.mark.parametrize("kind", ["demo", "audit", "compare"])
+@pytest.mark.parametrize("width,height", [(1400, 900), (400, 800)])
+def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, height: int) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium, or set DIFFMEM_CHROMIUM): "
+                    "the report's browser test cannot run here")
+    shot = Path(os.environ["DIFFMEM_SCREENSHOTS"]) / f"{kind}-{width}.png" if os.environ.get("DIFFMEM_SCREENSHOTS") \
+        else None
+    m = _measure(browser, reports[kind], width, height, shot)
+    assert m["width"] == width
+    assert m["images"] >= (0 if kind == "compare" else 3) and m["broken"] == 0, m
+    assert m["headlineBottom"] is not None and 0 < m["headlineBottom"] <= height, m  # inside the first screen
+    assert m["scrollWidth"] <= width, m  # the page never scrolls sideways: wide tables scroll in their box
