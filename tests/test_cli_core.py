@@ -111,8 +111,9 @@ def test_cli_run_directory_rules(existing_run: Path, tmp_path: Path, capsys: pyt
     base = ["train", "--data", data, "--resolution", 8, "--batch", 4, "--out", existing_run, *TINY]
     before = _snapshot(existing_run)
     assert "--overwrite" in cli_error([*base, "--steps", 2], capsys)  # finished
-    err = cli_error([*base, "--steps", 3], capsys)  # another configuration
-    assert "optim.steps" in err
+    err = cli_error([*base, "--steps", 2, "--lr", 0.001], capsys)  # another configuration
+    assert "optim.lr" in err
+    assert "cannot be shortened" in cli_error([*base, "--steps", 1], capsys)  # more steps extend; fewer do not
     assert _snapshot(existing_run) == before
     photos = tmp_path / "photos"
     photos.mkdir()

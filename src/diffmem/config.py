@@ -7,6 +7,7 @@ compares against it to decide between resuming and refusing a foreign run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from diffmem.errors import DiffmemError
 
 METHODS = ("edm", "ambient", "masking", "noisy-only")
 AMBIENT_WEIGHTINGS = ("plain", "compensated", "capped")  # diffmem.diffusion.weighting
+EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Inverse of `to_dict`; unknown keys are an error (they usually mean a typo or a newer version)."""
+        """Inverse of `to_dict`; unknown keys and values of the wrong type are an error (they usually mean
+        a typo, a hand edit or a newer version). The record of extensions (EXTENSIONS) is not configuration."""
+        if isinstance(d, dict):
+            d = {k: v for k, v in d.items() if k != EXTENSIONS}
         return _from_dict(cls, d)
 
 
@@ -106,7 +111,42 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+_SUBCONFIGS = {"DataConfig": DataConfig, "MethodConfig": MethodConfig, "NetworkConfig": NetworkConfig,
+               "OptimConfig": OptimConfig}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# a field's annotation (a string: `from __future__ import annotations`) -> (check, what the message asks for)
+_TYPES: dict[str, tuple[Any, str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (_is_number, "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(_TYPES["int"][0](x) for x in v),
+                        "a list of integers"),
+    "tuple[float, float]": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v)),
+                            "a list of two numbers"),
+}
+
+
+def _check_type(key: str, annotation: str, value: Any) -> None:
+    """Raise a DiffmemError naming `key` when `value` (from JSON) does not fit the field's annotation."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return
+    check, what = _TYPES.get(base, (lambda v: True, ""))
+    if not check(value):
+        raise DiffmemError(f"configuration key {key!r} must be {what}{' or null' if optional else ''}, "
+                           f"got {value!r}")
+
+
+def _from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(d, dict):
+        raise DiffmemError(f"configuration {prefix.rstrip('.') or 'file'} must be a JSON object, got {d!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
@@ -114,26 +154,31 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     kwargs = {}
     for name, value in d.items():
         ftype = fields[name].type
-        sub = {"DataConfig": DataConfig, "MethodConfig": MethodConfig, "NetworkConfig": NetworkConfig,
-               "OptimConfig": OptimConfig}.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        if sub is not None and isinstance(value, dict):
-            value = _from_dict(sub, value)
-        elif isinstance(value, list):
-            value = tuple(value)
+        sub = _SUBCONFIGS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        if sub is not None:
+            value = _from_dict(sub, value, f"{prefix}{name}.")
+        else:
+            _check_type(prefix + name, ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""), value)
+            if isinstance(value, list):
+                value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
 
 
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Check a configuration and raise a DiffmemError that names the flag at fault."""
+    """Check a configuration (types are checked on reading) and raise a DiffmemError that names the flag at fault."""
     m = cfg.method
     if m.name not in METHODS:
         raise DiffmemError(f"--method {m.name!r} is not one of {', '.join(METHODS)}")
+    if not _finite(m.sigma_n) or m.sigma_n < 0:
+        raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {m.sigma_n}")
     if m.name in ("ambient", "noisy-only") and not m.sigma_n > 0:
         raise DiffmemError(f"--method {m.name} needs a positive --sigma-n (the noise level of the fixed noisy copies), "
                            "e.g. --sigma-n 0.5")
-    if m.sigma_n < 0:
-        raise DiffmemError("--sigma-n must be >= 0")
     if m.ambient_weight not in AMBIENT_WEIGHTINGS:
         raise DiffmemError(f"--ambient-weight must be one of {', '.join(AMBIENT_WEIGHTINGS)}, got {m.ambient_weight!r}")
     if not (isinstance(m.weight_cap, (int, float)) and 0 < m.weight_cap < float("inf")):
@@ -143,18 +188,42 @@ def validate(cfg: TrainConfig) -> None:
         raise DiffmemError("--method masking needs --mask-p in (0, 1), the share of pixels erased, e.g. 0.2")
     if not 0 <= m.mask_delta < 1:
         raise DiffmemError("--mask-delta must be in [0, 1)")
-    o = cfg.optim
-    for name, value in (("--steps", o.steps), ("--batch", o.batch)):
+    _validate_optim(cfg.optim)
+    for name, value in (("--checkpoint-every", cfg.checkpoint_every), ("--log-every", cfg.log_every)):
         if value < 1:
             raise DiffmemError(f"{name} must be a positive integer, got {value}")
-    if not o.lr > 0:
-        raise DiffmemError(f"--lr must be positive, got {o.lr}")
-    if o.ema_decay is not None and not 0 <= o.ema_decay < 1:
-        raise DiffmemError(f"--ema-decay must be in [0, 1), got {o.ema_decay}")
-    if cfg.checkpoint_every < 1:
-        raise DiffmemError("--checkpoint-every must be a positive integer")
+    if not (cfg.sigma_data > 0 and _finite(cfg.sigma_data) and cfg.p_std > 0 and _finite(cfg.p_std)
+            and _finite(cfg.p_mean)):
+        raise DiffmemError("sigma_data and p_std must be positive and p_mean finite (config.json)")
     n = cfg.network
     if not n.channels or any(c < 1 for c in n.channels):
         raise DiffmemError("--channels must be a list of positive integers")
+    if n.layers_per_block < 1:
+        raise DiffmemError(f"--layers-per-block must be a positive integer, got {n.layers_per_block}")
     if not 0 <= n.dropout < 1:
         raise DiffmemError("--dropout must be in [0, 1)")
+    if n.num_classes < 0:
+        raise DiffmemError(f"network.num_classes must be >= 0, got {n.num_classes}")
+    d = cfg.data
+    if d.resolution is not None and d.resolution < 1:
+        raise DiffmemError(f"--resolution must be a positive integer, got {d.resolution}")
+    if d.subset is not None and d.subset < 1:
+        raise DiffmemError(f"--subset must be a positive integer, got {d.subset}")
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    for name, value in (("--steps", o.steps), ("--batch", o.batch)):
+        if value < 1:
+            raise DiffmemError(f"{name} must be a positive integer, got {value}")
+    if not (o.lr > 0 and _finite(o.lr)):
+        raise DiffmemError(f"--lr must be a positive finite number, got {o.lr}")
+    if not (o.weight_decay >= 0 and _finite(o.weight_decay)):
+        raise DiffmemError(f"--weight-decay must be a finite number >= 0, got {o.weight_decay}")
+    if o.warmup_steps < 0:
+        raise DiffmemError(f"--warmup-steps must be >= 0 (0: no warm-up), got {o.warmup_steps}")
+    if not (o.ema_halflife_kimg > 0 and _finite(o.ema_halflife_kimg)):
+        raise DiffmemError(f"--ema must be a positive half-life in kimg, got {o.ema_halflife_kimg}")
+    if o.ema_decay is not None and not 0 <= o.ema_decay < 1:
+        raise DiffmemError(f"--ema-decay must be in [0, 1), got {o.ema_decay}")
+    if not (all(0 <= b < 1 for b in o.betas) and o.eps > 0):
+        raise DiffmemError(f"optim.betas must lie in [0, 1) and optim.eps be positive, got {o.betas}, {o.eps}")

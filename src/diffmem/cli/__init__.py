@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, os_error_message
 
 # name -> (module, attribute, one-line help). Each module defines a click command or group.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -58,15 +58,30 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI; a DiffmemError becomes a one-line message and exit code 2."""
+    """Entry point: runs the CLI; a DiffmemError, or a permission / disk-full error, becomes a one-line
+    message and exit code 2."""
     try:
         cli.main(args=argv, standalone_mode=False)
     except DiffmemError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:  # permission denied, read-only or full disk: one line naming the path
+        message = os_error_message(err)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:  # a flag click itself refused: one line too, pointing at --help
+        names, ctx = [], err.ctx
+        while ctx is not None and ctx.parent is not None:
+            names.insert(0, ctx.info_name)
+            ctx = ctx.parent
+        hint = f" (see `diffmem {' '.join(names)} --help`)" if names else ""
+        click.echo(f"error: {err.format_message()}{hint}", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from diffmem.cli.train import _device
 from diffmem.config import AMBIENT_WEIGHTINGS
 from diffmem.demo import DemoConfig
+from diffmem.errors import DiffmemError
 
 _D = DemoConfig()
 
@@ -33,17 +36,22 @@ def demo(out, subset, steps, batch, resolution, sigma_n, ambient_weight, weight_
     from diffmem.config import validate
     from diffmem.demo import demo_configs, run_demo
     from diffmem.demo_report import audit_demo
-    from diffmem.errors import DiffmemError
+    from diffmem.lock import is_main_process, locked
 
+    for flag, value, low in (("--subset", subset, 2), ("--steps", steps, 1), ("--batch", batch, 1),
+                             ("--n-samples", n_samples, 2), ("--resolution", resolution, 4)):
+        if value < low:
+            raise DiffmemError(f"{flag} must be an integer >= {low}, got {value}")
+    if not (math.isfinite(sigma_n) and sigma_n > 0):
+        raise DiffmemError(f"--sigma-n must be a positive noise level, e.g. 0.5; got {sigma_n}")
     cfg = DemoConfig(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,
                      ambient_weight=ambient_weight, weight_cap=weight_cap, n_samples=n_samples, seed=seed)
-    if n_samples < 2:
-        raise DiffmemError(f"--n-samples must be at least 2, got {n_samples}")
     for c in demo_configs(cfg).values():
         validate(c)
 
     def audit(out_dir, samples):
         audit_demo(out_dir, samples, echo=click.echo)
 
-    run_demo(out, cfg, device=_device(device), progress=not quiet, overwrite=overwrite, audit=audit,
-             echo=click.echo)
+    dev = _device(device)
+    with locked(out, enabled=is_main_process()):  # one demo per folder (each run inside has its own lock too)
+        run_demo(out, cfg, device=dev, progress=not quiet, overwrite=overwrite, audit=audit, echo=click.echo)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from pathlib import Path
+import os
 
 import click
 
 from diffmem.cli.audit import FEATURES_HELP, cache_option, device_of
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, require_finite
+from diffmem.lock import is_main_process, locked
+from diffmem.outputs import atomic_path, check_output, write_text_atomic
 
 
 @click.command()
@@ -31,9 +34,10 @@ from diffmem.errors import DiffmemError
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out or --save-stats file.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_size, pr_k, seed, resolution, resize,
-        image_size, batch, device, cache_dir, no_cache, quiet) -> None:
+        image_size, batch, device, cache_dir, no_cache, overwrite, quiet) -> None:
     """Print (and with --out write) JSON with the Frechet distance, KID and precision/recall."""
     from diffmem.data.datasets import load_images
     from diffmem.evaluate.features import get_extractor
@@ -41,12 +45,14 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
 
     if samples is None and save_stats is None:
         raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
-    if kid_subsets < 1 or kid_subset_size < 2 or pr_k < 1:
-        raise DiffmemError("--kid-subsets must be >= 1, --kid-subset-size >= 2 and --pr-k >= 1")
+    _check_flags(samples, ref_spec, out, save_stats, overwrite, kid_subsets, kid_subset_size, pr_k, batch,
+                 resolution, image_size)
     dev = device_of(device)
     if is_statistics_file(ref_spec):
         ref = str(ref_spec)
         stats = load_statistics(ref)
+        require_finite(stats["mu"], f"statistics file {ref} (mu)")
+        require_finite(stats["sigma"], f"statistics file {ref} (sigma)")
         check_statistics_family(stats, features, ref)
         stats_features = stats.get("features")
         if features == "digits-net" and stats_features and stats_features.startswith("digits-net:"):
@@ -57,20 +63,23 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
         res = ref.resolution
     extractor = get_extractor(features, dev, image_size=image_size, resolution=res)
     sample_set = load_images(samples) if samples is not None else None
-    report = run_fid(
-        sample_set, ref, extractor, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
-        save_stats=save_stats, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, pr_k=pr_k, seed=seed,
-        progress=not quiet,
-    )
+    with contextlib.ExitStack() as stack:  # one process per output; each written whole or not at all
+        for path in (out, save_stats):
+            if path is not None:
+                stack.enter_context(locked(path, enabled=is_main_process()))
+        stats_tmp = stack.enter_context(atomic_path(save_stats)) if save_stats is not None else None
+        report = run_fid(
+            sample_set, ref, extractor, device=dev, batch_size=batch, cache_dir=cache_option(cache_dir, no_cache),
+            save_stats=stats_tmp, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, pr_k=pr_k, seed=seed,
+            progress=not quiet,
+        )
+        if report is not None and out is not None:
+            write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     if save_stats is not None:
         click.echo(f"wrote reference statistics ({extractor.name}) to {save_stats}", err=True)
     if report is None:
         return
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+    click.echo(json.dumps(report, indent=2))
     n, n_ref = report["n_samples"], report["n_ref"]
     counts = f"{n} samples vs {n_ref if n_ref is not None else '?'} reference images"
     click.echo(f"{report['fd_name']} = {report['fd']:.4f} ({counts}, {report['features']})", err=True)
@@ -83,3 +92,25 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
         click.echo(f"precision = {pr['precision']:.4f}, recall = {pr['recall']:.4f} (k={pr['k']}; {counts})", err=True)
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
+
+
+def _check_flags(samples: str | None, ref_spec: str, out: str | None, save_stats: str | None, overwrite: bool,
+                 kid_subsets: int, kid_subset_size: int, pr_k: int, batch: int, resolution: int | None,
+                 image_size: int | None) -> None:
+    """Refuse bad flags and unwritable or existing outputs before any image is loaded."""
+    if samples is None and save_stats is None:
+        raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
+    if kid_subsets < 1 or kid_subset_size < 2 or pr_k < 1:
+        raise DiffmemError("--kid-subsets must be >= 1, --kid-subset-size >= 2 and --pr-k >= 1")
+    for flag, value in (("--batch", batch), ("--resolution", resolution), ("--image-size", image_size)):
+        if value is not None and value < 1:
+            raise DiffmemError(f"{flag} must be a positive integer, got {value}")
+    inputs = {os.path.abspath(p) for p in (samples, ref_spec) if p is not None}
+    if out is not None and save_stats is not None and os.path.abspath(out) == os.path.abspath(save_stats):
+        raise DiffmemError("--out and --save-stats name the same file; give two paths")
+    for flag, path in (("--out", out), ("--save-stats", save_stats)):
+        if path is None:
+            continue
+        if os.path.abspath(path) in inputs:
+            raise DiffmemError(f"{flag} {path} is also an input; choose another path")
+        check_output(path, flag, overwrite)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from diffmem.cli.train import _device
+from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.outputs import check_output
 
 
 @click.command()
@@ -34,9 +37,11 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
 
     from diffmem.data.io import save_grid, save_images
     from diffmem.generate import SampleOptions, generate
+    from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.distributed import gather_in_order, init_world, local_slice
 
+    _check_flags(n, steps, batch, churn, s_tmin, s_tmax, s_noise)
     dev = _device(device)
     out_path = Path(out)
     grid_path = out_path.with_name(out_path.stem + "_grid.png") if out.endswith(".npz") else out_path.with_name(
@@ -45,21 +50,39 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     labels = np.full(n, class_label, dtype=np.int64) if class_label is not None else None
     opts = SampleOptions(steps=steps, solver=solver, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     if out_path.exists() and not overwrite and (out_path.is_file() or any(out_path.iterdir())):
-        from diffmem.errors import DiffmemError
-
         raise DiffmemError(f"--out {out} exists; pass --overwrite or choose another path")
+    if not out.endswith(".npz") and out_path.is_file():
+        raise DiffmemError(f"--out {out} is a file; give a folder for PNGs, or a path ending in .npz")
+    check_output(out_path, "--out", overwrite=True, folder_ok=not out.endswith(".npz"))  # writable, before sampling
     world, dev = init_world(dev)
-    part = local_slice(n, world)  # each process samples a contiguous range of indices; gathered in order
-    local = generate(net.to(dev), cfg, meta, part.stop - part.start, seed=seed, batch=batch, opts=opts,
-                     labels=None if labels is None else labels[part], start=part.start, device=dev,
-                     progress=not quiet and world.main) if part.stop > part.start else None
-    images = gather_in_order(local if local is not None else np.zeros((0, meta["resolution"], meta["resolution"],
-                                                                          meta["channels"]), np.uint8), world)
-    if not world.main:
-        return
-    if labels is None and cfg.network.num_classes > 0:
-        labels = np.arange(n) % cfg.network.num_classes
-    save_images(images, out_path, overwrite=overwrite, labels=labels)
-    if grid:
-        save_grid(images[:256], grid_path, scale=max(1, 64 // images.shape[1]))
+    with locked(out_path, enabled=world.main and is_main_process()):
+        part = local_slice(n, world)  # each process samples a contiguous range of indices; gathered in order
+        local = generate(net.to(dev), cfg, meta, part.stop - part.start, seed=seed, batch=batch, opts=opts,
+                         labels=None if labels is None else labels[part], start=part.start, device=dev,
+                         progress=not quiet and world.main) if part.stop > part.start else None
+        images = gather_in_order(local if local is not None else np.zeros(
+            (0, meta["resolution"], meta["resolution"], meta["channels"]), np.uint8), world)
+        if not world.main:
+            return
+        if labels is None and cfg.network.num_classes > 0:
+            labels = np.arange(n) % cfg.network.num_classes
+        try:
+            save_images(images, out_path, overwrite=overwrite, labels=labels)
+            if grid:
+                save_grid(images[:256], grid_path, scale=max(1, 64 // images.shape[1]))
+        except OSError as err:  # a disk that filled up while sampling: one line naming the output
+            raise as_diffmem_error(err, out_path) from None
     click.echo(f"wrote {n} samples to {out_path}" + (f" and a grid to {grid_path}" if grid else ""))
+
+
+def _check_flags(n: int, steps: int, batch: int, churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
+    """Refuse flags that cannot sample, before the run is loaded."""
+    for flag, value in (("--n", n), ("--steps", steps), ("--batch", batch)):
+        if value < 1:
+            raise DiffmemError(f"{flag} must be a positive integer, got {value}")
+    if not (math.isfinite(churn) and churn >= 0):
+        raise DiffmemError(f"--churn must be a finite number >= 0, got {churn}")
+    if not (math.isfinite(s_noise) and s_noise > 0):
+        raise DiffmemError(f"--s-noise must be a positive number, got {s_noise}")
+    if math.isnan(s_tmin) or math.isnan(s_tmax) or not 0 <= s_tmin <= s_tmax:
+        raise DiffmemError(f"--s-tmin and --s-tmax must satisfy 0 <= s_tmin <= s_tmax, got {s_tmin}, {s_tmax}")

@@ -137,8 +137,11 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
         click.echo("note: without --subset every image is trained on, so there are no held-out images: copies are "
                    "counted at a fixed threshold instead of the calibrated one, and quality is measured against the "
                    "training images. Pass --subset N to keep a held-out reference.", err=True)
-    result = run_sweep(sc, out, device=_device(device), jobs=jobs, cache_dir=cache_dir, progress=not quiet,
-                       echo=click.echo)
+    from diffmem.lock import is_main_process, locked
+
+    dev = _device(device)
+    with locked(out, enabled=is_main_process()):  # one sweep per folder (each run inside has its own lock too)
+        result = run_sweep(sc, out, device=dev, jobs=jobs, cache_dir=cache_dir, progress=not quiet, echo=click.echo)
     click.echo("")
     click.echo(result.table.rstrip())
     click.echo("")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from diffmem.cli.train import _device
@@ -65,7 +67,10 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, mitiga
                     max_grad_norm=max_grad_norm, ema_decay=ema_decay, mixed_precision=mixed_precision,
                     gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, seed=seed,
                     checkpoint_every=checkpoint_every, log_every=log_every)
-    run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu")
+    from diffmem.lock import is_main_process, locked
+
+    with locked(out, enabled=is_main_process()):  # rank 0 of accelerate launch holds the run's lock
+        run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu")
     click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
 
 
@@ -96,8 +101,15 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
     """Generate images from a run, with W24's memorization score per prompt (prompts.jsonl)."""
     import torch
 
+    from diffmem.lock import is_main_process, locked
     from diffmem.t2i.sample import SampleOptions, read_prompts, sample_run
 
+    for flag, value in (("--n-per-prompt", n_per_prompt), ("--steps", steps), ("--batch", batch),
+                        ("--w24-iters", w24_iters)):
+        if value < 1:
+            raise DiffmemError(f"{flag} must be a positive integer, got {value}")
+    if not (math.isfinite(guidance) and guidance >= 0 and math.isfinite(w24_lr) and w24_lr > 0):
+        raise DiffmemError(f"--guidance must be a finite number >= 0 and --w24-lr positive; got {guidance}, {w24_lr}")
     prompts = read_prompts(prompts_file) if prompts_file else None
     if n_prompts is not None:
         if n_prompts < 1:
@@ -110,8 +122,10 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
         prompts = prompts[:n_prompts]
     opts = SampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
                          w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
-    path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, _device(device),
-                      getattr(torch, dtype), overwrite, progress=not quiet)
+    dev = _device(device)
+    with locked(out, enabled=is_main_process()):
+        path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, dev, getattr(torch, dtype),
+                          overwrite, progress=not quiet)
     click.echo(f"wrote samples, metadata.jsonl and W24 prompt scores (prompts.jsonl) to {path}")
 
 
@@ -135,6 +149,8 @@ def audit(samples, names, train_dir, features, clip, fd_features, resolution, ba
     """Table 3 of the paper: similarity to the training set (mean, 95th percentile), CLIP score, Frechet distance."""
     from diffmem.t2i.audit import audit_t2i, format_table, write_report
 
+    if batch < 1 or (resolution is not None and resolution < 1):
+        raise DiffmemError(f"--batch and --resolution must be positive integers, got {batch}, {resolution}")
     if names and len(names) != len(samples):
         raise DiffmemError(f"--name was given {len(names)} times for {len(samples)} --samples; give one per folder")
     rows = audit_t2i(list(samples), train_dir=train_dir, features=list(features),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import click
 
-from diffmem.config import AMBIENT_WEIGHTINGS, METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.config import (AMBIENT_WEIGHTINGS, METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig,
+                             TrainConfig, validate)
 from diffmem.errors import DiffmemError
 
 
@@ -20,20 +22,37 @@ def _int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
 
 
 def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
+    """Training steps from --steps or --kimg (thousands of images at --batch images per step)."""
     if steps is not None and kimg is not None:
         raise DiffmemError("give either --steps or --kimg, not both")
+    if batch < 1:
+        raise DiffmemError(f"--batch must be a positive integer, got {batch}")
     if kimg is not None:
+        if not (kimg > 0 and math.isfinite(kimg)):
+            raise DiffmemError(f"--kimg must be a positive number of thousands of images, got {kimg}")
         return max(1, round(kimg * 1000 / batch))
+    if steps is not None and steps < 1:
+        raise DiffmemError(f"--steps must be a positive integer, got {steps}")
     return steps if steps is not None else 2000
 
 
 def _device(name: str) -> str:
+    """--device as a torch device name: auto -> cuda when there is one, else cpu; refuses unknown names
+    and GPUs this machine does not have."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DiffmemError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DiffmemError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                               f"numbered from 0")
     return name
 
 
@@ -110,12 +129,14 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         resolution = 16
     cfg = TrainConfig(
         data=DataConfig(data_spec, resolution, resize, subset, subset_seed, xflip, cond),
-        method=MethodConfig(method, sigma_n, ambient_weight, weight_cap, mask_p, mask_delta),
+        method=MethodConfig(name=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
+                            mask_p=mask_p, mask_delta=mask_delta),
         network=net,
         optim=OptimConfig(steps=_duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
     )
+    validate(cfg)
     if monitor_every < 0:
         raise DiffmemError(f"--monitor-every must be >= 0 (0: off), got {monitor_every}")
     if monitor_every > 0 and monitor_samples < 2:
@@ -125,10 +146,8 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     world, dev = init_world(_device(device))  # torchrun: one process per device, the batch split among them
     monitor = None
     if monitor_every > 0:
-        from diffmem.config import validate
         from diffmem.monitor import make_monitor
 
-        validate(cfg)
         monitor = make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,

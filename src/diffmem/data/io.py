@@ -111,8 +111,9 @@ def save_images(
       readable again with `load_images(folder)`.
 
     Refuses (DiffmemError) to replace an existing .npz file or to write into a non-empty folder unless
-    `overwrite=True`; overwriting a folder first deletes its `NNNNNN.png` files and `dataset.json` and
-    leaves other files alone.
+    `overwrite=True`. Either output appears whole or not at all: overwriting a folder writes a new
+    folder (keeping copies of the old one's files other than `NNNNNN.png` and `dataset.json`) and
+    swaps it in.
     """
     images = _check_images(images, "save_images")
     labels = _check_labels(labels, len(images))
@@ -149,31 +150,43 @@ def _write_pngs(images: np.ndarray, labels: np.ndarray | None, folder: Path) -> 
         (folder / "dataset.json").write_text(json.dumps(meta))
 
 
+def _keep_other_files(old: Path, new: Path) -> None:
+    """Copy what is not a sample (`NNNNNN.png`, dataset.json) from the old folder into the new one."""
+    for entry in old.iterdir():
+        if entry.is_file() and (_SAMPLE_NAME.match(entry.name) or entry.name == "dataset.json"):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
+
+
 def _save_folder(images: np.ndarray, labels: np.ndarray | None, path: Path, overwrite: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise DiffmemError(f"cannot write images to '{path}': it is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise DiffmemError(
-                f"output folder '{path}' is not empty; choose another folder, empty it, or allow overwriting"
-            )
-        for old in path.iterdir():
-            if old.is_file() and (_SAMPLE_NAME.match(old.name) or old.name == "dataset.json"):
-                old.unlink()
-        _write_pngs(images, labels, path)
-        return path
-    # Absent or empty: write into a sibling temporary folder, then move it into place, so an
-    # interrupted run never leaves a half-written folder under the final name.
+    replacing = path.is_dir() and any(path.iterdir())
+    if replacing and not overwrite:
+        raise DiffmemError(f"output folder '{path}' is not empty; choose another folder, empty it, or allow overwriting")
+    # Write the whole set into a sibling temporary folder, then move it into place, so an interrupted
+    # run never leaves a partial set under the final name. Replacing an earlier set swaps two folders:
+    # a kill between the two renames leaves the name absent (the old set stays in `.NAME.*.old`).
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         _write_pngs(images, labels, tmp)
-        if path.is_dir():
-            path.rmdir()  # empty (checked above)
+        if not replacing:
+            if path.is_dir():
+                path.rmdir()  # empty (checked above)
+            os.replace(tmp, path)
+            return path
+        _keep_other_files(path, tmp)
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old)  # `old` is an empty folder: a directory rename may replace it
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 

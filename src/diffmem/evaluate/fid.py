@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, require_finite
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, fd_name, get_extractor, images_of
 from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid_report, precision_recall
 
@@ -88,6 +88,11 @@ def quality_report(
     does a KID subset size that takes a whole set (its std is then understated). Precision is the share of
     samples on the reference manifold, recall the share of reference images on the samples' manifold.
     """
+    for values, what in ((sample_feats, "the sample features"), (ref_feats, "the reference features"),
+                         (None if ref_stats is None else ref_stats["mu"], "the reference statistics (mu)"),
+                         (None if ref_stats is None else ref_stats["sigma"], "the reference statistics (sigma)")):
+        if values is not None:  # NaN/Inf would hang scipy's sqrtm
+            require_finite(values, what)
     n_s = int(sample_feats.shape[0])
     if ref_feats is not None:
         mu_r, sig_r = feature_statistics(ref_feats)

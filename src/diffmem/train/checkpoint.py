@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from diffmem.config import TrainConfig
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.models.denoiser import build_denoiser
-from diffmem.train.rundir import CHECKPOINTS, LATEST, read_json, run_config
+from diffmem.train.rundir import CHECKPOINTS, LATEST, load_train_config, read_json
 
 MODEL = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -44,14 +44,18 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     tmp = root / (name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
-    save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
-    for f in tmp.iterdir():  # make the data durable before the rename publishes it
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
+        save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
+        torch.save(state, tmp / STATE)
+        (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
+        for f in tmp.iterdir():  # make the data durable before the rename publishes it
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as err:  # a full disk: one line naming the checkpoint; the previous one stays intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise as_diffmem_error(err, tmp) from None
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -99,7 +103,7 @@ def load_state(path: Path) -> dict[str, Any]:
 def load_denoiser(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
     """The denoiser of a run's newest checkpoint (EMA weights by default), its config and meta."""
     run = Path(run_dir)
-    cfg = TrainConfig.from_dict(run_config(run))
+    cfg = load_train_config(run)
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem train --out {run})")

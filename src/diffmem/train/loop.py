@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_mo
 from diffmem.diffusion.losses import Batch
 from diffmem.diffusion.methods import compute_loss, method_of
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error, os_error_message
+from diffmem.lock import locked
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
@@ -64,17 +64,24 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
-    """Decide between a new run and a resume; returns True to resume. Refuses foreign or finished runs;
-    with `overwrite`, clears an earlier run (and evaluations of its weights)."""
-    if rundir.resume_or_refuse(out, json_ready(cfg.to_dict()), overwrite, resume):
+    """Decide between a new run, a resume and an extension, and set the folder up: returns True to resume
+    from the run's last checkpoint. Refuses foreign or finished runs before anything is deleted; with
+    `overwrite` (or a start killed before config.json) it clears the earlier run's own files. config.json
+    is written first, so a run folder is resumable from its first byte."""
+    new = json_ready(cfg.to_dict())
+    plan = rundir.plan_run(out, new, overwrite, resume)
+    if plan == rundir.EXTEND:
+        rundir.record_extension(out, new)
         return True
-    if overwrite and (out / rundir.CONFIG).is_file():
-        for name in (rundir.CONFIG, rundir.SUBSET, rundir.CORRUPTION, rundir.LOG, rundir.DONE, *rundir.DERIVED_FILES):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
-        for pattern in rundir.DERIVED_GLOBS:  # evaluations of the old weights
-            for path in out.glob(pattern):
-                shutil.rmtree(path, ignore_errors=True)
+    if plan == rundir.RESUME:
+        return True
+    if out.is_dir():
+        rundir.clear_run(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise as_diffmem_error(err, out) from None
+    rundir.write_json_atomic(out / rundir.CONFIG, new)
     return False
 
 
@@ -214,28 +221,40 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     validate(cfg)
     out = Path(out)
     device = torch.device(device)
-    local_batch = check_batch(cfg.optim.batch, world)
+    check_batch(cfg.optim.batch, world)
     # Everything that can refuse bad input (data, subset, network shape) runs before `out` is touched.
     selected = select_train_images(cfg)
     h, _, c = selected[0].shape
     torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
     net = build_denoiser(cfg, h, c)
     outcome: tuple[str, object] = ("ok", False)
+    held = contextlib.ExitStack()  # rank 0 holds the run's lock until training returns
     if world.main:  # rank 0 alone decides and writes; the others then read what it wrote
         try:
+            held.enter_context(locked(out))
             resuming = prepare_run_dir(cfg, out, overwrite, resume)
-            out.mkdir(parents=True, exist_ok=True)
             load_train_data(cfg, out, resuming, selected)
-            if not resuming:
-                rundir.write_json_atomic(out / rundir.CONFIG, cfg.to_dict())
             outcome = ("ok", resuming)
-        except DiffmemError as err:
-            outcome = ("error", str(err))
+        except (DiffmemError, OSError) as err:  # every rank then raises the same one-line error
+            held.close()
+            message = str(err) if isinstance(err, DiffmemError) else os_error_message(err, out)
+            if message is None:
+                raise
+            outcome = ("error", message)
     outcome = broadcast_object(outcome, world)
     if outcome[0] == "error":
         raise DiffmemError(str(outcome[1]))
-    resuming = bool(outcome[1])
-    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
+    with held:
+        try:
+            return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, monitor, monitor_every,
+                                world, precision, compile, channels_last, progress)
+        except OSError as err:  # a full disk while logging: one line naming the run folder
+            raise as_diffmem_error(err, out) from None
+
+
+def _wrap_for_training(net: EDMPrecond, cfg: TrainConfig, device: torch.device, world: World, compile: bool,
+                       channels_last: bool) -> tuple[EDMPrecond, EDMPrecond | None]:
+    """(the model on `device`, and the same parameters behind DDP / torch.compile for the forward pass or None)."""
     net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -247,21 +266,60 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
         backbone = DistributedDataParallel(backbone, device_ids=ids)
     if compile:
         backbone = torch.compile(backbone)
-    train_net = EDMPrecond(backbone, cfg.sigma_data) if backbone is not net.backbone else None
+    return net, (EDMPrecond(backbone, cfg.sigma_data) if backbone is not net.backbone else None)
+
+
+def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.optim.Optimizer,
+             g: torch.Generator) -> int:
+    """Load the newest checkpoint (weights, EMA, optimizer, both RNG streams) when resuming; returns its step."""
+    ckpt = latest_checkpoint(out) if resuming else None
+    if ckpt is None:
+        return 0
+    net.load_state_dict(load_weights(ckpt / "model.safetensors"))
+    ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
+    state = load_state(ckpt / "state.pt")
+    opt.load_state_dict(state["optimizer"])
+    g.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, batch: int, lr: float,
+                seconds: float, steps_timed: int, opt: torch.optim.Optimizer) -> dict:
+    """The log.jsonl record of the steps in `window`; refuses a non-finite loss naming its step."""
+    stats = torch.stack(window)
+    if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
+        dist.all_reduce(stats)
+        stats[:, 0] /= world.size
+    stats = stats.cpu()
+    bad = (~torch.isfinite(stats[:, 0])).nonzero()
+    if len(bad):
+        first = step - len(window) + int(bad[0]) + 1
+        raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
+                           f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
+                           "Lower --lr or check the data")
+    n_high = float(stats[:, 2].sum())
+    return {"step": step, "kimg": step * batch / 1000, "loss": float(stats[:, 0].mean()),
+            "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
+            "frac_high": n_high / (len(window) * batch), "lr": lr,
+            "images_per_s": steps_timed * batch / max(seconds, 1e-9),
+            "loss_std": float(stats[:, 0].std()) if len(window) > 1 else None,
+            "update_rms": adam_update_rms(opt), "time": time.time()}
+
+
+def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
+                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None,
+                 monitor: Callable[[int, torch.nn.Module], dict] | None, monitor_every: int, world: World,
+                 precision: str, compile: bool, channels_last: bool, progress: bool) -> Path:
+    """The training loop proper, once the run folder is set up (and locked by rank 0)."""
+    h, _, c = selected[0].shape
+    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
+    net, train_net = _wrap_for_training(net, cfg, device, world, compile, channels_last)
     ema = EMA(net)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    ckpt = latest_checkpoint(out) if resuming else None
-    if ckpt is not None:
-        net.load_state_dict(load_weights(ckpt / "model.safetensors"))
-        ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
-        state = load_state(ckpt / "state.pt")
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
+    step = _restore(out, resuming, net, ema, opt, g)
     meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
             "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
@@ -269,7 +327,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
         _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
     log = open(out / rundir.LOG, "a") if world.main else open(os.devnull, "w")
     part = local_slice(o.batch, world)
-    assert part.stop - part.start == local_batch
+    assert part.stop - part.start == check_batch(o.batch, world)
     end = o.steps if stop_after is None else min(o.steps, stop_after)
     bar = tqdm(total=o.steps, initial=step, disable=not (progress and world.main), unit="step",
                desc=f"train {cfg.method.name}")
@@ -283,28 +341,11 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
             window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net, precision))
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
-                stats = torch.stack(window)
-                if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
-                    dist.all_reduce(stats)
-                    stats[:, 0] /= world.size
-                stats = stats.cpu()
-                bad = (~torch.isfinite(stats[:, 0])).nonzero()
-                if len(bad):
-                    first = step - len(window) + int(bad[0]) + 1
-                    raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
-                                       f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
-                                       "Lower --lr or check the data")
                 now = time.perf_counter()
-                rate = (step - step_last) * o.batch / max(now - t_last, 1e-9)
-                n_high = float(stats[:, 2].sum())
-                rec = {"step": step, "kimg": step * o.batch / 1000, "loss": float(stats[:, 0].mean()),
-                       "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
-                       "frac_high": n_high / (len(window) * o.batch), "lr": lr, "images_per_s": rate,
-                       "loss_std": float(stats[:, 0].std()) if len(window) > 1 else None,
-                       "update_rms": adam_update_rms(opt), "time": time.time()}
+                rec = _log_record(window, step, world, out, o.batch, lr, now - t_last, step - step_last, opt)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.0f}")
                 bar.update(step - bar.n)
                 window.clear()
                 t_last, step_last = now, step

@@ -2,7 +2,7 @@
 
 ```
 RUN/
-  config.json              resolved TrainConfig (JSON), written once at the start
+  config.json              resolved TrainConfig (JSON), written first; "extensions" records more steps asked later
   subset.json              {"source", "n_source", "content_hash", "train_indices", "heldout_indices"}
   corruption.safetensors   the fixed noisy copies / masks of Algorithm 1 (drawn once)
   log.jsonl                one JSON object per logged step
@@ -10,18 +10,22 @@ RUN/
   checkpoints/step-00001000/{model.safetensors, ema.safetensors, state.pt, meta.json}
   done.json                written when training finished
   samples.npz, audit-*/, quality.json, result.json, monitor.png   written by evaluation (demo, sweep)
+.RUN.lock                  beside RUN: flock held by the process training it (diffmem.lock)
 ```
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diffmem.errors import DiffmemError
+from diffmem.config import EXTENSIONS, TrainConfig, validate
+from diffmem.errors import DiffmemError, as_diffmem_error
 
 CONFIG = "config.json"
 SUBSET = "subset.json"
@@ -33,6 +37,11 @@ DONE = "done.json"
 # What evaluation writes into a run (demo, sweep, monitor): stale once the run is retrained.
 DERIVED_FILES = ("samples.npz", "samples.json", "quality.json", "result.json", "monitor.png")
 DERIVED_GLOBS = ("audit-*",)
+# Everything a run start writes before config.json existed (older versions wrote subset.json first):
+# a folder holding only these is a start that was killed, and is started again.
+OWN_FILES = (CONFIG, SUBSET, CORRUPTION, LOG, DONE, CHECKPOINTS)
+
+NEW, RESUME, EXTEND = "new", "resume", "extend"
 
 
 def read_json(path: Path) -> Any:
@@ -46,11 +55,15 @@ def read_json(path: Path) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file.
+    A permission or disk-full error becomes a DiffmemError naming the file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as err:
+        raise as_diffmem_error(err, path) from None
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -76,6 +89,20 @@ def check_run_dir(run_dir: str | Path) -> Path:
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """The resolved training configuration of a run, as a dict."""
     return read_json(check_run_dir(run_dir) / CONFIG)
+
+
+def load_train_config(run_dir: str | Path) -> TrainConfig:
+    """The run's configuration as a TrainConfig, type- and range-checked; a hand-edited config.json with
+    a bad value is refused naming the file and the key."""
+    path = check_run_dir(run_dir) / CONFIG
+    try:
+        cfg = TrainConfig.from_dict(read_json(path))
+        validate(cfg)
+    except DiffmemError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise DiffmemError(f"{path}: {err}; correct the value (or train the run again)") from None
+    return cfg
 
 
 def run_datasets(run_dir: str | Path):
@@ -126,3 +153,73 @@ def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kin
         raise DiffmemError(f"the {kind} in {out} already finished; sample it with `{sample_cmd} --run {out}`, "
                            "or pass --overwrite to train it again")
     return True
+
+
+def only_own_partial_files(out: Path) -> bool:
+    """Does `out` hold nothing but files a run start writes (and their .tmp), without config.json?"""
+    own = set(OWN_FILES) | {name + ".tmp" for name in OWN_FILES}
+    return not (out / CONFIG).exists() and all(p.name in own for p in out.iterdir())
+
+
+def clear_run(out: Path) -> None:
+    """Delete a run's own files (weights, logs, the evaluations of its weights); leave anything else."""
+    for name in (*OWN_FILES, *DERIVED_FILES):
+        for path in (out / name, out / (name + ".tmp")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    clear_derived(out)
+
+
+def clear_derived(out: Path) -> None:
+    """Delete the evaluations of a run's weights (samples, audits, results): stale once it trains on."""
+    for name in DERIVED_FILES:
+        (out / name).unlink(missing_ok=True)
+    for pattern in DERIVED_GLOBS:
+        for path in out.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
+    """Read-only decision on `--out` for training the configuration `new` (a JSON-ready dict): NEW (an
+    absent or empty folder, a start killed before config.json, or `overwrite`), RESUME (the same
+    configuration, unfinished) or EXTEND (the same configuration but for more optim.steps). Refuses a
+    file, a folder that is not a run, another configuration, fewer steps and a finished run."""
+    if out.exists() and not out.is_dir():
+        raise DiffmemError(f"--out {out} is a file, not a folder")
+    if not (out.is_dir() and any(out.iterdir())) or only_own_partial_files(out):
+        if resume:
+            raise DiffmemError(f"--resume: {out} holds no run to resume")
+        return NEW
+    if not (out / CONFIG).is_file():
+        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem run; choose another --out")
+    if overwrite:
+        return NEW
+    old = {k: v for k, v in read_json(out / CONFIG).items() if k != EXTENSIONS}
+    if old != new:
+        diff = config_diff(old, new)
+        steps_old, steps_new = (old.get("optim") or {}).get("steps"), (new.get("optim") or {}).get("steps")
+        if len(diff) == 1 and diff[0].startswith("optim.steps:") and isinstance(steps_old, int):
+            if steps_new > steps_old:
+                return EXTEND
+            raise DiffmemError(f"{out} holds a run of {steps_old} steps; it cannot be shortened to {steps_new}. "
+                               f"Sample its last checkpoint, ask for more steps to extend it, or use --overwrite")
+        raise DiffmemError(f"{out} holds a run with another configuration ({'; '.join(diff[:6])}); "
+                           "use another --out, or --overwrite to replace it")
+    if (out / DONE).is_file():
+        raise DiffmemError(f"the run in {out} already finished; sample it with `diffmem sample --run {out}`, "
+                           "ask for more --steps (or --kimg) to extend it, or pass --overwrite to train it again")
+    return RESUME
+
+
+def record_extension(out: Path, new: dict) -> None:
+    """Turn a run into one of more steps: done.json goes first (a kill then leaves an unfinished run of
+    the old length, which the same command extends again), then config.json gets the new length and a
+    record of the extension; the evaluations of the old weights are deleted."""
+    old = read_json(out / CONFIG)
+    history = list(old.get(EXTENSIONS, [])) + [{"from_steps": old["optim"]["steps"],
+                                                "to_steps": new["optim"]["steps"], "time": time.time()}]
+    (out / DONE).unlink(missing_ok=True)
+    clear_derived(out)
+    write_json_atomic(out / CONFIG, {**new, EXTENSIONS: history})

@@ -1,0 +1,93 @@
+"""One process at a time per run folder or output: an advisory lock file beside it (`.NAME.lock`).
+
+The lock is `fcntl.flock` on that file rather than a pid file alone, because the kernel drops a flock
+when its holder dies, kill -9 included: a lock left by a killed process is free by construction and
+simply taken over. The pid and start time written into the file serve only the message a second
+process gets. POSIX only; on NFS flock may not exclude processes on other machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from diffmem.errors import DiffmemError, as_diffmem_error
+
+__all__ = ["lock_path", "locked", "is_main_process"]
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of `target`: `.NAME.lock` in the folder holding it."""
+    target = Path(os.path.abspath(target))
+    return target.parent / f".{target.name}.lock"
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of torchrun / accelerate (only rank 0 takes locks)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _holder(fd: int) -> str:
+    """'process N (started T)' from the lock file's contents, as far as they can be read."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["time"])))
+        return f"process {int(info['pid'])} (started {started})"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "another process"
+
+
+def _acquire(path: Path, target: Path) -> int:
+    """Open and flock `path` without waiting; refuse with the holder's pid when it is taken."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise as_diffmem_error(err, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd)
+            os.close(fd)
+            raise DiffmemError(f"{target} is in use by {who}; wait for it to finish or stop it, "
+                               "or choose another output") from None
+        # The previous holder unlinks the file before it unlocks; if we opened that old file, retry.
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
+    """Hold the lock of `target` (a run folder or an output file) for the duration of the block.
+
+    A second process gets a DiffmemError "TARGET is in use by process N (started ...)". `enabled=False`
+    (e.g. a non-zero rank of a distributed job) makes this a no-op.
+    """
+    if not enabled:
+        yield
+        return
+    target = Path(target)
+    path = lock_path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise as_diffmem_error(err, path.parent) from None
+    fd = _acquire(path, target)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "time": time.time()}).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still locked: a waiting opener then sees a new inode and retries
+        os.close(fd)
