@@ -102,9 +102,9 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     if len(todo) == 2 and str(device) == "cpu" and _cores() >= 2:
         # Two processes of one torch thread each train faster on a small CPU than one after the other
         # (docs/performance.md); each run stays deterministic for its thread count.
-        echo(f"[demo] training the baseline and Algorithm 1 side by side (2 processes) on {d.subset} digits, "
-             f"{d.steps} steps of {d.batch}")
-        _train_parallel(todo, out, overwrite)
+        echo(f"[demo] training and sampling the baseline and Algorithm 1 side by side (2 processes) on "
+             f"{d.subset} digits, {d.steps} steps of {d.batch}")
+        _train_parallel(todo, out, overwrite, d)
     else:
         for method, cfg in todo.items():
             echo(f"[demo] training {method} on {d.subset} digits for {d.steps} steps (batch {d.batch})")
@@ -142,21 +142,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _train_one(cfg: TrainConfig, run: str, overwrite: bool) -> None:
+def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:
+    """Train one run and draw its samples (samples.npz), on one torch thread."""
     import torch
 
+    from diffmem.data.io import save_images
+    from diffmem.generate import generate
+    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
 
     torch.set_num_threads(1)
     train(cfg, run, device="cpu", progress=False, overwrite=overwrite)
+    net, cfg_, meta = load_denoiser(run)
+    save_images(generate(net, cfg_, meta, d.n_samples, seed=d.seed, progress=False), Path(run) / "samples.npz")
 
 
-def _train_parallel(todo: dict[str, TrainConfig], out: Path, overwrite: bool) -> None:
-    """Train the runs in `todo` at once, one spawned process (one torch thread) each."""
+def _train_parallel(todo: dict[str, TrainConfig], out: Path, overwrite: bool, d: DemoConfig) -> None:
+    """Train and sample the runs in `todo` at once, one spawned process (one torch thread) each."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=len(todo), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one, cfg, str(out / method), overwrite) for method, cfg in todo.items()]
+        futures = [pool.submit(_train_one, cfg, str(out / method), overwrite, d) for method, cfg in todo.items()]
         for fut in futures:
             fut.result()  # re-raises a DiffmemError of either run

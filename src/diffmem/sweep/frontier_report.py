@@ -169,6 +169,13 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
         if held:
             ax.axhline(float(np.mean(held)), color="k", lw=0.8, ls=":", label="held-out images")
         ax.set_xscale("log")
+        from matplotlib.ticker import LogLocator, ScalarFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("quality: FD to held-out images (log scale; lower is better)")
         ax.set_ylabel("copies: share above held-out p99")
         ax.set_title(f"{subset} training images: paths over training (dashed: controls)", fontsize=9)
