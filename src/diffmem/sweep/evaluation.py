@@ -168,11 +168,6 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
     plus the training images' own distance (`quality_train_images`). Returns the stored row if the run
     was already measured with the same options (unless `force`).
     """
-    from diffmem.evaluate.audit import run_audit
-    from diffmem.evaluate.features import embed_dataset, get_extractor
-    from diffmem.evaluate.fid import quality_report
-    from diffmem.evaluate.memorization import memorization_report
-    from diffmem.evaluate.quality import feature_statistics, frechet_distance
     from diffmem.train.checkpoint import latest_checkpoint
     from diffmem.train.rundir import DONE, check_run_dir, run_datasets
 
@@ -190,6 +185,26 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
     images, sample_seconds = _samples(run, opts, fingerprint["checkpoint"], device, progress)
     train, heldout = run_datasets(run)
     held = heldout if len(heldout) > 0 else None
+    reports = _memorization_reports(run, images, train, held, opts, device, cache_dir, progress)
+    quality = _quality(images, train, held, opts, str(fingerprint["config"]["data"]["spec"]), device, cache_dir)
+    _write_json(run / QUALITY, quality)
+
+    info = run_info(run, name)
+    info["n_samples"] = opts.n_samples
+    info["sample_seconds"] = sample_seconds
+    row = make_row(info, reports, quality, opts.copy_threshold)
+    row["run"] = str(run.resolve())
+    _write_json(run / RESULT, {"fingerprint": fingerprint, "row": row})
+    return row
+
+
+def _memorization_reports(run: Path, images: np.ndarray, train: Any, held: Any | None, opts: EvalOptions,
+                          device: str, cache_dir: str | Path | None, progress: bool) -> dict[str, dict[str, Any]]:
+    """One memorization report per feature space of `opts.features` (an audit folder with pictures, or
+    only its report.json), by extractor name."""
+    from diffmem.evaluate.audit import run_audit
+    from diffmem.evaluate.features import embed_dataset, get_extractor
+    from diffmem.evaluate.memorization import memorization_report
 
     reports: dict[str, dict[str, Any]] = {}
     for feats in opts.features:
@@ -211,9 +226,18 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_json(out_dir / "report.json", rep)
         reports[ext.name] = rep
+    return reports
 
-    qext = get_extractor(opts.quality_name(str(fingerprint["config"]["data"]["spec"])), device,
-                         resolution=train.resolution)
+
+def _quality(images: np.ndarray, train: Any, held: Any | None, opts: EvalOptions, data_spec: str, device: str,
+             cache_dir: str | Path | None) -> dict[str, Any]:
+    """The samples' quality report against the held-out images (the training images when there are
+    fewer than two), plus the training images' own Frechet distance to the held-out ones."""
+    from diffmem.evaluate.features import embed_dataset, get_extractor
+    from diffmem.evaluate.fid import quality_report
+    from diffmem.evaluate.quality import feature_statistics, frechet_distance
+
+    qext = get_extractor(opts.quality_name(data_spec), device, resolution=train.resolution)
     ref = held if held is not None and len(held) >= 2 else train
     ref_f = embed_dataset(qext, ref, cache_dir, batch_size=opts.batch)
     quality = quality_report(embed_dataset(qext, images, None, batch_size=opts.batch), ref_f, features=qext.name)
@@ -225,12 +249,4 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
             quality["fd_train_images"] = frechet_distance(mu_t, s_t, mu_r, s_r)
         except DiffmemError:  # fewer training images than feature dimensions
             quality["fd_train_images"] = None
-    _write_json(run / QUALITY, quality)
-
-    info = run_info(run, name)
-    info["n_samples"] = opts.n_samples
-    info["sample_seconds"] = sample_seconds
-    row = make_row(info, reports, quality, opts.copy_threshold)
-    row["run"] = str(run.resolve())
-    _write_json(run / RESULT, {"fingerprint": fingerprint, "row": row})
-    return row
+    return quality

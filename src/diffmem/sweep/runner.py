@@ -209,6 +209,20 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
     cache = str(cache_dir if cache_dir is not None else cache_root())
     _prepare_features(sc, device)
     out.mkdir(parents=True, exist_ok=True)
+    points = _plan(sc, out, points, echo)
+    result = SweepResult(rows=[])
+    rows = _run_points(sc, points, out / RUNS, result, device, cache, jobs, progress, echo)
+    result.rows = [rows[p.name] for p in points]
+    result.files = write_outputs(result.rows, out, sc.tolerance, monitor={p.name: out / RUNS / p.name for p in points}
+                                 if sc.monitor_every > 0 else None)
+    result.choices = choose_sigma_n(result.rows, sc.tolerance)
+    result.table = (out / "summary.txt").read_text()
+    return result
+
+
+def _plan(sc: SweepConfig, out: Path, points: list[SweepPoint] | None,
+          echo: Callable[[str], None]) -> list[SweepPoint]:
+    """The points to run (the grid of `sc` unless given), recorded in DIR/sweep.json."""
     grids = default_grids(sc, out, echo) if points is None else {}
     if points is None:
         points = sweep_points(sc, grids)
@@ -219,9 +233,14 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
     tmp.write_text(json.dumps({"config": sc.to_dict(), "grids": {str(k): list(v) for k, v in grids.items()},
                                "points": [p.name for p in points]}, indent=2) + "\n")
     os.replace(tmp, out / SWEEP_JSON)
-    runs = out / RUNS
+    return points
+
+
+def _run_points(sc: SweepConfig, points: list[SweepPoint], runs: Path, result: SweepResult, device: str,
+                cache: str, jobs: int, progress: bool, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Skip the finished points, run the others (in `jobs` processes); rows by point name. Fills in
+    `result`'s trained / evaluated / skipped lists."""
     runs.mkdir(exist_ok=True)
-    result = SweepResult(rows=[])
     rows: dict[str, dict[str, Any]] = {}
     pending = []
     for p in points:
@@ -249,12 +268,7 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
             done(p, row, status, seconds)
     else:
         _run_parallel(sc, pending, runs, device, cache, jobs, done)
-    result.rows = [rows[p.name] for p in points]
-    result.files = write_outputs(result.rows, out, sc.tolerance, monitor={p.name: runs / p.name for p in points}
-                                 if sc.monitor_every > 0 else None)
-    result.choices = choose_sigma_n(result.rows, sc.tolerance)
-    result.table = (out / "summary.txt").read_text()
-    return result
+    return rows
 
 
 def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device: str, cache: str, jobs: int,
