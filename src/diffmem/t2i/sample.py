@@ -74,7 +74,8 @@ class T2ISamples:
 def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> tuple[SDComponents, T2IConfig]:
     """The run's Stable Diffusion with its trained UNet weights (`ema`, `raw`, or `pretrained` = untouched)."""
-    from diffmem.t2i.train import add_lora, apply_trained_weights, run_config
+    from diffmem.t2i.train import run_config
+    from diffmem.t2i.weights import add_lora, apply_trained_weights
 
     if weights not in WEIGHTS:
         raise DiffmemError(f"--weights must be one of {', '.join(WEIGHTS)}")
