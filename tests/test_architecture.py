@@ -130,3 +130,10 @@ def test_no_function_over_60_lines_no_module_over_400() -> None:
     found = [hit for path in sorted(ROOT.rglob("*.py"))
              for hit in oversized(path.read_text(), str(path.relative_to(ROOT.parent)))]
     assert not found, "split along a natural seam (setup, step, logging, checkpointing, reporting): " + "; ".join(found)
+
+
+def test_utils_is_the_bottom_layer() -> None:
+    """diffmem.utils imports nothing from diffmem but diffmem.errors (docs/architecture.md)."""
+    imported = {t for p in (ROOT / "utils").rglob("*.py") for t in _runtime_imports(ast.parse(p.read_text()))
+                if not t.startswith("diffmem.utils")}
+    assert all(t == "diffmem.errors" or t.startswith("diffmem.errors.") for t in imported), imported

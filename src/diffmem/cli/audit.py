@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name, float_list
 
 FEATURES_HELP = (
     "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "
@@ -14,25 +15,14 @@ FEATURES_HELP = (
 
 def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
     """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{option} takes comma-separated numbers, e.g. 0.85,0.9; got '{text}'") from None
+    values = float_list(text, option, example="0.85,0.9")
     bad = [v for v in values if not low <= v <= high]
     if bad or not values:
         raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
     return values
 
 
-def device_of(name: str) -> str:
-    """'auto' -> cuda when available, else cpu; refuses cuda when there is none."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return name
+device_of = device_name  # --device as a torch device name (diffmem.utils.flags)
 
 
 def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:

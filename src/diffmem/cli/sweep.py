@@ -9,6 +9,7 @@ import click
 from diffmem.cli.train import _device, _duration, _int_list
 from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import str_list
 
 FEATURES_HELP = ("Memorization feature spaces, comma-separated; the first defines the copy fraction: pixels, "
                  "digits-net[:RES], dinov2[:ID_OR_DIR], clip[:ID_OR_DIR], inception[:WEIGHTS], torchscript:PATH.")
@@ -18,9 +19,7 @@ def _eval_options(n_samples: int, sample_steps: int, sample_seed: int, features:
                   thresholds: str | None, copy_threshold: float | None, no_pictures: bool):
     from diffmem.sweep.spec import EvalOptions, parse_float_list
 
-    feats = tuple(f.strip() for f in features.split(",") if f.strip())
-    if not feats:
-        raise DiffmemError("--features is empty; give at least one feature space, e.g. pixels")
+    feats = str_list(features, "--features", what="feature space", example="pixels")
     thr = parse_float_list(thresholds, "--thresholds")
     if thr is not None and (not thr or any(not -1 <= t <= 1 for t in thr)):
         raise DiffmemError(f"--thresholds must be cosine similarities in [-1, 1], got {thresholds!r}")

@@ -10,15 +10,12 @@ import click
 from diffmem.config import (AMBIENT_WEIGHTINGS, METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig,
                              TrainConfig, validate)
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name, int_list
 
 
 def _int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{flag} takes comma-separated integers, e.g. 32,64,64; got {value!r}") from None
+    """A network-shape list flag (--channels, --attn-resolutions): '32,64,64' -> (32, 64, 64)."""
+    return int_list(value, flag, example="32,64,64")
 
 
 def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
@@ -36,24 +33,7 @@ def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
     return steps if steps is not None else 2000
 
 
-def _device(name: str) -> str:
-    """--device as a torch device name: auto -> cuda when there is one, else cpu; refuses unknown names
-    and GPUs this machine does not have."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DiffmemError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DiffmemError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                               f"numbered from 0")
-    return name
+_device = device_name  # --device as a torch device name (diffmem.utils.flags)
 
 
 @click.command()

@@ -281,7 +281,7 @@ def embed_dataset(
     if path is not None and world.main:
         try:
             cache.save_features(path, feats, content_hash, extractor.cache_key)
-        except OSError as err:
+        except (OSError, DiffmemError) as err:
             warnings.warn(f"could not write the feature cache {path} ({err}); continuing without it", stacklevel=2)
     return feats
 

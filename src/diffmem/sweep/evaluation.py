@@ -13,7 +13,6 @@ interrupted evaluation resumes and a finished one is not repeated.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,13 @@ import numpy as np
 from diffmem.errors import DiffmemError
 from diffmem.sweep.results import make_row
 from diffmem.sweep.spec import EvalOptions, feature_dirname
+from diffmem.utils.atomic import save_atomic, write_json_atomic
 
 __all__ = ["RESULT", "SAMPLES", "SAMPLES_INFO", "QUALITY", "CALIBRATION_PERCENTILES", "run_info",
            "evaluate_run", "finished_result", "read_result"]
 
 RESULT, SAMPLES, SAMPLES_INFO, QUALITY = "result.json", "samples.npz", "samples.json", "quality.json"
 CALIBRATION_PERCENTILES = (99.0, 99.9)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any | None:
@@ -150,10 +144,8 @@ def _samples(run: Path, opts: EvalOptions, ckpt_name: str, device: str, progress
     images = generate(net, cfg, meta, opts.n_samples, seed=opts.sample_seed, batch=opts.batch,
                       opts=SampleOptions(steps=opts.sample_steps), device=device, progress=progress)
     seconds = round(time.perf_counter() - t0, 2)
-    tmp = run / f".{SAMPLES}.tmp.npz"
-    np.savez(tmp, images=images)
-    os.replace(tmp, run / SAMPLES)
-    _write_json(run / SAMPLES_INFO, {**want, "seconds": seconds})
+    save_atomic(run / SAMPLES, lambda tmp: np.savez(tmp, images=images))
+    write_json_atomic(run / SAMPLES_INFO, {**want, "seconds": seconds})
     return images, seconds
 
 
@@ -187,14 +179,14 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
     held = heldout if len(heldout) > 0 else None
     reports = _memorization_reports(run, images, train, held, opts, device, cache_dir, progress)
     quality = _quality(images, train, held, opts, str(fingerprint["config"]["data"]["spec"]), device, cache_dir)
-    _write_json(run / QUALITY, quality)
+    write_json_atomic(run / QUALITY, quality)
 
     info = run_info(run, name)
     info["n_samples"] = opts.n_samples
     info["sample_seconds"] = sample_seconds
     row = make_row(info, reports, quality, opts.copy_threshold)
     row["run"] = str(run.resolve())
-    _write_json(run / RESULT, {"fingerprint": fingerprint, "row": row})
+    write_json_atomic(run / RESULT, {"fingerprint": fingerprint, "row": row})
     return row
 
 
@@ -224,7 +216,7 @@ def _memorization_reports(run: Path, images: np.ndarray, train: Any, held: Any |
                 embed_dataset(ext, held, cache_dir, batch_size=opts.batch) if held is not None else None,
                 thresholds, calibration_percentiles=CALIBRATION_PERCENTILES, features=ext.name)
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(out_dir / "report.json", rep)
+            write_json_atomic(out_dir / "report.json", rep)
         reports[ext.name] = rep
     return reports
 

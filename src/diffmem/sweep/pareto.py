@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from diffmem.sweep.results import METHOD_LABELS, context, summarize, variant_label
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
 
@@ -184,9 +185,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str | N
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    save_atomic(path, fig.savefig)
     return path
 
 

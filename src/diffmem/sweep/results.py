@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import atomic_path, write_json_atomic
 
 __all__ = ["RESULTS_CSV", "RESULTS_JSON", "COPY_KEY", "make_row", "write_results", "read_results",
            "summarize", "format_table", "markdown_tables", "columns"]
@@ -101,26 +101,18 @@ def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
     """Write `results.csv` and `results.json` (one row per run) into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = columns(rows)
     csv_path, json_path = out / RESULTS_CSV, out / RESULTS_JSON
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    os.replace(tmp, csv_path)
-    _atomic_write(json_path, json.dumps(rows, indent=2) + "\n")
+    write_json_atomic(json_path, rows)
     return csv_path, json_path
 
 

@@ -31,6 +31,7 @@ from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
 from diffmem.sweep.spec import SIGMA_METHODS, SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
+from diffmem.utils.atomic import write_json_atomic
 
 __all__ = ["SweepResult", "run_sweep", "run_point", "default_grids", "write_outputs", "RUNS", "SWEEP_JSON"]
 
@@ -91,10 +92,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
         curve = commitment_curve(train, held, DEFAULT_SIGMAS, torch.Generator().manual_seed(0))
         grid = tuple(default_sigma_grid(curve))
         suggestion = suggest_sigma_n(curve)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"key": key, "grid": list(grid), "suggestion": suggestion, "curve": curve},
-                                  indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, {"key": key, "grid": list(grid), "suggestion": suggestion, "curve": curve})
         grids[subset] = grid
         echo(f"[sweep] {subset or 'all'} training images: default sigma_n grid {', '.join(f'{s:g}' for s in grid)} "
              f"(commitment window {suggestion['window'][0]:.3g}-{suggestion['window'][1]:.3g}, "
@@ -229,10 +227,8 @@ def _plan(sc: SweepConfig, out: Path, points: list[SweepPoint] | None,
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise DiffmemError("the sweep lists a point twice: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
-    tmp = out / f".{SWEEP_JSON}.tmp"
-    tmp.write_text(json.dumps({"config": sc.to_dict(), "grids": {str(k): list(v) for k, v in grids.items()},
-                               "points": [p.name for p in points]}, indent=2) + "\n")
-    os.replace(tmp, out / SWEEP_JSON)
+    write_json_atomic(out / SWEEP_JSON, {"config": sc.to_dict(), "grids": {str(k): list(v) for k, v in grids.items()},
+                                         "points": [p.name for p in points]})
     return points
 
 

@@ -22,6 +22,7 @@ from diffmem.t2i.components import SDComponents, encode_images
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages
 from diffmem.train.rundir import resume_or_refuse
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["resolve_config", "start_run", "encode_dataset", "draw_noisy_latents"]
 
@@ -112,9 +113,7 @@ def start_run(cfg: T2IConfig, parts: SDComponents, data: CaptionedImages, out: P
             tensors = {"latents": latents}
             if cfg.method == "ambient":
                 tensors["noisy"] = draw_noisy_latents(latents, info["a_tn"], cfg.seed)
-            tmp = out / (rundir.LATENTS + ".tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(out / rundir.LATENTS)
+            save_atomic(out / rundir.LATENTS, lambda tmp: save_file(tensors, str(tmp)), fixed=True)
     accelerator.wait_for_everyone()
     saved = load_file(str(out / rundir.LATENTS))
     if len(saved["latents"]) != len(data):
