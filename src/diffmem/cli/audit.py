@@ -22,7 +22,6 @@ def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float
     return values
 
 
-device_of = device_name  # --device as a torch device name (diffmem.utils.flags)
 
 
 def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
@@ -85,7 +84,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     check_out_dir(out)
     from diffmem.train.distributed import init_world
 
-    world, dev = init_world(device_of(device))  # torchrun: each rank embeds and searches a share
+    world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share
     result = api_audit(
         samples, train_spec, heldout_spec, features, out, run=run_dir, thresholds=fixed, calibrate=percentiles,
         ratio_k=ratio_k, xflip=xflip, max_heldout=max_heldout, resolution=resolution, resize=resize,

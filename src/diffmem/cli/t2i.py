@@ -6,9 +6,9 @@ import math
 
 import click
 
-from diffmem.cli.train import _device
 from diffmem.errors import DiffmemError
 from diffmem.t2i.mitigations import MITIGATIONS
+from diffmem.utils.flags import device_name
 
 
 @click.group()
@@ -122,7 +122,7 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
         prompts = prompts[:n_prompts]
     opts = SampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
                          w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
-    dev = _device(device)
+    dev = device_name(device)
     with locked(out, enabled=is_main_process()):
         path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, dev, getattr(torch, dtype),
                           overwrite, progress=not quiet)
@@ -156,7 +156,7 @@ def audit(samples, names, train_dir, features, clip, fd_features, resolution, ba
     rows = audit_t2i(list(samples), train_dir=train_dir, features=list(features),
                      clip=None if clip.lower() == "none" else clip,
                      fd_features=None if fd_features.lower() == "none" else fd_features,
-                     names=list(names) or None, resolution=resolution, batch=batch, device=_device(device))
+                     names=list(names) or None, resolution=resolution, batch=batch, device=device_name(device))
     click.echo(format_table(rows))
     if out:
         write_report(rows, out)

@@ -23,6 +23,7 @@ __all__ = [
     "BUILTINS",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
+    "count_classes",
     "load_images",
     "split_subset",
     "to_model_range",
@@ -153,6 +154,16 @@ def load_images(spec: str, resolution: int | None = None, resize: bool = False) 
         )
     stacked = _to_common_array(images, names, spec, resolution, resize)
     return ImageDataset(images=stacked, labels=labels, source=spec, names=tuple(names))
+
+
+def count_classes(spec: str, resolution: int | None = None, resize: bool = False) -> int:
+    """How many classes the labels of the image set `spec` hold (the largest label + 1), for --cond;
+    a DiffmemError when it has no labels."""
+    labels = load_images(spec, resolution, resize=resize).labels
+    if labels is None:
+        raise DiffmemError(f"--cond needs class labels, but {spec} has none "
+                           "(add a dataset.json, or 'labels' to the .npz)")
+    return int(labels.max()) + 1
 
 
 def _load_builtin(spec: str, resolution: int | None) -> ImageDataset:
