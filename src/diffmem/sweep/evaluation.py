@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.sweep.results import make_row
+from diffmem.sweep.results import make_row, param_column
 from diffmem.sweep.spec import EvalOptions, feature_dirname
 from diffmem.utils.atomic import save_atomic, write_json_atomic
 
@@ -75,13 +75,14 @@ def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
     sub = _read_json(run / SUBSET) or {}
     n_train = len(sub["train_indices"]) if "train_indices" in sub else cfg["data"].get("subset")
     m, o = cfg["method"], cfg["optim"]
-    sigma = m["sigma_n"] if m["name"] in ("ambient", "noisy-only") else None
+    noisy = param_column(m["name"]) == "sigma_n"  # trained on fixed noisy copies: sigma_n and the weighting
+    sigma = m["sigma_n"] if noisy else None
     return {
         "name": name or run.name,
         "method": m["name"],
         "sigma_n": sigma,
-        "mask_p": m["mask_p"] if m["name"] == "masking" else None,
-        "ambient_weight": m.get("ambient_weight") if m["name"] in ("ambient", "noisy-only") else None,
+        "mask_p": m["mask_p"] if param_column(m["name"]) == "mask_p" else None,
+        "ambient_weight": m.get("ambient_weight") if noisy else None,
         "lr": o.get("lr"),
         "subset": n_train,
         "seed": cfg["seed"],

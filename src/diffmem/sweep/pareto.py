@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diffmem.sweep.results import METHOD_LABELS, context, summarize, variant_label
+from diffmem.diffusion.methods import Ambient, Baseline
+from diffmem.sweep.results import METHOD_LABELS, context, param_column, summarize, variant_label
 from diffmem.utils.atomic import save_atomic
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
@@ -52,7 +53,7 @@ def _copy_se(s: dict[str, Any]) -> float | None:
 
 
 def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
-                   method: str = "ambient") -> list[dict[str, Any]]:
+                   method: str = Ambient.name) -> list[dict[str, Any]]:
     """The rule of thumb, per training-set size: among `method`'s sigma_n values (averaged over seeds)
     whose quality distance is at most `(1 + tolerance)` times the baseline's, take the one with the
     lowest copy fraction (ties: better quality).
@@ -87,7 +88,7 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
 
 def _baseline_for(group: list[dict[str, Any]], cands: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The baseline row trained at the candidates' (most common) learning rate, else the first baseline."""
-    bases = [s for s in group if s["method"] == "edm"]
+    bases = [s for s in group if s["method"] == Baseline.name]
     lrs = [c.get("lr") for c in cands]
     return next((b for b in bases if lrs and b.get("lr") == max(set(lrs), key=lrs.count)),
                 bases[0] if bases else None)
@@ -196,12 +197,12 @@ def _plot_points(ax: Any, group: list[dict[str, Any]]) -> None:
         if not (_finite(r.get("copy_frac")) and _finite(r.get("quality"))):
             continue
         m = r.get("method", "?")
-        base = m == "edm"
+        base = m == Baseline.name
         ax.scatter(r["copy_frac"], r["quality"], marker=_MARKERS.get(m, "x"), color=_COLORS.get(m, "gray"),
                    s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
                    label=None if m in seen else METHOD_LABELS.get(m, m))
         seen.add(m)
-        if m in ("ambient", "noisy-only") and _finite(r.get("sigma_n")):
+        if param_column(m) == "sigma_n" and _finite(r.get("sigma_n")):
             note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
             ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
