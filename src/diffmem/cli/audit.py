@@ -82,7 +82,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or max_heldout < 1:
         raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
     check_out_dir(out)
-    from diffmem.train.distributed import init_world
+    from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share
     result = api_audit(

@@ -39,7 +39,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     from diffmem.generate import SampleOptions, generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
-    from diffmem.train.distributed import gather_in_order, init_world, local_slice
+    from diffmem.utils.distributed import gather_in_order, init_world, local_slice
 
     _check_flags(n, steps, batch, churn, s_tmin, s_tmax, s_noise)
     dev = device_name(device)

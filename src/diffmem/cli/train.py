@@ -76,7 +76,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         weight_decay=weight_decay, warmup_steps=warmup_steps, ema_halflife=ema_halflife, ema_decay=ema_decay,
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every)
     check_monitor_flags(monitor_every, monitor_samples)
-    from diffmem.train.distributed import init_world
+    from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: one process per device, the batch split among them
     monitor = None

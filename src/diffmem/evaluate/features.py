@@ -254,7 +254,7 @@ def embed_dataset(
     against 20 runs is embedded once. With a `world` of several processes (torchrun), rank 0 reads and
     writes the cache; on a miss every rank embeds its contiguous share and all get the features in order.
     """
-    from diffmem.train.distributed import World, broadcast_object, gather_in_order, local_slice
+    from diffmem.utils.distributed import World, broadcast_object, gather_in_order, local_slice
 
     world = world or World()
     images = images_of(dataset_or_images)

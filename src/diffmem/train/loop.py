@@ -34,9 +34,9 @@ from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from diffmem.train.diagnostics import adam_update_rms
-from diffmem.train.distributed import World, barrier, broadcast_object, check_batch, local_slice
 from diffmem.train.ema import EMA, ema_beta
 from diffmem.utils.atomic import save_atomic, write_text_atomic
+from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
 
 
 @dataclass
