@@ -3,7 +3,6 @@ and a JSON per command."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
