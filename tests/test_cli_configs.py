@@ -79,3 +79,17 @@ def test_eval_options() -> None:
     assert opts.features == ("pixels", "digits-net") and opts.thresholds == (0.9,) and not opts.pictures
     with pytest.raises(DiffmemError, match=r"--thresholds must be cosine similarities in \[-1, 1\]"):
         eval_options_from_flags(thresholds="2")
+
+
+def test_t2i_train_defaults_are_the_config_defaults() -> None:
+    import dataclasses
+
+    from diffmem.cli.t2i import train as t2i_train
+    from diffmem.t2i.config import T2IConfig
+
+    ctx = click.Context(t2i_train)
+    defaults = {p.name: p.get_default(ctx) for p in t2i_train.params}
+    fields = {f.name: f.default for f in dataclasses.fields(T2IConfig) if f.default is not dataclasses.MISSING}
+    shared = [n for n in fields if n in defaults]
+    assert len(shared) >= 15
+    assert {n: defaults[n] for n in shared} == {n: fields[n] for n in shared}

@@ -17,9 +17,9 @@ from diffmem.evaluate.options import EvalOptions
 from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
 from diffmem.utils.flags import float_list, int_list, str_list
 
-__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "MONITOR_SAMPLES", "duration", "data_resolution",
-           "network_from_flags", "train_config_from_flags", "check_monitor_flags", "eval_options_from_flags",
-           "sweep_config_from_flags"]
+__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "MONITOR_SAMPLES", "duration",
+           "data_resolution", "network_from_flags", "train_config_from_flags", "check_monitor_flags",
+           "eval_options_from_flags", "sweep_config_from_flags"]
 
 # the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec)
 DATA, METHOD, NETWORK, OPTIM, TRAIN, EVAL = (DataConfig(), MethodConfig(), NetworkConfig(), OptimConfig(),

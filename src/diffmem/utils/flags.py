@@ -45,7 +45,8 @@ def str_list(text: str, flag: str, choices: Iterable[str] | None = None, *, what
     options = tuple(choices) if choices is not None else None
     hint = f"; choose from {', '.join(options)}" if options is not None else ""
     if not values:
-        raise DiffmemError(f"{flag} is empty" + (hint or (f"; give at least one {what}, e.g. {example}" if example else "")))
+        hint = hint or (f"; give at least one {what}, e.g. {example}" if example else "")
+        raise DiffmemError(f"{flag} is empty{hint}")
     for v in values:
         if options is not None and v not in options:
             raise DiffmemError(f"{flag}: unknown {what} {v!r}{hint}")
