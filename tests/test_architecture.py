@@ -95,3 +95,45 @@ def test_imports_inside_functions_are_counted() -> None:
 def test_package_import_graph_has_no_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
+
+
+# ------------------------------------------------------------------------------------------------
+# size limits (docs/architecture.md): no function over 60 lines, no module over 400 lines in src/
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
+
+
+def oversized(source: str, where: str) -> list[str]:
+    """'where:name N lines' for every function (methods and nested ones included; from `def` to its last
+    line, decorators left out) over MAX_FUNCTION_LINES, and 'where N lines' if the module is over
+    MAX_MODULE_LINES."""
+    found = []
+    n = len(source.splitlines())
+    if n > MAX_MODULE_LINES:
+        found.append(f"{where} {n} lines")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{where}:{node.name} {length} lines")
+    return found
+
+
+def test_oversized_finds_long_functions_and_modules() -> None:
+    long_method = "class A:\n    def f(self):\n" + "        x = 1\n" * 60
+    assert oversized(long_method, "m") == ["m:f 61 lines"]
+    assert oversized("def f():\n" + "    x = 1\n" * 59, "m") == []
+    assert oversized("x = 1\n" * 401, "m") == ["m 401 lines"]
+
+
+def test_no_function_over_60_lines_no_module_over_400() -> None:
+    found = [hit for path in sorted(ROOT.rglob("*.py"))
+             for hit in oversized(path.read_text(), str(path.relative_to(ROOT.parent)))]
+    assert not found, "split along a natural seam (setup, step, logging, checkpointing, reporting): " + "; ".join(found)
+
+
+def test_utils_is_the_bottom_layer() -> None:
+    """diffmem.utils imports nothing from diffmem but diffmem.errors (docs/architecture.md)."""
+    imported = {t for p in (ROOT / "utils").rglob("*.py") for t in _runtime_imports(ast.parse(p.read_text()))
+                if not t.startswith("diffmem.utils")}
+    assert all(t == "diffmem.errors" or t.startswith("diffmem.errors.") for t in imported), imported

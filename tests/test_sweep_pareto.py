@@ -191,3 +191,14 @@ def test_weightings_and_learning_rates_are_never_averaged_together() -> None:
     # the baseline is the one trained at the candidates' learning rate; the compensated run is named
     assert c["baseline_copy_frac"] == 0.18 and c["ambient_weight"] == "compensated"
     assert "sigma_n = 0.5, compensated copies 0.005" in c["message"]
+
+
+def test_reporting_asks_the_method_classes() -> None:
+    """Tables label and group methods by what their class declares (diffusion/methods.py), not by name."""
+    from diffmem.diffusion.methods import METHOD_CLASSES
+    from diffmem.sweep.results import METHOD_LABELS, param_column
+
+    assert METHOD_LABELS == {n: c.title for n, c in METHOD_CLASSES.items()}
+    assert {m: param_column(m) for m in METHOD_CLASSES} == {"edm": None, "ambient": "sigma_n", "masking": "mask_p",
+                                                            "noisy-only": "sigma_n"}
+    assert param_column("unknown") is None and param_column(None) is None

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from diffmem.utils.atomic import write_json_atomic
+
 PIXEL_THRESHOLDS = (0.9, 0.95, 0.98, 0.99)  # 16x16 digits are close in pixel space: higher cut-offs
 NET_THRESHOLDS = (0.85, 0.9, 0.95, 0.98)
 SPACES = {"pixels": PIXEL_THRESHOLDS, "digits-net": NET_THRESHOLDS}
@@ -68,9 +70,7 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
     summary: dict[str, Any] = {m: {s: {"audit": d.report, "quality": q} for s, (d, q) in r.items()}
                                for m, r in results.items()}
     summary["headline"] = demo_headline(summary)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary, default=float)
     setting = ""
     if "ambient" in samples:  # the run says which sigma_n and weighting it was trained with
         from diffmem.train.rundir import read_json

@@ -3,19 +3,14 @@ and write it whole or not at all (a temporary file in the same folder, then a re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.utils.atomic import atomic_path, write_text_atomic  # their home is diffmem.utils.atomic
 
 __all__ = ["check_output", "atomic_path", "write_text_atomic"]
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: files written through a temporary get the usual mode, not mkstemp's 0600
-
 
 def _existing_ancestor(path: Path) -> Path:
     for parent in path.parents:
@@ -45,34 +40,3 @@ def check_output(path: str | Path, flag: str, overwrite: bool, *, folder_ok: boo
         raise DiffmemError(f"cannot write {flag} {path}: no file can be created in {where} ({err.strerror}); "
                            "choose another path, change its permissions or free space") from None
     return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds it replaces `path` in one rename,
-    when it fails it is removed. Permission and disk-full errors become one-line DiffmemErrors."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.chmod(name, 0o666 & ~_UMASK)
-    except OSError as err:
-        raise as_diffmem_error(err, path) from None
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise as_diffmem_error(err, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` whole or not at all."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name, float_list
 
 FEATURES_HELP = (
     "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "
@@ -14,25 +15,13 @@ FEATURES_HELP = (
 
 def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
     """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{option} takes comma-separated numbers, e.g. 0.85,0.9; got '{text}'") from None
+    values = float_list(text, option, example="0.85,0.9")
     bad = [v for v in values if not low <= v <= high]
     if bad or not values:
         raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
     return values
 
 
-def device_of(name: str) -> str:
-    """'auto' -> cuda when available, else cpu; refuses cuda when there is none."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return name
 
 
 def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
@@ -93,9 +82,9 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or max_heldout < 1:
         raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
     check_out_dir(out)
-    from diffmem.train.distributed import init_world
+    from diffmem.utils.distributed import init_world
 
-    world, dev = init_world(device_of(device))  # torchrun: each rank embeds and searches a share
+    world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share
     result = api_audit(
         samples, train_spec, heldout_spec, features, out, run=run_dir, thresholds=fixed, calibrate=percentiles,
         ratio_k=ratio_k, xflip=xflip, max_heldout=max_heldout, resolution=resolution, resize=resize,

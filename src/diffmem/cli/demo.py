@@ -6,10 +6,10 @@ import math
 
 import click
 
-from diffmem.cli.train import _device
 from diffmem.config import AMBIENT_WEIGHTINGS
 from diffmem.demo import DemoConfig
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name
 
 _D = DemoConfig()
 
@@ -52,6 +52,6 @@ def demo(out, subset, steps, batch, resolution, sigma_n, ambient_weight, weight_
     def audit(out_dir, samples):
         audit_demo(out_dir, samples, echo=click.echo)
 
-    dev = _device(device)
+    dev = device_name(device)
     with locked(out, enabled=is_main_process()):  # one demo per folder (each run inside has its own lock too)
         run_demo(out, cfg, device=dev, progress=not quiet, overwrite=overwrite, audit=audit, echo=click.echo)

@@ -8,10 +8,11 @@ import os
 
 import click
 
-from diffmem.cli.audit import FEATURES_HELP, cache_option, device_of
+from diffmem.cli.audit import FEATURES_HELP, cache_option
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.lock import is_main_process, locked
 from diffmem.outputs import atomic_path, check_output, write_text_atomic
+from diffmem.utils.flags import device_name
 
 
 @click.command()
@@ -47,7 +48,7 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
         raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
     _check_flags(samples, ref_spec, out, save_stats, overwrite, kid_subsets, kid_subset_size, pr_k, batch,
                  resolution, image_size)
-    dev = device_of(device)
+    dev = device_name(device)
     if is_statistics_file(ref_spec):
         ref = str(ref_spec)
         stats = load_statistics(ref)

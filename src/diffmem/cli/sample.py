@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from diffmem.cli.train import _device
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.outputs import check_output
+from diffmem.utils.flags import device_name
 
 
 @click.command()
@@ -39,10 +39,10 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     from diffmem.generate import SampleOptions, generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
-    from diffmem.train.distributed import gather_in_order, init_world, local_slice
+    from diffmem.utils.distributed import gather_in_order, init_world, local_slice
 
     _check_flags(n, steps, batch, churn, s_tmin, s_tmax, s_noise)
-    dev = _device(device)
+    dev = device_name(device)
     out_path = Path(out)
     grid_path = out_path.with_name(out_path.stem + "_grid.png") if out.endswith(".npz") else out_path.with_name(
         out_path.name + "_grid.png")

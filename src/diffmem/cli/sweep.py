@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
-from diffmem.cli.train import _device, _duration, _int_list
-from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
+from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, eval_options_from_flags,
+                                  sweep_config_from_flags)
+from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name
 
 FEATURES_HELP = ("Memorization feature spaces, comma-separated; the first defines the copy fraction: pixels, "
                  "digits-net[:RES], dinov2[:ID_OR_DIR], clip[:ID_OR_DIR], inception[:WEIGHTS], torchscript:PATH.")
 
 
-def _eval_options(n_samples: int, sample_steps: int, sample_seed: int, features: str, quality_features: str | None,
-                  thresholds: str | None, copy_threshold: float | None, no_pictures: bool):
-    from diffmem.sweep.spec import EvalOptions, parse_float_list
-
-    feats = tuple(f.strip() for f in features.split(",") if f.strip())
-    if not feats:
-        raise DiffmemError("--features is empty; give at least one feature space, e.g. pixels")
-    thr = parse_float_list(thresholds, "--thresholds")
-    if thr is not None and (not thr or any(not -1 <= t <= 1 for t in thr)):
-        raise DiffmemError(f"--thresholds must be cosine similarities in [-1, 1], got {thresholds!r}")
-    return EvalOptions(n_samples=n_samples, sample_steps=sample_steps, sample_seed=sample_seed, features=feats,
-                       quality_features=quality_features or None, thresholds=thr, copy_threshold=copy_threshold,
-                       pictures=not no_pictures)
-
-
 def _eval_flags(f):
     """The measurement flags shared by sweep and compare."""
     for opt in reversed([
-        click.option("--n-samples", type=int, default=500, show_default=True, help="Samples per run (same seeds for all)."),
-        click.option("--sample-steps", type=int, default=18, show_default=True, help="EDM Heun sampler steps."),
-        click.option("--sample-seed", type=int, default=0, show_default=True),
-        click.option("--features", default="pixels", show_default=True, help=FEATURES_HELP),
+        click.option("--n-samples", type=int, default=EVAL.n_samples, show_default=True, help="Samples per run (same seeds for all)."),
+        click.option("--sample-steps", type=int, default=EVAL.sample_steps, show_default=True, help="EDM Heun sampler steps."),
+        click.option("--sample-seed", type=int, default=EVAL.sample_seed, show_default=True),
+        click.option("--features", default=",".join(EVAL.features), show_default=True, help=FEATURES_HELP),
         click.option("--quality-features", default=None,
                      help="Feature space of the Frechet distance [default: digits-net for builtin:digits, else "
                           "inception (FID)]."),
@@ -45,7 +30,7 @@ def _eval_flags(f):
         click.option("--copy-threshold", type=float, default=None,
                      help="A sample is a copy at this similarity or above [default: calibrated, the 99th percentile "
                           "of held-out images' nearest-training similarity]."),
-        click.option("--tolerance", type=float, default=0.1, show_default=True,
+        click.option("--tolerance", type=float, default=SWEEP.tolerance, show_default=True,
                      help="Rule of thumb: quality within this fraction of the baseline's."),
         click.option("--no-pictures", is_flag=True, help="Skip the audit pictures (histogram, neighbours)."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto."),
@@ -57,42 +42,43 @@ def _eval_flags(f):
 
 
 @click.command()
-@click.option("--data", "data_spec", default="builtin:digits", show_default=True,
+@click.option("--data", "data_spec", default=DATA.spec, show_default=True,
               help="Images: a folder, a .zip, a .npz with 'images', or builtin:digits.")
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
 @click.option("--resize", is_flag=True, help="Resize (center-crop + Lanczos) images to --resolution.")
 @click.option("--subset", "subsets", default=None,
               help="Training-set size(s), comma-separated, e.g. 300 or 100,300,1000 [default: all images].")
-@click.option("--subset-seed", type=int, default=0, show_default=True)
+@click.option("--subset-seed", type=int, default=DATA.subset_seed, show_default=True)
 @click.option("--xflip", is_flag=True, help="Random horizontal flips.")
-@click.option("--methods", default="edm,ambient", show_default=True,
+@click.option("--methods", default=",".join(SWEEP.methods), show_default=True,
               help="Comma-separated: edm (baseline), ambient (Algorithm 1), masking, noisy-only.")
 @click.option("--sigma-n", "sigma_ns", default=None,
               help="Algorithm 1 (and noisy-only) thresholds, comma-separated, e.g. 0.2,0.5,1,2,5 [default: a grid "
                    "spanning the data's commitment scale, from diffmem.theory].")
-@click.option("--mask-p", "mask_ps", default="0.2", show_default=True, help="masking: erase probabilities, comma-separated.")
-@click.option("--mask-delta", type=float, default=0.1, show_default=True)
-@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default="plain", show_default=True,
+@click.option("--mask-p", "mask_ps", default=",".join(f"{p:g}" for p in SWEEP.mask_ps), show_default=True, help="masking: erase probabilities, comma-separated.")
+@click.option("--mask-delta", type=float, default=METHOD.mask_delta, show_default=True)
+@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
                    "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
-@click.option("--weight-cap", type=float, default=4.0, show_default=True,
+@click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True,
               help="--ambient-weight capped: the largest gain over plain.")
-@click.option("--seeds", default="0", show_default=True, help="Training seeds, comma-separated.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
+@click.option("--seeds", default=",".join(map(str, SWEEP.seeds)), show_default=True, help="Training seeds, comma-separated.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=NETWORK.preset, show_default=True)
 @click.option("--channels", default=None, help="Override: widths per level, e.g. 32,64,64.")
 @click.option("--layers-per-block", type=int, default=None)
 @click.option("--attn-resolutions", default=None, help="Override: resolutions with attention (empty: none).")
 @click.option("--dropout", type=float, default=None)
-@click.option("--steps", type=int, default=None, help="Training steps per run (default 2000).")
+@click.option("--steps", type=int, default=None, help=f"Training steps per run (default {OPTIM.steps}).")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images instead of --steps.")
-@click.option("--batch", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--ema", "ema_halflife", type=float, default=5.0, show_default=True, help="EMA half-life in kimg.")
-@click.option("--ema-decay", type=float, default=None, help="Fixed per-step EMA decay instead of --ema.")
+@click.option("--batch", type=int, default=OPTIM.batch, show_default=True)
+@click.option("--lr", type=float, default=OPTIM.lr, show_default=True)
+@click.option("--ema", "ema_halflife", type=float, default=OPTIM.ema_halflife_kimg, show_default=True,
+              help="EMA half-life in kimg.")
+@click.option("--ema-decay", type=float, default=OPTIM.ema_decay, help="Fixed per-step EMA decay instead of --ema.")
 @click.option("--checkpoint-every", type=int, default=None, help="[default: a quarter of the steps]")
-@click.option("--monitor-every", type=int, default=0, show_default=True,
+@click.option("--monitor-every", type=int, default=SWEEP.monitor_every, show_default=True,
               help="Log copy statistics of EMA samples every K steps (0: off); draws monitor.png.")
-@click.option("--monitor-samples", type=int, default=64, show_default=True)
+@click.option("--monitor-samples", type=int, default=SWEEP.monitor_samples, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="Points trained at once, each in its own process (and GPU, when several).")
 @_eval_flags
@@ -105,41 +91,26 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
     """Train, sample, audit and measure every (method, sigma_n, subset, seed) with one budget; write
     results.csv/json, the Pareto plot and the rule of thumb for sigma_n."""
     from diffmem.sweep.runner import run_sweep
-    from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
 
-    method_list = parse_methods(methods)
-    sigmas = parse_float_list(sigma_ns, "--sigma-n")
-    masks = parse_float_list(mask_ps, "--mask-p") or ()
-    seed_list = parse_int_list(seeds, "--seeds")
-    subset_list = parse_int_list(subsets, "--subset") if subsets is not None else (None,)
     if jobs < 1:
         raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
-    net = PRESETS[preset]
-    overrides = {"channels": _int_list(channels, "--channels"), "layers_per_block": layers_per_block,
-                 "attn_resolutions": _int_list(attn_resolutions, "--attn-resolutions"), "dropout": dropout}
-    net = dataclasses.replace(net, **{k: v for k, v in overrides.items() if v is not None})
-    if data_spec.startswith("builtin:") and resolution is None:
-        resolution = 16
-    n_steps = _duration(steps, kimg, batch)
-    base = TrainConfig(
-        data=DataConfig(data_spec, resolution, resize, None, subset_seed, xflip, False),
-        method=MethodConfig("edm", 0.0, ambient_weight, 0.0, mask_delta, weight_cap),
-        network=net,
-        optim=OptimConfig(steps=n_steps, batch=batch, lr=lr, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
-        checkpoint_every=checkpoint_every if checkpoint_every is not None else max(1, n_steps // 4),
-    )
-    sc = SweepConfig(base=base, methods=method_list, sigma_ns=sigmas, mask_ps=masks, subsets=subset_list,
-                     seeds=seed_list, monitor_every=monitor_every, monitor_samples=monitor_samples, tolerance=tolerance,
-                     eval=_eval_options(n_samples, sample_steps, sample_seed, features, quality_features, thresholds,
-                                        copy_threshold, no_pictures))
-    validate_sweep(sc)
+    opts = eval_options_from_flags(n_samples=n_samples, sample_steps=sample_steps, sample_seed=sample_seed,
+                                   features=features, quality_features=quality_features, thresholds=thresholds,
+                                   copy_threshold=copy_threshold, no_pictures=no_pictures)
+    sc = sweep_config_from_flags(
+        data_spec=data_spec, resolution=resolution, resize=resize, subsets=subsets, subset_seed=subset_seed,
+        xflip=xflip, methods=methods, sigma_ns=sigma_ns, mask_ps=mask_ps, mask_delta=mask_delta,
+        ambient_weight=ambient_weight, weight_cap=weight_cap, seeds=seeds, preset=preset, channels=channels,
+        layers_per_block=layers_per_block, attn_resolutions=attn_resolutions, dropout=dropout, steps=steps, kimg=kimg,
+        batch=batch, lr=lr, ema_halflife=ema_halflife, ema_decay=ema_decay, checkpoint_every=checkpoint_every,
+        monitor_every=monitor_every, monitor_samples=monitor_samples, tolerance=tolerance, eval=opts)
     if subsets is None:
         click.echo("note: without --subset every image is trained on, so there are no held-out images: copies are "
                    "counted at a fixed threshold instead of the calibrated one, and quality is measured against the "
                    "training images. Pass --subset N to keep a held-out reference.", err=True)
     from diffmem.lock import is_main_process, locked
 
-    dev = _device(device)
+    dev = device_name(device)
     with locked(out, enabled=is_main_process()):  # one sweep per folder (each run inside has its own lock too)
         result = run_sweep(sc, out, device=dev, jobs=jobs, cache_dir=cache_dir, progress=not quiet, echo=click.echo)
     click.echo("")
@@ -167,9 +138,10 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
 
     if not tolerance >= 0:
         raise DiffmemError(f"--tolerance must be >= 0, got {tolerance}")
-    opts = _eval_options(n_samples, sample_steps, sample_seed, features, quality_features, thresholds,
-                         copy_threshold, no_pictures)
-    rows = collect_rows(paths, opts, device=_device(device), cache_dir=cache_dir, progress=not quiet,
+    opts = eval_options_from_flags(n_samples=n_samples, sample_steps=sample_steps, sample_seed=sample_seed,
+                                   features=features, quality_features=quality_features, thresholds=thresholds,
+                                   copy_threshold=copy_threshold, no_pictures=no_pictures)
+    rows = collect_rows(paths, opts, device=device_name(device), cache_dir=cache_dir, progress=not quiet,
                         echo=click.echo)
     click.echo(format_table(rows))
     click.echo("")

@@ -6,9 +6,13 @@ import math
 
 import click
 
-from diffmem.cli.train import _device
 from diffmem.errors import DiffmemError
+from diffmem.t2i.config import MIXED_PRECISION, T2I_METHODS, T2IConfig
+from diffmem.t2i.losses import WEIGHTINGS
 from diffmem.t2i.mitigations import MITIGATIONS
+from diffmem.utils.flags import device_name
+
+T2I = T2IConfig(pretrained="", data="")  # the defaults of `t2i train`'s flags, written once in diffmem.t2i.config
 
 
 @click.group()
@@ -23,30 +27,36 @@ def t2i() -> None:
               help="Folder of images with metadata.jsonl (file_name, text) or same-named .txt captions.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resolution", type=int, default=None, help="Image size (default: the UNet's native size).")
-@click.option("--method", type=click.Choice(["baseline", "ambient"]), default="baseline", show_default=True)
+@click.option("--method", type=click.Choice(T2I_METHODS), default=T2I.method, show_default=True)
 @click.option("--t-n", "t_n", type=int, default=None,
               help="ambient: timestep of the fixed noisy latents; the model sees only them for t > t_n.")
-@click.option("--ambient-weight", type=click.Choice(["plain", "compensated"]), default="plain", show_default=True)
-@click.option("--mitigation", type=click.Choice(MITIGATIONS), default="none", show_default=True,
+@click.option("--ambient-weight", type=click.Choice(WEIGHTINGS), default=T2I.ambient_weight, show_default=True)
+@click.option("--mitigation", type=click.Choice(MITIGATIONS), default=T2I.mitigation, show_default=True,
               help="S23 caption/embedding corruption, or W24's training filter.")
-@click.option("--s23-prob", type=float, default=0.1, show_default=True, help="S23: chance a caption is changed.")
+@click.option("--s23-prob", type=float, default=T2I.s23_prob, show_default=True,
+              help="S23: chance a caption is changed.")
 @click.option("--s23-words", type=int, default=None, help="S23: words added/repeated (2) or replacement length (4).")
-@click.option("--s23-noise-std", type=float, default=0.1, show_default=True, help="S23 embed-noise: noise std.")
+@click.option("--s23-noise-std", type=float, default=T2I.s23_noise_std, show_default=True,
+              help="S23 embed-noise: noise std.")
 @click.option("--w24-threshold", type=float, default=None, help="W24: skip samples whose score exceeds this.")
-@click.option("--steps", type=int, default=100_000, show_default=True, help="Optimizer steps.")
-@click.option("--batch", type=int, default=16, show_default=True, help="Global batch (all GPUs, accumulation).")
-@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation micro-steps.")
-@click.option("--lr", type=float, default=1e-5, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="Gradient clipping (0: off).")
-@click.option("--ema-decay", type=float, default=0.9999, show_default=True)
-@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
+@click.option("--steps", type=int, default=T2I.steps, show_default=True, help="Optimizer steps.")
+@click.option("--batch", type=int, default=T2I.batch, show_default=True, help="Global batch (all GPUs, accumulation).")
+@click.option("--grad-accum", type=int, default=T2I.grad_accum, show_default=True,
+              help="Gradient accumulation micro-steps.")
+@click.option("--lr", type=float, default=T2I.lr, show_default=True)
+@click.option("--weight-decay", type=float, default=T2I.weight_decay, show_default=True)
+@click.option("--warmup-steps", type=int, default=T2I.warmup_steps, show_default=True)
+@click.option("--max-grad-norm", type=float, default=T2I.max_grad_norm, show_default=True,
+              help="Gradient clipping (0: off).")
+@click.option("--ema-decay", type=float, default=T2I.ema_decay, show_default=True)
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), default=T2I.mixed_precision,
+              show_default=True)
 @click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for UNet activation memory.")
-@click.option("--lora-rank", type=int, default=0, show_default=True, help="> 0: train LoRA adapters (needs peft).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
-@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--lora-rank", type=int, default=T2I.lora_rank, show_default=True,
+              help="> 0: train LoRA adapters (needs peft).")
+@click.option("--seed", type=int, default=T2I.seed, show_default=True)
+@click.option("--checkpoint-every", type=int, default=T2I.checkpoint_every, show_default=True)
+@click.option("--log-every", type=int, default=T2I.log_every, show_default=True)
 @click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True,
@@ -57,7 +67,6 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, mitiga
           ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every, log_every, resume,
           overwrite, device, quiet) -> None:
     """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train)."""
-    from diffmem.t2i.config import T2IConfig
     from diffmem.t2i.train import train_t2i
 
     cfg = T2IConfig(pretrained=pretrained, data=data, resolution=resolution, method=method, t_n=t_n,
@@ -122,7 +131,7 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
         prompts = prompts[:n_prompts]
     opts = SampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
                          w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
-    dev = _device(device)
+    dev = device_name(device)
     with locked(out, enabled=is_main_process()):
         path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, dev, getattr(torch, dtype),
                           overwrite, progress=not quiet)
@@ -156,7 +165,7 @@ def audit(samples, names, train_dir, features, clip, fd_features, resolution, ba
     rows = audit_t2i(list(samples), train_dir=train_dir, features=list(features),
                      clip=None if clip.lower() == "none" else clip,
                      fd_features=None if fd_features.lower() == "none" else fd_features,
-                     names=list(names) or None, resolution=resolution, batch=batch, device=_device(device))
+                     names=list(names) or None, resolution=resolution, batch=batch, device=device_name(device))
     click.echo(format_table(rows))
     if out:
         write_report(rows, out)

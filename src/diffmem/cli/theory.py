@@ -3,7 +3,6 @@ and a JSON per command."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ import click
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import write_json_atomic
+from diffmem.utils.flags import float_list
 
 _DATA_HELP = "Image set: builtin:digits, a folder of images, a .zip or a .npz."
 
@@ -30,16 +31,11 @@ def _prepare_out(out: str, names: list[str], overwrite: bool) -> Path:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, obj)
 
 
 def _float_list(value: str, flag: str, positive: bool = True) -> list[float]:
-    try:
-        vals = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise DiffmemError(f"{flag} takes comma-separated numbers, e.g. 0.25,1,4; got {value!r}") from None
+    vals = list(float_list(value, flag, example="0.25,1,4"))
     if not vals or not all(math.isfinite(v) and (v > 0 or not positive) for v in vals):
         raise DiffmemError(f"{flag} needs finite numbers{' > 0' if positive else ''}; got {value!r}")
     return vals

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from diffmem.cli.train import _device
 from diffmem.errors import DiffmemError
+from diffmem.utils.flags import device_name
 
 
 @click.command()
@@ -38,7 +38,7 @@ def trace(runs, n, seed, steps, copy_threshold, batch, out, overwrite, device, q
     if not overwrite and any(t.exists() for t in targets):
         raise DiffmemError(f"{out_dir} already holds decision.json or decision.png; choose another --out or "
                            "pass --overwrite")
-    dev = _device(device)
+    dev = device_name(device)
     rows = [trace_run(r, n, seed, steps, batch, copy_threshold, dev, progress=not quiet) for r in runs]
     out_dir.mkdir(parents=True, exist_ok=True)
     targets[0].write_text(json.dumps(rows, indent=1) + "\n")

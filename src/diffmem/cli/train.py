@@ -1,96 +1,51 @@
-"""`diffmem train`: flags -> TrainConfig -> diffmem.train.loop.train."""
+"""`diffmem train`: flags -> TrainConfig (diffmem.cli.configs) -> diffmem.train.loop.train."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import click
 
-from diffmem.config import (AMBIENT_WEIGHTINGS, METHODS, PRESETS, DataConfig, MethodConfig, OptimConfig,
-                             TrainConfig, validate)
-from diffmem.errors import DiffmemError
-
-
-def _int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{flag} takes comma-separated integers, e.g. 32,64,64; got {value!r}") from None
-
-
-def _duration(steps: int | None, kimg: float | None, batch: int) -> int:
-    """Training steps from --steps or --kimg (thousands of images at --batch images per step)."""
-    if steps is not None and kimg is not None:
-        raise DiffmemError("give either --steps or --kimg, not both")
-    if batch < 1:
-        raise DiffmemError(f"--batch must be a positive integer, got {batch}")
-    if kimg is not None:
-        if not (kimg > 0 and math.isfinite(kimg)):
-            raise DiffmemError(f"--kimg must be a positive number of thousands of images, got {kimg}")
-        return max(1, round(kimg * 1000 / batch))
-    if steps is not None and steps < 1:
-        raise DiffmemError(f"--steps must be a positive integer, got {steps}")
-    return steps if steps is not None else 2000
-
-
-def _device(name: str) -> str:
-    """--device as a torch device name: auto -> cuda when there is one, else cpu; refuses unknown names
-    and GPUs this machine does not have."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DiffmemError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DiffmemError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DiffmemError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                               f"numbered from 0")
-    return name
+from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, SWEEP, TRAIN, check_monitor_flags,
+                                  train_config_from_flags)
+from diffmem.config import AMBIENT_WEIGHTINGS, METHODS, PRESETS
+from diffmem.utils.flags import device_name
 
 
 @click.command()
-@click.option("--data", "data_spec", default="builtin:digits", show_default=True,
+@click.option("--data", "data_spec", default=DATA.spec, show_default=True,
               help="Images: a folder (png/jpg, recursive), a .zip, a .npz with 'images', or builtin:digits.")
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
 @click.option("--resize", is_flag=True, help="Resize (center-crop + Lanczos) images to --resolution.")
 @click.option("--subset", type=int, default=None, help="Train on a seeded random subset of N images.")
-@click.option("--subset-seed", type=int, default=0, show_default=True)
+@click.option("--subset-seed", type=int, default=DATA.subset_seed, show_default=True)
 @click.option("--cond", is_flag=True, help="Class-conditional training (needs labels).")
 @click.option("--xflip", is_flag=True, help="Random horizontal flips (applied to the image and its noisy copy).")
-@click.option("--method", type=click.Choice(METHODS), default="edm", show_default=True)
-@click.option("--sigma-n", type=float, default=0.0, show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default=METHOD.name, show_default=True)
+@click.option("--sigma-n", type=float, default=METHOD.sigma_n, show_default=True,
               help="Algorithm 1 threshold noise level on the [-1,1] data scale (ambient, noisy-only).")
-@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default="plain", show_default=True,
+@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
                    "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
-@click.option("--weight-cap", type=float, default=4.0, show_default=True,
+@click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True,
               help="--ambient-weight capped: the largest gain over plain.")
-@click.option("--mask-p", type=float, default=0.0, help="masking: share of pixels erased in each fixed mask.")
-@click.option("--mask-delta", type=float, default=0.1, show_default=True, help="masking: extra erase probability.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True)
+@click.option("--mask-p", type=float, default=METHOD.mask_p, help="masking: share of pixels erased in each fixed mask.")
+@click.option("--mask-delta", type=float, default=METHOD.mask_delta, show_default=True, help="masking: extra erase probability.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=NETWORK.preset, show_default=True)
 @click.option("--channels", default=None, help="Override: widths per level, e.g. 32,64,64.")
 @click.option("--layers-per-block", type=int, default=None)
 @click.option("--attn-resolutions", default=None, help="Override: resolutions with attention, e.g. 16 (empty: none).")
 @click.option("--dropout", type=float, default=None)
-@click.option("--steps", type=int, default=None, help="Training steps (default 2000).")
+@click.option("--steps", type=int, default=None, help=f"Training steps (default {OPTIM.steps}).")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images instead of --steps.")
-@click.option("--batch", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--ema", "ema_halflife", type=float, default=5.0, show_default=True, help="EMA half-life in kimg.")
-@click.option("--ema-decay", type=float, default=None, help="Fixed per-step EMA decay instead of --ema.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=500, show_default=True)
-@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--batch", type=int, default=OPTIM.batch, show_default=True)
+@click.option("--lr", type=float, default=OPTIM.lr, show_default=True)
+@click.option("--weight-decay", type=float, default=OPTIM.weight_decay, show_default=True)
+@click.option("--warmup-steps", type=int, default=OPTIM.warmup_steps, show_default=True)
+@click.option("--ema", "ema_halflife", type=float, default=OPTIM.ema_halflife_kimg, show_default=True,
+              help="EMA half-life in kimg.")
+@click.option("--ema-decay", type=float, default=OPTIM.ema_decay, help="Fixed per-step EMA decay instead of --ema.")
+@click.option("--seed", type=int, default=TRAIN.seed, show_default=True)
+@click.option("--checkpoint-every", type=int, default=TRAIN.checkpoint_every, show_default=True)
+@click.option("--log-every", type=int, default=TRAIN.log_every, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
@@ -100,10 +55,10 @@ def _device(name: str) -> str:
               help="bf16: bfloat16 autocast for the forward pass (GPUs); weights stay fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPUs; slow first steps).")
 @click.option("--channels-last", is_flag=True, help="channels-last memory format (GPUs).")
-@click.option("--monitor-every", type=int, default=0, show_default=True,
+@click.option("--monitor-every", type=int, default=SWEEP.monitor_every, show_default=True,
               help="Every K steps, sample the EMA model and log how many samples copy the training set "
                    "(0: off); draws monitor.png in --out.")
-@click.option("--monitor-samples", type=int, default=64, show_default=True, help="Samples per monitor check.")
+@click.option("--monitor-samples", type=int, default=MONITOR_SAMPLES, show_default=True, help="Samples per monitor check.")
 @click.option("--monitor-features", default="pixels", show_default=True,
               help="Feature space of the monitor's nearest-neighbour search (pixels needs no download).")
 def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, weight_cap, mask_p,
@@ -113,37 +68,17 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
     from diffmem.train.loop import train as run_train
 
-    net = PRESETS[preset]
-    overrides = {"channels": _int_list(channels, "--channels"), "layers_per_block": layers_per_block,
-                 "attn_resolutions": _int_list(attn_resolutions, "--attn-resolutions"), "dropout": dropout}
-    net = dataclasses.replace(net, **{k: v for k, v in overrides.items() if v is not None})
-    if cond:
-        from diffmem.data.datasets import load_images
+    cfg = train_config_from_flags(
+        data_spec=data_spec, resolution=resolution, resize=resize, subset=subset, subset_seed=subset_seed, cond=cond,
+        xflip=xflip, method=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
+        mask_p=mask_p, mask_delta=mask_delta, preset=preset, channels=channels, layers_per_block=layers_per_block,
+        attn_resolutions=attn_resolutions, dropout=dropout, steps=steps, kimg=kimg, batch=batch, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, ema_halflife=ema_halflife, ema_decay=ema_decay,
+        seed=seed, checkpoint_every=checkpoint_every, log_every=log_every)
+    check_monitor_flags(monitor_every, monitor_samples)
+    from diffmem.utils.distributed import init_world
 
-        labels = load_images(data_spec, resolution, resize=resize).labels
-        if labels is None:
-            raise DiffmemError(f"--cond needs class labels, but {data_spec} has none "
-                               "(add a dataset.json, or 'labels' to the .npz)")
-        net = dataclasses.replace(net, num_classes=int(labels.max()) + 1)
-    if data_spec.startswith("builtin:") and resolution is None:
-        resolution = 16
-    cfg = TrainConfig(
-        data=DataConfig(data_spec, resolution, resize, subset, subset_seed, xflip, cond),
-        method=MethodConfig(name=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
-                            mask_p=mask_p, mask_delta=mask_delta),
-        network=net,
-        optim=OptimConfig(steps=_duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
-                          warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
-        seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
-    )
-    validate(cfg)
-    if monitor_every < 0:
-        raise DiffmemError(f"--monitor-every must be >= 0 (0: off), got {monitor_every}")
-    if monitor_every > 0 and monitor_samples < 2:
-        raise DiffmemError(f"--monitor-samples must be at least 2, got {monitor_samples}")
-    from diffmem.train.distributed import init_world
-
-    world, dev = init_world(_device(device))  # torchrun: one process per device, the batch split among them
+    world, dev = init_world(device_name(device))  # torchrun: one process per device, the batch split among them
     monitor = None
     if monitor_every > 0:
         from diffmem.monitor import make_monitor

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
-import json
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from diffmem.data.io import read_image_file
+from diffmem.data.readers import IMAGE_EXTENSIONS, read_folder, read_npz, read_zip
 from diffmem.errors import DiffmemError
 
 __all__ = [
     "BUILTINS",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
+    "count_classes",
     "load_images",
     "split_subset",
     "to_model_range",
@@ -35,9 +31,7 @@ __all__ = [
 ]
 
 BUILTINS: tuple[str, ...] = ("digits",)
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 DIGITS_DEFAULT_RESOLUTION = 16
-_LABELS_FILE = "dataset.json"  # EDM dataset_tool: {"labels": [["rel/name.png", 3], ...]} or {"labels": null}
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,11 +142,11 @@ def load_images(spec: str, resolution: int | None = None, resize: bool = False) 
             f"or one of {', '.join('builtin:' + b for b in BUILTINS)}{hint}"
         )
     if path.is_dir():
-        images, labels, names = _read_folder(path)
+        images, labels, names = read_folder(path)
     elif path.suffix.lower() == ".zip":
-        images, labels, names = _read_zip(path)
+        images, labels, names = read_zip(path)
     elif path.suffix.lower() == ".npz":
-        images, labels, names = _read_npz(path)
+        images, labels, names = read_npz(path)
     else:
         raise DiffmemError(
             f"data path '{spec}' is a '{path.suffix or 'extensionless'}' file; give a folder of images, "
@@ -160,6 +154,16 @@ def load_images(spec: str, resolution: int | None = None, resize: bool = False) 
         )
     stacked = _to_common_array(images, names, spec, resolution, resize)
     return ImageDataset(images=stacked, labels=labels, source=spec, names=tuple(names))
+
+
+def count_classes(spec: str, resolution: int | None = None, resize: bool = False) -> int:
+    """How many classes the labels of the image set `spec` hold (the largest label + 1), for --cond;
+    a DiffmemError when it has no labels."""
+    labels = load_images(spec, resolution, resize=resize).labels
+    if labels is None:
+        raise DiffmemError(f"--cond needs class labels, but {spec} has none "
+                           "(add a dataset.json, or 'labels' to the .npz)")
+    return int(labels.max()) + 1
 
 
 def _load_builtin(spec: str, resolution: int | None) -> ImageDataset:
@@ -208,131 +212,6 @@ def _digits_csv_path() -> Path | None:
         if csv.is_file():
             return csv
     return None
-
-
-def _is_image_name(rel: str) -> bool:
-    parts = rel.split("/")
-    if "__MACOSX" in parts or parts[-1].startswith("._"):  # macOS resource-fork litter, not images
-        return False
-    return Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _read_folder(root: Path) -> tuple[list[np.ndarray], np.ndarray | None, list[str]]:
-    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    names = [r for r in rels if _is_image_name(r)]
-    if not names:
-        raise DiffmemError(
-            f"no images found in folder '{root}' (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    images = [read_image_file(root / n, name=str(root / n)) for n in names]
-    labels = None
-    meta_path = root / _LABELS_FILE
-    if meta_path.is_file():
-        labels = _labels_from_meta(_parse_json(meta_path.read_bytes(), str(meta_path)), names, str(meta_path))
-    return images, labels, names
-
-
-def _read_zip(path: Path) -> tuple[list[np.ndarray], np.ndarray | None, list[str]]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DiffmemError(f"cannot open zip file '{path}': {exc}; check that it is a complete .zip archive") from exc
-    with zf:
-        members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
-        names = sorted(m for m in members if _is_image_name(m))
-        if not names:
-            raise DiffmemError(
-                f"no images found in zip file '{path}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-            )
-        images = []
-        for n in names:
-            label = f"{path}:{n}"
-            try:
-                data = zf.read(members[n])
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:  # includes CRC errors
-                raise DiffmemError(f"cannot read '{label}': {exc}; the zip archive is damaged") from exc
-            images.append(read_image_file(io.BytesIO(data), name=label))
-        labels = None
-        if _LABELS_FILE in members:
-            label = f"{path}:{_LABELS_FILE}"
-            labels = _labels_from_meta(_parse_json(zf.read(members[_LABELS_FILE]), label), names, label)
-    return images, labels, names
-
-
-def _parse_json(data: bytes, label: str) -> Any:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DiffmemError(f"cannot parse '{label}' as JSON: {exc}; fix or remove the file") from exc
-
-
-def _labels_from_meta(meta: Any, names: list[str], label: str) -> np.ndarray | None:
-    """Labels in `names` order from EDM's `{"labels": [[name, int], ...]}`; None if any is missing."""
-    fix = f"expected {{\"labels\": [[\"relative/name.png\", 3], ...]}} or {{\"labels\": null}}; fix or remove '{label}'"
-    if not isinstance(meta, dict) or "labels" not in meta:
-        raise DiffmemError(f"'{label}' has no 'labels' entry; {fix}")
-    entries = meta["labels"]
-    if entries is None:
-        return None
-    if not isinstance(entries, list):
-        raise DiffmemError(f"'labels' in '{label}' is a {type(entries).__name__}, not a list; {fix}")
-    table: dict[str, int | None] = {}
-    for entry in entries:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise DiffmemError(f"bad entry {entry!r} in '{label}'; {fix}")
-        value = entry[1]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise DiffmemError(f"label of '{entry[0]}' in '{label}' is {value!r}, not a non-negative integer; {fix}")
-        table[entry[0].replace("\\", "/")] = value
-    values = [table.get(n) for n in names]
-    missing = [n for n, v in zip(names, values) if v is None]
-    if missing:
-        warnings.warn(
-            f"'{label}' gives no label for {len(missing)} of {len(names)} images (e.g. '{missing[0]}'); "
-            "loading the images without labels",
-            stacklevel=4,
-        )
-        return None
-    return np.asarray(values, dtype=np.int64)
-
-
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.keys())
-            if "images" not in keys:
-                raise DiffmemError(f"'{path}' has no 'images' array (it has: {', '.join(keys) or 'nothing'}); "
-                                   "save the pixels as images=uint8 [N, H, W, C]")
-            images = npz["images"]
-            labels = npz["labels"] if "labels" in keys else None
-    except DiffmemError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DiffmemError(f"cannot read '{path}' as a .npz file: {exc}") from exc
-    if images.dtype != np.uint8:
-        raise DiffmemError(
-            f"'images' in '{path}' has dtype {images.dtype}; store uint8 pixels in 0..255 "
-            "(e.g. np.clip(np.rint(x), 0, 255).astype(np.uint8))"
-        )
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        hint = ""
-        if images.ndim == 4 and images.shape[1] in (1, 3):
-            hint = " (this looks channels-first: use images.transpose(0, 2, 3, 1))"
-        raise DiffmemError(
-            f"'images' in '{path}' has shape {images.shape}; expected [N, H, W] or [N, H, W, C] with C = 1 or 3{hint}"
-        )
-    if images.shape[0] == 0:
-        raise DiffmemError(f"'images' in '{path}' holds no images")
-    if labels is not None:
-        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
-            raise DiffmemError(
-                f"'labels' in '{path}' must be non-negative integers of shape ({images.shape[0]},), "
-                f"got {labels.dtype} {labels.shape}"
-            )
-        labels = labels.astype(np.int64)
-    return images, labels, [f"{i}" for i in range(images.shape[0])]
 
 
 def _resize_square(img: np.ndarray, res: int) -> np.ndarray:

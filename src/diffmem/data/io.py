@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["read_image_file", "save_images", "save_grid", "PAD_VALUE"]
 
@@ -130,14 +131,7 @@ def _save_npz(images: np.ndarray, labels: np.ndarray | None, path: Path, overwri
         raise DiffmemError(f"'{path}' already exists; choose another output path or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomic(path, lambda tmp: np.savez(tmp, **arrays))
     return path
 
 

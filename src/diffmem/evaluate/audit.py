@@ -25,7 +25,7 @@ from diffmem.errors import DiffmemError
 from diffmem.evaluate.audit_files import OutputFolder, image_names, write_nearest_csv
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
-from diffmem.train.distributed import World
+from diffmem.utils.distributed import World
 
 __all__ = ["run_audit", "audit_to", "compute_audit", "write_audit", "AuditData", "copy_threshold", "REPORT", "NEAREST",
            "NEAREST_CSV", "HISTOGRAM", "NEIGHBOURS", "SAMPLES"]

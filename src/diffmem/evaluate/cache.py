@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["cache_root", "images_hash", "feature_cache_path", "load_features", "save_features", "offline"]
 
@@ -71,11 +72,5 @@ def save_features(path: Path, feats: torch.Tensor, content_hash: str, extractor_
     """Write features atomically (temporary file + rename), tagged with what they belong to."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"content_hash": content_hash, "extractor": extractor_key}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"features": feats.detach().to("cpu", torch.float32).contiguous()}, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache may be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    tensors = {"features": feats.detach().to("cpu", torch.float32).contiguous()}
+    save_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), mode=0o644)  # a cache may be shared

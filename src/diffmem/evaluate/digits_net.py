@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +25,7 @@ from diffmem.errors import DiffmemError
 from diffmem.evaluate.cache import cache_root
 from diffmem.evaluate.features import FeatureExtractor
 from diffmem.evaluate.preprocess import resize_square
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["DigitsNet", "train_digits_net", "load_or_train_digits_net", "DigitsNetFeatures"]
 
@@ -173,12 +172,8 @@ def _save(net: DigitsNet, info: dict, weights: Path, meta: Path) -> None:
         weights.parent.mkdir(parents=True, exist_ok=True)
         for path, write in ((weights, lambda p: save_file(net.state_dict(), p)),
                             (meta, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))):
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            os.close(fd)
-            write(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache may be shared
-            os.replace(tmp, path)
-    except OSError as err:
+            save_atomic(path, write, mode=0o644)  # a cache may be shared
+    except (OSError, DiffmemError) as err:
         warnings.warn(f"could not cache digits-net in {weights.parent} ({err})", stacklevel=2)
 
 

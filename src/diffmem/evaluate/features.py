@@ -254,7 +254,7 @@ def embed_dataset(
     against 20 runs is embedded once. With a `world` of several processes (torchrun), rank 0 reads and
     writes the cache; on a miss every rank embeds its contiguous share and all get the features in order.
     """
-    from diffmem.train.distributed import World, broadcast_object, gather_in_order, local_slice
+    from diffmem.utils.distributed import World, broadcast_object, gather_in_order, local_slice
 
     world = world or World()
     images = images_of(dataset_or_images)
@@ -281,7 +281,7 @@ def embed_dataset(
     if path is not None and world.main:
         try:
             cache.save_features(path, feats, content_hash, extractor.cache_key)
-        except OSError as err:
+        except (OSError, DiffmemError) as err:
             warnings.warn(f"could not write the feature cache {path} ({err}); continuing without it", stacklevel=2)
     return feats
 

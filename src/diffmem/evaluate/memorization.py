@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from diffmem.evaluate.neighbours import nearest_neighbours
-from diffmem.train.distributed import World, gather_in_order, local_slice
+from diffmem.utils.distributed import World, gather_in_order, local_slice
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import write_text_atomic
 
 __all__ = ["Document", "VERDICT_COLOURS"]
 
@@ -105,9 +106,7 @@ class Document:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _md_table(payload: Any, _out: Path) -> list[str]:

@@ -13,7 +13,6 @@ interrupted evaluation resumes and a finished one is not repeated.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,15 @@ from typing import Any
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.sweep.results import make_row
+from diffmem.sweep.results import make_row, param_column
 from diffmem.sweep.spec import EvalOptions, feature_dirname
+from diffmem.utils.atomic import save_atomic, write_json_atomic
 
 __all__ = ["RESULT", "SAMPLES", "SAMPLES_INFO", "QUALITY", "CALIBRATION_PERCENTILES", "run_info",
            "evaluate_run", "finished_result", "read_result"]
 
 RESULT, SAMPLES, SAMPLES_INFO, QUALITY = "result.json", "samples.npz", "samples.json", "quality.json"
 CALIBRATION_PERCENTILES = (99.0, 99.9)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any | None:
@@ -81,13 +75,14 @@ def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
     sub = _read_json(run / SUBSET) or {}
     n_train = len(sub["train_indices"]) if "train_indices" in sub else cfg["data"].get("subset")
     m, o = cfg["method"], cfg["optim"]
-    sigma = m["sigma_n"] if m["name"] in ("ambient", "noisy-only") else None
+    noisy = param_column(m["name"]) == "sigma_n"  # trained on fixed noisy copies: sigma_n and the weighting
+    sigma = m["sigma_n"] if noisy else None
     return {
         "name": name or run.name,
         "method": m["name"],
         "sigma_n": sigma,
-        "mask_p": m["mask_p"] if m["name"] == "masking" else None,
-        "ambient_weight": m.get("ambient_weight") if m["name"] in ("ambient", "noisy-only") else None,
+        "mask_p": m["mask_p"] if param_column(m["name"]) == "mask_p" else None,
+        "ambient_weight": m.get("ambient_weight") if noisy else None,
         "lr": o.get("lr"),
         "subset": n_train,
         "seed": cfg["seed"],
@@ -150,10 +145,8 @@ def _samples(run: Path, opts: EvalOptions, ckpt_name: str, device: str, progress
     images = generate(net, cfg, meta, opts.n_samples, seed=opts.sample_seed, batch=opts.batch,
                       opts=SampleOptions(steps=opts.sample_steps), device=device, progress=progress)
     seconds = round(time.perf_counter() - t0, 2)
-    tmp = run / f".{SAMPLES}.tmp.npz"
-    np.savez(tmp, images=images)
-    os.replace(tmp, run / SAMPLES)
-    _write_json(run / SAMPLES_INFO, {**want, "seconds": seconds})
+    save_atomic(run / SAMPLES, lambda tmp: np.savez(tmp, images=images))
+    write_json_atomic(run / SAMPLES_INFO, {**want, "seconds": seconds})
     return images, seconds
 
 
@@ -168,11 +161,6 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
     plus the training images' own distance (`quality_train_images`). Returns the stored row if the run
     was already measured with the same options (unless `force`).
     """
-    from diffmem.evaluate.audit import run_audit
-    from diffmem.evaluate.features import embed_dataset, get_extractor
-    from diffmem.evaluate.fid import quality_report
-    from diffmem.evaluate.memorization import memorization_report
-    from diffmem.evaluate.quality import feature_statistics, frechet_distance
     from diffmem.train.checkpoint import latest_checkpoint
     from diffmem.train.rundir import DONE, check_run_dir, run_datasets
 
@@ -190,6 +178,26 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
     images, sample_seconds = _samples(run, opts, fingerprint["checkpoint"], device, progress)
     train, heldout = run_datasets(run)
     held = heldout if len(heldout) > 0 else None
+    reports = _memorization_reports(run, images, train, held, opts, device, cache_dir, progress)
+    quality = _quality(images, train, held, opts, str(fingerprint["config"]["data"]["spec"]), device, cache_dir)
+    write_json_atomic(run / QUALITY, quality)
+
+    info = run_info(run, name)
+    info["n_samples"] = opts.n_samples
+    info["sample_seconds"] = sample_seconds
+    row = make_row(info, reports, quality, opts.copy_threshold)
+    row["run"] = str(run.resolve())
+    write_json_atomic(run / RESULT, {"fingerprint": fingerprint, "row": row})
+    return row
+
+
+def _memorization_reports(run: Path, images: np.ndarray, train: Any, held: Any | None, opts: EvalOptions,
+                          device: str, cache_dir: str | Path | None, progress: bool) -> dict[str, dict[str, Any]]:
+    """One memorization report per feature space of `opts.features` (an audit folder with pictures, or
+    only its report.json), by extractor name."""
+    from diffmem.evaluate.audit import run_audit
+    from diffmem.evaluate.features import embed_dataset, get_extractor
+    from diffmem.evaluate.memorization import memorization_report
 
     reports: dict[str, dict[str, Any]] = {}
     for feats in opts.features:
@@ -209,11 +217,20 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
                 embed_dataset(ext, held, cache_dir, batch_size=opts.batch) if held is not None else None,
                 thresholds, calibration_percentiles=CALIBRATION_PERCENTILES, features=ext.name)
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(out_dir / "report.json", rep)
+            write_json_atomic(out_dir / "report.json", rep)
         reports[ext.name] = rep
+    return reports
 
-    qext = get_extractor(opts.quality_name(str(fingerprint["config"]["data"]["spec"])), device,
-                         resolution=train.resolution)
+
+def _quality(images: np.ndarray, train: Any, held: Any | None, opts: EvalOptions, data_spec: str, device: str,
+             cache_dir: str | Path | None) -> dict[str, Any]:
+    """The samples' quality report against the held-out images (the training images when there are
+    fewer than two), plus the training images' own Frechet distance to the held-out ones."""
+    from diffmem.evaluate.features import embed_dataset, get_extractor
+    from diffmem.evaluate.fid import quality_report
+    from diffmem.evaluate.quality import feature_statistics, frechet_distance
+
+    qext = get_extractor(opts.quality_name(data_spec), device, resolution=train.resolution)
     ref = held if held is not None and len(held) >= 2 else train
     ref_f = embed_dataset(qext, ref, cache_dir, batch_size=opts.batch)
     quality = quality_report(embed_dataset(qext, images, None, batch_size=opts.batch), ref_f, features=qext.name)
@@ -225,12 +242,4 @@ def evaluate_run(run_dir: str | Path, opts: EvalOptions = EvalOptions(), *, name
             quality["fd_train_images"] = frechet_distance(mu_t, s_t, mu_r, s_r)
         except DiffmemError:  # fewer training images than feature dimensions
             quality["fd_train_images"] = None
-    _write_json(run / QUALITY, quality)
-
-    info = run_info(run, name)
-    info["n_samples"] = opts.n_samples
-    info["sample_seconds"] = sample_seconds
-    row = make_row(info, reports, quality, opts.copy_threshold)
-    row["run"] = str(run.resolve())
-    _write_json(run / RESULT, {"fingerprint": fingerprint, "row": row})
-    return row
+    return quality

@@ -12,7 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diffmem.sweep.results import METHOD_LABELS, context, summarize, variant_label
+from diffmem.diffusion.methods import Ambient, Baseline
+from diffmem.sweep.results import METHOD_LABELS, context, param_column, summarize, variant_label
+from diffmem.utils.atomic import save_atomic
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
 
@@ -51,7 +53,7 @@ def _copy_se(s: dict[str, Any]) -> float | None:
 
 
 def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
-                   method: str = "ambient") -> list[dict[str, Any]]:
+                   method: str = Ambient.name) -> list[dict[str, Any]]:
     """The rule of thumb, per training-set size: among `method`'s sigma_n values (averaged over seeds)
     whose quality distance is at most `(1 + tolerance)` times the baseline's, take the one with the
     lowest copy fraction (ties: better quality).
@@ -70,10 +72,7 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
         group = [s for s in summary if s["subset"] == subset and s["context"] == ctx]
         cands = [s for s in group if s["method"] == method and _finite(s.get("quality"))
                  and _finite(s.get("copy_frac"))]
-        bases = [s for s in group if s["method"] == "edm"]
-        lrs = [c.get("lr") for c in cands]
-        base = next((b for b in bases if lrs and b.get("lr") == max(set(lrs), key=lrs.count)),
-                    bases[0] if bases else None)  # the baseline trained at the candidates' learning rate
+        base = _baseline_for(group, cands)
         res: dict[str, Any] = {"subset": subset, "method": method, "tolerance": tolerance, "sigma_n": None,
                                "copy_frac": None, "quality": None, "helps": False,
                                "baseline_copy_frac": base.get("copy_frac") if base else None,
@@ -82,54 +81,59 @@ def choose_sigma_n(rows: Sequence[dict[str, Any]], tolerance: float = 0.1,
         if sum(k[0] == subset for k in keys) > 1:
             where += f" [{ctx}]"
         res["context"] = ctx
-        if base is None or not _finite(base.get("quality")) or not _finite(base.get("copy_frac")):
-            res["message"] = f"{where}: no baseline run (add edm to --methods) to compare {method} with"
-            out.append(res)
-            continue
-        if not cands:
-            res["message"] = f"{where}: no {method} runs"
-            out.append(res)
-            continue
-        qb, cb = float(base["quality"]), float(base["copy_frac"])
-        ref, se_b = base.get("heldout_copy_frac"), _copy_se(base)
-        if _finite(ref) and se_b is not None and cb <= float(ref) + 2 * se_b:
-            res["message"] = (f"{where}: the baseline copies no more than unseen real images do ({cb:.3f} vs "
-                              f"{float(ref):.3f} for held-out images); there is no copying for {method} to remove "
-                              "at this budget")
-            out.append(res)
-            continue
-        limit = qb * (1 + tolerance) if qb >= 0 else qb * (1 - tolerance)
-        ok = [s for s in cands if s["quality"] <= limit]
-        if not ok:
-            best = min(cands, key=lambda s: s["quality"])
-            res["message"] = (f"{where}: no sigma_n keeps quality within {tolerance:.0%} of the baseline "
-                              f"({_q(qb)}); the closest is sigma_n={best['param']:g} ({_q(best['quality'])}, "
-                              f"copies {best['copy_frac']:.3f} vs {cb:.3f}). Train longer or widen the grid")
-            out.append(res)
-            continue
-        pick = min(ok, key=lambda s: (s["copy_frac"], s["quality"]))
-        se_p = _copy_se(pick)
-        z = (cb - pick["copy_frac"]) / math.hypot(se_b, se_p) if se_b is not None and se_p is not None else None
-        helps = pick["copy_frac"] < cb and (z is None or z >= 2)
-        res.update({"sigma_n": pick["param"], "ambient_weight": pick.get("ambient_weight"), "lr": pick.get("lr"),
-                    "copy_frac": pick["copy_frac"], "quality": pick["quality"],
-                    "helps": helps})
-        change = (pick["copy_frac"] - cb) / cb if cb > 0 else float("nan")
-        dq = (pick["quality"] - qb) / qb if qb > 0 else float("nan")
-        sig = f"; {z:.1f} standard errors" if z is not None else ""
-        if helps:
-            res["message"] = (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
-                              f"vs the baseline's {cb:.3f} ({change:+.0%}{sig}) at quality {_q(pick['quality'])} vs "
-                              f"{_q(qb)} ({dq:+.0%}, within {tolerance:.0%})")
-        elif pick["copy_frac"] < cb:
-            res["message"] = (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
-                              f"vs the baseline's {cb:.3f}, a difference within sampling noise ({z:.1f} standard errors; "
-                              "add samples or seeds); Algorithm 1 did not measurably help here at this budget")
-        else:
-            res["message"] = (f"{where}: no sigma_n within {tolerance:.0%} of the baseline's quality copies less "
-                              f"than the baseline ({cb:.3f}); Algorithm 1 did not help here at this budget")
+        res["message"] = _choose(res, base, cands, where, method, tolerance)
         out.append(res)
     return out
+
+
+def _baseline_for(group: list[dict[str, Any]], cands: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The baseline row trained at the candidates' (most common) learning rate, else the first baseline."""
+    bases = [s for s in group if s["method"] == Baseline.name]
+    lrs = [c.get("lr") for c in cands]
+    return next((b for b in bases if lrs and b.get("lr") == max(set(lrs), key=lrs.count)),
+                bases[0] if bases else None)
+
+
+def _choose(res: dict[str, Any], base: dict[str, Any] | None, cands: list[dict[str, Any]], where: str,
+            method: str, tolerance: float) -> str:
+    """Fill in `res` with the pick among `cands` (if any qualifies) and return the message."""
+    if base is None or not _finite(base.get("quality")) or not _finite(base.get("copy_frac")):
+        return f"{where}: no baseline run (add edm to --methods) to compare {method} with"
+    if not cands:
+        return f"{where}: no {method} runs"
+    qb, cb = float(base["quality"]), float(base["copy_frac"])
+    ref, se_b = base.get("heldout_copy_frac"), _copy_se(base)
+    if _finite(ref) and se_b is not None and cb <= float(ref) + 2 * se_b:
+        return (f"{where}: the baseline copies no more than unseen real images do ({cb:.3f} vs "
+                f"{float(ref):.3f} for held-out images); there is no copying for {method} to remove "
+                "at this budget")
+    limit = qb * (1 + tolerance) if qb >= 0 else qb * (1 - tolerance)
+    ok = [s for s in cands if s["quality"] <= limit]
+    if not ok:
+        best = min(cands, key=lambda s: s["quality"])
+        return (f"{where}: no sigma_n keeps quality within {tolerance:.0%} of the baseline "
+                f"({_q(qb)}); the closest is sigma_n={best['param']:g} ({_q(best['quality'])}, "
+                f"copies {best['copy_frac']:.3f} vs {cb:.3f}). Train longer or widen the grid")
+    pick = min(ok, key=lambda s: (s["copy_frac"], s["quality"]))
+    se_p = _copy_se(pick)
+    z = (cb - pick["copy_frac"]) / math.hypot(se_b, se_p) if se_b is not None and se_p is not None else None
+    helps = pick["copy_frac"] < cb and (z is None or z >= 2)
+    res.update({"sigma_n": pick["param"], "ambient_weight": pick.get("ambient_weight"), "lr": pick.get("lr"),
+                "copy_frac": pick["copy_frac"], "quality": pick["quality"],
+                "helps": helps})
+    change = (pick["copy_frac"] - cb) / cb if cb > 0 else float("nan")
+    dq = (pick["quality"] - qb) / qb if qb > 0 else float("nan")
+    sig = f"; {z:.1f} standard errors" if z is not None else ""
+    if helps:
+        return (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
+                f"vs the baseline's {cb:.3f} ({change:+.0%}{sig}) at quality {_q(pick['quality'])} vs "
+                f"{_q(qb)} ({dq:+.0%}, within {tolerance:.0%})")
+    if pick["copy_frac"] < cb:
+        return (f"{where}: sigma_n = {pick['param']:g}{variant_label(pick)} copies {pick['copy_frac']:.3f} "
+                f"vs the baseline's {cb:.3f}, a difference within sampling noise ({z:.1f} standard errors; "
+                "add samples or seeds); Algorithm 1 did not measurably help here at this budget")
+    return (f"{where}: no sigma_n within {tolerance:.0%} of the baseline's quality copies less "
+            f"than the baseline ({cb:.3f}); Algorithm 1 did not help here at this budget")
 
 
 def _q(v: float) -> str:
@@ -166,32 +170,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str | N
     cname = next((r.get("copy_metric") for r in rows if r.get("copy_metric")), "")
     for ax, subset in zip(axes, subsets):
         group = [r for r in rows if r.get("subset") == subset]
-        seen = set()
-        for r in group:
-            if not (_finite(r.get("copy_frac")) and _finite(r.get("quality"))):
-                continue
-            m = r.get("method", "?")
-            base = m == "edm"
-            ax.scatter(r["copy_frac"], r["quality"], marker=_MARKERS.get(m, "x"), color=_COLORS.get(m, "gray"),
-                       s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
-                       label=None if m in seen else METHOD_LABELS.get(m, m))
-            seen.add(m)
-            if m in ("ambient", "noisy-only") and _finite(r.get("sigma_n")):
-                note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
-                ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
-            elif variant_label(r):
-                ax.annotate(variant_label(r).lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
-        labelled = False
-        for ctx in dict.fromkeys(context(r) for r in group):  # never join points measured differently
-            members = [r for r in group if context(r) == ctx]
-            front = pareto_front(members)
-            if front:
-                fx = [members[i]["copy_frac"] for i in front]
-                fy = [members[i]["quality"] for i in front]
-                ax.plot(fx, fy, "-", color="gray", lw=1.2, zorder=2, label=None if labelled else "Pareto front")
-                labelled = True
+        _plot_points(ax, group)
+        _plot_fronts(ax, group)
         held = [r["heldout_copy_frac"] for r in group if _finite(r.get("heldout_copy_frac"))]
         if held:
             ax.axvline(float(np.mean(held)), ls=":", color="tab:purple", lw=1, label="held-out real images")
@@ -206,7 +186,39 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path, title: str | N
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    save_atomic(path, fig.savefig)
     return path
+
+
+def _plot_points(ax: Any, group: list[dict[str, Any]]) -> None:
+    """One marker per run (the baseline a large star), labelled with its sigma_n or variant."""
+    seen = set()
+    for r in group:
+        if not (_finite(r.get("copy_frac")) and _finite(r.get("quality"))):
+            continue
+        m = r.get("method", "?")
+        base = m == Baseline.name
+        ax.scatter(r["copy_frac"], r["quality"], marker=_MARKERS.get(m, "x"), color=_COLORS.get(m, "gray"),
+                   s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
+                   label=None if m in seen else METHOD_LABELS.get(m, m))
+        seen.add(m)
+        if param_column(m) == "sigma_n" and _finite(r.get("sigma_n")):
+            note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
+            ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+        elif variant_label(r):
+            ax.annotate(variant_label(r).lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+
+
+def _plot_fronts(ax: Any, group: list[dict[str, Any]]) -> None:
+    """The Pareto front of each evaluation context (points measured differently are never joined)."""
+    labelled = False
+    for ctx in dict.fromkeys(context(r) for r in group):
+        members = [r for r in group if context(r) == ctx]
+        front = pareto_front(members)
+        if front:
+            fx = [members[i]["copy_frac"] for i in front]
+            fy = [members[i]["quality"] for i in front]
+            ax.plot(fx, fy, "-", color="gray", lw=1.2, zorder=2, label=None if labelled else "Pareto front")
+            labelled = True

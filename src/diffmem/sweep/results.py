@@ -11,21 +11,32 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from diffmem.diffusion.methods import METHOD_CLASSES
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import atomic_path, write_json_atomic
 
-__all__ = ["RESULTS_CSV", "RESULTS_JSON", "COPY_KEY", "make_row", "write_results", "read_results",
-           "summarize", "format_table", "markdown_tables", "columns"]
+__all__ = ["RESULTS_CSV", "RESULTS_JSON", "COPY_KEY", "METHOD_LABELS", "param_column", "make_row", "write_results",
+           "read_results", "summarize", "format_table", "markdown_tables", "columns"]
 
 RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 COPY_KEY = "heldout_p99"  # the calibrated threshold a copy must reach by default
-METHOD_LABELS = {"edm": "baseline (EDM)", "ambient": "Algorithm 1 (ambient)", "masking": "masking",
-                 "noisy-only": "noise only"}
+_PARAM_NAMES = {"sigma_n": "sigma_n", "mask_p": "p"}  # a swept parameter in table labels
+METHOD_LABELS = {name: cls.title for name, cls in METHOD_CLASSES.items()}  # the methods' labels in tables
+
+
+def param_column(method: str | None) -> str | None:
+    """The row column holding `method`'s swept parameter, asked of its class: `sigma_n` for the methods
+    trained on fixed noisy copies, `mask_p` for those trained on fixed masks, None for the baseline (or a
+    method this version does not know)."""
+    cls = METHOD_CLASSES.get(method or "")
+    if cls is None:
+        return None
+    return "sigma_n" if cls.needs_noisy_copies else "mask_p" if cls.needs_masks else None
 
 
 def _copy_measure(report: dict[str, Any], copy_threshold: float | None) -> tuple[str, float | None, float | None,
@@ -101,26 +112,18 @@ def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
     """Write `results.csv` and `results.json` (one row per run) into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = columns(rows)
     csv_path, json_path = out / RESULTS_CSV, out / RESULTS_JSON
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    os.replace(tmp, csv_path)
-    _atomic_write(json_path, json.dumps(rows, indent=2) + "\n")
+    write_json_atomic(json_path, rows)
     return csv_path, json_path
 
 
@@ -152,8 +155,8 @@ def context(row: dict[str, Any]) -> str:
 
 
 def _group_key(row: dict[str, Any]) -> tuple:
-    param = row.get("sigma_n") if row.get("method") in ("ambient", "noisy-only") else (
-        row.get("mask_p") if row.get("method") == "masking" else None)
+    column = param_column(row.get("method"))
+    param = row.get(column) if column is not None else None
     return (row.get("subset"), row.get("method"), param, context(row), row.get("ambient_weight"), row.get("lr"))
 
 
@@ -201,12 +204,8 @@ def variant_label(s: dict[str, Any]) -> str:
 
 
 def _param_label(s: dict[str, Any]) -> str:
-    if s["method"] in ("ambient", "noisy-only"):
-        text = f"sigma_n={s['param']:g}"
-    elif s["method"] == "masking":
-        text = f"p={s['param']:g}"
-    else:
-        text = ""
+    column = param_column(s["method"])
+    text = f"{_PARAM_NAMES[column]}={s['param']:g}" if column is not None else ""
     return (text + variant_label(s)).lstrip(", ")
 
 
@@ -247,7 +246,7 @@ def _sort_none(v: Any) -> float:
 
 
 def _method_order(m: str) -> int:
-    order = ["edm", "ambient", "masking", "noisy-only"]
+    order = list(METHOD_CLASSES)  # baseline, Algorithm 1, masking, noise only
     return order.index(m) if m in order else len(order)
 
 

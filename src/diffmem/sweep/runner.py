@@ -31,6 +31,7 @@ from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
 from diffmem.sweep.spec import SIGMA_METHODS, SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
+from diffmem.utils.atomic import write_json_atomic
 
 __all__ = ["SweepResult", "run_sweep", "run_point", "default_grids", "write_outputs", "RUNS", "SWEEP_JSON"]
 
@@ -91,10 +92,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
         curve = commitment_curve(train, held, DEFAULT_SIGMAS, torch.Generator().manual_seed(0))
         grid = tuple(default_sigma_grid(curve))
         suggestion = suggest_sigma_n(curve)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"key": key, "grid": list(grid), "suggestion": suggestion, "curve": curve},
-                                  indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, {"key": key, "grid": list(grid), "suggestion": suggestion, "curve": curve})
         grids[subset] = grid
         echo(f"[sweep] {subset or 'all'} training images: default sigma_n grid {', '.join(f'{s:g}' for s in grid)} "
              f"(commitment window {suggestion['window'][0]:.3g}-{suggestion['window'][1]:.3g}, "
@@ -209,19 +207,36 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
     cache = str(cache_dir if cache_dir is not None else cache_root())
     _prepare_features(sc, device)
     out.mkdir(parents=True, exist_ok=True)
+    points = _plan(sc, out, points, echo)
+    result = SweepResult(rows=[])
+    rows = _run_points(sc, points, out / RUNS, result, device, cache, jobs, progress, echo)
+    result.rows = [rows[p.name] for p in points]
+    result.files = write_outputs(result.rows, out, sc.tolerance, monitor={p.name: out / RUNS / p.name for p in points}
+                                 if sc.monitor_every > 0 else None)
+    result.choices = choose_sigma_n(result.rows, sc.tolerance)
+    result.table = (out / "summary.txt").read_text()
+    return result
+
+
+def _plan(sc: SweepConfig, out: Path, points: list[SweepPoint] | None,
+          echo: Callable[[str], None]) -> list[SweepPoint]:
+    """The points to run (the grid of `sc` unless given), recorded in DIR/sweep.json."""
     grids = default_grids(sc, out, echo) if points is None else {}
     if points is None:
         points = sweep_points(sc, grids)
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise DiffmemError("the sweep lists a point twice: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
-    tmp = out / f".{SWEEP_JSON}.tmp"
-    tmp.write_text(json.dumps({"config": sc.to_dict(), "grids": {str(k): list(v) for k, v in grids.items()},
-                               "points": [p.name for p in points]}, indent=2) + "\n")
-    os.replace(tmp, out / SWEEP_JSON)
-    runs = out / RUNS
+    write_json_atomic(out / SWEEP_JSON, {"config": sc.to_dict(), "grids": {str(k): list(v) for k, v in grids.items()},
+                                         "points": [p.name for p in points]})
+    return points
+
+
+def _run_points(sc: SweepConfig, points: list[SweepPoint], runs: Path, result: SweepResult, device: str,
+                cache: str, jobs: int, progress: bool, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Skip the finished points, run the others (in `jobs` processes); rows by point name. Fills in
+    `result`'s trained / evaluated / skipped lists."""
     runs.mkdir(exist_ok=True)
-    result = SweepResult(rows=[])
     rows: dict[str, dict[str, Any]] = {}
     pending = []
     for p in points:
@@ -249,12 +264,7 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
             done(p, row, status, seconds)
     else:
         _run_parallel(sc, pending, runs, device, cache, jobs, done)
-    result.rows = [rows[p.name] for p in points]
-    result.files = write_outputs(result.rows, out, sc.tolerance, monitor={p.name: runs / p.name for p in points}
-                                 if sc.monitor_every > 0 else None)
-    result.choices = choose_sigma_n(result.rows, sc.tolerance)
-    result.table = (out / "summary.txt").read_text()
-    return result
+    return rows
 
 
 def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device: str, cache: str, jobs: int,

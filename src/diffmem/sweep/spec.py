@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import PIXEL_THRESHOLDS, EvalOptions
+from diffmem.utils.flags import float_list, int_list, str_list
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
            "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
@@ -161,33 +162,14 @@ def point_config(sc: SweepConfig, point: SweepPoint) -> TrainConfig:
 
 def parse_float_list(text: str | None, flag: str) -> tuple[float, ...] | None:
     """'0.2,0.5,1' -> (0.2, 0.5, 1.0); None stays None; an empty list is returned empty (checked later)."""
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{flag} takes comma-separated numbers, e.g. 0.2,0.5,1; got {text!r}") from None
+    return float_list(text, flag, example="0.2,0.5,1")
 
 
 def parse_int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
     """'100,300' -> (100, 300); None stays None."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise DiffmemError(f"{flag} takes comma-separated integers, e.g. 100,300; got {text!r}") from None
-    if not values:
-        raise DiffmemError(f"{flag} is empty; give comma-separated integers, e.g. 100,300")
-    return values
+    return int_list(text, flag, example="100,300", allow_empty=False)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'edm,ambient' -> ('edm', 'ambient'), refusing unknown names."""
-    methods = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not methods:
-        raise DiffmemError("--methods is empty; choose from " + ", ".join(METHODS))
-    for m in methods:
-        if m not in METHODS:
-            raise DiffmemError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
-    return methods
+    return str_list(text, "--methods", METHODS, what="method")

@@ -24,6 +24,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.t2i.data import load_captioned, read_caption_folder_images
+from diffmem.utils.atomic import write_json_atomic
 
 __all__ = ["AuditRow", "audit_t2i", "clip_scores", "format_table", "write_report", "feature_label"]
 
@@ -165,7 +166,5 @@ def write_report(rows: list[AuditRow], path: str | Path) -> Path:
     """The rows as JSON (written to a temporary file, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"rows": [asdict(r) for r in rows], "table": format_table(rows)}, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, {"rows": [asdict(r) for r in rows], "table": format_table(rows)})
     return path

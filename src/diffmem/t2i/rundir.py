@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from diffmem.errors import DiffmemError
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights
 from diffmem.train.rundir import read_json, write_json_atomic
+from diffmem.utils.atomic import write_text_atomic
 
 __all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "save_checkpoint",
            "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run"]
@@ -79,9 +80,7 @@ def save_checkpoint(run_dir: Path, step: int, unet: dict[str, torch.Tensor], ema
             os.fsync(fh.fileno())
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    pointer = root / "LATEST.tmp"
-    pointer.write_text(name + "\n")
-    pointer.replace(root / "LATEST")
+    write_text_atomic(root / "LATEST", name + "\n", fixed=True)
     complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     for old in complete[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ class T2ISamples:
 def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> tuple[SDComponents, T2IConfig]:
     """The run's Stable Diffusion with its trained UNet weights (`ema`, `raw`, or `pretrained` = untouched)."""
-    from diffmem.t2i.train import add_lora, apply_trained_weights, run_config
+    from diffmem.t2i.train import run_config
+    from diffmem.t2i.weights import add_lora, apply_trained_weights
 
     if weights not in WEIGHTS:
         raise DiffmemError(f"--weights must be one of {', '.join(WEIGHTS)}")
@@ -158,29 +160,9 @@ def generate(parts: SDComponents, prompts: list[str], n_per_prompt: int, resolut
         x = (x * sched.init_noise_sigma).to(device, dtype)  # [B, C, h, w]
         cond = encode_text(parts.tokenizer, parts.text_encoder, [prompts[p] for p in pidx], device)  # [G, L, D]
         if opts.w24_optimize:
-            t0 = sched.timesteps[0]
-            for gi in range(len(pidx)):
-                xs = sched.scale_model_input(x[gi * k:(gi + 1) * k], t0)
-                new, _ = w24_optimize_prompt(eps, xs, t0, cond[gi:gi + 1], uncond, opts.w24_lr, opts.w24_iters,
-                                             opts.w24_target)
-                cond[gi] = new[0]
-                optimized.append(float(w24_score(eps(xs, t0, new.expand(k, -1, -1)),
-                                                 eps(xs, t0, uncond.expand(k, -1, -1))).mean()))
+            optimized += _optimize_prompts(eps, sched, x, cond, uncond, k, opts)
         emb = torch.cat([uncond.expand(len(sids), -1, -1), cond.repeat_interleave(k, dim=0)])  # [2B, L, D]
-        gens = None
-        if opts.scheduler == "ddpm":
-            gens = [torch.Generator(device=device).manual_seed(s ^ _STEP_NOISE_TAG) for s in seeds]
-        per_step = []
-        for t in sched.timesteps:
-            xin = sched.scale_model_input(torch.cat([x, x]), t)
-            pred = unet(xin, t, encoder_hidden_states=emb).sample.float()
-            pred_u, pred_c = pred.chunk(2)
-            a_t = alphas[t].float().expand(len(x))
-            per_step.append(w24_score(eps_from_prediction(pred_c, xin[len(x):].float(), a_t, ptype),
-                                      eps_from_prediction(pred_u, xin[:len(x)].float(), a_t, ptype)))
-            guided = pred_u + opts.guidance * (pred_c - pred_u)  # classifier-free guidance
-            x = sched.step(guided.to(x.dtype), t, x, generator=gens).prev_sample
-        s = torch.stack(per_step)  # [steps, B]
+        x, s = _denoise(unet, sched, x, emb, alphas, ptype, opts, seeds, device)
         scores.append(s.mean(0).cpu())
         firsts.append(s[0].cpu())
         img = decode_latents(parts.vae, x)  # [B, 3, R, R] in [-1, 1]
@@ -193,6 +175,43 @@ def generate(parts: SDComponents, prompts: list[str], n_per_prompt: int, resolut
         seeds=np.array([sample_seed(seed, j) for j in range(n)], dtype=np.int64),
         w24_score=torch.cat(scores).numpy().astype(np.float64), w24_first=torch.cat(firsts).numpy().astype(np.float64),
         w24_optimized=np.array(optimized) if opts.w24_optimize else None)
+
+
+def _optimize_prompts(eps: Callable, sched: Any, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                      k: int, opts: SampleOptions) -> list[float]:
+    """W24's mitigation at inference: optimize each prompt embedding of `cond` [G, L, D] in place (for its
+    `k` samples of `x`) until its first-step score falls to the target; returns the scores after."""
+    t0 = sched.timesteps[0]
+    optimized = []
+    for gi in range(len(cond)):
+        xs = sched.scale_model_input(x[gi * k:(gi + 1) * k], t0)
+        new, _ = w24_optimize_prompt(eps, xs, t0, cond[gi:gi + 1], uncond, opts.w24_lr, opts.w24_iters,
+                                     opts.w24_target)
+        cond[gi] = new[0]
+        optimized.append(float(w24_score(eps(xs, t0, new.expand(k, -1, -1)),
+                                         eps(xs, t0, uncond.expand(k, -1, -1))).mean()))
+    return optimized
+
+
+def _denoise(unet: torch.nn.Module, sched: Any, x: torch.Tensor, emb: torch.Tensor, alphas: torch.Tensor,
+             ptype: str, opts: SampleOptions, seeds: list[int], device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the scheduler from noise `x` [B, C, h, w] with classifier-free guidance (`emb` = [uncond; cond],
+    [2B, L, D]); returns (final latents, W24 scores per step [steps, B])."""
+    gens = None
+    if opts.scheduler == "ddpm":
+        gens = [torch.Generator(device=device).manual_seed(s ^ _STEP_NOISE_TAG) for s in seeds]
+    per_step = []
+    for t in sched.timesteps:
+        xin = sched.scale_model_input(torch.cat([x, x]), t)
+        pred = unet(xin, t, encoder_hidden_states=emb).sample.float()
+        pred_u, pred_c = pred.chunk(2)
+        a_t = alphas[t].float().expand(len(x))
+        per_step.append(w24_score(eps_from_prediction(pred_c, xin[len(x):].float(), a_t, ptype),
+                                  eps_from_prediction(pred_u, xin[:len(x)].float(), a_t, ptype)))
+        guided = pred_u + opts.guidance * (pred_c - pred_u)  # classifier-free guidance
+        x = sched.step(guided.to(x.dtype), t, x, generator=gens).prev_sample
+    return x, torch.stack(per_step)
 
 
 def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bool = False) -> Path:

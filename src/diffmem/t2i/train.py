@@ -13,113 +13,36 @@ the sequence does not depend on the number of processes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from diffmem.data.corruption import corruption_generator
 from diffmem.errors import DiffmemError
 from diffmem.t2i import rundir
-from diffmem.train.rundir import resume_or_refuse
-from diffmem.t2i.components import SDComponents, encode_images, encode_text, load_components
+from diffmem.t2i.components import SDComponents, encode_text, load_components
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
 from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
-from diffmem.t2i.mitigations import (S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean,
-                                     w24_score)
+from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
+from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
+from diffmem.t2i.weights import EMAWeights, add_lora, apply_trained_weights, trainable_state
 
-__all__ = ["train_t2i", "loss_step", "add_lora", "trainable_state", "apply_trained_weights", "draw_step", "StepDraw"]
-
-_NOISY_LATENT_TAG = 0x7432692D746E  # "t2i-tn": the generator purpose of the fixed noisy latents
-
-
-# ------------------------------------------------------------------------------------------------
-# model pieces
-
-
-def add_lora(unet: torch.nn.Module, rank: int, seed: int | None = None) -> None:
-    """Freeze the UNet and add trainable LoRA adapters (rank `rank`) to its attention projections.
-
-    peft draws the adapters' Gaussian start from torch's global generator; with `seed` that generator is
-    seeded first, so two runs with one seed start from the same adapters (paired baseline/ambient runs)."""
-    try:
-        from peft import LoraConfig
-    except ImportError:
-        raise DiffmemError("--lora-rank needs the peft package, which is not installed: pip install peft "
-                           "(or leave --lora-rank out to fine-tune the full UNet)") from None
-    unet.requires_grad_(False)
-    if seed is not None:
-        torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-
-
-def trainable_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trained parameters by name: the whole UNet, or only the LoRA adapters."""
-    return {name: p for name, p in unet.named_parameters() if p.requires_grad}
-
-
-def apply_trained_weights(unet: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
-    """Load `weights` (from unet/ema.safetensors) into a UNet prepared like the run's (LoRA added if any)."""
-    expected = set(trainable_state(unet)) or {n for n, _ in unet.named_parameters()}
-    missing, unexpected = expected - set(weights), set(weights) - {n for n, _ in unet.named_parameters()}
-    if missing or unexpected:
-        raise DiffmemError(f"{where} does not match the UNet of --pretrained (missing {sorted(missing)[:3]}, "
-                           f"unexpected {sorted(unexpected)[:3]}); was the run trained from another model?")
-    unet.load_state_dict(weights, strict=False)
-
-
-class EMAWeights:
-    """Exponential moving average (float32) of the trained parameters: p_ema <- p_ema + (1 - beta)(p - p_ema)."""
-
-    def __init__(self, params: dict[str, torch.Tensor]) -> None:
-        self.shadow = {k: v.detach().float().clone() for k, v in params.items()}
-
-    @staticmethod
-    def beta(step: int, decay: float) -> float:
-        """Per-step decay, warmed up as min(decay, (1 + step) / (10 + step)) (diffusers' EMAModel)."""
-        return min(decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor], beta: float) -> None:
-        for k, p in params.items():
-            self.shadow[k].lerp_(p.detach().float(), 1 - beta)
+__all__ = ["train_t2i", "loss_step", "add_lora", "trainable_state", "apply_trained_weights", "draw_step", "StepDraw",
+           "draw_noisy_latents", "encode_dataset", "resolve_config", "EMAWeights", "read_log", "run_config"]
 
 
 # ------------------------------------------------------------------------------------------------
-# data: latents encoded once, the fixed noisy copies, per-step draws
-
-
-def encode_dataset(parts: SDComponents, data: CaptionedImages, resolution: int, device: torch.device,
-                   batch: int = 8, progress: bool = True) -> torch.Tensor:
-    """Latents `[N, C, h, w]` (float32, CPU) of every training image, encoded once with the VAE mean."""
-    vae = parts.vae.to(device)
-    out = []
-    for lo in tqdm(range(0, len(data), batch), disable=not progress, desc="encode images", unit="batch"):
-        pixels = data.read_pixels(np.arange(lo, min(lo + batch, len(data))), resolution)  # [B, R, R, 3]
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [B, 3, R, R] in [-1, 1]
-        out.append(encode_images(vae, x.to(device)).cpu())
-    parts.vae.to("cpu")
-    return torch.cat(out)
-
-
-def draw_noisy_latents(latents: torch.Tensor, a_tn: float, seed: int) -> torch.Tensor:
-    """x_tn = sqrt(a_tn) x0 + sqrt(1 - a_tn) z, z ~ N(0, I): one fixed noisy copy per latent (drawn once)."""
-    z = torch.randn(latents.shape, generator=corruption_generator(seed, _NOISY_LATENT_TAG), dtype=torch.float32)
-    return math.sqrt(a_tn) * latents.float() + math.sqrt(1 - a_tn) * z
+# per-step draws and the loss of one micro-batch
 
 
 @dataclass
+
+
 class StepDraw:
     """The random choices of one global micro-batch."""
 
@@ -169,87 +92,7 @@ def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------
-# run directory
-
-
-def _check_run_dir(cfg: dict, out: Path, overwrite: bool, resume: bool) -> bool:
-    """New run (False), resume (True), or refuse (a foreign folder, another configuration, a finished run).
-
-    Read-only, so every process can run it and raise the same error."""
-    return resume_or_refuse(out, cfg, overwrite, resume, kind="t2i run", sample_cmd="diffmem t2i sample")
-
-
-def _clear_run_dir(out: Path) -> None:
-    for name in (rundir.CONFIG, rundir.INFO, rundir.LATENTS, rundir.LOG, rundir.DONE):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
-
-
-def _run_info(cfg: T2IConfig, parts: SDComponents, data: CaptionedImages) -> dict[str, Any]:
-    """What info.json records: the model's parameterisation, the data's hash, t_n as an EDM sigma."""
-    alphas = parts.scheduler.alphas_cumprod
-    info = {"prediction_type": parts.prediction_type, "num_train_timesteps": int(len(alphas)),
-            "n_images": len(data), "content_hash": data.content_hash(), "vae_scale_factor": parts.vae_scale_factor,
-            "latent_shape": [int(parts.unet.config.in_channels)] + [cfg.resolution // parts.vae_scale_factor] * 2,
-            "seed": cfg.seed, "noisy_latent_generator": {"seed": cfg.seed, "tag": _NOISY_LATENT_TAG}}
-    if cfg.t_n is not None:
-        a_tn = float(alphas[cfg.t_n])
-        info.update(a_tn=a_tn, sigma_n_equivalent=math.sqrt((1 - a_tn) / a_tn))  # sigma^2 = (1-a)/a
-    return info
-
-
-def _start_run(cfg: T2IConfig, parts: SDComponents, data: CaptionedImages, out: Path, accelerator: Any,
-               overwrite: bool, resume: bool, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Check (all processes), then create or reuse the run directory (main process): config.json,
-    info.json, and latents.safetensors with the once-encoded latents and (ambient) their fixed noisy
-    copies. Returns (latents [N, C, h, w], noisy copies or None), on the CPU."""
-    info = _run_info(cfg, parts, data)
-    reuse = _check_run_dir(cfg.to_dict(), out, overwrite, resume)
-    old_info = rundir.read_json(out / rundir.INFO) if reuse and (out / rundir.INFO).is_file() else info
-    if old_info.get("content_hash") != info["content_hash"]:
-        raise DiffmemError(f"the images or captions in {cfg.data} changed since {out} was started; "
-                           "use --overwrite or another --out")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if overwrite:
-            _clear_run_dir(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in ((rundir.CONFIG, cfg.to_dict()), (rundir.INFO, info)):  # first: a run interrupted
-            if not (out / name).is_file():  # while encoding is then resumed, not refused as a foreign folder
-                rundir.write_json_atomic(out / name, content)
-        if not (out / rundir.LATENTS).is_file():
-            latents = encode_dataset(parts, data, cfg.resolution, accelerator.device, progress=progress)
-            tensors = {"latents": latents}
-            if cfg.method == "ambient":
-                tensors["noisy"] = draw_noisy_latents(latents, info["a_tn"], cfg.seed)
-            tmp = out / (rundir.LATENTS + ".tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(out / rundir.LATENTS)
-    accelerator.wait_for_everyone()
-    saved = load_file(str(out / rundir.LATENTS))
-    if len(saved["latents"]) != len(data):
-        raise DiffmemError(f"{out / rundir.LATENTS} holds {len(saved['latents'])} latents for {len(data)} images; "
-                           "train again with --overwrite")
-    return saved["latents"], saved.get("noisy")
-
-
-# ------------------------------------------------------------------------------------------------
 # the loop
-
-
-def resolve_config(cfg: T2IConfig, parts: SDComponents) -> T2IConfig:
-    """Fill in what the pretrained model decides (the resolution), make local paths absolute (so sampling and
-    auditing work from any folder), and validate."""
-    if cfg.resolution is None:
-        cfg = dataclasses.replace(cfg, resolution=parts.default_resolution)
-    pretrained = Path(cfg.pretrained).expanduser()
-    cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()),
-                              pretrained=str(pretrained.resolve()) if pretrained.exists() else cfg.pretrained)
-    if cfg.resolution % parts.vae_scale_factor:
-        raise DiffmemError(f"--resolution {cfg.resolution} must be a multiple of the VAE factor "
-                           f"{parts.vae_scale_factor}")
-    validate(cfg, len(parts.scheduler.alphas_cumprod))
-    return cfg
 
 
 def _prepare_unet(unet: torch.nn.Module, cfg: T2IConfig, device: torch.device) -> dict[str, torch.Tensor]:
@@ -284,6 +127,33 @@ def _window_stats(res: LossOutput, keep: torch.Tensor, score: torch.Tensor) -> t
                         torch.tensor(float(len(loss)), device=loss.device)])
 
 
+@dataclass
+
+
+class _Run:
+    """What a t2i run holds while it trains (built by `_setup_training`)."""
+
+    cfg: T2IConfig
+    out: Path
+    accelerator: Any
+    captions: tuple[str, ...]
+    latents: torch.Tensor  # [N, C, h, w] on the CPU
+    noisy: torch.Tensor | None  # the fixed noisy copies (ambient), else None
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    params: dict[str, torch.Tensor]  # the trained parameters by name
+    opt: Any
+    ema: EMAWeights | None  # main process only
+    g: torch.Generator  # all per-step randomness, identical on every process
+    unet: Any  # wrapped by accelerate
+    raw_unet: torch.nn.Module
+    alphas: torch.Tensor
+    ptype: str
+    empty: torch.Tensor | None  # W24: the embedding of the empty prompt
+    micro: int  # samples per process per micro-step
+    step: int = 0
+
+
 def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
               progress: bool = True, stop_after: int | None = None, cpu: bool = False) -> Path:
     """Train (or resume) the run in `out` up to cfg.steps optimizer steps; `stop_after` stops early (tests)."""
@@ -291,29 +161,72 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
 
     validate(cfg)
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
-    world, rank, main, device = (accelerator.num_processes, accelerator.process_index, accelerator.is_main_process,
-                                 accelerator.device)
+    world = accelerator.num_processes
     if cfg.batch % (world * cfg.grad_accum):
         raise DiffmemError(f"--batch {cfg.batch} must be divisible by processes x --grad-accum = "
                            f"{world} x {cfg.grad_accum}")
-    micro = cfg.batch // (world * cfg.grad_accum)  # samples per process per micro-step
     out = Path(out)
     parts = load_components(cfg.pretrained)
     cfg = resolve_config(cfg, parts)
     data = load_captioned(cfg.data)
-    latents, noisy = _start_run(cfg, parts, data, out, accelerator, overwrite, resume, progress)
+    latents, noisy = start_run(cfg, parts, data, out, accelerator, overwrite, resume, progress)
+    run = _setup_training(cfg, out, accelerator, parts, data, latents, noisy)
+    meta = {"label": cfg.label, "prediction_type": run.ptype, "processes": world,
+            "trained_parameters": sum(p.numel() for p in run.params.values())}
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    log = open(out / rundir.LOG, "a") if accelerator.is_main_process else None
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and accelerator.is_main_process),
+               unit="step", desc=f"t2i {cfg.label}")
+    window: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    t_last, step_last = time.perf_counter(), run.step
+    try:
+        while run.step < end:
+            lr = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+            for group in run.opt.param_groups:
+                group["lr"] = lr
+            for _ in range(cfg.grad_accum):  # micro-steps; accelerate syncs and steps on the last one
+                res, keep, score = _micro_step(run)
+                window.append(_window_stats(res, keep, score))
+                scores.append(score.max())
+            run.step += 1
+            if run.ema is not None:
+                run.ema.update(run.params, EMAWeights.beta(run.step, cfg.ema_decay))
+            if run.step % cfg.log_every == 0 or run.step == end or run.step % cfg.checkpoint_every == 0:
+                now = time.perf_counter()
+                rec = _log_window(run, window, scores, lr, (run.step - step_last) * cfg.batch / max(now - t_last, 1e-9),
+                                  log)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                bar.update(run.step - bar.n)
+                t_last, step_last = now, run.step
+            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+                _save_checkpoint(run, meta)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if run.step >= cfg.steps and accelerator.is_main_process:
+        rundir.write_json_atomic(out / rundir.DONE, {"step": run.step, "time": time.time()})
+    accelerator.wait_for_everyone()
+    return out
 
+
+def _setup_training(cfg: T2IConfig, out: Path, accelerator: Any, parts: SDComponents, data: CaptionedImages,
+                    latents: torch.Tensor, noisy: torch.Tensor | None) -> _Run:
+    """Text encoder, trained parameters, optimizer, EMA and the run generator; from the latest checkpoint
+    when there is one (weights, optimizer, generator, EMA, step)."""
+    device = accelerator.device
     # the frozen text encoder in the compute precision; the trained UNet (float32 master weights)
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
-    tokenizer, text_encoder = parts.tokenizer, parts.text_encoder.to(device, dtype=weight_dtype)
+    text_encoder = parts.text_encoder.to(device, dtype=weight_dtype)
     params = _prepare_unet(parts.unet, cfg, device)
     torch.manual_seed(cfg.seed)  # global RNG, again after the adapters' start: only dropout (0 in SD) draws from it
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    ema = EMAWeights(params) if main else None  # only the main process saves checkpoints
-    g = torch.Generator().manual_seed(cfg.seed)  # all per-step randomness, identical on every process
+    ema = EMAWeights(params) if accelerator.is_main_process else None  # only the main process saves checkpoints
+    g = torch.Generator().manual_seed(cfg.seed)
     step, state = 0, {}
     ckpt = rundir.latest_checkpoint(out)
-    if ckpt is not None:  # resume: weights, optimizer, generator, EMA, step
+    if ckpt is not None:
         apply_trained_weights(parts.unet, rundir.load_weights(ckpt / rundir.UNET), str(ckpt / rundir.UNET))
         state = rundir.load_state(ckpt / rundir.STATE)
         opt.load_state_dict(state["optimizer"])
@@ -324,82 +237,71 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     unet, opt = accelerator.prepare(parts.unet, opt)
     if accelerator.scaler is not None and "scaler" in state:
         accelerator.scaler.load_state_dict(state["scaler"])
-    raw_unet = accelerator.unwrap_model(unet)
+    empty = encode_text(parts.tokenizer, text_encoder, [""], device) if cfg.mitigation == "w24" else None
+    return _Run(cfg=cfg, out=out, accelerator=accelerator, captions=data.captions, latents=latents, noisy=noisy,
+                tokenizer=parts.tokenizer, text_encoder=text_encoder, params=params, opt=opt, ema=ema, g=g,
+                unet=unet, raw_unet=accelerator.unwrap_model(unet), alphas=parts.scheduler.alphas_cumprod.to(device),
+                ptype=parts.prediction_type, empty=empty,
+                micro=cfg.batch // (accelerator.num_processes * cfg.grad_accum), step=step)
 
-    alphas, ptype = parts.scheduler.alphas_cumprod.to(device), parts.prediction_type
-    emb_shape = (tokenizer.model_max_length, text_encoder.config.hidden_size)
-    empty = encode_text(tokenizer, text_encoder, [""], device) if cfg.mitigation == "w24" else None
-    reduce_sum = (lambda x: accelerator.reduce(x, reduction="sum")) if world > 1 else None  # W24's global count
-    meta = {"label": cfg.label, "prediction_type": ptype, "processes": world,
-            "trained_parameters": sum(p.numel() for p in params.values())}
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    log = open(out / rundir.LOG, "a") if main else None
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), unit="step", desc=f"t2i {cfg.label}")
-    window: list[torch.Tensor] = []
-    scores: list[torch.Tensor] = []
-    t_last, step_last = time.perf_counter(), step
-    try:
-        while step < end:
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            for _ in range(cfg.grad_accum):  # micro-steps; accelerate syncs and steps on the last one
-                draw = draw_step(g, data.captions, micro * world, len(alphas), tuple(latents.shape[1:]), cfg.s23,
-                                 tokenizer, emb_shape)
-                local = slice(rank * micro, (rank + 1) * micro)  # this process's share of the global batch
-                idx, t = draw.idx[local], draw.t[local].to(device)
-                x0, noise = latents[idx].to(device), draw.noise[local].to(device)
-                x_tn = noisy[idx].to(device) if cfg.method == "ambient" else None
-                emb = encode_text(tokenizer, text_encoder, draw.captions[local], device)
-                if draw.emb_noise is not None:  # S23 embed-noise: c <- c + std * n
-                    emb = emb + draw.emb_noise[local].to(device, emb.dtype)
-                with accelerator.accumulate(unet):
-                    with accelerator.autocast():
-                        loss, res, keep, score = loss_step(unet, raw_unet, x0, x_tn, t, noise, emb, empty, alphas,
-                                                           ptype, cfg, world, reduce_sum)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                window.append(_window_stats(res, keep, score))
-                scores.append(score.max())
-            step += 1
-            if ema is not None:
-                ema.update(params, EMAWeights.beta(step, cfg.ema_decay))
-            if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
-                stats = accelerator.reduce(torch.stack(window).sum(0), reduction="sum").cpu()  # over processes
-                score_max = float(accelerator.gather(torch.stack(scores).max().reshape(1)).max())
-                window.clear()
-                scores.clear()
-                if not torch.isfinite(stats[0]):
-                    raise DiffmemError(f"the loss became {float(stats[0])} by step {step}; the last good checkpoint "
-                                       f"is kept in {out / rundir.CHECKPOINTS}. Lower --lr or check the data")
-                now = time.perf_counter()
-                rate = (step - step_last) * cfg.batch / max(now - t_last, 1e-9)
-                rec = _log_record(stats, score_max, step, lr, rate, empty is not None, device)
-                if log is not None:
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                bar.update(step - bar.n)
-                t_last, step_last = now, step
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                accelerator.wait_for_everyone()
-                if main:
-                    state = {"optimizer": opt.state_dict(), "generator": g.get_state(), "step": torch.tensor(step),
-                             "torch_rng": torch.get_rng_state()}
-                    if accelerator.scaler is not None:
-                        state["scaler"] = accelerator.scaler.state_dict()
-                    rundir.save_checkpoint(out, step, trainable_state(raw_unet), ema.shadow, state, meta)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    if step >= cfg.steps and main:
-        rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time()})
-    accelerator.wait_for_everyone()
-    return out
+
+def _micro_step(run: _Run) -> tuple[LossOutput, torch.Tensor, torch.Tensor]:
+    """Draw one global micro-batch, take this process's slice, and backpropagate its loss (accelerate
+    steps the optimizer on the last micro-step). Returns (per-sample output, keep mask, W24 scores)."""
+    cfg, acc, device = run.cfg, run.accelerator, run.accelerator.device
+    world, rank = acc.num_processes, acc.process_index
+    emb_shape = (run.tokenizer.model_max_length, run.text_encoder.config.hidden_size)
+    draw = draw_step(run.g, run.captions, run.micro * world, len(run.alphas), tuple(run.latents.shape[1:]), cfg.s23,
+                     run.tokenizer, emb_shape)
+    local = slice(rank * run.micro, (rank + 1) * run.micro)  # this process's share of the global batch
+    idx, t = draw.idx[local], draw.t[local].to(device)
+    x0, noise = run.latents[idx].to(device), draw.noise[local].to(device)
+    x_tn = run.noisy[idx].to(device) if cfg.method == "ambient" else None
+    emb = encode_text(run.tokenizer, run.text_encoder, draw.captions[local], device)
+    if draw.emb_noise is not None:  # S23 embed-noise: c <- c + std * n
+        emb = emb + draw.emb_noise[local].to(device, emb.dtype)
+    reduce_sum = (lambda x: acc.reduce(x, reduction="sum")) if world > 1 else None  # W24's global count
+    with acc.accumulate(run.unet):
+        with acc.autocast():
+            loss, res, keep, score = loss_step(run.unet, run.raw_unet, x0, x_tn, t, noise, emb, run.empty,
+                                               run.alphas, run.ptype, cfg, world, reduce_sum)
+        acc.backward(loss)
+        if acc.sync_gradients and cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(list(run.params.values()), cfg.max_grad_norm)
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+    return res, keep, score
+
+
+def _log_window(run: _Run, window: list[torch.Tensor], scores: list[torch.Tensor], lr: float, rate: float,
+                log: Any) -> dict[str, Any]:
+    """Sum the window's statistics over processes, refuse a non-finite loss, write one log.jsonl line
+    (main process) and empty the window; returns the record."""
+    acc = run.accelerator
+    stats = acc.reduce(torch.stack(window).sum(0), reduction="sum").cpu()  # over processes
+    score_max = float(acc.gather(torch.stack(scores).max().reshape(1)).max())
+    window.clear()
+    scores.clear()
+    if not torch.isfinite(stats[0]):
+        raise DiffmemError(f"the loss became {float(stats[0])} by step {run.step}; the last good checkpoint "
+                           f"is kept in {run.out / rundir.CHECKPOINTS}. Lower --lr or check the data")
+    rec = _log_record(stats, score_max, run.step, lr, rate, run.empty is not None, acc.device)
+    if log is not None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+    return rec
+
+
+def _save_checkpoint(run: _Run, meta: dict[str, Any]) -> None:
+    """Save weights, EMA, optimizer, generator and step (the main process, after every process arrives)."""
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        state = {"optimizer": run.opt.state_dict(), "generator": run.g.get_state(), "step": torch.tensor(run.step),
+                 "torch_rng": torch.get_rng_state()}
+        if acc.scaler is not None:
+            state["scaler"] = acc.scaler.state_dict()
+        rundir.save_checkpoint(run.out, run.step, trainable_state(run.raw_unet), run.ema.shadow, state, meta)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:

@@ -22,6 +22,7 @@ from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.models.denoiser import build_denoiser
 from diffmem.train.rundir import CHECKPOINTS, LATEST, load_train_config, read_json
+from diffmem.utils.atomic import write_text_atomic
 
 MODEL = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -59,9 +60,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    latest_tmp = root / (LATEST + ".tmp")
-    latest_tmp.write_text(name + "\n")
-    latest_tmp.replace(root / LATEST)
+    write_text_atomic(root / LATEST, name + "\n", fixed=True)
     complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     for old in complete[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)

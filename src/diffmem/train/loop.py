@@ -34,8 +34,9 @@ from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from diffmem.train.diagnostics import adam_update_rms
-from diffmem.train.distributed import World, barrier, broadcast_object, check_batch, local_slice
 from diffmem.train.ema import EMA, ema_beta
+from diffmem.utils.atomic import save_atomic, write_text_atomic
+from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
 
 
 @dataclass
@@ -58,9 +59,7 @@ def _trim_log(path: Path, step: int) -> None:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(kept), fixed=True)
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
@@ -140,9 +139,7 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
                 y = tensors["y"] = draw_noisy_copies(x0, m.sigma_n, cfg.seed)
             if method.needs_masks:
                 mask = tensors["mask"] = draw_masks(tuple(x0.shape), m.mask_p, cfg.seed)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(path)
+            save_atomic(path, lambda tmp: save_file(tensors, str(tmp)), fixed=True)
     return TrainData(x0, labels, y, mask)
 
 

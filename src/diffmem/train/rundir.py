@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from diffmem.config import EXTENSIONS, TrainConfig, validate
-from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.errors import DiffmemError
+from diffmem.utils import atomic
 
 CONFIG = "config.json"
 SUBSET = "subset.json"
@@ -57,13 +58,7 @@ def read_json(path: Path) -> Any:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file and a rename, so a crash never leaves half a file.
     A permission or disk-full error becomes a DiffmemError naming the file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        tmp.replace(path)
-    except OSError as err:
-        raise as_diffmem_error(err, path) from None
+    atomic.write_json_atomic(path, obj, fixed=True)  # NAME.tmp: a resumed run knows it as its own
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
