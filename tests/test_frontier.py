@@ -34,9 +34,28 @@ def test_same_quality_a_third_of_the_copies_removes() -> None:
     cand = _path("candidate", [(8.0, 0.0), (3.0, 0.0), (1.9, 0.05), (1.5, 0.1), (1.45, 0.2)], "good")
     r = compare_paths(cand, CONTROL)
     assert r["verdict"] == "removes"
-    # the worst control point is the last one: 0.8 copies at quality 1.4; within 10% (<= 1.54) the
-    # candidate's best is 0.1 (at 1.5), ratio 0.125; at 1.5 the control copies 0.6, candidate best 0.1 too
-    assert r["ratio"] == pytest.approx(0.1 / 0.6)
+    # worst control point: (1.5, 0.6), excess 0.59; within 10% (FD <= 1.65) the candidate's least excess is
+    # on the segment 1.9 -> 1.5 at FD 1.65: 0.05 + 0.05 * ln(1.9/1.65) / ln(1.9/1.5), minus held-out 0.01
+    interp = 0.05 + 0.05 * math.log(1.9 / 1.65) / math.log(1.9 / 1.5)
+    assert r["ratio"] == pytest.approx((interp - 0.01) / 0.59)
+
+
+def test_paths_are_interpolated_between_checkpoints() -> None:
+    """A candidate that jumps past the control's quality between two checkpoints is judged where its path
+    crosses that quality, not only at its saved checkpoints."""
+    ctrl = _path("control", [(5.0, 0.2)], "b", held=0.0)
+    cand = _path("candidate", [(6.0, 0.0), (4.0, 0.3)], "a", held=0.0)
+    r = compare_paths(cand, ctrl)
+    expect = 0.3 * math.log(6.0 / 5.5) / math.log(6.0 / 4.0)
+    assert r["candidate"]["quality"] == pytest.approx(5.5) and r["candidate"]["copies"] == pytest.approx(expect)
+    assert r["verdict"] == "removes"  # 0.064 <= 0.2 / 3
+
+
+def test_no_copying_beyond_unseen_images_removes() -> None:
+    """Excess over the held-out rate: a candidate at the held-out level has nothing left to remove."""
+    ctrl = _path("control", [(3.0, 0.04)], "b", held=0.01, se=0.005)
+    cand = _path("candidate", [(3.0, 0.018)], "a", held=0.01, se=0.005)
+    assert compare_paths(cand, ctrl)["verdict"] == "removes"
 
 
 def test_less_but_not_a_third_reduces_and_within_noise_does_not_beat() -> None:

@@ -3,12 +3,14 @@
 Paths are averaged over seeds checkpoint by checkpoint (mean, standard deviation, and the standard
 error of the copy fraction: the larger of the binomial one and the seed-to-seed one).
 
-Verdict of candidate A against control B, per subset (docs/method.md, "Frontiers"): take every point of
-B's path where B copies more than unseen images do (copies above the held-out rate by 2 standard
-errors). At each, A must reach B's quality within `tolerance` (FD_A <= (1 + tolerance) FD_B) at some
-checkpoint, and among those checkpoints copy at most `factor` (1/3) of B's: then A "removes" copying
-relative to B. If A copies less by 2 standard errors at each such point it "reduces" copying; otherwise
-it "does not beat" B. A candidate passes when it removes copying against every control.
+Verdict of candidate A against control B, per subset (docs/method.md, "Frontiers"). Copies are counted
+as excess over the held-out rate (what unseen images score). Take every point of B's path where B's
+excess is above 2 standard errors. At each, A must reach B's quality within `tolerance`
+(FD_A <= (1 + tolerance) FD_B) somewhere on its path (checkpoints, or between two consecutive ones,
+interpolated in log quality), and there its excess must be at most `factor` (1/3) of B's or within 2
+standard errors of zero: then A "removes" copying relative to B. If A's excess is lower by 2 standard
+errors at each such point it "reduces" copying; otherwise it "does not beat" B. A candidate passes when
+it removes copying against every control.
 """
 
 from __future__ import annotations
@@ -58,30 +60,49 @@ def _mean(vals: Sequence[Any]) -> float | None:
     return float(np.mean(v)) if v else None
 
 
+def reachable(points: Sequence[dict[str, Any]], q_max: float) -> list[dict[str, Any]]:
+    """The path's points with quality <= q_max, plus where its segments cross q_max.
+
+    A path is a curve through its checkpoints: between two consecutive checkpoints, copies (and their
+    standard errors) are interpolated linearly in log quality, so a candidate is not judged only at the
+    checkpoints it happened to save.
+    """
+    out = [a for a in points if a["quality"] <= q_max]
+    for a, b in zip(points, points[1:]):
+        if (a["quality"] - q_max) * (b["quality"] - q_max) < 0:
+            t = (math.log(a["quality"]) - math.log(q_max)) / (math.log(a["quality"]) - math.log(b["quality"]))
+            mix = {k: a[k] + t * (b[k] - a[k]) for k in ("copies", "copies_se", "heldout")}
+            out.append({**a, **mix, "quality": q_max, "step": f"{a['step']}-{b['step']}"})
+    return out
+
+
 def compare_paths(cand: dict[str, Any], ctrl: dict[str, Any], tolerance: float = 0.1,
                   factor: float = 1 / 3) -> dict[str, Any]:
-    """Candidate against one control (see the module docstring); returns the verdict and the worst point."""
+    """Candidate against one control (see the module docstring); returns the verdict and the worst point.
+
+    Copies are compared as excess over the held-out rate (unseen images score that much by construction).
+    """
     worst: dict[str, Any] | None = None
     status = "removes"
     checked = 0
     for b in ctrl["points"]:
-        if b["copies"] - b["heldout"] <= 2 * b["copies_se"]:
-            continue  # the control does not copy here: nothing to remove
+        e_b = b["copies"] - b["heldout"]
+        if e_b <= 2 * b["copies_se"]:
+            continue  # the control does not copy beyond unseen images here: nothing to remove
         checked += 1
-        reach = [a for a in cand["points"] if a["quality"] <= (1 + tolerance) * b["quality"]]
+        reach = reachable(cand["points"], (1 + tolerance) * b["quality"])
         if not reach:
             return {"verdict": "does not beat", "checked": checked, "at": b, "candidate": None,
                     "why": f"never reaches the control's quality {b['quality']:.3g} (step {b['step']}) within "
                            f"{tolerance:.0%}"}
-        a = min(reach, key=lambda p: p["copies"])
-        ratio = a["copies"] / b["copies"]
+        a = min(reach, key=lambda p: p["copies"] - p["heldout"])
+        e_a = a["copies"] - a["heldout"]
+        ratio = max(e_a, 0.0) / e_b
         if worst is None or ratio > worst["ratio"]:
             worst = {"ratio": ratio, "at": b, "candidate": a}
-        if a["copies"] > factor * b["copies"]:
-            se = math.hypot(a["copies_se"], b["copies_se"])
-            if status == "removes":
-                status = "reduces"
-            if b["copies"] - a["copies"] <= 2 * se:
+        if e_a > factor * e_b and e_a > 2 * a["copies_se"]:
+            status = "reduces" if status == "removes" else status
+            if e_b - e_a <= 2 * math.hypot(a["copies_se"], b["copies_se"]):
                 status = "does not beat"
     if checked == 0:
         return {"verdict": "no copying to remove", "checked": 0, "at": None, "candidate": None,
@@ -89,7 +110,8 @@ def compare_paths(cand: dict[str, Any], ctrl: dict[str, Any], tolerance: float =
     assert worst is not None
     why = (f"worst at the control's step {worst['at']['step']} (quality {worst['at']['quality']:.3g}, copies "
            f"{worst['at']['copies']:.3f}): the candidate copies {worst['candidate']['copies']:.3f} at quality "
-           f"{worst['candidate']['quality']:.3g} (step {worst['candidate']['step']}), ratio {worst['ratio']:.2f}")
+           f"{worst['candidate']['quality']:.3g} (step {worst['candidate']['step']}); excess-copy ratio "
+           f"{worst['ratio']:.2f}")
     return {"verdict": status, "checked": checked, "at": worst["at"], "candidate": worst["candidate"],
             "ratio": worst["ratio"], "why": why}
 
