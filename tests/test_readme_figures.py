@@ -22,7 +22,7 @@ SUMMARY = ROOT / "docs" / "figures" / "demo_summary.json"
 
 
 def _demo_section(text: str) -> str:
-    return text[text.index("## What `make demo` does"): text.index("In the CPU-scale reproduction")]
+    return text[text.index("## What `make demo` does"): text.index("\n## Training")]
 
 
 def test_readme_quotes_the_committed_demo_summary() -> None:
