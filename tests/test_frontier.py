@@ -90,12 +90,17 @@ def test_aggregate_means_and_standard_errors_by_hand() -> None:
     assert agg["loss_std"] == pytest.approx(0.15) and agg["update_rms"] is None
 
 
+def _tiny_args(out: Path, steps: str, weighting: str) -> list[str]:
+    """A two-run frontier (baseline at lr x1, one weighting) small enough for a test."""
+    return ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", steps,
+            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
+            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", weighting, "--device", "cpu"]
+
+
 def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fr"
-    args = ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", "8",
-            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
-            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", "capped", "--device", "cpu"]
+    args = _tiny_args(out, steps="8", weighting="capped")
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     data = json.loads((out / "frontier.json").read_text())
@@ -135,9 +140,7 @@ def test_an_interrupted_frontier_resumes(tmp_path: Path, capsys, monkeypatch) ->
 
     monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fr"
-    args = ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", "4",
-            "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
-            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", "plain", "--device", "cpu"]
+    args = _tiny_args(out, steps="4", weighting="plain")
     real = frontier._train_one
 
     def killed(*a, **k):
