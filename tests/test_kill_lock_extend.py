@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, tiny_config, write_npz
+from conftest import run_cli, single_thread, tiny_config, write_npz
 from diffmem.errors import DiffmemError
 from diffmem.lock import lock_path, locked
 from diffmem.train import loop, rundir
@@ -78,12 +78,14 @@ def _same_final_state(a: Path, b: Path, steps: int = STEPS) -> None:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(data, an uninterrupted run of STEPS steps on it)."""
+    """(data, an uninterrupted run of STEPS steps on it), on one torch thread like every run it is compared
+    with (a module-scoped fixture runs before the per-test single-thread fixture)."""
     root = tmp_path_factory.mktemp("straight")
     data = write_npz(root / "data.npz")
     from diffmem.cli import main
 
-    main(_train_args(data, root / "run"))
+    with single_thread():
+        main(_train_args(data, root / "run"))
     return data, root / "run"
 
 
