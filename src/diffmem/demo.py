@@ -17,6 +17,7 @@ import numpy as np
 
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
+from diffmem.utils.distributed import cpu_cores
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
         elif rundir_config(run) != json_ready(cfg.to_dict()):
             raise DiffmemError(f"{run} holds a finished run with other settings; pass --overwrite or another --out")
     t0 = time.perf_counter()
-    if len(todo) == 2 and str(device) == "cpu" and _cores() >= 2:
+    if len(todo) == 2 and str(device) == "cpu" and cpu_cores() >= 2:
         # Two processes of one torch thread each train faster on a small CPU than one after the other
         # (docs/performance.md); each run stays deterministic for its thread count.
         echo(f"[demo] training and sampling the baseline and Algorithm 1 side by side (2 processes) on "
@@ -131,15 +132,6 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     if audit is not None:
         audit(out, samples)
     return samples
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:

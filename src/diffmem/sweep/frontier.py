@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
+from diffmem.utils.distributed import cpu_cores
 from diffmem.train.rundir import write_json_atomic
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
@@ -198,7 +198,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
         write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
     runs = [(v, n, s, out / "runs" / run_name(v, n, s)) for n in fc.subsets for s in fc.seeds for v in fc.variants]
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    threads = max(1, cpu_cores() // jobs) if jobs > 1 else 0
     echo(f"[frontier] {len(runs)} runs ({len(fc.variants)} variants x {len(fc.subsets)} subsets x "
          f"{len(fc.seeds)} seeds), {fc.checkpoints} checkpoints each, {jobs} at a time")
     t0 = time.perf_counter()

@@ -17,7 +17,6 @@ training resumes from its last checkpoint (see `diffmem.train.loop.train`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.distributed import cpu_cores
 from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
@@ -49,13 +49,6 @@ class SweepResult:
     choices: list[dict[str, Any]] = field(default_factory=list)
     table: str = ""
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = print) -> dict[int | None, tuple[float, ...]]:
@@ -273,7 +266,7 @@ def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device
 
     ctx = multiprocessing.get_context("spawn")
     jobs = min(jobs, len(pending))
-    threads = max(1, _cores() // jobs)
+    threads = max(1, cpu_cores() // jobs)
     devices = None
     if device == "cuda":
         import torch

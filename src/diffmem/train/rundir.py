@@ -123,21 +123,28 @@ def run_datasets(run_dir: str | Path):
     return train, heldout
 
 
+def _starts_new(out: Path, overwrite: bool, resume: bool, kind: str, partial_is_empty: bool = False) -> bool:
+    """The part of the `--out` decision every trainer shares: True for a new run (absent or empty folder,
+    with `partial_is_empty` also a start killed before config.json, or `overwrite` of an earlier run);
+    False when `out` holds a run to compare with. Refuses a file and a folder that is not a diffmem `kind`."""
+    if out.exists() and not out.is_dir():
+        raise DiffmemError(f"--out {out} is a file, not a folder")
+    if not (out.is_dir() and any(out.iterdir())) or (partial_is_empty and only_own_partial_files(out)):
+        if resume:
+            raise DiffmemError(f"--resume: {out} holds no run to resume")
+        return True
+    if not (out / CONFIG).is_file():
+        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem {kind}; choose another --out")
+    return overwrite
+
+
 def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kind: str = "run",
                      sample_cmd: str = "diffmem sample") -> bool:
     """Read-only decision on `--out` for training a configuration `new`: True to resume the run there;
     False for a new run (a missing or empty folder, or `overwrite` of an earlier run, which the caller
     clears). Refuses a file, a folder that is not a diffmem `kind`, another configuration and a finished
     run. Every process of a distributed job can call it and raise the same error."""
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if not (out.is_dir() and any(out.iterdir())):
-        if resume:
-            raise DiffmemError(f"--resume: {out} holds no run to resume")
-        return False
-    if not (out / CONFIG).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem {kind}; choose another --out")
-    if overwrite:
+    if _starts_new(out, overwrite, resume, kind):
         return False
     old = read_json(out / CONFIG)
     if old != new:
@@ -181,15 +188,7 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     absent or empty folder, a start killed before config.json, or `overwrite`), RESUME (the same
     configuration, unfinished) or EXTEND (the same configuration but for more optim.steps). Refuses a
     file, a folder that is not a run, another configuration, fewer steps and a finished run."""
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if not (out.is_dir() and any(out.iterdir())) or only_own_partial_files(out):
-        if resume:
-            raise DiffmemError(f"--resume: {out} holds no run to resume")
-        return NEW
-    if not (out / CONFIG).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem run; choose another --out")
-    if overwrite:
+    if _starts_new(out, overwrite, resume, "run", partial_is_empty=True):
         return NEW
     old = {k: v for k, v in read_json(out / CONFIG).items() if k != EXTENSIONS}
     if old != new:
