@@ -20,6 +20,7 @@ from diffmem.diffusion.losses import (
 )
 from diffmem.diffusion.methods import compute_loss
 from diffmem.diffusion.precond import EDMPrecond
+from diffmem.diffusion.weighting import Compensated, Plain
 from diffmem.models.unet import build_unet
 
 SD = 0.5
@@ -62,7 +63,7 @@ def test_ambient_loss_with_sigma_n_zero_is_the_baseline() -> None:
     x0, z, noise = _draws(6)
     sigma = torch.tensor([0.01, 0.1, 0.5, 1.0, 5.0, 40.0])
     base = edm_loss(net, x0, sigma, noise)
-    for weighting in ("plain", "compensated"):
+    for weighting in (Plain(), Compensated()):
         amb = ambient_loss(net, x0, x0 + 0.0 * z, 0.0, sigma, noise, weighting=weighting)
         assert amb.high.all()
         torch.testing.assert_close(amb.loss, base.loss, rtol=1e-5, atol=1e-7)
@@ -180,7 +181,7 @@ def test_compensated_weighting() -> None:
     x0, z, noise = _draws(6, seed=3)
     y = x0 + sn * z
     sigma = torch.tensor([0.1, 0.39, 0.45, 0.8, 2.0, 20.0])
-    comp = ambient_loss(net, x0, y, sn, sigma, noise, weighting="compensated")
+    comp = ambient_loss(net, x0, y, sn, sigma, noise, weighting=Compensated())
     high = comp.high
     assert high.tolist() == [False, False, True, True, True, True]
     s = sigma.double().reshape(-1, 1, 1, 1)
@@ -190,7 +191,7 @@ def test_compensated_weighting() -> None:
     lam = (sigma.double() ** 2 + SD**2) / (sigma.double() * SD) ** 2
     expected = lam * (net.out.double() - d_target).pow(2).flatten(1).mean(1)
     torch.testing.assert_close(comp.loss[high].double(), expected[high], rtol=1e-4, atol=0)
-    plain = ambient_loss(net, x0, y, sn, sigma, noise, weighting="plain")
+    plain = ambient_loss(net, x0, y, sn, sigma, noise, weighting=Plain())
     assert torch.equal(comp.loss[~high], plain.loss[~high])  # the clean rows do not depend on the weighting
     assert comp.loss[2] > 5 * plain.loss[2]  # near sigma_n the two weightings really differ
 

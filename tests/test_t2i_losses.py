@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from diffmem.diffusion.weighting import Compensated, Plain
 from diffmem.t2i.losses import (ambient_posterior_mean, eps_from_prediction, prediction_target, t2i_loss,
                                 x0_from_prediction, x0_weight)
 
@@ -185,7 +186,7 @@ def test_compensated_weighting_is_the_baseline_loss_on_the_implied_target(predic
     x0, x_tn, noise = (torch.randn((5, 4, 2, 2), generator=g) for _ in range(3))
     t = torch.tensor([121, 130, 300, 700, 990])
     spy = Spy()
-    out = t2i_loss(spy, x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting="compensated")
+    out = t2i_loss(spy, x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting=Compensated())
     assert out.high.all()
     x_t, pred = spy.inputs[0].double(), out.pred.double()
     a = alphas[t].double().reshape(-1, 1, 1, 1)
@@ -194,7 +195,7 @@ def test_compensated_weighting_is_the_baseline_loss_on_the_implied_target(predic
     lam = {"epsilon": a / (1 - a), "v_prediction": 1 / (1 - a), "sample": torch.ones_like(a)}[prediction_type]
     expected = lam.flatten() * (x0_hat - _implied_target(x_tn, x_t, alphas[t], alphas[t_n])).pow(2).flatten(1).mean(1)
     torch.testing.assert_close(out.loss.double(), expected, rtol=2e-4, atol=0)
-    plain = t2i_loss(Spy(), x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting="plain")
+    plain = t2i_loss(Spy(), x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting=Plain())
     assert (out.loss[:2] / plain.loss[:2]).min() > 2  # near t_n the two weightings really differ
 
 

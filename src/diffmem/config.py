@@ -13,7 +13,7 @@ from typing import Any
 
 from diffmem.errors import DiffmemError
 
-METHODS = ("edm", "ambient", "masking", "noisy-only")
+METHODS = ("edm", "ambient", "masking", "noisy-only")  # the registry diffusion.methods.METHOD_CLASSES
 AMBIENT_WEIGHTINGS = ("plain", "compensated", "capped")  # diffmem.diffusion.weighting
 EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
 
@@ -169,25 +169,24 @@ def _finite(value: float) -> bool:
     return math.isfinite(value)
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Check a configuration (types are checked on reading) and raise a DiffmemError that names the flag at fault."""
+def validate_fields(cfg: TrainConfig) -> None:
+    """Check each field's range (types are checked on reading) and raise a DiffmemError that names the flag at
+    fault. What a method needs of its settings (a positive sigma_n, a mask_p in (0, 1)) is the method object's
+    own check (`diffmem.diffusion.methods`); `diffmem.train.checks.validate_config` runs both."""
     m = cfg.method
     if m.name not in METHODS:
         raise DiffmemError(f"--method {m.name!r} is not one of {', '.join(METHODS)}")
     if not _finite(m.sigma_n) or m.sigma_n < 0:
         raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {m.sigma_n}")
-    if m.name in ("ambient", "noisy-only") and not m.sigma_n > 0:
-        raise DiffmemError(f"--method {m.name} needs a positive --sigma-n (the noise level of the fixed noisy copies), "
-                           "e.g. --sigma-n 0.5")
     if m.ambient_weight not in AMBIENT_WEIGHTINGS:
         raise DiffmemError(f"--ambient-weight must be one of {', '.join(AMBIENT_WEIGHTINGS)}, got {m.ambient_weight!r}")
     if not (isinstance(m.weight_cap, (int, float)) and 0 < m.weight_cap < float("inf")):
         raise DiffmemError(f"--weight-cap must be a positive number (the largest gain of the capped weighting "
                            f"over plain, e.g. 4), got {m.weight_cap}")
-    if m.name == "masking" and not 0 < m.mask_p < 1:
-        raise DiffmemError("--method masking needs --mask-p in (0, 1), the share of pixels erased, e.g. 0.2")
+    if not 0 <= m.mask_p < 1:
+        raise DiffmemError(f"--mask-p must be in [0, 1), got {m.mask_p}")
     if not 0 <= m.mask_delta < 1:
-        raise DiffmemError("--mask-delta must be in [0, 1)")
+        raise DiffmemError(f"--mask-delta must be in [0, 1), got {m.mask_delta}")
     _validate_optim(cfg.optim)
     for name, value in (("--checkpoint-every", cfg.checkpoint_every), ("--log-every", cfg.log_every)):
         if value < 1:

@@ -15,17 +15,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.utils.atomic import write_json_atomic
 
 PIXEL_THRESHOLDS = (0.9, 0.95, 0.98, 0.99)  # 16x16 digits are close in pixel space: higher cut-offs
 NET_THRESHOLDS = (0.85, 0.9, 0.95, 0.98)
 SPACES = {"pixels": PIXEL_THRESHOLDS, "digits-net": NET_THRESHOLDS}
-LABELS = {"edm": "baseline", "ambient": "Algorithm 1"}
 COPY_SPACE, QUALITY_SPACE = "pixels", "digits-net"  # which space answers which question (see FEATURE_ADVICE)
 
 
 def _label(method: str) -> str:
-    return LABELS.get(method, method)
+    cls = METHOD_CLASSES.get(method)
+    return cls.short if cls is not None else method
 
 
 def _audit_method(run: Path, path: Path, space: str) -> tuple[Any, dict | None]:
@@ -77,8 +79,8 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
 
         m = read_json(samples["ambient"].parent / "config.json").get("method") or {}
         sigma_n = m.get("sigma_n") if sigma_n is None else sigma_n
-        w = m.get("ambient_weight", "plain")
-        setting = f"{w} weighting" + (f", cap {m.get('weight_cap'):g}" if w == "capped" else "")
+        setting = make_weighting(m.get("ambient_weight", "plain"), m.get("weight_cap", DEFAULT_WEIGHT_CAP)).label()
+        setting += " weighting"
     md, html = _write_report(out, results, summary["headline"], sigma_n, setting)
     echo(f"[demo] {summary['headline']['sentence']}")
     echo(f"[demo] report: {html} (and {md.name})")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig, validate
+from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import EvalOptions
 from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
+from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, str_list
 
 __all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "MONITOR_SAMPLES", "duration",
@@ -92,7 +93,7 @@ def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
     )
-    validate(cfg)
+    validate_config(cfg)
     return cfg
 
 

@@ -33,9 +33,10 @@ _D = DemoConfig()
 def demo(out, subset, steps, batch, resolution, sigma_n, ambient_weight, weight_cap, n_samples, seed, device,
          overwrite, quiet) -> None:
     """Train the baseline and Algorithm 1 on built-in digits with one budget, sample, compare, report."""
-    from diffmem.config import validate
+    
     from diffmem.demo import demo_configs, run_demo
     from diffmem.demo_report import audit_demo
+    from diffmem.train.checks import validate_config
     from diffmem.lock import is_main_process, locked
 
     for flag, value, low in (("--subset", subset, 2), ("--steps", steps, 1), ("--batch", batch, 1),
@@ -47,7 +48,7 @@ def demo(out, subset, steps, batch, resolution, sigma_n, ambient_weight, weight_
     cfg = DemoConfig(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,
                      ambient_weight=ambient_weight, weight_cap=weight_cap, n_samples=n_samples, seed=seed)
     for c in demo_configs(cfg).values():
-        validate(c)
+        validate_config(c)
 
     def audit(out_dir, samples):
         audit_demo(out_dir, samples, echo=click.echo)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.diffusion.weighting import AmbientWeighting, make_weighting
+from diffmem.diffusion.weighting import AmbientWeighting, Plain
 
 
 @dataclass
@@ -74,11 +74,9 @@ def edm_loss(net: EDMPrecond, x0: torch.Tensor, sigma: torch.Tensor, noise: torc
 
 def ambient_loss(net: EDMPrecond, x0: torch.Tensor, y: torch.Tensor, sigma_n: float, sigma: torch.Tensor,
                  noise: torch.Tensor, labels: torch.Tensor | None = None,
-                 weighting: str | AmbientWeighting = "plain") -> LossOutput:
+                 weighting: AmbientWeighting = Plain()) -> LossOutput:
     """Algorithm 1 (Shah et al. 2025, Alg. 1): clean loss below sigma_n, ambient loss on the fixed noisy
     copy y at and above it, weighted by lambda(s) times the weighting's gain (docs/method.md)."""
-    if isinstance(weighting, str):
-        weighting = make_weighting(weighting)
     high = sigma >= sigma_n  # [B]
     s = sigma.reshape(-1, 1, 1, 1)
     h = high.reshape(-1, 1, 1, 1)

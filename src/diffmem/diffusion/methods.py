@@ -20,6 +20,7 @@ import torch
 from diffmem.diffusion.losses import Batch, LossOutput, ambient_loss, edm_loss, masking_loss, noise_levels
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.weighting import AmbientWeighting, Plain, make_weighting
+from diffmem.errors import DiffmemError
 
 if TYPE_CHECKING:
     from diffmem.config import MethodConfig, TrainConfig
@@ -33,9 +34,12 @@ class Method:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # label in tables
+    short: ClassVar[str] = ""  # label in headlines and picture captions
     needs_noisy_copies: ClassVar[bool] = False  # fixed y = x0 + sigma_n z drawn once per run
     needs_masks: ClassVar[bool] = False  # fixed inpainting masks drawn once per run
     extra_channels: ClassVar[int] = 0  # input channels beyond the image's
+    param_field: ClassVar[str | None] = None  # the MethodConfig field a sweep varies (sigma_n, mask_p)
+    param_tag: ClassVar[str] = ""  # its short name in run folders, e.g. `sn` in n300-ambient-sn0.5-seed0
 
     @property
     def train_sigma_min(self) -> float:
@@ -69,6 +73,7 @@ class Method:
 class Baseline(Method):
     name: ClassVar[str] = "edm"
     title: ClassVar[str] = "baseline (EDM)"
+    short: ClassVar[str] = "baseline"
 
     def loss(self, net: EDMPrecond, batch: Batch, sigma: torch.Tensor) -> LossOutput:
         return edm_loss(net, batch.x0, sigma, batch.noise, batch.labels)
@@ -78,9 +83,17 @@ class Baseline(Method):
 class Ambient(Method):
     name: ClassVar[str] = "ambient"
     title: ClassVar[str] = "Algorithm 1 (ambient)"
+    short: ClassVar[str] = "Algorithm 1"
     needs_noisy_copies: ClassVar[bool] = True
+    param_field: ClassVar[str | None] = "sigma_n"
+    param_tag: ClassVar[str] = "sn"
     sigma_n: float = 0.5
     weighting: AmbientWeighting = field(default_factory=Plain)
+
+    def __post_init__(self) -> None:
+        if not (self.sigma_n > 0 and self.sigma_n < float("inf")):
+            raise DiffmemError(f"--method {self.name} needs a positive --sigma-n (the noise level of the fixed noisy "
+                               f"copies), e.g. --sigma-n 0.5; got {self.sigma_n}")
 
     @classmethod
     def from_config(cls, m: "MethodConfig") -> "Method":
@@ -105,6 +118,7 @@ class NoiseOnly(Ambient):
 
     name: ClassVar[str] = "noisy-only"
     title: ClassVar[str] = "noise only"
+    short: ClassVar[str] = "noise only"
 
     @property
     def train_sigma_min(self) -> float:
@@ -123,10 +137,18 @@ class NoiseOnly(Ambient):
 class Masking(Method):
     name: ClassVar[str] = "masking"
     title: ClassVar[str] = "masking"
+    short: ClassVar[str] = "masking"
     needs_masks: ClassVar[bool] = True
     extra_channels: ClassVar[int] = 1  # the mask A~ as an input channel
+    param_field: ClassVar[str | None] = "mask_p"
+    param_tag: ClassVar[str] = "p"
     mask_p: float = 0.2
     mask_delta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_p < 1:
+            raise DiffmemError(f"--method masking needs --mask-p in (0, 1), the share of pixels erased, e.g. 0.2; "
+                               f"got {self.mask_p}")
 
     @classmethod
     def from_config(cls, m: "MethodConfig") -> "Method":
@@ -148,9 +170,8 @@ METHOD_CLASSES: dict[str, type[Method]] = {c.name: c for c in (Baseline, Ambient
 
 
 def method_of(m: "MethodConfig") -> Method:
-    """The method object of a configuration's `method` part (names as in config.METHODS)."""
-    from diffmem.errors import DiffmemError
-
+    """The method object of a configuration's `method` part (names as in config.METHODS); it checks its own
+    settings and raises a DiffmemError naming the flag at fault."""
     if m.name not in METHOD_CLASSES:
         raise DiffmemError(f"--method {m.name!r} is not one of {', '.join(METHOD_CLASSES)}")
     return METHOD_CLASSES[m.name].from_config(m)

@@ -47,6 +47,11 @@ class AmbientWeighting:
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The same gain for a loss written as |yhat - y|^2 = c^2 |x0hat - x0t|^2 with any factor c, e.g. the
+        latent (variance-preserving) form of `diffmem.t2i.losses`, where c = (1 - r) sqrt(a_tn) / (1 - a_t)."""
+        raise NotImplementedError
+
     def label(self) -> str:
         """Short text for tables and plot legends."""
         return self.name
@@ -66,6 +71,9 @@ class Plain(AmbientWeighting):
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
         return torch.ones_like(sigma)
 
+    def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(c)
+
 
 @dataclass(frozen=True)
 class Compensated(AmbientWeighting):
@@ -75,6 +83,9 @@ class Compensated(AmbientWeighting):
 
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
         return _compensation(sigma, sigma_n)
+
+    def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:
+        return 1 / c.clamp_min(1e-6) ** 2
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,9 @@ class Capped(AmbientWeighting):
 
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
         return _compensation(sigma, sigma_n).clamp_max(self.cap)
+
+    def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:
+        return (1 / c.clamp_min(1e-6) ** 2).clamp_max(self.cap)
 
     def label(self) -> str:
         return f"capped {self.cap:g}"

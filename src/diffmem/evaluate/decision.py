@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from diffmem.data.datasets import to_model_range, to_uint8
+from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.samplers import edm_sample
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
@@ -150,7 +151,7 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
         parts.append(identity_trajectory(lambda x, s: net(x, s, labels), x0, sigmas.to(device), train.images,
                                          refs=refs))
     traj = _concat(parts)
-    sigma_n = cfg.method.sigma_n if cfg.method.name == "ambient" else None
+    sigma_n = getattr(method_of(cfg.method), "sigma_n", None)  # methods trained on fixed noisy copies
     out = decision_summary(traj, copy_threshold, sigma_n)
     settled = traj.nn_index == traj.final_index[None]
     copies = traj.final_similarity >= copy_threshold

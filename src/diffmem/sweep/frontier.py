@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from diffmem.config import TrainConfig, json_ready, validate
+from diffmem.config import TrainConfig, json_ready
+from diffmem.diffusion.weighting import make_weighting
 from diffmem.errors import DiffmemError
-from diffmem.utils.distributed import cpu_cores
+from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
+from diffmem.utils.distributed import cpu_cores
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
 
@@ -56,7 +58,7 @@ class Variant:
         """Folder-safe name, e.g. `edm-lr0.25` or `ambient-capped4-sn1`."""
         if self.method == "edm":
             return f"edm-lr{self.lr_factor:g}"
-        w = self.ambient_weight + (f"{self.weight_cap:g}" if self.ambient_weight == "capped" else "")
+        w = make_weighting(self.ambient_weight, self.weight_cap).label().replace(" ", "")
         lr = f"-lr{self.lr_factor:g}" if self.lr_factor != 1 else ""
         return f"{self.method}-{w}-sn{self.sigma_n:g}{lr}"
 
@@ -65,7 +67,7 @@ def default_variants(sigma_n: float, weightings: tuple[str, ...] = ("plain", "co
                      lr_factors: tuple[float, ...] = (1.0, 0.5, 0.25), weight_cap: float = 4.0) -> tuple[Variant, ...]:
     """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
     controls = [Variant(f"baseline, lr x{f:g}", "edm", lr_factor=f) for f in lr_factors]
-    cands = [Variant(f"Algorithm 1, {w}{f' {weight_cap:g}' if w == 'capped' else ''}, sigma_n {sigma_n:g}",
+    cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sigma_n:g}",
                      "ambient", sigma_n, w, weight_cap, role="candidate") for w in weightings]
     return (*controls, *cands)
 
@@ -110,7 +112,7 @@ def _check(fc: FrontierConfig) -> None:
     for v in fc.variants:
         if not v.lr_factor > 0:
             raise DiffmemError(f"--lr-factors must be positive, got {v.lr_factor}")
-        validate(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
+        validate_config(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
 
 
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:

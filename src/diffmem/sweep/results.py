@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, Plain, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import atomic_path, write_json_atomic
 
@@ -194,9 +195,10 @@ DEFAULT_LR = 1e-4  # OptimConfig's default: other learning rates are named in la
 
 
 def variant_label(s: dict[str, Any]) -> str:
-    """', compensated' and/or ', lr=...' when a row or group was trained with a non-default weighting or lr."""
+    """', compensated' (', capped 4') and/or ', lr=...' when a row or group was trained with a weighting
+    other than plain or a non-default lr."""
     w = s.get("ambient_weight")
-    out = f", {w}" if w in ("compensated", "capped") else ""
+    out = f", {make_weighting(w, s.get('weight_cap') or DEFAULT_WEIGHT_CAP).label()}" if w and w != Plain.name else ""
     lr = s.get("lr")
     if isinstance(lr, (int, float)) and not math.isclose(float(lr), DEFAULT_LR):
         out += f", lr={float(lr):g}"

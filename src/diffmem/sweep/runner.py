@@ -30,7 +30,7 @@ from diffmem.utils.distributed import cpu_cores
 from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
-from diffmem.sweep.spec import SIGMA_METHODS, SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
+from diffmem.sweep.spec import SweepConfig, SweepPoint, point_config, sweep_points, sweeps_sigma_n, validate_sweep
 from diffmem.utils.atomic import write_json_atomic
 
 __all__ = ["SweepResult", "run_sweep", "run_point", "default_grids", "write_outputs", "RUNS", "SWEEP_JSON"]
@@ -63,7 +63,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid, suggest_sigma_n
     from diffmem.train.loop import select_train_images
 
-    if sc.sigma_ns is not None or not any(m in SIGMA_METHODS for m in sc.methods):
+    if sc.sigma_ns is not None or not any(sweeps_sigma_n(m) for m in sc.methods):
         return {}
     grids: dict[int | None, tuple[float, ...]] = {}
     for subset in sc.subsets:

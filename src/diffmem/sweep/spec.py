@@ -13,15 +13,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready, validate
+from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready
+from diffmem.diffusion.methods import METHOD_CLASSES
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import PIXEL_THRESHOLDS, EvalOptions
+from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, str_list
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
-           "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
+           "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname", "sweeps_sigma_n"]
 
-SIGMA_METHODS = ("ambient", "noisy-only")  # methods swept over sigma_n
+
+
+def sweeps_sigma_n(method: str) -> bool:
+    """Is `method` swept over sigma_n (trained on fixed noisy copies)? Asked of its class."""
+    return METHOD_CLASSES[method].param_field == "sigma_n"
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     """One training run of a sweep."""
@@ -36,21 +44,16 @@ class SweepPoint:
     def name(self) -> str:
         """A folder name, e.g. `n300-ambient-sn0.5-seed0`."""
         parts = [f"n{self.subset}" if self.subset is not None else "nall", self.method]
-        if self.method in SIGMA_METHODS:
-            parts.append(f"sn{self.sigma_n:g}")
-        if self.method == "masking":
-            parts.append(f"p{self.mask_p:g}")
+        if self.param is not None:
+            parts.append(f"{METHOD_CLASSES[self.method].param_tag}{self.param:g}")
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
 
     @property
     def param(self) -> float | None:
-        """The swept parameter: sigma_n (ambient, noisy-only), mask_p (masking) or None (baseline)."""
-        if self.method in SIGMA_METHODS:
-            return self.sigma_n
-        if self.method == "masking":
-            return self.mask_p
-        return None
+        """The swept parameter: the field the method class names (sigma_n, mask_p), None for the baseline."""
+        field_name = METHOD_CLASSES[self.method].param_field
+        return None if field_name is None else getattr(self, field_name)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def validate_sweep(sc: SweepConfig) -> None:
         raise DiffmemError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     if sc.sigma_ns is not None:
         _check_positive(sc.sigma_ns, "--sigma-n")
-    if "masking" in sc.methods:
+    if any(METHOD_CLASSES[m].param_field == "mask_p" for m in sc.methods):
         if not sc.mask_ps:
             raise DiffmemError("--mask-p is empty; give erase probabilities in (0, 1), e.g. 0.2")
         if any(not 0 < p < 1 for p in sc.mask_ps):
@@ -117,7 +120,7 @@ def validate_sweep(sc: SweepConfig) -> None:
         raise DiffmemError("--monitor-every must be >= 0 and --monitor-samples >= 2")
     if not sc.tolerance >= 0:
         raise DiffmemError(f"--tolerance must be >= 0, got {sc.tolerance}")
-    validate(sc.base)
+    validate_config(sc.base)
 
 
 def _check_positive(values: Iterable[float], flag: str) -> None:
@@ -141,14 +144,13 @@ def sweep_points(sc: SweepConfig, grids: dict[int | None, tuple[float, ...]] | N
         sigmas = (grids or {}).get(subset, sc.sigma_ns)
         for seed in sc.seeds:
             for method in dict.fromkeys(sc.methods):  # unique, in the given order
-                if method in SIGMA_METHODS:
-                    if not sigmas:
-                        raise DiffmemError(f"--methods {method} needs --sigma-n values")
-                    points += [SweepPoint(method, float(s), 0.0, subset, seed) for s in sorted(set(sigmas))]
-                elif method == "masking":
-                    points += [SweepPoint(method, 0.0, float(p), subset, seed) for p in sorted(set(sc.mask_ps))]
-                else:
-                    points.append(SweepPoint(method, 0.0, 0.0, subset, seed))
+                field_name = METHOD_CLASSES[method].param_field
+                values = {"sigma_n": sigmas, "mask_p": sc.mask_ps, None: (None,)}[field_name]
+                if not values:
+                    raise DiffmemError(f"--methods {method} needs --{field_name.replace('_', '-')} values")
+                points += [SweepPoint(method, subset=subset, seed=seed,
+                                      **({} if field_name is None else {field_name: float(v)}))
+                           for v in sorted(set(values), key=lambda v: v or 0)]
     return points
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffmem.config import json_ready
+from diffmem.diffusion.weighting import AmbientWeighting, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.t2i.losses import WEIGHTINGS
 from diffmem.t2i.mitigations import MITIGATIONS, S23Config, parse_mitigation
@@ -59,10 +60,20 @@ class T2IConfig:
         return S23Config(variant, self.s23_prob, self.s23_words, self.s23_noise_std)
 
     @property
+    def is_ambient(self) -> bool:
+        """Trained with the ambient loss above --t-n (on the fixed noisy latents)."""
+        return self.method == "ambient"
+
+    @property
+    def weighting(self) -> AmbientWeighting:
+        """The ambient branch's weighting object (diffmem.diffusion.weighting)."""
+        return make_weighting(self.ambient_weight)
+
+    @property
     def label(self) -> str:
         """Short name for tables: baseline / ambient(t_n=...) / s23-... / w24, joined with '+'."""
         parts = [] if self.mitigation == "none" else [self.mitigation]
-        if self.method == "ambient":
+        if self.is_ambient:
             parts.append(f"ambient(t_n={self.t_n})")
         return "+".join(parts) if parts else "baseline"
 
@@ -84,7 +95,7 @@ def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
     """Raise a DiffmemError naming the flag at fault."""
     if cfg.method not in T2I_METHODS:
         raise DiffmemError(f"--method {cfg.method!r} is not one of {', '.join(T2I_METHODS)}")
-    if cfg.method == "ambient":
+    if cfg.is_ambient:
         if cfg.t_n is None:
             raise DiffmemError("--method ambient needs --t-n, the timestep of the fixed noisy latents, e.g. --t-n 100")
         top = (num_train_timesteps - 2) if num_train_timesteps else None  # the ambient branch is t > t_n

@@ -23,8 +23,10 @@ from typing import Callable
 
 import torch
 
+from diffmem.diffusion.weighting import AmbientWeighting, Compensated, Plain
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-WEIGHTINGS = ("plain", "compensated")
+WEIGHTINGS = (Plain.name, Compensated.name)  # the weightings `diffmem t2i train` offers
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B,C,h,w], t [B]) -> prediction
 
 
@@ -93,7 +95,7 @@ class LossOutput:
 
 def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
              prediction_type: str, x_tn: torch.Tensor | None = None, t_n: int | None = None,
-             weighting: str = "plain") -> LossOutput:
+             weighting: AmbientWeighting = Plain()) -> LossOutput:
     """Per-sample loss; the baseline when `x_tn` is None, else the ambient loss for t > t_n (clean loss at and
     below `t_n`)."""
     a_t = alphas_cumprod[t].float()  # [B]
@@ -110,10 +112,8 @@ def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tenso
     loss = _mean(pred - prediction_target(clean, noise, a_t, prediction_type))
     if ambient:
         y_hat = ambient_posterior_mean(x0_from_prediction(pred, x_t, a_t, prediction_type), x_t, a_t, a_tn)
-        w = x0_weight(a_t, prediction_type)
-        if weighting == "compensated":
-            c = (1 - (a_t / a_tn).clamp(max=1.0)) * a_tn.sqrt() / (1 - a_t)
-            w = w / c.clamp_min(1e-6) ** 2
+        c = (1 - (a_t / a_tn).clamp(max=1.0)) * a_tn.sqrt() / (1 - a_t)  # yhat - x_tn = c (x0hat - x0t)
+        w = x0_weight(a_t, prediction_type) * weighting.gain_of_factor(c)
         loss = torch.where(high, w * _mean(y_hat - x_tn), loss)
     return LossOutput(loss, high, x_t, pred)
 

@@ -111,7 +111,7 @@ def start_run(cfg: T2IConfig, parts: SDComponents, data: CaptionedImages, out: P
         if not (out / rundir.LATENTS).is_file():
             latents = encode_dataset(parts, data, cfg.resolution, accelerator.device, progress=progress)
             tensors = {"latents": latents}
-            if cfg.method == "ambient":
+            if cfg.is_ambient:
                 tensors["noisy"] = draw_noisy_latents(latents, info["a_tn"], cfg.seed)
             save_atomic(out / rundir.LATENTS, lambda tmp: save_file(tensors, str(tmp)), fixed=True)
     accelerator.wait_for_everyone()

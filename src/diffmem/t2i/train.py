@@ -78,7 +78,7 @@ def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor
     `reduce_sum` summing over the `processes`). Returns (loss, per-sample output, keep mask [B], W24
     scores [B] (zeros without W24))."""
     res = t2i_loss(lambda x, tt: unet(x, tt, encoder_hidden_states=emb).sample, x0, t, noise, alphas,
-                   prediction_type, x_tn, cfg.t_n, cfg.ambient_weight)
+                   prediction_type, x_tn, cfg.t_n, cfg.weighting)
     keep, score = torch.ones_like(res.loss), torch.zeros_like(res.loss)
     if empty is not None:  # W24: skip samples whose memorization score |eps(x_t,c) - eps(x_t,'')| is too high
         with torch.no_grad():
@@ -256,7 +256,7 @@ def _micro_step(run: _Run) -> tuple[LossOutput, torch.Tensor, torch.Tensor]:
     local = slice(rank * run.micro, (rank + 1) * run.micro)  # this process's share of the global batch
     idx, t = draw.idx[local], draw.t[local].to(device)
     x0, noise = run.latents[idx].to(device), draw.noise[local].to(device)
-    x_tn = run.noisy[idx].to(device) if cfg.method == "ambient" else None
+    x_tn = run.noisy[idx].to(device) if cfg.is_ambient else None
     emb = encode_text(run.tokenizer, run.text_encoder, draw.captions[local], device)
     if draw.emb_noise is not None:  # S23 embed-noise: c <- c + std * n
         emb = emb + draw.emb_noise[local].to(device, emb.dtype)

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from diffmem.data.datasets import to_uint8
 from diffmem.theory.mixtures import gaussian_tv, merge_noise_bound, separated_noise_bound, tv_lower_bound
 
+MARKERS = {"baseline": "o", "ambient": "s"}  # Monte Carlo points of the leakage figure, per model
+
 __all__ = ["plot_closed_form", "plot_commitment", "plot_leakage", "plot_mixtures"]
 
 
@@ -91,7 +93,7 @@ def plot_leakage(result: dict[str, Any], path: str | Path) -> Path:
         ax1.plot(ms, curves["ambient"][j], color=colors[j], ls="--", label=f"ambient, SNR={snr:g}")
     for pt in result.get("monte_carlo", []):
         j = curves["snr"].index(pt["snr"])
-        ax1.errorbar(pt["m"], pt["mean"], yerr=2 * pt["stderr"], fmt="o" if pt["method"] == "baseline" else "s",
+        ax1.errorbar(pt["m"], pt["mean"], yerr=2 * pt["stderr"], fmt=MARKERS[pt["method"]],
                      color=colors[j], ms=4, mfc="none", capsize=2)
     ax1.set_xscale("log")
     ax1.set_xlabel("m (generated samples)")

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from diffmem.config import TrainConfig, json_ready, validate
+from diffmem.config import TrainConfig, json_ready
 from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch
@@ -33,6 +33,7 @@ from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.checks import validate_config
 from diffmem.train.diagnostics import adam_update_rms
 from diffmem.train.ema import EMA, ema_beta
 from diffmem.utils.atomic import save_atomic, write_text_atomic
@@ -215,7 +216,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     `precision` ("fp32" | "bf16" autocast), `compile` (torch.compile) and `channels_last` change speed,
     not the configuration: a run may resume under other settings.
     """
-    validate(cfg)
+    validate_config(cfg)
     out = Path(out)
     device = torch.device(device)
     check_batch(cfg.optim.batch, world)

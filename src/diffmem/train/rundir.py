@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from diffmem.config import EXTENSIONS, TrainConfig, validate
+from diffmem.config import EXTENSIONS, TrainConfig
 from diffmem.errors import DiffmemError
+from diffmem.train.checks import validate_config
 from diffmem.utils import atomic
 
 CONFIG = "config.json"
@@ -92,7 +93,7 @@ def load_train_config(run_dir: str | Path) -> TrainConfig:
     path = check_run_dir(run_dir) / CONFIG
     try:
         cfg = TrainConfig.from_dict(read_json(path))
-        validate(cfg)
+        validate_config(cfg)
     except DiffmemError as err:
         if str(err).startswith(str(path)):
             raise
