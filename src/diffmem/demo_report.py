@@ -15,13 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.utils.atomic import write_json_atomic
 
 PIXEL_THRESHOLDS = (0.9, 0.95, 0.98, 0.99)  # 16x16 digits are close in pixel space: higher cut-offs
 NET_THRESHOLDS = (0.85, 0.9, 0.95, 0.98)
 SPACES = {"pixels": PIXEL_THRESHOLDS, "digits-net": NET_THRESHOLDS}
+RUNS = (Baseline.name, Ambient.name)  # the demo's two runs, named by their methods
 COPY_SPACE, QUALITY_SPACE = "pixels", "digits-net"  # which space answers which question (see FEATURE_ADVICE)
 
 
@@ -52,14 +53,15 @@ def demo_headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The numbers and sentence the report opens with and the README quotes, from summary.json's entries."""
     from diffmem.report.findings import copy_numbers, headline
 
-    base, alg = (summary[m][COPY_SPACE]["audit"] for m in ("edm", "ambient"))
-    fd = {m: summary[m][QUALITY_SPACE]["quality"] for m in ("edm", "ambient")}
+    base, alg = (summary[m][COPY_SPACE]["audit"] for m in RUNS)
+    fd = {m: summary[m][QUALITY_SPACE]["quality"] for m in RUNS}
     cb, ca = copy_numbers(base), copy_numbers(alg)
     sentence, word = headline("Algorithm 1", ca, baseline=cb, unseen="unseen digits",
-                              quality=(fd["ambient"]["fd_name"], fd["ambient"]["fd"], fd["edm"]["fd"]))
+                              quality=(fd[Ambient.name]["fd_name"], fd[Ambient.name]["fd"], fd[Baseline.name]["fd"]))
     return {"sentence": sentence, "verdict": word, "copy_space": COPY_SPACE, "n_samples": ca.n,
             "copies": {"baseline": cb.frac, "algorithm1": ca.frac, "heldout": ca.heldout_frac},
-            "quality": {"name": fd["ambient"]["fd_name"], "baseline": fd["edm"]["fd"], "algorithm1": fd["ambient"]["fd"]}}
+            "quality": {"name": fd[Ambient.name]["fd_name"], "baseline": fd[Baseline.name]["fd"],
+                        "algorithm1": fd[Ambient.name]["fd"]}}
 
 
 def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None,
@@ -74,10 +76,10 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
     summary["headline"] = demo_headline(summary)
     write_json_atomic(out / "summary.json", summary, default=float)
     setting = ""
-    if "ambient" in samples:  # the run says which sigma_n and weighting it was trained with
+    if Ambient.name in samples:  # the run says which sigma_n and weighting it was trained with
         from diffmem.train.rundir import read_json
 
-        m = read_json(samples["ambient"].parent / "config.json").get("method") or {}
+        m = read_json(samples[Ambient.name].parent / "config.json").get("method") or {}
         sigma_n = m.get("sigma_n") if sigma_n is None else sigma_n
         setting = make_weighting(m.get("ambient_weight", "plain"), m.get("weight_cap", DEFAULT_WEIGHT_CAP)).label()
         setting += " weighting"

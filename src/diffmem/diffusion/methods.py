@@ -104,7 +104,7 @@ class Ambient(Method):
         return self.sigma_n
 
     def label(self) -> str:
-        w = "" if self.weighting.name == "plain" else f", {self.weighting.label()}"
+        w = "" if isinstance(self.weighting, Plain) else f", {self.weighting.label()}"
         return f"{self.title}, sigma_n {self.sigma_n:g}{w}"
 
     def loss(self, net: EDMPrecond, batch: Batch, sigma: torch.Tensor) -> LossOutput:

@@ -56,6 +56,11 @@ class AmbientWeighting:
         """Short text for tables and plot legends."""
         return self.name
 
+    @classmethod
+    def build(cls, cap: float = DEFAULT_WEIGHT_CAP) -> "AmbientWeighting":
+        """The weighting from the configuration's settings (only `capped` uses `cap`)."""
+        return cls()
+
 
 def _compensation(sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
     """1 / (1 - rho)^2 = s^4 / (s^2 - sigma_n^2)^2, the factor that turns |yhat - y|^2 into |D - Dt|^2."""
@@ -103,6 +108,10 @@ class Capped(AmbientWeighting):
         if not (self.cap > 0 and self.cap < float("inf")):
             raise DiffmemError(f"--weight-cap must be a positive number, got {self.cap}")
 
+    @classmethod
+    def build(cls, cap: float = DEFAULT_WEIGHT_CAP) -> "AmbientWeighting":
+        return cls(cap)
+
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
         return _compensation(sigma, sigma_n).clamp_max(self.cap)
 
@@ -120,4 +129,4 @@ def make_weighting(name: str, cap: float = DEFAULT_WEIGHT_CAP) -> AmbientWeighti
     """The weighting object for `--ambient-weight NAME` (`cap` is used by `capped` only)."""
     if name not in WEIGHTINGS:
         raise DiffmemError(f"--ambient-weight must be one of {', '.join(WEIGHTINGS)}, got {name!r}")
-    return Capped(cap) if name == "capped" else WEIGHTINGS[name]()
+    return WEIGHTINGS[name].build(cap)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffmem.data.datasets import to_model_range, to_uint8
-from diffmem.diffusion.methods import method_of
+from diffmem.diffusion.methods import METHOD_CLASSES, method_of
 from diffmem.diffusion.samplers import edm_sample
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
@@ -129,7 +129,8 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
     from diffmem.train.rundir import run_datasets
 
     net, cfg, meta = load_denoiser(run_dir, device=device)
-    if cfg.method.name not in ("edm", "ambient"):
+    method = method_of(cfg.method)
+    if method.extra_channels or method.sample_stop is not None:  # masking's mask input; noise-only's early stop
         raise DiffmemError(f"run {run_dir} was trained with --method {cfg.method.name}; tracing follows the "
                            "EDM sampler of edm and ambient runs only")
     train, heldout = run_datasets(run_dir)
@@ -151,7 +152,7 @@ def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18,
         parts.append(identity_trajectory(lambda x, s: net(x, s, labels), x0, sigmas.to(device), train.images,
                                          refs=refs))
     traj = _concat(parts)
-    sigma_n = getattr(method_of(cfg.method), "sigma_n", None)  # methods trained on fixed noisy copies
+    sigma_n = getattr(method, "sigma_n", None)  # methods trained on fixed noisy copies
     out = decision_summary(traj, copy_threshold, sigma_n)
     settled = traj.nn_index == traj.final_index[None]
     copies = traj.final_similarity >= copy_threshold
@@ -169,7 +170,8 @@ def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for r in rows:
-        label = "baseline" if r["method"] == "edm" else f"Algorithm 1, sigma_n {r['sigma_n']:g}"
+        cls = METHOD_CLASSES[r["method"]]
+        label = cls.short + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
         label = f"{Path(r['run']).name}: {label}"
         color = None
         if r["settled_copies"] is not None:

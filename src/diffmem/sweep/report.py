@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.report.document import Document
 from diffmem.report.findings import COPY_DEFINITION, FEATURE_ADVICE, GLOSSARY, CopyNumbers, headline, pct, two_se, verdict
 
@@ -31,9 +32,9 @@ def _headline(summary: list[dict[str, Any]], choices: Sequence[dict[str, Any]]) 
         if choice.get("sigma_n") is None:
             continue
         group = [s for s in summary if s["subset"] == choice["subset"]]
-        model = next((s for s in group if s["method"] == choice.get("method", "ambient")
+        model = next((s for s in group if s["method"] == choice.get("method", Ambient.name)
                       and s.get("param") == choice["sigma_n"]), None)
-        base = next((s for s in group if s["method"] == "edm"), None)
+        base = next((s for s in group if s["method"] == Baseline.name), None)
         if model is not None and base is not None:
             q = (model.get("quality_metric") or "quality", model["quality"], base.get("quality"))
             where = f" on {choice['subset']} training images" if choice["subset"] is not None else ""
@@ -46,7 +47,7 @@ def _headline(summary: list[dict[str, Any]], choices: Sequence[dict[str, Any]]) 
 
 
 def _table(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    base = {s["subset"]: _numbers(s) for s in summary if s["method"] == "edm"}
+    base = {s["subset"]: _numbers(s) for s in summary if s["method"] == Baseline.name}
     rows = []
     for s in summary:
         c = _numbers(s)
@@ -54,7 +55,7 @@ def _table(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         q = s.get("quality")
         rows.append([row_label(s), "all" if s["subset"] is None else s["subset"], s["seeds"],
                      f"{q:.3f}" if isinstance(q, (int, float)) else None, pct(c.frac), err, pct(c.heldout_frac),
-                     verdict(c, base.get(s["subset"]) if s["method"] != "edm" else None) or "-"])
+                     verdict(c, base.get(s["subset"]) if s["method"] != Baseline.name else None) or "-"])
     cols = ["model", "training images", "seeds", "quality (FD)", "copies", "+- (points)", "held-out copies",
             "verdict"]
     return cols, rows
@@ -75,7 +76,7 @@ def write_sweep_report(rows: list[dict[str, Any]], out: str | Path, files: dict[
     cols, table = _table(summary)
     doc.table(cols, table, "one row per model (means over seeds)")
     text = rule_of_thumb_text(choices)
-    if text and any(s["method"] in ("edm", "ambient") for s in summary):
+    if text and any(s["method"] in (Baseline.name, Ambient.name) for s in summary):
         doc.para(text.replace("\n", " "))
     if "pareto" in files:
         doc.figure(files["pareto"], "Quality (lower is better) against the copy fraction, one point per run; "

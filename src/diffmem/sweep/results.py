@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.methods import METHOD_CLASSES, Ambient
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, Plain, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import atomic_path, write_json_atomic
@@ -273,7 +273,7 @@ def markdown_tables(rows: list[dict[str, Any]], features: str | None = None,
     for subset in sorted({s["subset"] for s in summary}, key=_sort_none):
         group = [s for s in summary if s["subset"] == subset]
         if chosen is not None and subset in chosen:
-            group = [s for s in group if s["method"] != "ambient" or s["param"] == chosen[subset]]
+            group = [s for s in group if s["method"] != Ambient.name or s["param"] == chosen[subset]]
         group.sort(key=lambda s: (_method_order(s["method"]), _sort_none(s["param"])))
         head = ["method", "seeds", qname, "copies"] + [">= " + c.split(":>", 1)[1] for c in thr_cols] + ["sim mean"]
         n_seeds = max(s["seeds"] for s in group)
