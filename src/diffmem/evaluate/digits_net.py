@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.cache import cache_root
-from diffmem.evaluate.features import FeatureExtractor
+from diffmem.evaluate.extractor import FeatureExtractor
 from diffmem.evaluate.preprocess import resize_square
 from diffmem.utils.atomic import save_atomic
 

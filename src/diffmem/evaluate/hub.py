@@ -17,7 +17,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.cache import offline
-from diffmem.evaluate.features import FeatureExtractor, file_fingerprint
+from diffmem.evaluate.extractor import FeatureExtractor, file_fingerprint
 from diffmem.evaluate.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, normalize, resize_square
 
 __all__ = ["DINOV2_DEFAULT", "CLIP_DEFAULT", "Dinov2Features", "ClipFeatures", "load_pretrained"]

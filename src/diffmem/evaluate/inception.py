@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.cache import cache_root, offline
-from diffmem.evaluate.features import FeatureExtractor, file_fingerprint
+from diffmem.evaluate.extractor import FeatureExtractor, file_fingerprint
 
 __all__ = ["FIDInceptionV3", "InceptionFeatures", "INCEPTION_URL", "INCEPTION_FILE", "inception_weights_path",
            "fid_preprocess"]
