@@ -17,7 +17,7 @@ T2I = T2IConfig(pretrained="", data="")  # the defaults of `t2i train`'s flags, 
 
 @click.group()
 def t2i() -> None:
-    """Text-to-image (paper section 5.2): fine-tune Stable Diffusion with the ambient loss, sample, audit."""
+    """Text-to-image (Shah et al. 2025, Sec. 5.2): fine-tune Stable Diffusion with the ambient loss, sample, audit."""
 
 
 @t2i.command()
@@ -155,7 +155,8 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Also write the table as JSON here.")
 def audit(samples, names, train_dir, features, clip, fd_features, resolution, batch, device, out) -> None:
-    """Table 3 of the paper: similarity to the training set (mean, 95th percentile), CLIP score, Frechet distance."""
+    """Table 3 of Shah et al. 2025: similarity to the training set (mean, 95th percentile), CLIP score, Frechet
+    distance."""
     from diffmem.t2i.audit import audit_t2i, format_table, write_report
 
     if batch < 1 or (resolution is not None and resolution < 1):

@@ -1,5 +1,5 @@
-"""`diffmem theory ...`: compute the paper's theory (Section 4, Appendices A and C; docs/method.md) and write a figure
-and a JSON per command."""
+"""`diffmem theory ...`: compute the theory of Shah et al. 2025 (Sec. 4, App. A and C; docs/method.md) and write a
+figure and a JSON per command."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _out_options(f):
 
 @click.group("theory")
 def theory() -> None:
-    """Compute and check the paper's theory (Section 4, Appendices A and C), with figures."""
+    """Compute and check the theory of Shah et al. 2025 (Sec. 4, App. A and C), with figures."""
 
 
 @theory.command("closed-form")

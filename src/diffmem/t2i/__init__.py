@@ -1,4 +1,4 @@
-"""Text-to-image (paper section 5.2, Table 3): Stable Diffusion fine-tuning through diffusers.
+"""Text-to-image (Shah et al. 2025, Sec. 5.2 and Table 3): Stable Diffusion fine-tuning through diffusers.
 
 - `data`         captioned image folders (metadata.jsonl or .txt captions)
 - `components`   loading Stable Diffusion's parts from a hub id or a local pipeline folder

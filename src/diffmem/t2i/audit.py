@@ -1,4 +1,4 @@
-"""Table 3 of the paper for text-to-image samples: copying, prompt fidelity and quality.
+"""Table 3 of Shah et al. 2025 for text-to-image samples: copying, prompt fidelity and quality.
 
 For each sample folder (written by `diffmem t2i sample`, or any captioned folder):
 - Sim / 95%: cosine similarity of every generation to its nearest training image, in a feature space
@@ -141,7 +141,7 @@ def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
 
 
 def format_table(rows: list[AuditRow]) -> str:
-    """A markdown table in the shape of the paper's Table 3: Method | Sim | 95% | CLIP | FD."""
+    """A markdown table in the shape of Table 3 of Shah et al. 2025: Method | Sim | 95% | CLIP | FD."""
     feats = list(dict.fromkeys(k for r in rows for k in r.similarity))
     fd_col = next((r.fd_name for r in rows if r.fd_name), None)
     shown = {f: "pixels, Pearson r" if f == "pixels" else f for f in feats}  # pixels: cosine of centred pixels

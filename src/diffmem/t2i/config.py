@@ -1,6 +1,6 @@
 """Configuration of a text-to-image fine-tuning run: one frozen dataclass, JSON round-trip, validation.
 
-Defaults follow the paper's text-conditional experiment (section 5.2 / appendix D: Stable Diffusion 2
+Defaults follow the text-conditional experiment of Shah et al. 2025 (Sec. 5.2 and App. D: Stable Diffusion 2
 fine-tuned on 10k LAION image-caption pairs, batch 16, 100k steps) where it states them; the learning
 rate (1e-5) is the diffusers text-to-image fine-tuning default, as the paper does not state one.
 """

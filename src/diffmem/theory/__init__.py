@@ -1,4 +1,4 @@
-"""The paper's theory, computed (Section 4 and Appendices A, C of the paper; docs/method.md, "Theory commands").
+"""The paper's theory, computed (Shah et al. 2025, Sec. 4 and App. A, C; docs/method.md, "Theory commands").
 
 - denoisers.py: closed-form optimal denoisers of a finite set (baseline `empirical_denoiser`, Algorithm 1's
   `ambient_denoiser`), their posterior (`empirical_posterior`) and the exact samplers they drive

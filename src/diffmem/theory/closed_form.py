@@ -1,6 +1,6 @@
-"""The closed-form check (docs/method.md, "Theory commands"): the baseline optimum replays training points (the
-paper's Section 2.2), the ambient optimum lands on the noisy copies at sigma_n (Lemma 4.1), and Algorithm 1's full
-optimum, continued below sigma_n with the clean optimum, lands on training points again: always on *some* training
+"""The closed-form check (docs/method.md, "Theory commands"): the baseline optimum replays training points
+(Shah et al. 2025, Sec. 2.2), the ambient optimum lands on the noisy copies at sigma_n (Lemma 4.1), and
+Algorithm 1's full optimum, continued below sigma_n with the clean optimum, lands on training points again: always on *some* training
 image, and on the clean source of the copy it passed for a share that is measured here."""
 
 from __future__ import annotations

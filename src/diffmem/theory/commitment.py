@@ -1,7 +1,7 @@
 """The commitment curve of a training set, and an empirical heuristic range for sigma_n (docs/method.md).
 
 At noise s the baseline optimum denoises `x_s` to `sum_i w_i x_i` with `w = softmax_i(-|x_s - x_i|^2 / (2 s^2))`
-(the paper's Section 2.2). The weights say how many training images a noisy point still belongs to: the largest
+(Shah et al. 2025, Sec. 2.2). The weights say how many training images a noisy point still belongs to: the largest
 weight `max_i w_i` near 1 means its identity is decided (committed to one image), and the effective count
 `1 / sum_i w_i^2` says how many images share the weight. `commitment_curve` measures both as functions of s for
 noisy training points `x_i + s n` and for noisy held-out points of the same distribution.

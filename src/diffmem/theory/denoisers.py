@@ -1,6 +1,6 @@
 """Closed-form optimal denoisers of a finite training set, and the exact samplers they drive.
 
-Notation (the paper's Sections 2.2-2.3 and Algorithm 1; EDM variance-exploding form `x_s = x0 + s n`):
+Notation (Shah et al. 2025, Sec. 2.2-2.3 and Alg. 1; EDM variance-exploding form `x_s = x0 + s n`):
 
 - Baseline optimum (the minimizer of the ordinary loss on the empirical distribution of {x_i}):
   `D*(x; s) = E[x0 | x_s = x] = sum_i w_i(x; s) x_i`, `w = softmax_i(-|x - x_i|^2 / (2 s^2))`.
@@ -76,7 +76,7 @@ def empirical_posterior(
 ) -> Posterior:
     """Posterior over `points` of a query seen at noise `sigma`: `w_i = softmax_i(-|x - p_i|^2 / (2 sigma^2))`.
 
-    This is the posterior of the mixture `(1/N) sum_i N(p_i, sigma^2 I)` (the paper's Section 2.2); its mean is the
+    This is the posterior of the mixture `(1/N) sum_i N(p_i, sigma^2 I)` (Shah et al. 2025, Sec. 2.2); its mean is the
     optimal denoiser. Float64, log space, streamed over chunks of `chunk` points (default: a 16 MiB budget).
     `with_mean=False` skips the mean (returned as an empty [B, 0] tensor) when only the weights matter.
     """
@@ -128,7 +128,7 @@ def empirical_posterior(
 
 
 def empirical_denoiser(points: torch.Tensor, chunk: int | None = None) -> Denoiser:
-    """The baseline's optimal denoiser of the finite set `points` [N, ...] (the paper's Section 2.2).
+    """The baseline's optimal denoiser of the finite set `points` [N, ...] (Shah et al. 2025, Sec. 2.2).
 
     `D*(x; s) = sum_i softmax_i(-|x - x_i|^2 / (2 s^2)) x_i`; returns a `denoiser(x [B, ...], sigma [B])` callable
     for `edm_sample`. Its output has x's shape and dtype.
@@ -146,7 +146,7 @@ def ambient_denoiser(noisy_copies: torch.Tensor, sigma_n: float, chunk: int | No
 
     `E[y | x_s]` is the softmax mean over the y_i at noise `tau = sqrt(s^2 - sigma_n^2)`; then
     `E[x0 | x_s] = (s^2 E[y | x_s] - sigma_n^2 x_s) / tau^2` (the identity behind the Ambient Score Matching loss,
-    the paper's Eq. (6) in Section 2.3, solved for E[x0 | x_s]; docs/method.md). Undefined at s <= sigma_n (raises
+    Shah et al. 2025, eq. 6 in Sec. 2.3, solved for E[x0 | x_s]; docs/method.md). Undefined at s <= sigma_n (raises
     ValueError); to sample down to exactly sigma_n use `ambient_sample`, which integrates the same ODE in tau.
     """
     if not sigma_n > 0:
@@ -177,7 +177,7 @@ def baseline_sample(
 ) -> torch.Tensor:
     """Sample with the baseline's optimal denoiser from sigma_max to 0 (EDM Algorithm 2 via `edm_sample`).
 
-    The result lands on training points (total memorization, the paper's Section 2.2). Returns [B, ...] float32.
+    The result lands on training points (total memorization, the Shah et al. 2025, Sec. 2.2). Returns [B, ...] float32.
     """
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     return edm_sample(empirical_denoiser(train), x_init, sigmas, solver=solver)
