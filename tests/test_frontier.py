@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from diffmem.sweep.frontier_report import aggregate, compare_paths, verdicts
+from diffmem.sweep.frontier_report import aggregate, compare_paths, markdown, summary_rows, verdicts
 
 
 def _path(role: str, pts: list[tuple[float, float]], label: str = "x", held: float = 0.01,
@@ -88,6 +88,29 @@ def test_aggregate_means_and_standard_errors_by_hand() -> None:
     seed_se = math.sqrt(0.02) / math.sqrt(2)
     assert p["copies_se"] == pytest.approx(max(binom, seed_se))
     assert agg["loss_std"] == pytest.approx(0.15) and agg["update_rms"] is None
+
+
+def _summary_path(variant: str, role: str, pts: list[tuple[int, float, float]]) -> dict:
+    return {"subset": 50, "slug": variant, "variant": variant, "role": role, "seeds": [0, 1], "loss": None,
+            "loss_std": None, "update_rms": None,
+            "points": [{"step": st, "epoch": st / 10, "seeds": 2, "quality": q, "quality_std": 0.1, "copies": c,
+                        "copies_std": 0.01, "heldout": 0.01} for st, q, c in pts]}
+
+
+def test_summary_rows_by_hand() -> None:
+    """Reference: the first control's last quality (2.1, not its best 2.0); the bound is 1.1 x 2.1 = 2.31."""
+    base = _summary_path("base", "control", [(100, 5.0, 0.1), (200, 2.5, 0.5), (300, 2.0, 0.8), (400, 2.1, 0.85)])
+    slow = _summary_path("slow", "control", [(100, 8.0, 0.0), (200, 4.0, 0.2), (300, 3.0, 0.4)])
+    cand = _summary_path("cand", "candidate", [(100, 6.0, 0.0), (200, 2.1, 0.3), (300, 2.15, 0.35), (400, 1.9, 0.6)])
+    bound, rows = summary_rows([base, slow, cand], tolerance=0.1)
+    assert bound == pytest.approx(2.31)
+    by = {r["variant"]: r for r in rows}
+    assert by["base"]["least"]["step"] == 300 and by["slow"]["least"] is None  # never as good as 2.31
+    assert by["cand"]["least"]["step"] == 200  # fewest copies among steps 200, 300, 400 (FD <= 2.31)
+    assert by["cand"]["best"]["step"] == 400 and by["cand"]["final"]["step"] == 400
+    md = markdown([base, slow, cand], [], tolerance=0.1)
+    assert "| cand | 2 | 1.90 ± 0.10 | 0.600 ± 0.010 | 1.90 (400) | 0.600 | 0.300 ± 0.010 (FD 2.10, step 200) |" in md
+    assert "| slow | 2 |" in md and "never reached" in md and "FD <= 2.31" in md
 
 
 def _tiny_args(out: Path, steps: str, weighting: str) -> list[str]:

@@ -21,7 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["aggregate", "compare_paths", "verdicts", "markdown", "plot_frontier", "write_report"]
+from diffmem.utils.atomic import save_atomic, write_text_atomic
+
+__all__ = ["aggregate", "compare_paths", "verdicts", "summary_rows", "markdown", "plot_frontier", "write_report"]
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,8 +136,42 @@ def _pm(m: float | None, s: float | None, digits: int = 3) -> str:
     return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s else "")
 
 
-def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "") -> str:
-    """The verdict in words, then per subset the path table and the mechanism table."""
+def summary_rows(paths: Sequence[dict[str, Any]], tolerance: float = 0.1) -> tuple[float | None, list[dict[str, Any]]]:
+    """One row per variant of one subset's paths: its last checkpoint, its best quality, and the fewest copies
+    it has at a checkpoint whose quality is within `tolerance` of the first control's last (the reference:
+    the baseline at full speed). Returns (that quality bound, rows)."""
+    ref = next((p for p in paths if p["role"] == "control" and p["points"]), None)
+    bound = (1 + tolerance) * ref["points"][-1]["quality"] if ref is not None else None
+    rows = []
+    for p in paths:
+        if not p["points"]:
+            continue
+        near = [a for a in p["points"] if bound is not None and a["quality"] <= bound]
+        rows.append({"variant": p["variant"], "seeds": len(p["seeds"]), "final": p["points"][-1],
+                     "best": min(p["points"], key=lambda a: a["quality"]),
+                     "least": min(near, key=lambda a: a["copies"]) if near else None})
+    return bound, rows
+
+
+def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float) -> list[str]:
+    bound, rows = summary_rows(paths, tolerance)
+    if bound is None:
+        return []
+    lines = [f"| variant | seeds | final FD | final copies | best FD (step) | copies there | fewest copies at FD <= "
+             f"{bound:.2f} ({1 + tolerance:g} x the reference's final) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f, b, m = r["final"], r["best"], r["least"]
+        least = (f"{_pm(m['copies'], m['copies_std'])} (FD {m['quality']:.2f}, step {m['step']})" if m
+                 else "never reached")
+        lines.append(f"| {r['variant']} | {r['seeds']} | {_pm(f['quality'], f['quality_std'], 2)} | "
+                     f"{_pm(f['copies'], f['copies_std'])} | {b['quality']:.2f} ({b['step']}) | {b['copies']:.3f} | "
+                     f"{least} |")
+    return lines + [""]
+
+
+def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "",
+             tolerance: float = 0.1) -> str:
+    """The verdict in words, then per subset a summary per variant, the path table and the mechanism table."""
     lines = [f"# {title or 'Frontier over training'}", ""]
     for v in verdict_rows:
         word = "PASSES" if v["passes"] else "does not pass"
@@ -144,8 +180,9 @@ def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, A
         for ctrl, r in v["against"].items():
             lines.append(f"  - vs {ctrl}: {r['verdict']}; {r['why']}")
     for subset in sorted({p["subset"] for p in paths}):
-        lines += ["", f"## {subset} training images", "",
-                  "| variant | step | epochs | seeds | quality (FD, lower is better) | copies | held-out |",
+        lines += ["", f"## {subset} training images", ""]
+        lines += _summary_lines([p for p in paths if p["subset"] == subset], tolerance)
+        lines += ["| variant | step | epochs | seeds | quality (FD, lower is better) | copies | held-out |",
                   "|---|---|---|---|---|---|---|"]
         for p in [p for p in paths if p["subset"] == subset]:
             for a in p["points"]:
@@ -204,9 +241,7 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    return out
+    return save_atomic(out, fig.savefig)
 
 
 def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) -> dict[str, Path]:
@@ -215,5 +250,5 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     paths = aggregate(data["runs"])
     rows = verdicts(paths, tolerance)
     md = out / "frontier.md"
-    md.write_text(markdown(paths, rows))
+    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance))
     return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png")}
