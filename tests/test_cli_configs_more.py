@@ -1,11 +1,15 @@
-"""diffmem.cli.configs for demo, frontier and audit: flags -> DemoConfig, FrontierConfig, AuditOptions."""
+"""diffmem.cli.configs for demo, frontier and audit: flags -> DemoConfig, FrontierConfig, AuditOptions; and the
+click defaults of demo, audit, fid, sample and trace that are the library's (one home each)."""
 
 from __future__ import annotations
 
+import inspect
+
+import click
 import pytest
 
 from diffmem.cli.configs import audit_options_from_flags, demo_config_from_flags, frontier_config_from_flags
-from diffmem.demo import DemoConfig, demo_configs
+from diffmem.demo import DEMO_OUT, DemoConfig, demo_configs
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import AuditOptions
 from diffmem.sweep.frontier import FRONTIER_STEPS, default_variants
@@ -17,6 +21,11 @@ def _refused(build, match: str, **flags) -> str:
         build(**flags)
     assert "\n" not in str(err.value)
     return str(err.value)
+
+
+def _click_defaults(command: click.Command) -> dict:
+    ctx = click.Context(command)
+    return {p.name: p.get_default(ctx) for p in command.params}
 
 
 def test_demo_config() -> None:
@@ -101,3 +110,33 @@ def test_audit_options() -> None:
 def test_audit_refuses_bad_flags(flags, match) -> None:
     _refused(audit_options_from_flags, match, **flags)
 
+
+def test_library_defaults_of_the_other_flags() -> None:
+    """Click defaults that no config function takes are still the library's."""
+    import diffmem.api as api
+    from diffmem.cli.audit import audit
+    from diffmem.cli.demo import demo
+    from diffmem.cli.fid import fid
+    from diffmem.cli.sample import sample
+    from diffmem.cli.trace import trace
+    from diffmem.evaluate.decision import trace_run
+    from diffmem.generate import SampleOptions, generate
+
+    def sig(fn) -> dict:
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+
+    assert _click_defaults(demo)["out"] == DEMO_OUT
+    a, opts = sig(api.audit), AuditOptions()
+    assert (a["calibrate"], a["max_heldout"], a["n_pictures"], a["backend"], a["batch_size"], a["ratio_k"]) == (
+        opts.calibrate, opts.max_heldout, opts.n_pictures, opts.backend, opts.batch, opts.ratio_k)
+    assert [c for c in audit.params if c.name == "backend"][0].type.choices == ("torch", "faiss")
+    f, d = sig(api.fid), _click_defaults(fid)
+    assert {k: d[k] for k in ("features", "kid_subsets", "kid_subset_size", "pr_k", "seed")} == {
+        k: f[k] for k in ("features", "kid_subsets", "kid_subset_size", "pr_k", "seed")}
+    assert d["batch"] == f["batch_size"]
+    d, so = _click_defaults(sample), SampleOptions()
+    assert (d["steps"], d["solver"], d["churn"], d["s_tmin"], d["s_tmax"], d["s_noise"]) == (
+        so.steps, so.solver, so.s_churn, so.s_tmin, so.s_tmax, so.s_noise)
+    assert (d["n"], d["seed"], d["batch"]) == (sig(api.sample)["n"], sig(api.sample)["seed"], sig(generate)["batch"])
+    d, t = _click_defaults(trace), sig(trace_run)
+    assert {k: d[k] for k in ("n", "seed", "steps", "batch")} == {k: t[k] for k in ("n", "seed", "steps", "batch")}

@@ -48,7 +48,8 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
 @click.option("--xflip", is_flag=True,
               help="Also match mirrored images: each image's similarity is the maximum over it and its mirror.")
-@click.option("--n-pictures", type=int, default=AUDIT.n_pictures, show_default=True, help="Pairs shown in neighbours.png.")
+@click.option("--n-pictures", type=int, default=AUDIT.n_pictures, show_default=True,
+              help="Pairs shown in neighbours.png.")
 @click.option("--backend", type=click.Choice(AUDIT_BACKENDS), default=AUDIT.backend, show_default=True,
               help="Nearest-neighbour search (faiss: for millions of references; pip install faiss-cpu).")
 @click.option("--batch", type=int, default=AUDIT.batch, show_default=True, help="Images per feature batch.")

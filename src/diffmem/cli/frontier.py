@@ -31,7 +31,8 @@ from diffmem.utils.flags import device_name
 @click.option("--steps", type=int, default=FRONTIER_STEPS, show_default=True, help="Training steps of every run.")
 @click.option("--batch", type=int, default=OPTIM.batch, show_default=True)
 @click.option("--lr", type=float, default=OPTIM.lr, show_default=True, help="The base learning rate.")
-@click.option("--checkpoints", type=int, default=FRONTIER.checkpoints, show_default=True, help="Points along each path.")
+@click.option("--checkpoints", type=int, default=FRONTIER.checkpoints, show_default=True,
+              help="Points along each path.")
 @click.option("--n-samples", type=int, default=FRONTIER.n_samples, show_default=True, help="Samples at each point.")
 @click.option("--sample-steps", type=int, default=FRONTIER.sample_steps, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
