@@ -9,8 +9,12 @@ import click
 import pytest
 
 from conftest import write_npz
-from diffmem.cli.configs import (eval_options_from_flags, network_from_flags, sweep_config_from_flags,
+from diffmem.cli.audit import audit
+from diffmem.cli.configs import (audit_options_from_flags, demo_config_from_flags, eval_options_from_flags,
+                                 frontier_config_from_flags, network_from_flags, sweep_config_from_flags,
                                  train_config_from_flags)
+from diffmem.cli.demo import demo
+from diffmem.cli.frontier import frontier
 from diffmem.cli.sweep import compare, sweep
 from diffmem.cli.train import train
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig
@@ -19,7 +23,9 @@ from diffmem.evaluate.options import EvalOptions
 
 
 @pytest.mark.parametrize("command, build", [(train, train_config_from_flags), (sweep, sweep_config_from_flags),
-                                            (sweep, eval_options_from_flags), (compare, eval_options_from_flags)])
+                                            (sweep, eval_options_from_flags), (compare, eval_options_from_flags),
+                                            (demo, demo_config_from_flags), (frontier, frontier_config_from_flags),
+                                            (audit, audit_options_from_flags)])
 def test_click_defaults_are_the_config_defaults(command: click.Command, build) -> None:
     """Each default is written once: every flag a config function takes has the function's default."""
     ctx = click.Context(command)

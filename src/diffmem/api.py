@@ -19,8 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.options import AuditOptions
 
 __all__ = ["AuditResult", "FidResult", "audit", "fid", "load_images", "train", "sample"]
+
+AUDIT = AuditOptions()  # the audit's defaults, shared with `diffmem audit` (evaluate/options.py)
 
 
 def load_images(spec: str | Path, resolution: int | None = None, resize: bool = False) -> Any:
@@ -81,18 +84,19 @@ class AuditResult:
 
 def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = "pixels", out: str | Path | None = None,
           *, run: str | Path | None = None, thresholds: Sequence[float] | None = None,
-          calibrate: Sequence[float] = (99.0, 99.9), ratio_k: int | None = None, xflip: bool = False,
-          max_heldout: int | None = 10000, resolution: int | None = None, resize: bool = False,
-          image_size: int | None = None, device: str = "cpu", batch_size: int = 256,
-          cache_dir: str | Path | None = None, backend: str = "torch", n_pictures: int = 16,
+          calibrate: Sequence[float] = AUDIT.calibrate, ratio_k: int | None = AUDIT.ratio_k,
+          xflip: bool = AUDIT.xflip, max_heldout: int | None = AUDIT.max_heldout,
+          resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
+          image_size: int | None = AUDIT.image_size, device: str = "cpu", batch_size: int = AUDIT.batch,
+          cache_dir: str | Path | None = None, backend: str = AUDIT.backend, n_pictures: int = AUDIT.n_pictures,
           progress: bool = False, world: Any = None) -> AuditResult:
     """How much do `samples` copy `train`? Give `train` (and ideally `heldout`: unseen real images of the same
     kind, which calibrate what "copy" means), or `run` (a training run: its subset and the rest of its data).
     `xflip` also matches mirrored images. With `out`, writes report.json/.html/.md, nearest.csv and pictures.
+    `thresholds` None: `AuditOptions.thresholds` (0.85 ... 0.95).
     """
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import get_extractor
-    from diffmem.evaluate.memorization import DEFAULT_THRESHOLDS
 
     if (run is None) == (train is None):
         raise DiffmemError("give exactly one of train (training images) or run (a training run directory)")
@@ -116,7 +120,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     res = int(getattr(train_set, "resolution", 0) or np.asarray(getattr(train_set, "images", train_set)).shape[1])
     extractor = get_extractor(features, device, image_size=image_size, resolution=res)
     data = audit_to(out, sample_set, train_set, heldout_set, extractor, n_pictures=n_pictures, world=world,
-                    thresholds=tuple(thresholds) if thresholds is not None else DEFAULT_THRESHOLDS,
+                    thresholds=tuple(thresholds) if thresholds is not None else AUDIT.thresholds,
                     calibration_percentiles=tuple(calibrate), ratio_k=ratio_k, device=device,
                     batch_size=batch_size, cache_dir=cache_dir, backend=backend, max_heldout=max_heldout,
                     xflip=xflip, progress=progress)

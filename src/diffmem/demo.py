@@ -39,6 +39,26 @@ class DemoConfig:
     layers_per_block: int = 1
 
 
+DEMO_OUT = "runs/demo"  # where `diffmem demo` writes when --out is not given
+
+
+def validate_demo(d: DemoConfig) -> None:
+    """Refuse a demo setting a user got wrong, naming the flag: the demo's own ranges, then both runs'
+    TrainConfigs (`diffmem.train.checks.validate_config`: method, weighting, cap, budget)."""
+    import math
+
+    from diffmem.train.checks import validate_config
+
+    for flag, value, low in (("--subset", d.subset, 2), ("--steps", d.steps, 1), ("--batch", d.batch, 1),
+                             ("--n-samples", d.n_samples, 2), ("--resolution", d.resolution, 4)):
+        if value < low:
+            raise DiffmemError(f"{flag} must be an integer >= {low}, got {value}")
+    if not (math.isfinite(d.sigma_n) and d.sigma_n > 0):
+        raise DiffmemError(f"--sigma-n must be a positive noise level, e.g. 0.5; got {d.sigma_n}")
+    for cfg in demo_configs(d).values():
+        validate_config(cfg)
+
+
 def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
     """The two runs of the demo: identical but for the method."""
     net = dataclasses.replace(PRESETS[d.preset], channels=tuple(d.channels), layers_per_block=d.layers_per_block)

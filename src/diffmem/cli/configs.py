@@ -1,6 +1,7 @@
 """Flags -> configurations: the functions the commands call to turn their flags into configurations.
 
-Each takes keyword arguments named like the flags, with the defaults of `diffmem.config` (the click
+Each takes keyword arguments named like the flags, with the defaults of the library (`diffmem.config`,
+`diffmem.evaluate.options`, `diffmem.sweep.spec`, `diffmem.sweep.frontier`, `diffmem.demo`; the click
 options read the same defaults, so each default is written once), and validates the result once.
 Nothing here reads files, except `train_config_from_flags` asking the data layer how many classes the
 labels of --data hold when --cond is given.
@@ -9,24 +10,51 @@ labels of --data hold when --cond is given.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+from typing import Any, Callable
 
-from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
+from diffmem.config import (AMBIENT_WEIGHTINGS, DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS,
+                            TrainConfig)
+from diffmem.demo import DemoConfig, validate_demo
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import EvalOptions
+from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, EvalOptions
+from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
+                                    FrontierConfig, default_variants, validate_frontier)
 from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
 from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, str_list
 
-__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "MONITOR_SAMPLES", "duration",
-           "data_resolution", "network_from_flags", "train_config_from_flags", "check_monitor_flags",
-           "eval_options_from_flags", "sweep_config_from_flags"]
+__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "DEMO", "FRONTIER", "AUDIT",
+           "MONITOR_SAMPLES", "duration", "data_resolution", "network_from_flags", "train_config_from_flags",
+           "check_monitor_flags", "check_jobs", "eval_options_from_flags", "sweep_config_from_flags",
+           "demo_config_from_flags", "frontier_config_from_flags", "parse_floats", "audit_options_from_flags",
+           "defaults_of", "joined"]
 
-# the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec)
+# the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec,
+# diffmem.sweep.frontier, diffmem.demo)
 DATA, METHOD, NETWORK, OPTIM, TRAIN, EVAL = (DataConfig(), MethodConfig(), NetworkConfig(), OptimConfig(),
                                             TrainConfig(), EvalOptions())
 SWEEP = SweepConfig(base=TRAIN)
 MONITOR_SAMPLES = SWEEP.monitor_samples  # samples per copy-monitor check
+DEMO, AUDIT = DemoConfig(), AuditOptions()
+FRONTIER = FrontierConfig(base=TRAIN, variants=())  # its field defaults: subsets, seeds, checkpoints, samples
+
+
+def joined(values: tuple[Any, ...]) -> str:
+    """A default tuple as the comma-separated text of its flag: (1.0, 0.5) -> '1,0.5'."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a library function, for the click options that pass them on to it."""
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def check_jobs(jobs: int) -> None:
+    """Refuse a --jobs below 1 (runs trained at once)."""
+    if jobs < 1:
+        raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
 
 
 def duration(steps: int | None = None, kimg: float | None = None, batch: int = OPTIM.batch) -> int:
@@ -158,3 +186,74 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
                      eval=eval if eval is not None else eval_options_from_flags())
     validate_sweep(sc)
     return sc
+
+
+def demo_config_from_flags(*, subset: int = DEMO.subset, steps: int = DEMO.steps, batch: int = DEMO.batch,
+                           resolution: int = DEMO.resolution, sigma_n: float = DEMO.sigma_n,
+                           ambient_weight: str = DEMO.ambient_weight, weight_cap: float = DEMO.weight_cap,
+                           n_samples: int = DEMO.n_samples, seed: int = DEMO.seed) -> DemoConfig:
+    """The validated DemoConfig of `diffmem demo`'s flags (`diffmem.demo.validate_demo`)."""
+    cfg = DemoConfig(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,
+                     ambient_weight=ambient_weight, weight_cap=weight_cap, n_samples=n_samples, seed=seed)
+    validate_demo(cfg)
+    return cfg
+
+
+def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
+                               subsets: str = joined(FRONTIER.subsets), seeds: str = joined(FRONTIER.seeds),
+                               sigma_n: float = CANDIDATE_SIGMA_N, weightings: str = joined(CANDIDATE_WEIGHTINGS),
+                               weight_cap: float = METHOD.weight_cap, lr_factors: str = joined(CONTROL_LR_FACTORS),
+                               preset: str = NETWORK.preset, channels: str | None = None,
+                               layers_per_block: int | None = None, attn_resolutions: str | None = None,
+                               steps: int = FRONTIER_STEPS, batch: int = OPTIM.batch, lr: float = OPTIM.lr,
+                               checkpoints: int = FRONTIER.checkpoints, n_samples: int = FRONTIER.n_samples,
+                               sample_steps: int = FRONTIER.sample_steps) -> FrontierConfig:
+    """The validated FrontierConfig of `diffmem frontier`'s flags (`diffmem.sweep.frontier.validate_frontier`):
+    controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 with each --weightings."""
+    wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
+    for w in wts:
+        if w not in AMBIENT_WEIGHTINGS:
+            raise DiffmemError(f"--weightings: {w!r} is not one of {', '.join(AMBIENT_WEIGHTINGS)}")
+    net = network_from_flags(preset, channels, layers_per_block, attn_resolutions)
+    base = TrainConfig(data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution)), network=net,
+                       optim=OptimConfig(steps=steps, batch=batch, lr=lr), log_every=max(1, min(50, steps // 20)))
+    variants = default_variants(sigma_n, wts, parse_float_list(lr_factors, "--lr-factors") or (), weight_cap)
+    fc = FrontierConfig(base, variants, subsets=parse_int_list(subsets, "--subset") or (),
+                        seeds=parse_int_list(seeds, "--seeds") or (), checkpoints=checkpoints, n_samples=n_samples,
+                        sample_steps=sample_steps)
+    validate_frontier(fc)
+    return fc
+
+
+def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
+    """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
+    values = float_list(text, option, example="0.85,0.9")
+    bad = [v for v in values if not low <= v <= high]
+    if bad or not values:
+        raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
+    return values
+
+
+def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | None = None,
+                             heldout_spec: str | None = None, features: str = AUDIT.features,
+                             thresholds: str = joined(AUDIT.thresholds), calibrate: str = joined(AUDIT.calibrate),
+                             ratio_k: int | None = AUDIT.ratio_k, max_heldout: int = AUDIT.max_heldout,
+                             resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
+                             image_size: int | None = AUDIT.image_size, xflip: bool = AUDIT.xflip,
+                             n_pictures: int = AUDIT.n_pictures, backend: str = AUDIT.backend,
+                             batch: int = AUDIT.batch) -> AuditOptions:
+    """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
+    --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
+    if (run_dir is None) == (train_spec is None):
+        raise DiffmemError("give exactly one of --run DIR or --train SPEC")
+    if run_dir is not None and heldout_spec is not None:
+        raise DiffmemError("--heldout goes with --train; with --run the held-out set is the rest of the run's data")
+    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
+    percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
+    if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or max_heldout < 1:
+        raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
+    if backend not in AUDIT_BACKENDS:
+        raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
+    return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,
+                        max_heldout=max_heldout, xflip=xflip, resolution=resolution, resize=resize,
+                        image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)

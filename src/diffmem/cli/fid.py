@@ -8,30 +8,35 @@ import os
 
 import click
 
+from diffmem.api import fid as api_fid
 from diffmem.cli.audit import FEATURES_HELP, cache_option
+from diffmem.cli.configs import defaults_of
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.lock import is_main_process, locked
 from diffmem.outputs import atomic_path, check_output, write_text_atomic
 from diffmem.utils.flags import device_name
+
+FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets, k, seed, batch)
 
 
 @click.command()
 @click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz.")
 @click.option("--ref", "ref_spec", required=True,
               help="Reference: images (folder, .zip, .npz, builtin:digits) or a statistics .npz from --save-stats.")
-@click.option("--features", default="inception", show_default=True,
+@click.option("--features", default=FID["features"], show_default=True,
               help=FEATURES_HELP + " Only inception gives FID; others give FD_<name>.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the JSON to this file.")
 @click.option("--save-stats", default=None, type=click.Path(dir_okay=False),
               help="Write the reference statistics (mu, sigma, n, features) to this .npz.")
-@click.option("--kid-subsets", type=int, default=100, show_default=True)
-@click.option("--kid-subset-size", type=int, default=1000, show_default=True)
-@click.option("--pr-k", type=int, default=3, show_default=True, help="k of the k-NN manifolds (precision/recall).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the KID subsets.")
+@click.option("--kid-subsets", type=int, default=FID["kid_subsets"], show_default=True)
+@click.option("--kid-subset-size", type=int, default=FID["kid_subset_size"], show_default=True)
+@click.option("--pr-k", type=int, default=FID["pr_k"], show_default=True,
+              help="k of the k-NN manifolds (precision/recall).")
+@click.option("--seed", type=int, default=FID["seed"], show_default=True, help="Seed of the KID subsets.")
 @click.option("--resolution", type=int, default=None, help="Load --ref images at this size (see --resize).")
 @click.option("--resize", is_flag=True, help="Center-crop and resize --ref images to --resolution.")
 @click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
-@click.option("--batch", type=int, default=256, show_default=True)
+@click.option("--batch", type=int, default=FID["batch_size"], show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")

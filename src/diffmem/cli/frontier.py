@@ -4,33 +4,37 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import DATA, METHOD, NETWORK, OPTIM, data_resolution, network_from_flags
-from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS, DataConfig, OptimConfig, TrainConfig
-from diffmem.errors import DiffmemError
+from diffmem.cli.configs import (DATA, FRONTIER, METHOD, NETWORK, OPTIM, check_jobs, frontier_config_from_flags,
+                                  joined)
+from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS
+from diffmem.sweep.frontier import CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS
 from diffmem.utils.flags import device_name
 
 
 @click.command()
 @click.option("--data", "data_spec", default=DATA.spec, show_default=True)
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
-@click.option("--subset", "subsets", default="100", show_default=True, help="Training-set sizes, e.g. 100,300.")
-@click.option("--seeds", default="0,1,2", show_default=True)
-@click.option("--sigma-n", type=float, default=1.0, show_default=True, help="Algorithm 1's sigma_n for the candidates.")
-@click.option("--weightings", default="plain,compensated,capped", show_default=True,
+@click.option("--subset", "subsets", default=joined(FRONTIER.subsets), show_default=True,
+              help="Training-set sizes, e.g. 100,300.")
+@click.option("--seeds", default=joined(FRONTIER.seeds), show_default=True)
+@click.option("--sigma-n", type=float, default=CANDIDATE_SIGMA_N, show_default=True,
+              help="Algorithm 1's sigma_n for the candidates.")
+@click.option("--weightings", default=joined(CANDIDATE_WEIGHTINGS), show_default=True,
               help=f"Candidate weightings of Algorithm 1 (of {', '.join(AMBIENT_WEIGHTINGS)}).")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True, help="The capped weighting's cap.")
-@click.option("--lr-factors", default="1,0.5,0.25", show_default=True,
+@click.option("--lr-factors", default=joined(CONTROL_LR_FACTORS), show_default=True,
               help="Controls: the baseline at lr times each factor (the slower-clock controls).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=NETWORK.preset, show_default=True)
 @click.option("--channels", default=None, help="Override: UNet widths per level, e.g. 32,64.")
 @click.option("--layers-per-block", type=int, default=None)
 @click.option("--attn-resolutions", default=None, help="Override: resolutions with attention (empty: none).")
-@click.option("--steps", type=int, default=4000, show_default=True, help="Training steps of every run.")
+@click.option("--steps", type=int, default=FRONTIER_STEPS, show_default=True, help="Training steps of every run.")
 @click.option("--batch", type=int, default=OPTIM.batch, show_default=True)
 @click.option("--lr", type=float, default=OPTIM.lr, show_default=True, help="The base learning rate.")
-@click.option("--checkpoints", type=int, default=8, show_default=True, help="Points along each path.")
-@click.option("--n-samples", type=int, default=500, show_default=True, help="Samples at each point.")
-@click.option("--sample-steps", type=int, default=18, show_default=True)
+@click.option("--checkpoints", type=int, default=FRONTIER.checkpoints, show_default=True,
+              help="Points along each path.")
+@click.option("--n-samples", type=int, default=FRONTIER.n_samples, show_default=True, help="Samples at each point.")
+@click.option("--sample-steps", type=int, default=FRONTIER.sample_steps, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
@@ -40,22 +44,14 @@ def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_
              report_only, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
-    from diffmem.sweep.frontier import FrontierConfig, default_variants, run_frontier
-    from diffmem.sweep.spec import parse_float_list, parse_int_list
+    from diffmem.sweep.frontier import run_frontier
 
-    wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
-    for w in wts:
-        if w not in AMBIENT_WEIGHTINGS:
-            raise DiffmemError(f"--weightings: {w!r} is not one of {', '.join(AMBIENT_WEIGHTINGS)}")
-    if jobs < 1:
-        raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
-    net = network_from_flags(preset, channels, layers_per_block, attn_resolutions)
-    base = TrainConfig(data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution)), network=net,
-                       optim=OptimConfig(steps=steps, batch=batch, lr=lr), log_every=max(1, min(50, steps // 20)))
-    fc = FrontierConfig(base, default_variants(sigma_n, wts, parse_float_list(lr_factors, "--lr-factors") or (),
-                                               weight_cap),
-                        subsets=parse_int_list(subsets, "--subset") or (), seeds=parse_int_list(seeds, "--seeds") or (),
-                        checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps)
+    fc = frontier_config_from_flags(
+        data_spec=data_spec, resolution=resolution, subsets=subsets, seeds=seeds, sigma_n=sigma_n,
+        weightings=weightings, weight_cap=weight_cap, lr_factors=lr_factors, preset=preset, channels=channels,
+        layers_per_block=layers_per_block, attn_resolutions=attn_resolutions, steps=steps, batch=batch, lr=lr,
+        checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps)
+    check_jobs(jobs)
     data = run_frontier(fc, out, device=device_name(device), jobs=jobs, echo=click.echo, report_only=report_only)
     click.echo((data["files"]["markdown"]).read_text().split("\n## ")[0].rstrip())
     click.echo("wrote " + ", ".join(str(p) for p in data["files"].values()))

@@ -7,25 +7,31 @@ from pathlib import Path
 
 import click
 
+from diffmem.api import sample as api_sample
+from diffmem.cli.configs import defaults_of
+from diffmem.diffusion.samplers import SOLVERS
 from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.generate import SampleOptions, generate
 from diffmem.outputs import check_output
 from diffmem.utils.flags import device_name
+
+SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults; n and seed of diffmem.sample
 
 
 @click.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Number of images.")
+@click.option("--n", "n", type=int, default=API["n"], show_default=True, help="Number of images.")
 @click.option("--out", "out", required=True, help="A folder of PNGs, or a path ending in .npz.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sample i depends only on (seed, i).")
-@click.option("--steps", type=int, default=18, show_default=True)
-@click.option("--solver", type=click.Choice(["heun", "euler"]), default="heun", show_default=True)
-@click.option("--churn", type=float, default=0.0, show_default=True, help="EDM S_churn (stochasticity).")
-@click.option("--s-tmin", type=float, default=0.0, show_default=True)
-@click.option("--s-tmax", type=float, default=float("inf"))
-@click.option("--s-noise", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=API["seed"], show_default=True, help="Sample i depends only on (seed, i).")
+@click.option("--steps", type=int, default=SAMPLE.steps, show_default=True)
+@click.option("--solver", type=click.Choice(SOLVERS), default=SAMPLE.solver, show_default=True)
+@click.option("--churn", type=float, default=SAMPLE.s_churn, show_default=True, help="EDM S_churn (stochasticity).")
+@click.option("--s-tmin", type=float, default=SAMPLE.s_tmin, show_default=True)
+@click.option("--s-tmax", type=float, default=SAMPLE.s_tmax)
+@click.option("--s-noise", type=float, default=SAMPLE.s_noise, show_default=True)
 @click.option("--class", "class_label", type=int, default=None, help="Class of every sample (conditional runs).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
-@click.option("--batch", type=int, default=256, show_default=True)
+@click.option("--batch", type=int, default=defaults_of(generate)["batch"], show_default=True)
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a grid PNG beside --out.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default="auto", show_default=True)
@@ -36,7 +42,6 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     import numpy as np
 
     from diffmem.data.io import save_grid, save_images
-    from diffmem.generate import SampleOptions, generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.utils.distributed import gather_in_order, init_world, local_slice

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, eval_options_from_flags,
+from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, check_jobs, eval_options_from_flags,
                                   sweep_config_from_flags)
 from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS
 from diffmem.errors import DiffmemError
@@ -92,8 +92,7 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
     results.csv/json, the Pareto plot and the rule of thumb for sigma_n."""
     from diffmem.sweep.runner import run_sweep
 
-    if jobs < 1:
-        raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
+    check_jobs(jobs)
     opts = eval_options_from_flags(n_samples=n_samples, sample_steps=sample_steps, sample_seed=sample_seed,
                                    features=features, quality_features=quality_features, thresholds=thresholds,
                                    copy_threshold=copy_threshold, no_pictures=no_pictures)

@@ -48,6 +48,9 @@ def per_sample_noise(seed: int, indices: torch.Tensor | list[int], shape: tuple[
     return torch.stack(cols, dim=1)
 
 
+SOLVERS: tuple[str, ...] = ("heun", "euler")  # EDM Algorithm 2's second-order step, or first-order only
+
+
 @torch.no_grad()
 def edm_sample(
     denoiser: Denoiser,
@@ -67,7 +70,7 @@ def edm_sample(
     With `denoise_last`, the result is D(x; sigmas[-1]) instead of x (for stopping at sigma_n > 0,
     as the noise-only method samples). Computation is in float64 on the state, float32 in the net.
     """
-    if solver not in ("heun", "euler"):
+    if solver not in SOLVERS:
         raise ValueError(f"solver must be 'heun' or 'euler', got {solver!r}")
     n = len(sigmas) - 1
     x = x_init.to(torch.float64) * sigmas[0]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.options import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS
 from diffmem.utils.distributed import World, gather_in_order, local_slice
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
     "memorization_report",
 ]
 
-DEFAULT_THRESHOLDS: tuple[float, ...] = (0.85, 0.875, 0.9, 0.925, 0.95)
-CALIBRATION_PERCENTILES: tuple[float, ...] = (99.0, 99.9)
 RATIO_THRESHOLD = 1.0 / 3.0
 CARLINI_ALPHA = 0.5
 RATIO_DEFINITIONS: dict[str, dict[str, str]] = {

@@ -1,7 +1,8 @@
-"""How a trained run is measured: number of samples, sampler steps, feature spaces, thresholds.
+"""How a trained run is measured (`EvalOptions`: number of samples, sampler steps, feature spaces,
+thresholds), and how `diffmem audit` compares samples with training images (`AuditOptions`).
 
-Used by sweeps, `compare`, the copy monitor and the frontier; it lives in evaluate so that every layer
-above can read it without importing the sweep.
+Used by sweeps, `compare`, the copy monitor, the frontier, the audit and the Python API; it lives in
+evaluate, without torch, so that every layer above (and the command line) can read it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 
 from diffmem.config import json_ready
 
-__all__ = ["EvalOptions", "PIXEL_THRESHOLDS"]
+__all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
+           "AUDIT_BACKENDS"]
+
+# Fixed cosine thresholds of the paper (DINOv2 features: 0.85 ... 0.95), and the held-out percentiles of
+# nearest-training similarity used as calibrated thresholds (diffmem.evaluate.memorization).
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.85, 0.875, 0.9, 0.925, 0.95)
+CALIBRATION_PERCENTILES: tuple[float, ...] = (99.0, 99.9)
+AUDIT_BACKENDS: tuple[str, ...] = ("torch", "faiss")  # nearest-neighbour search (diffmem.evaluate.neighbours)
 
 # Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
 # held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).
@@ -52,10 +60,33 @@ class EvalOptions:
             return tuple(self.thresholds)
         if features.split(":", 1)[0] == "pixels":
             return PIXEL_THRESHOLDS
-        from diffmem.evaluate.memorization import DEFAULT_THRESHOLDS
-
         return DEFAULT_THRESHOLDS
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         return json_ready(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """How `diffmem audit` compares samples with their nearest training images; the command's defaults, which
+    `diffmem.audit` shares (but for `features`: the Python API defaults to pixels, which needs no download).
+
+    `thresholds`: fixed cosine thresholds; `calibrate`: held-out percentiles used as calibrated thresholds;
+    `ratio_k` None: 50 neighbours, or a tenth of the training images below 500; `max_heldout`: a seeded
+    subset of at most this many held-out images; `n_pictures`: pairs in neighbours.png; `batch`: images per
+    feature batch; `backend`: one of AUDIT_BACKENDS.
+    """
+
+    features: str = "dinov2"
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    calibrate: tuple[float, ...] = CALIBRATION_PERCENTILES
+    ratio_k: int | None = None
+    max_heldout: int | None = 10000
+    xflip: bool = False
+    resolution: int | None = None
+    resize: bool = False
+    image_size: int | None = None
+    n_pictures: int = 16
+    backend: str = "torch"
+    batch: int = 256

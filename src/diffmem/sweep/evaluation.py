@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.options import CALIBRATION_PERCENTILES
 from diffmem.sweep.results import make_row, param_column
 from diffmem.sweep.spec import EvalOptions, feature_dirname
 from diffmem.utils.atomic import save_atomic, write_json_atomic
@@ -28,7 +29,6 @@ __all__ = ["RESULT", "SAMPLES", "SAMPLES_INFO", "QUALITY", "CALIBRATION_PERCENTI
            "evaluate_run", "finished_result", "read_result"]
 
 RESULT, SAMPLES, SAMPLES_INFO, QUALITY = "result.json", "samples.npz", "samples.json", "quality.json"
-CALIBRATION_PERCENTILES = (99.0, 99.9)
 
 
 def _read_json(path: Path) -> Any | None:

@@ -33,9 +33,18 @@ from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.distributed import cpu_cores
 
-__all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
+__all__ = ["Variant", "FrontierConfig", "default_variants", "validate_frontier", "run_frontier", "run_paths",
+           "FRONTIER_JSON", "CANDIDATE_SIGMA_N", "CANDIDATE_WEIGHTINGS", "CONTROL_LR_FACTORS", "FRONTIER_STEPS",
+           "WEIGHT_CAP"]
 
 FRONTIER_JSON = "frontier.json"
+
+# The defaults of a frontier (and of `diffmem frontier`'s flags); FrontierConfig's fields hold the rest.
+CANDIDATE_SIGMA_N = 1.0  # Algorithm 1's sigma_n for the candidates
+CANDIDATE_WEIGHTINGS: tuple[str, ...] = ("plain", "compensated", "capped")  # one candidate each
+CONTROL_LR_FACTORS: tuple[float, ...] = (1.0, 0.5, 0.25)  # the baseline at lr times each: the slower clocks
+FRONTIER_STEPS = 4000  # training steps of every run
+WEIGHT_CAP = TrainConfig().method.weight_cap  # the capped weighting's cap (diffmem.config)
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class Variant:
     method: str = "edm"
     sigma_n: float = 0.0
     ambient_weight: str = "plain"
-    weight_cap: float = 4.0
+    weight_cap: float = WEIGHT_CAP
     lr_factor: float = 1.0
     role: str = "control"
 
@@ -63,8 +72,9 @@ class Variant:
         return f"{self.method}-{w}-sn{self.sigma_n:g}{lr}"
 
 
-def default_variants(sigma_n: float, weightings: tuple[str, ...] = ("plain", "compensated", "capped"),
-                     lr_factors: tuple[float, ...] = (1.0, 0.5, 0.25), weight_cap: float = 4.0) -> tuple[Variant, ...]:
+def default_variants(sigma_n: float = CANDIDATE_SIGMA_N, weightings: tuple[str, ...] = CANDIDATE_WEIGHTINGS,
+                     lr_factors: tuple[float, ...] = CONTROL_LR_FACTORS,
+                     weight_cap: float = WEIGHT_CAP) -> tuple[Variant, ...]:
     """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
     controls = [Variant(f"baseline, lr x{f:g}", "edm", lr_factor=f) for f in lr_factors]
     cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sigma_n:g}",
@@ -93,7 +103,8 @@ class FrontierConfig:
         return json_ready(d)
 
 
-def _check(fc: FrontierConfig) -> None:
+def validate_frontier(fc: FrontierConfig) -> None:
+    """Refuse a frontier a user got wrong, naming the flag (every variant's first run: `validate_config`)."""
     if fc.checkpoints < 2:
         raise DiffmemError(f"--checkpoints must be at least 2 (points along each path), got {fc.checkpoints}")
     if fc.n_samples < 50:
@@ -113,6 +124,9 @@ def _check(fc: FrontierConfig) -> None:
         if not v.lr_factor > 0:
             raise DiffmemError(f"--lr-factors must be positive, got {v.lr_factor}")
         validate_config(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
+
+
+_check = validate_frontier  # run_frontier's name for it
 
 
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:
