@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 from diffmem.utils.distributed import cpu_cores
+from diffmem.utils.processes import run_spawned
 from diffmem.train.rundir import write_json_atomic
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "run_frontier", "run_paths", "FRONTIER_JSON"]
@@ -212,13 +212,14 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
             _, sec = _train_one(fc, v, n, s, str(run), device, 0)
             echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
     else:
-        import multiprocessing
+        finished = []
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = [pool.submit(_train_one, fc, v, n, s, str(run), device, threads) for v, n, s, run in runs]
-            for i, fut in enumerate(as_completed(futs)):
-                run_dir, sec = fut.result()
-                echo(f"[frontier] {i + 1}/{len(runs)} {Path(run_dir).name}: {sec:.0f}s")
+        def done(task: tuple, result: tuple[str, float]) -> None:
+            finished.append(result[0])
+            echo(f"[frontier] {len(finished)}/{len(runs)} {Path(result[0]).name}: {result[1]:.0f}s")
+
+        run_spawned(_train_one, [(fc, v, n, s, str(run), device, threads) for v, n, s, run in runs], jobs=jobs,
+                    threads_per_job=threads, on_done=done)
     data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
         {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
          "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}
