@@ -18,6 +18,7 @@ from PIL import Image
 
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import atomic_dir, save_atomic
+from diffmem.utils.outdir import OWN, check_out_folder
 
 __all__ = ["read_image_file", "save_images", "save_grid", "PAD_VALUE"]
 
@@ -154,9 +155,7 @@ def _keep_other_files(old: Path, new: Path) -> None:
 
 
 def _save_folder(images: np.ndarray, labels: np.ndarray | None, path: Path, overwrite: bool) -> Path:
-    if path.exists() and not path.is_dir():
-        raise DiffmemError(f"cannot write images to '{path}': it is a file, not a folder")
-    replacing = path.is_dir() and any(path.iterdir())
+    replacing = check_out_folder(path, kind="folder of images", flag=None) == OWN  # any non-empty folder
     if replacing and not overwrite:
         raise DiffmemError(f"output folder '{path}' is not empty; choose another folder, empty it, or allow overwriting")
     # Write the whole set into a sibling temporary folder, then move it into place, so an interrupted

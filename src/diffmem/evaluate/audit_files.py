@@ -19,6 +19,7 @@ import numpy as np
 
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import atomic_dir
+from diffmem.utils.outdir import check_out_folder
 
 __all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv"]
 
@@ -42,16 +43,7 @@ def is_audit_dir(path: str | Path) -> bool:
 def check_out_dir(out: str | Path) -> Path:
     """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix)."""
     p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise DiffmemError(f"audit --out {p} is a file; give a folder")
-    try:
-        entries = _entries(p) if p.is_dir() else []
-    except PermissionError:
-        raise DiffmemError(f"cannot read the audit --out folder {p} (permission denied); choose another --out") from None
-    if entries and not is_audit_dir(p):
-        others = sorted(set(entries) - AUDIT_FILES)[:3]
-        raise DiffmemError(f"audit --out {p} holds other files ({', '.join(others)}); give an empty or new folder, "
-                           "or an earlier audit's folder to replace it")
+    check_out_folder(p, kind="diffmem audit", is_own=is_audit_dir, known=AUDIT_FILES, ignore_hidden=True)
     return p
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from diffmem.config import TrainConfig, json_ready, validate
 from diffmem.errors import DiffmemError
 from diffmem.utils.distributed import cpu_cores
+from diffmem.utils.outdir import check_out_folder
 from diffmem.utils.processes import run_spawned
 from diffmem.train.rundir import write_json_atomic
 
@@ -192,8 +193,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
 
     _check(fc)
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not (out / FRONTIER_JSON).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a frontier; choose another --out")
+    check_out_folder(out, kind="frontier", is_own=lambda p: (p / FRONTIER_JSON).is_file())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
         write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})

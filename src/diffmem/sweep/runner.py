@@ -32,6 +32,7 @@ from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
 from diffmem.sweep.spec import SIGMA_METHODS, SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
 from diffmem.utils.atomic import write_json_atomic
+from diffmem.utils.outdir import check_out_folder
 
 __all__ = ["SweepResult", "run_sweep", "run_point", "default_grids", "write_outputs", "RUNS", "SWEEP_JSON"]
 
@@ -180,10 +181,7 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
     if jobs < 1:
         raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_JSON).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a sweep; choose another --out")
+    check_out_folder(out, kind="sweep", is_own=lambda p: (p / SWEEP_JSON).is_file())
     cache = str(cache_dir if cache_dir is not None else cache_root())
     _prepare_features(sc, device)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from diffmem.t2i.config import T2IConfig
 from diffmem.t2i.losses import eps_from_prediction
 from diffmem.t2i.mitigations import w24_optimize_prompt, w24_score
 from diffmem.utils.atomic import atomic_dir
+from diffmem.utils.outdir import OWN, check_out_folder
 
 __all__ = ["SampleOptions", "T2ISamples", "load_trained", "generate", "save_samples", "read_prompts", "SCHEDULERS"]
 
@@ -217,11 +218,9 @@ def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bo
     """Write PNGs + metadata.jsonl (file_name, text, prompt_index, seed, w24 scores), prompts.jsonl and
     sample_info.json into the folder `out` (built in a temporary folder, then moved into place)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise DiffmemError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
-        if not (out / "sample_info.json").is_file():
-            raise DiffmemError(f"--overwrite refuses to replace {out}: it is not a diffmem t2i sample folder")
+    state = check_out_folder(out, kind="diffmem t2i sample folder", is_own=lambda p: (p / "sample_info.json").is_file())
+    if state == OWN and not overwrite:
+        raise DiffmemError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
     with atomic_dir(out) as tmp:
         meta, scores = [], samples.prompt_scores()
         for j, img in enumerate(samples.images):
