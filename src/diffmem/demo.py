@@ -18,6 +18,7 @@ import numpy as np
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.utils.distributed import cpu_cores
+from diffmem.utils.processes import run_spawned
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,7 @@ def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> No
 
 
 def _train_parallel(todo: dict[str, TrainConfig], out: Path, overwrite: bool, d: DemoConfig) -> None:
-    """Train and sample the runs in `todo` at once, one spawned process (one torch thread) each."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=len(todo), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one, cfg, str(out / method), overwrite, d) for method, cfg in todo.items()]
-        for fut in futures:
-            fut.result()  # re-raises a DiffmemError of either run
+    """Train and sample the runs in `todo` at once, one spawned process (one torch thread) each; a
+    DiffmemError of either run is raised here."""
+    run_spawned(_train_one, [(cfg, str(out / method), overwrite, d) for method, cfg in todo.items()],
+                jobs=len(todo), threads_per_job=1)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from diffmem.errors import DiffmemError
-from diffmem.utils.atomic import save_atomic
+from diffmem.utils.atomic import atomic_dir, save_atomic
+from diffmem.utils.outdir import OWN, check_out_folder
 
 __all__ = ["read_image_file", "save_images", "save_grid", "PAD_VALUE"]
 
@@ -156,31 +155,14 @@ def _keep_other_files(old: Path, new: Path) -> None:
 
 
 def _save_folder(images: np.ndarray, labels: np.ndarray | None, path: Path, overwrite: bool) -> Path:
-    if path.exists() and not path.is_dir():
-        raise DiffmemError(f"cannot write images to '{path}': it is a file, not a folder")
-    replacing = path.is_dir() and any(path.iterdir())
+    replacing = check_out_folder(path, kind="folder of images", flag=None) == OWN  # any non-empty folder
     if replacing and not overwrite:
         raise DiffmemError(f"output folder '{path}' is not empty; choose another folder, empty it, or allow overwriting")
     # Write the whole set into a sibling temporary folder, then move it into place, so an interrupted
     # run never leaves a partial set under the final name. Replacing an earlier set swaps two folders:
     # a kill between the two renames leaves the name absent (the old set stays in `.NAME.*.old`).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with atomic_dir(path, before_swap=_keep_other_files) as tmp:
         _write_pngs(images, labels, tmp)
-        if not replacing:
-            if path.is_dir():
-                path.rmdir()  # empty (checked above)
-            os.replace(tmp, path)
-            return path
-        _keep_other_files(path, tmp)
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, old)  # `old` is an empty folder: a directory rename may replace it
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return path
 
 

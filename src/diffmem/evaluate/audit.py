@@ -14,6 +14,7 @@ The set is written into a temporary folder and swapped in (see audit_files.py): 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.audit_files import OutputFolder, image_names, write_nearest_csv
+from diffmem.evaluate.audit_files import image_names, output_folder, write_nearest_csv
 from diffmem.evaluate.features import FeatureExtractor, embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
 from diffmem.utils.distributed import World
@@ -142,7 +143,7 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
 
 
 def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16, html: bool = True) -> Path:
-    """Write the output set of `data` into `folder` (an existing, empty folder; see OutputFolder)."""
+    """Write the output set of `data` into `folder` (an existing, empty folder; see output_folder)."""
     from diffmem.evaluate.pictures import marked_grid, neighbours_picture, similarity_chart
 
     out = Path(folder)
@@ -176,20 +177,14 @@ def audit_to(out_dir: str | Path | None, samples: Any, train: Any, heldout: Any 
 
     An unwritable `out_dir`, or a folder of other files, is refused before any work."""
     world = world or World()
-    folder = OutputFolder(out_dir) if out_dir is not None and world.main else None
-    try:
+    with output_folder(out_dir) if out_dir is not None and world.main else contextlib.nullcontext() as tmp:
         data = compute_audit(samples, train, heldout, features, world=world, **kwargs)
-        if folder is not None:
+        if tmp is not None:
             try:
-                write_audit(folder.tmp, data, n_pictures=n_pictures, html=html)
+                write_audit(tmp, data, n_pictures=n_pictures, html=html)
             except OSError as err:
                 raise DiffmemError(f"cannot write the audit --out {out_dir} ({err.strerror or err}); "
                                    "free some space or choose another folder") from None
-            folder.commit()
-    except BaseException:
-        if folder is not None:
-            folder.discard()
-        raise
     return data
 
 

@@ -13,13 +13,15 @@ import csv
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.utils.atomic import atomic_dir
+from diffmem.utils.outdir import check_out_folder
 
-__all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "OutputFolder", "image_names", "write_nearest_csv"]
+__all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv"]
 
 REPORT = "report.json"
 # everything an audit (or the sweep's evaluation) writes; quality.json is kept across a rewrite
@@ -41,53 +43,36 @@ def is_audit_dir(path: str | Path) -> bool:
 def check_out_dir(out: str | Path) -> Path:
     """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix)."""
     p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise DiffmemError(f"audit --out {p} is a file; give a folder")
-    try:
-        entries = _entries(p) if p.is_dir() else []
-    except PermissionError:
-        raise DiffmemError(f"cannot read the audit --out folder {p} (permission denied); choose another --out") from None
-    if entries and not is_audit_dir(p):
-        others = sorted(set(entries) - AUDIT_FILES)[:3]
-        raise DiffmemError(f"audit --out {p} holds other files ({', '.join(others)}); give an empty or new folder, "
-                           "or an earlier audit's folder to replace it")
+    check_out_folder(p, kind="diffmem audit", is_own=is_audit_dir, known=AUDIT_FILES, ignore_hidden=True)
     return p
 
 
-class OutputFolder:
-    """Write an audit into `tmp` (created now, so an unwritable --out fails before any work), then `commit()`."""
+def output_folder(out: str | Path) -> ContextManager[Path]:
+    """A temporary folder beside `out` to write an audit into, swapped in place of the previous audit (if
+    any) when the block succeeds, removed when it fails (`diffmem.utils.atomic.atomic_dir`).
 
-    def __init__(self, out: str | Path) -> None:
-        self.out = check_out_dir(out)
-        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            _clean_stale(self.out)
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp.mkdir()
-        except OSError as err:
-            raise DiffmemError(f"cannot write the audit --out {self.out} ({err.strerror or err}); "
-                               "choose a folder you can write to") from None
+    Calling it checks `out` and clears what a killed audit left beside it; entering creates the temporary,
+    so an unwritable --out fails before any work. quality.json of the previous audit is kept."""
+    out = check_out_dir(out)
+    try:
+        _clean_stale(out)
+    except OSError as err:
+        raise _write_error(out, err) from None
+    pid = os.getpid()
+    return atomic_dir(out, tmp_name=f".{out.name}.tmp-{pid}", old_name=f".{out.name}.old-{pid}",
+                      before_swap=_keep_files, on_os_error=lambda err: _write_error(out, err))
 
-    def commit(self) -> Path:
-        """Swap the finished output set in place of the previous audit (if any)."""
-        old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-        try:
-            if self.out.is_dir():
-                check_out_dir(self.out)  # still an audit (nothing else appeared meanwhile)
-                for name in _KEEP:
-                    if (self.out / name).is_file() and not (self.tmp / name).exists():
-                        shutil.copy2(self.out / name, self.tmp / name)
-                os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-        except OSError as err:
-            raise DiffmemError(f"cannot write the audit --out {self.out} ({err.strerror or err}); "
-                               "choose a folder you can write to") from None
-        shutil.rmtree(old, ignore_errors=True)
-        return self.out
 
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+def _write_error(out: Path, err: OSError) -> DiffmemError:
+    return DiffmemError(f"cannot write the audit --out {out} ({err.strerror or err}); choose a folder you can write to")
+
+
+def _keep_files(out: Path, tmp: Path) -> None:
+    """Before the swap: `out` is still an audit (nothing else appeared meanwhile); its _KEEP files move over."""
+    check_out_dir(out)
+    for name in _KEEP:
+        if (out / name).is_file() and not (tmp / name).exists():
+            shutil.copy2(out / name, tmp / name)
 
 
 def _alive(pid: int) -> bool:

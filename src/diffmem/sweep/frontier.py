@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +31,8 @@ from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.distributed import cpu_cores
+from diffmem.utils.outdir import check_out_folder
+from diffmem.utils.processes import run_spawned
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "validate_frontier", "run_frontier", "run_paths",
            "FRONTIER_JSON", "CANDIDATE_SIGMA_N", "CANDIDATE_WEIGHTINGS", "CONTROL_LR_FACTORS", "FRONTIER_STEPS",
@@ -208,8 +209,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
 
     _check(fc)
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not (out / FRONTIER_JSON).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a frontier; choose another --out")
+    check_out_folder(out, kind="frontier", is_own=lambda p: (p / FRONTIER_JSON).is_file())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
         write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
@@ -228,13 +228,14 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
             _, sec = _train_one(fc, v, n, s, str(run), device, 0)
             echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
     else:
-        import multiprocessing
+        finished = []
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = [pool.submit(_train_one, fc, v, n, s, str(run), device, threads) for v, n, s, run in runs]
-            for i, fut in enumerate(as_completed(futs)):
-                run_dir, sec = fut.result()
-                echo(f"[frontier] {i + 1}/{len(runs)} {Path(run_dir).name}: {sec:.0f}s")
+        def done(task: tuple, result: tuple[str, float]) -> None:
+            finished.append(result[0])
+            echo(f"[frontier] {len(finished)}/{len(runs)} {Path(result[0]).name}: {result[1]:.0f}s")
+
+        run_spawned(_train_one, [(fc, v, n, s, str(run), device, threads) for v, n, s, run in runs], jobs=jobs,
+                    threads_per_job=threads, on_done=done)
     data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
         {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
          "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +26,13 @@ import numpy as np
 
 from diffmem.errors import DiffmemError
 from diffmem.utils.distributed import cpu_cores
+from diffmem.utils.processes import run_spawned, worker_device
 from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, write_results
 from diffmem.sweep.spec import SweepConfig, SweepPoint, point_config, sweep_points, sweeps_sigma_n, validate_sweep
 from diffmem.utils.atomic import write_json_atomic
+from diffmem.utils.outdir import check_out_folder
 
 __all__ = ["SweepResult", "run_sweep", "run_point", "default_grids", "write_outputs", "RUNS", "SWEEP_JSON"]
 
@@ -145,23 +146,10 @@ def _finished(sc: SweepConfig, point: SweepPoint, run: Path) -> dict[str, Any] |
 # ---------------------------------------------------------------------------------------------------
 # worker processes
 
-_WORKER_DEVICE: str | None = None
-
-
-def _init_worker(threads: int, devices: Any) -> None:
-    """Per worker process: its share of the CPU threads, and (several GPUs) a device of its own."""
-    import torch
-
-    global _WORKER_DEVICE
-    torch.set_num_threads(threads)
-    if devices is not None:
-        _WORKER_DEVICE = devices.get()
-
-
 def _task(sc: SweepConfig, point: SweepPoint, run_dir: str, device: str, cache_dir: str | None,
           progress: bool) -> tuple[dict[str, Any], str, float]:
     t0 = time.perf_counter()
-    row, status = run_point(sc, point, run_dir, _WORKER_DEVICE or device, cache_dir, progress)
+    row, status = run_point(sc, point, run_dir, worker_device(device), cache_dir, progress)
     return row, status, time.perf_counter() - t0
 
 
@@ -193,10 +181,7 @@ def run_sweep(sc: SweepConfig, out: str | Path, *, device: str = "cpu", jobs: in
     if jobs < 1:
         raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_JSON).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a sweep; choose another --out")
+    check_out_folder(out, kind="sweep", is_own=lambda p: (p / SWEEP_JSON).is_file())
     cache = str(cache_dir if cache_dir is not None else cache_root())
     _prepare_features(sc, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,34 +247,18 @@ def _run_points(sc: SweepConfig, points: list[SweepPoint], runs: Path, result: S
 
 def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device: str, cache: str, jobs: int,
                   done: Callable[[SweepPoint, dict[str, Any], str, float], None]) -> None:
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    jobs = min(jobs, len(pending))
-    threads = max(1, cpu_cores() // jobs)
+    """The pending points in `jobs` spawned processes of `cores // jobs` torch threads (one GPU each when
+    there are several); `done` as each finishes; the first failure cancels the points not yet started."""
     devices = None
     if device == "cuda":
         import torch
 
         n_gpu = torch.cuda.device_count()
         if n_gpu > 1:
-            devices = ctx.Queue()
-            for k in range(jobs):
-                devices.put(f"cuda:{k % n_gpu}")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, devices)) as pool:
-        futures = {pool.submit(_task, sc, p, str(runs / p.name), device, cache, False): p for p in pending}
-        remaining = set(futures)
-        while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-            for fut in finished:
-                err = fut.exception()
-                if err is not None:
-                    for other in remaining:
-                        other.cancel()
-                    raise err
-                row, status, seconds = fut.result()
-                done(futures[fut], row, status, seconds)
+            devices = [f"cuda:{k}" for k in range(n_gpu)]
+    tasks = [(sc, p, str(runs / p.name), device, cache, False) for p in pending]
+    run_spawned(_task, tasks, jobs=jobs, threads_per_job=max(1, cpu_cores() // min(jobs, len(pending))),
+                devices=devices, on_done=lambda task, result: done(task[1], *result))
 
 
 def write_outputs(rows: list[dict[str, Any]], out: str | Path, tolerance: float = 0.1,

@@ -19,19 +19,14 @@ renamed when complete.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from diffmem.errors import DiffmemError
-from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights
+from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, write_checkpoint
 from diffmem.train.rundir import read_json, write_json_atomic
-from diffmem.utils.atomic import write_text_atomic
 
 __all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "save_checkpoint",
            "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run"]
@@ -46,7 +41,6 @@ UNET = "unet.safetensors"
 EMA = "ema.safetensors"
 STATE = "state.pt"
 META = "meta.json"
-KEEP = 2  # complete checkpoints kept on disk
 
 
 def check_run(run_dir: str | Path) -> Path:
@@ -58,30 +52,8 @@ def check_run(run_dir: str | Path) -> Path:
     return run
 
 
-def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-
-
 def save_checkpoint(run_dir: Path, step: int, unet: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically (temp folder + rename), point LATEST at it, keep the newest KEEP."""
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:08d}"
-    final, tmp = root / name, root / (name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_cpu(unet), str(tmp / UNET))
-    save_file(_cpu(ema), str(tmp / EMA))
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
-    for f in tmp.iterdir():  # durable before the rename publishes it
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    write_text_atomic(root / "LATEST", name + "\n", fixed=True)
-    complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-    for old in complete[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Write checkpoint `step` atomically (temp folder + rename), point LATEST at it, keep the newest two
+    (`diffmem.train.checkpoint.write_checkpoint`, shared with the diffusion runs)."""
+    return write_checkpoint(run_dir, step, {UNET: unet, EMA: ema}, state, meta)

@@ -16,8 +16,6 @@ and `text`), plus `prompts.jsonl` (per-prompt scores) and `sample_info.json` (wh
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +32,8 @@ from diffmem.t2i.components import SDComponents, decode_latents, encode_text, lo
 from diffmem.t2i.config import T2IConfig
 from diffmem.t2i.losses import eps_from_prediction
 from diffmem.t2i.mitigations import w24_optimize_prompt, w24_score
+from diffmem.utils.atomic import atomic_dir
+from diffmem.utils.outdir import OWN, check_out_folder
 
 __all__ = ["SampleOptions", "T2ISamples", "load_trained", "generate", "save_samples", "read_prompts", "SCHEDULERS"]
 
@@ -218,14 +218,10 @@ def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bo
     """Write PNGs + metadata.jsonl (file_name, text, prompt_index, seed, w24 scores), prompts.jsonl and
     sample_info.json into the folder `out` (built in a temporary folder, then moved into place)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise DiffmemError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
-        if not (out / "sample_info.json").is_file():
-            raise DiffmemError(f"--overwrite refuses to replace {out}: it is not a diffmem t2i sample folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    state = check_out_folder(out, kind="diffmem t2i sample folder", is_own=lambda p: (p / "sample_info.json").is_file())
+    if state == OWN and not overwrite:
+        raise DiffmemError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
+    with atomic_dir(out) as tmp:
         meta, scores = [], samples.prompt_scores()
         for j, img in enumerate(samples.images):
             name = f"{j:06d}.png"
@@ -243,12 +239,6 @@ def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bo
             prompt_rows.append(row)
         (tmp / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompt_rows))
         (tmp / "sample_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

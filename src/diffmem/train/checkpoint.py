@@ -1,7 +1,7 @@
 """Checkpoints: weights in safetensors, training state in a tensors-only file, written atomically.
 
 A checkpoint is a folder `checkpoints/step-XXXXXXXX/` written under a temporary name and renamed
-when complete; `checkpoints/LATEST` (replaced atomically) names the newest. A crash at any moment
+when complete (`diffmem.utils.atomic.atomic_dir`); `checkpoints/LATEST` (replaced atomically) names the newest. A crash at any moment
 leaves the previous checkpoint intact. Loading never executes code: safetensors for weights and
 `torch.load(weights_only=True)` for optimizer / RNG state.
 """
@@ -9,7 +9,6 @@ leaves the previous checkpoint intact. Loading never executes code: safetensors 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.models.denoiser import build_denoiser
 from diffmem.train.rundir import CHECKPOINTS, LATEST, load_train_config, read_json
-from diffmem.utils.atomic import write_text_atomic
+from diffmem.utils.atomic import atomic_dir, write_text_atomic
 
 MODEL = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -31,40 +30,37 @@ META = "meta.json"
 KEEP = 2  # complete checkpoints kept on disk
 
 
-def _state_dict_for_safetensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
                     state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write checkpoint `step` atomically and prune all but the newest KEEP."""
+    weights = {MODEL: model.state_dict(), EMA_FILE: ema.state_dict()}
+    return write_checkpoint(run_dir, step, weights, state, meta)
+
+
+def write_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
+                     state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write `checkpoints/step-XXXXXXXX/` (a safetensors file per `weights` entry, STATE, META) into
+    `step-XXXXXXXX.tmp`, rename it into place, point LATEST at it and prune all but the newest KEEP.
+
+    A failed write (a full disk: one line naming the temporary) removes the temporary; an interrupt or
+    a kill leaves it, and the next save (or a resumed run) clears it. The previous checkpoint stays intact."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
-    final = root / name
-    tmp = root / (name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
-        save_file(_state_dict_for_safetensors(model), str(tmp / MODEL))
-        save_file(_state_dict_for_safetensors(ema), str(tmp / EMA_FILE))
-        torch.save(state, tmp / STATE)
-        (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
-        for f in tmp.iterdir():  # make the data durable before the rename publishes it
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    except OSError as err:  # a full disk: one line naming the checkpoint; the previous one stays intact
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise as_diffmem_error(err, tmp) from None
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    tmp, tmp_error = root / (name + ".tmp"), lambda err: as_diffmem_error(err, root / (name + ".tmp"))
+    with atomic_dir(root / name, tmp_name=tmp.name, fsync=True, clean_on=(Exception,), on_os_error=tmp_error):
+        try:
+            for file, tensors in weights.items():
+                save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / file))
+            torch.save(state, tmp / STATE)
+            (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
+        except OSError as err:  # a full disk: one line naming the checkpoint; the previous one stays intact
+            raise tmp_error(err) from None
     write_text_atomic(root / LATEST, name + "\n", fixed=True)
     complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     for old in complete[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return root / name
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

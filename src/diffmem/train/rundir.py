@@ -28,6 +28,7 @@ from diffmem.config import EXTENSIONS, TrainConfig
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.utils import atomic
+from diffmem.utils.outdir import OWN, check_out_folder
 
 CONFIG = "config.json"
 SUBSET = "subset.json"
@@ -128,14 +129,12 @@ def _starts_new(out: Path, overwrite: bool, resume: bool, kind: str, partial_is_
     """The part of the `--out` decision every trainer shares: True for a new run (absent or empty folder,
     with `partial_is_empty` also a start killed before config.json, or `overwrite` of an earlier run);
     False when `out` holds a run to compare with. Refuses a file and a folder that is not a diffmem `kind`."""
-    if out.exists() and not out.is_dir():
-        raise DiffmemError(f"--out {out} is a file, not a folder")
-    if not (out.is_dir() and any(out.iterdir())) or (partial_is_empty and only_own_partial_files(out)):
+    state = check_out_folder(out, kind=f"diffmem {kind}", is_own=lambda p: (p / CONFIG).is_file() or (
+        partial_is_empty and only_own_partial_files(p)))
+    if state != OWN or not (out / CONFIG).is_file():  # absent, empty, or a start killed before config.json
         if resume:
             raise DiffmemError(f"--resume: {out} holds no run to resume")
         return True
-    if not (out / CONFIG).is_file():
-        raise DiffmemError(f"--out {out} is a non-empty folder that is not a diffmem {kind}; choose another --out")
     return overwrite
 
 

@@ -1,6 +1,7 @@
-"""Write a file whole or not at all: a temporary file in the same folder, then one rename.
+"""Write a file or a folder whole or not at all: a temporary beside it, then renames.
 
 A reader (or a run resumed after a kill) sees either the old file or the new one, never half of one.
+Folders (`atomic_dir`) are written into a temporary folder and swapped in with two renames.
 Permission, read-only, disk-full and bad-path errors become one-line DiffmemErrors naming the file
 (`diffmem.errors.as_diffmem_error`); other OSErrors keep their traceback.
 """
@@ -8,15 +9,17 @@ Permission, read-only, disk-full and bad-path errors become one-line DiffmemErro
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from diffmem.errors import as_diffmem_error
 
-__all__ = ["atomic_path", "save_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "atomic_dir", "save_atomic", "write_text_atomic", "write_json_atomic"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: files written through a temporary get the usual mode, not mkstemp's 0600
@@ -72,3 +75,95 @@ def write_text_atomic(path: str | Path, text: str, *, fixed: bool = False) -> Pa
 def write_json_atomic(path: str | Path, obj: Any, *, fixed: bool = False, default: Callable | None = None) -> Path:
     """Write `obj` as indented JSON (two spaces, a final newline) whole or not at all."""
     return write_text_atomic(path, json.dumps(obj, indent=2, default=default) + "\n", fixed=fixed)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, *, tmp_name: str | None = None, old_name: str | None = None,
+               before_swap: Callable[[Path, Path], Any] | None = None, fsync: bool = False,
+               clean_on: tuple[type[BaseException], ...] = (BaseException,),
+               on_os_error: Callable[[OSError], BaseException] | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside the folder `final`; when the block succeeds it replaces
+    `final`, when it fails `final` is left as it was.
+
+    The swap: `final` (if it exists) is renamed aside, the temporary is renamed to `final`, then the old
+    folder is deleted; should the second rename fail, the old folder is renamed back. A kill between the
+    two renames leaves no `final` and the previous folder under its aside name.
+
+    - `tmp_name` / `old_name`: fixed names (in `final`'s folder) for the temporary and the folder moved
+      aside, for a writer that recognises its own leftovers (a leftover temporary of that name is removed
+      first). Default: unique hidden names, `.NAME.XXXXXXXX.tmp` and `.NAME.XXXXXXXX.old`.
+    - `before_swap(final, tmp)`: called when `final` exists, just before the swap (check it, or copy
+      files to keep into the temporary); what it raises aborts the swap like a failure in the block.
+    - `fsync`: flush every file of the temporary to disk before the rename publishes it.
+    - `clean_on`: the exceptions after which the temporary is removed (default: any). A writer whose
+      leftover the next run clears passes `(Exception,)`, so that Ctrl-C leaves it as a kill would.
+    - `on_os_error`: the exception to raise for an OSError of these steps (creating the temporary, the
+      flush, `before_swap`, the renames); default `as_diffmem_error(err, final)`: a one-line DiffmemError
+      for a permission, disk-full or bad-path error. What the block raises passes through unchanged (it
+      may be work other than writing, such as the computation of an audit): map it there.
+    """
+    final = Path(final)
+    on_os_error = on_os_error or (lambda err: as_diffmem_error(err, final))
+    try:
+        tmp = _make_temporary(final, tmp_name)
+    except OSError as err:
+        raise on_os_error(err) from None
+    try:
+        yield tmp
+    except BaseException as err:
+        if isinstance(err, clean_on):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        if fsync:
+            _fsync_files(tmp)
+        if final.exists() and before_swap is not None:
+            before_swap(final, tmp)
+        _swap(final, tmp, old_name)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise on_os_error(err) from None
+        raise
+
+
+def _make_temporary(final: Path, tmp_name: str | None) -> Path:
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(final))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if tmp_name is None:
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = final.parent / tmp_name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _fsync_files(folder: Path) -> None:
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and not f.is_symlink():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _swap(final: Path, tmp: Path, old_name: str | None) -> None:
+    """Rename `final` (if any) aside, `tmp` to `final` (or the old folder back on failure), delete the old."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    if old_name is None:  # an empty folder: a directory rename may replace it
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    else:
+        old = final.parent / old_name
+    try:
+        os.replace(final, old)
+    except BaseException:
+        if old_name is None:
+            old.rmdir()
+        raise
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""The check every command makes of its output folder (`--out`), worded once.
+
+A file is refused; a missing or empty folder is free; a non-empty folder is accepted only when it
+holds the command's own kind of output (a run, a sweep, an audit, ...), which the caller then resumes,
+replaces or refuses by its own rules (`--resume`, `--overwrite`). A folder of anything else is refused,
+naming some of what it holds, so a command never writes into (or replaces) someone's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Collection
+
+from diffmem.errors import DiffmemError
+
+__all__ = ["ABSENT", "EMPTY", "OWN", "check_out_folder"]
+
+ABSENT, EMPTY, OWN = "absent", "empty", "own"
+
+
+def check_out_folder(out: str | Path, *, kind: str, is_own: Callable[[Path], bool] | None = None,
+                     known: Collection[str] = (), flag: str | None = "--out", ignore_hidden: bool = False) -> str:
+    """ABSENT, EMPTY or OWN for the output folder `out`; a one-line DiffmemError for a file, an unreadable
+    folder, or a non-empty folder that `is_own` rejects.
+
+    - `kind`: what the folder should hold, as in "is not a {kind}" (e.g. "diffmem run", "sweep").
+    - `is_own(out)`: does this non-empty folder hold `kind`'s output? None: every non-empty folder is
+      OWN, the caller decides (e.g. replacing a folder of images keeps its other files).
+    - `known`: names `kind` writes; the refusal lists the others the folder holds (else the first few).
+    - `flag`: the option that named `out`, for the messages (None: name the path alone).
+    - `ignore_hidden`: entries whose names start with "." do not count (an empty folder may hold them).
+    """
+    out = Path(out)
+    name = f"{flag} {out}" if flag else f"'{out}'"
+    choose = f"choose another {flag}" if flag else "choose another folder"
+    if out.exists() and not out.is_dir():
+        raise DiffmemError(f"{name} is a file, not a folder; {choose}")
+    if not out.exists():
+        return ABSENT
+    try:
+        entries = sorted(p.name for p in out.iterdir() if not (ignore_hidden and p.name.startswith(".")))
+    except PermissionError:
+        raise DiffmemError(f"cannot read the folder {name} (permission denied); {choose}") from None
+    if not entries:
+        return EMPTY
+    if is_own is None or is_own(out):
+        return OWN
+    others = [e for e in entries if e not in known] or entries
+    listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    raise DiffmemError(f"{name} holds other files ({listed}) and is not a {kind}; {choose} "
+                       f"(a new or empty folder, or an earlier {kind})")
