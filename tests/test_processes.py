@@ -55,3 +55,17 @@ def test_a_failure_cancels_the_tasks_not_yet_started(tmp_path) -> None:
         run_spawned(_touch, [(str(tmp_path), x) for x in range(12)], jobs=1, threads_per_job=1)
     assert (tmp_path / "0").is_file()
     assert len(list(tmp_path.iterdir())) <= 4  # the few already queued to the worker at most, not all 12
+
+
+_PARENT_STATE = {"set_in_parent": False}
+
+
+def _parent_state() -> bool:
+    return _PARENT_STATE["set_in_parent"]
+
+
+def test_workers_are_spawned_not_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked worker would inherit the parent's memory (CUDA contexts, open locks, torch threads); a
+    spawned one starts fresh and imports this module again, so it sees the state as the module defines it."""
+    monkeypatch.setitem(_PARENT_STATE, "set_in_parent", True)
+    assert run_spawned(_parent_state, [()], jobs=1, threads_per_job=1) == [False]
