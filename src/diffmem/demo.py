@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
+from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline
 from diffmem.errors import DiffmemError
 from diffmem.utils.distributed import cpu_cores
 from diffmem.utils.processes import run_spawned
@@ -70,8 +71,8 @@ def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
         seed=d.seed,
         checkpoint_every=max(1, d.steps // 4),
     )
-    method = MethodConfig("ambient", d.sigma_n, d.ambient_weight, weight_cap=d.weight_cap)
-    return {"edm": base, "ambient": dataclasses.replace(base, method=method)}
+    method = MethodConfig(Ambient.name, d.sigma_n, d.ambient_weight, weight_cap=d.weight_cap)
+    return {Baseline.name: base, Ambient.name: dataclasses.replace(base, method=method)}
 
 
 def side_by_side(panels: dict[str, np.ndarray], path: Path, n: int = 64) -> Path:
@@ -142,10 +143,11 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
             save_images(images, path)
         samples[method] = path
         timings[f"sampling {method}"] = time.perf_counter() - t0
-    train_set, _ = run_datasets(out / "edm")
+    train_set, _ = run_datasets(out / Baseline.name)
     panels = {f"training digits ({d.subset})": train_set.images}
     for method, path in samples.items():
-        label = "baseline (EDM)" if method == "edm" else f"Algorithm 1 (sigma_n={d.sigma_n})"
+        cls = METHOD_CLASSES[method]
+        label = f"{cls.short} (sigma_n={d.sigma_n})" if cls.param_field == "sigma_n" else cls.title
         panels[label] = np.load(path)["images"]
     pic = side_by_side(panels, out / "side_by_side.png")
     echo(f"[demo] samples: {', '.join(str(p) for p in samples.values())}; picture: {pic}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready
+from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.diffusion.weighting import make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
@@ -56,7 +57,7 @@ class Variant:
     """
 
     label: str
-    method: str = "edm"
+    method: str = Baseline.name
     sigma_n: float = 0.0
     ambient_weight: str = "plain"
     weight_cap: float = WEIGHT_CAP
@@ -66,8 +67,8 @@ class Variant:
     @property
     def slug(self) -> str:
         """Folder-safe name, e.g. `edm-lr0.25` or `ambient-capped4-sn1`."""
-        if self.method == "edm":
-            return f"edm-lr{self.lr_factor:g}"
+        if self.method == Baseline.name:
+            return f"{self.method}-lr{self.lr_factor:g}"
         w = make_weighting(self.ambient_weight, self.weight_cap).label().replace(" ", "")
         lr = f"-lr{self.lr_factor:g}" if self.lr_factor != 1 else ""
         return f"{self.method}-{w}-sn{self.sigma_n:g}{lr}"
@@ -77,9 +78,9 @@ def default_variants(sigma_n: float = CANDIDATE_SIGMA_N, weightings: tuple[str, 
                      lr_factors: tuple[float, ...] = CONTROL_LR_FACTORS,
                      weight_cap: float = WEIGHT_CAP) -> tuple[Variant, ...]:
     """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
-    controls = [Variant(f"baseline, lr x{f:g}", "edm", lr_factor=f) for f in lr_factors]
+    controls = [Variant(f"baseline, lr x{f:g}", Baseline.name, lr_factor=f) for f in lr_factors]
     cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sigma_n:g}",
-                     "ambient", sigma_n, w, weight_cap, role="candidate") for w in weightings]
+                     Ambient.name, sigma_n, w, weight_cap, role="candidate") for w in weightings]
     return (*controls, *cands)
 
 
