@@ -24,7 +24,8 @@ import numpy as np
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.audit_files import image_names, output_folder, write_nearest_csv
-from diffmem.evaluate.features import FeatureExtractor, embed_dataset, get_extractor, images_of
+from diffmem.evaluate.extractor import FeatureExtractor
+from diffmem.evaluate.features import embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
 from diffmem.utils.distributed import World
 

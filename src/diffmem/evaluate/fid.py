@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from diffmem.errors import DiffmemError, require_finite
-from diffmem.evaluate.features import FeatureExtractor, embed_dataset, fd_name, get_extractor, images_of
+from diffmem.evaluate.extractor import FeatureExtractor
+from diffmem.evaluate.features import embed_dataset, fd_name, get_extractor, images_of
 from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid_report, precision_recall
 
 __all__ = [
