@@ -13,8 +13,6 @@ from typing import Any
 
 from diffmem.errors import DiffmemError
 
-METHODS = ("edm", "ambient", "masking", "noisy-only")  # the registry diffusion.methods.METHOD_CLASSES
-AMBIENT_WEIGHTINGS = ("plain", "compensated", "capped")  # diffmem.diffusion.weighting
 EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
 
 
@@ -171,18 +169,12 @@ def _finite(value: float) -> bool:
 
 def validate_fields(cfg: TrainConfig) -> None:
     """Check each field's range (types are checked on reading) and raise a DiffmemError that names the flag at
-    fault. What a method needs of its settings (a positive sigma_n, a mask_p in (0, 1)) is the method object's
-    own check (`diffmem.diffusion.methods`); `diffmem.train.checks.validate_config` runs both."""
+    fault. The names of methods and weightings and what a method needs of its settings (a positive sigma_n, a
+    mask_p in (0, 1), a positive weight cap) are checked by the objects (`diffmem.diffusion.methods`,
+    `diffmem.diffusion.weighting`); `diffmem.train.checks.validate_config` runs all of them."""
     m = cfg.method
-    if m.name not in METHODS:
-        raise DiffmemError(f"--method {m.name!r} is not one of {', '.join(METHODS)}")
     if not _finite(m.sigma_n) or m.sigma_n < 0:
         raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {m.sigma_n}")
-    if m.ambient_weight not in AMBIENT_WEIGHTINGS:
-        raise DiffmemError(f"--ambient-weight must be one of {', '.join(AMBIENT_WEIGHTINGS)}, got {m.ambient_weight!r}")
-    if not (isinstance(m.weight_cap, (int, float)) and 0 < m.weight_cap < float("inf")):
-        raise DiffmemError(f"--weight-cap must be a positive number (the largest gain of the capped weighting "
-                           f"over plain, e.g. 4), got {m.weight_cap}")
     if not 0 <= m.mask_p < 1:
         raise DiffmemError(f"--mask-p must be in [0, 1), got {m.mask_p}")
     if not 0 <= m.mask_delta < 1:

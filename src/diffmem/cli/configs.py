@@ -14,9 +14,9 @@ import inspect
 import math
 from typing import Any, Callable
 
-from diffmem.config import (AMBIENT_WEIGHTINGS, DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS,
-                            TrainConfig)
+from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
 from diffmem.demo import DemoConfig, validate_demo
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, EvalOptions
 from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
@@ -212,8 +212,8 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
     controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 with each --weightings."""
     wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
     for w in wts:
-        if w not in AMBIENT_WEIGHTINGS:
-            raise DiffmemError(f"--weightings: {w!r} is not one of {', '.join(AMBIENT_WEIGHTINGS)}")
+        if w not in WEIGHTINGS:
+            raise DiffmemError(f"--weightings: {w!r} is not one of {', '.join(WEIGHTINGS)}")
     net = network_from_flags(preset, channels, layers_per_block, attn_resolutions)
     base = TrainConfig(data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution)), network=net,
                        optim=OptimConfig(steps=steps, batch=batch, lr=lr), log_every=max(1, min(50, steps // 20)))

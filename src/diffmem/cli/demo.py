@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from diffmem.cli.configs import DEMO, demo_config_from_flags
-from diffmem.config import AMBIENT_WEIGHTINGS
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.demo import DEMO_OUT
 from diffmem.utils.flags import device_name
 
@@ -17,7 +17,7 @@ from diffmem.utils.flags import device_name
 @click.option("--batch", type=int, default=DEMO.batch, show_default=True)
 @click.option("--resolution", type=int, default=DEMO.resolution, show_default=True, help="Digit size (8 or 16).")
 @click.option("--sigma-n", type=float, default=DEMO.sigma_n, show_default=True, help="Algorithm 1 threshold.")
-@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default=DEMO.ambient_weight,
+@click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=DEMO.ambient_weight,
               show_default=True, help="Weighting of Algorithm 1's high-noise branch (docs/method.md).")
 @click.option("--weight-cap", type=float, default=DEMO.weight_cap, show_default=True,
               help="--ambient-weight capped: the largest gain over plain.")

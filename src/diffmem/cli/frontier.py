@@ -6,7 +6,8 @@ import click
 
 from diffmem.cli.configs import (DATA, FRONTIER, METHOD, NETWORK, OPTIM, check_jobs, frontier_config_from_flags,
                                   joined)
-from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS
+from diffmem.config import PRESETS
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.sweep.frontier import CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS
 from diffmem.utils.flags import device_name
 
@@ -20,7 +21,7 @@ from diffmem.utils.flags import device_name
 @click.option("--sigma-n", type=float, default=CANDIDATE_SIGMA_N, show_default=True,
               help="Algorithm 1's sigma_n for the candidates.")
 @click.option("--weightings", default=joined(CANDIDATE_WEIGHTINGS), show_default=True,
-              help=f"Candidate weightings of Algorithm 1 (of {', '.join(AMBIENT_WEIGHTINGS)}).")
+              help=f"Candidate weightings of Algorithm 1 (of {', '.join(WEIGHTINGS)}).")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True, help="The capped weighting's cap.")
 @click.option("--lr-factors", default=joined(CONTROL_LR_FACTORS), show_default=True,
               help="Controls: the baseline at lr times each factor (the slower-clock controls).")

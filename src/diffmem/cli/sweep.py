@@ -6,7 +6,8 @@ import click
 
 from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, check_jobs, eval_options_from_flags,
                                   sweep_config_from_flags)
-from diffmem.config import AMBIENT_WEIGHTINGS, PRESETS
+from diffmem.config import PRESETS
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
 from diffmem.utils.flags import device_name
 
@@ -57,7 +58,7 @@ def _eval_flags(f):
                    "spanning the data's commitment scale, from diffmem.theory].")
 @click.option("--mask-p", "mask_ps", default=",".join(f"{p:g}" for p in SWEEP.mask_ps), show_default=True, help="masking: erase probabilities, comma-separated.")
 @click.option("--mask-delta", type=float, default=METHOD.mask_delta, show_default=True)
-@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default=METHOD.ambient_weight, show_default=True,
+@click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
                    "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True,

@@ -6,7 +6,9 @@ import click
 
 from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, SWEEP, TRAIN, check_monitor_flags,
                                   train_config_from_flags)
-from diffmem.config import AMBIENT_WEIGHTINGS, METHODS, PRESETS
+from diffmem.config import PRESETS
+from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.utils.flags import device_name
 
 
@@ -19,10 +21,10 @@ from diffmem.utils.flags import device_name
 @click.option("--subset-seed", type=int, default=DATA.subset_seed, show_default=True)
 @click.option("--cond", is_flag=True, help="Class-conditional training (needs labels).")
 @click.option("--xflip", is_flag=True, help="Random horizontal flips (applied to the image and its noisy copy).")
-@click.option("--method", type=click.Choice(METHODS), default=METHOD.name, show_default=True)
+@click.option("--method", type=click.Choice(list(METHOD_CLASSES)), default=METHOD.name, show_default=True)
 @click.option("--sigma-n", type=float, default=METHOD.sigma_n, show_default=True,
               help="Algorithm 1 threshold noise level on the [-1,1] data scale (ambient, noisy-only).")
-@click.option("--ambient-weight", type=click.Choice(AMBIENT_WEIGHTINGS), default=METHOD.ambient_weight, show_default=True,
+@click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
                    "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True,

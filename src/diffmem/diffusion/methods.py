@@ -170,7 +170,7 @@ METHOD_CLASSES: dict[str, type[Method]] = {c.name: c for c in (Baseline, Ambient
 
 
 def method_of(m: "MethodConfig") -> Method:
-    """The method object of a configuration's `method` part (names as in config.METHODS); it checks its own
+    """The method object of a configuration's `method` part (names as in METHOD_CLASSES); it checks its own
     settings and raises a DiffmemError naming the flag at fault."""
     if m.name not in METHOD_CLASSES:
         raise DiffmemError(f"--method {m.name!r} is not one of {', '.join(METHOD_CLASSES)}")

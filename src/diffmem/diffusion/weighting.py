@@ -32,7 +32,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["AmbientWeighting", "Plain", "Compensated", "Capped", "WEIGHTINGS", "make_weighting",
+__all__ = ["AmbientWeighting", "Plain", "Compensated", "Capped", "WEIGHTINGS", "make_weighting", "check_cap",
            "DEFAULT_WEIGHT_CAP"]
 
 DEFAULT_WEIGHT_CAP = 4.0
@@ -105,8 +105,7 @@ class Capped(AmbientWeighting):
     cap: float = DEFAULT_WEIGHT_CAP
 
     def __post_init__(self) -> None:
-        if not (self.cap > 0 and self.cap < float("inf")):
-            raise DiffmemError(f"--weight-cap must be a positive number, got {self.cap}")
+        check_cap(self.cap)
 
     @classmethod
     def build(cls, cap: float = DEFAULT_WEIGHT_CAP) -> "AmbientWeighting":
@@ -125,8 +124,16 @@ class Capped(AmbientWeighting):
 WEIGHTINGS: dict[str, type[AmbientWeighting]] = {w.name: w for w in (Plain, Compensated, Capped)}
 
 
+def check_cap(cap: float) -> None:
+    """Refuse a --weight-cap that is not a positive finite number."""
+    if not (isinstance(cap, (int, float)) and 0 < cap < float("inf")):
+        raise DiffmemError(f"--weight-cap must be a positive number (the largest gain of the capped weighting "
+                           f"over plain, e.g. 4), got {cap}")
+
+
 def make_weighting(name: str, cap: float = DEFAULT_WEIGHT_CAP) -> AmbientWeighting:
-    """The weighting object for `--ambient-weight NAME` (`cap` is used by `capped` only)."""
+    """The weighting object for `--ambient-weight NAME` (`cap` is used by `capped` only, but checked always)."""
     if name not in WEIGHTINGS:
         raise DiffmemError(f"--ambient-weight must be one of {', '.join(WEIGHTINGS)}, got {name!r}")
+    check_cap(cap)
     return WEIGHTINGS[name].build(cap)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from diffmem.config import METHODS, DataConfig, TrainConfig, json_ready
+from diffmem.config import DataConfig, TrainConfig, json_ready
 from diffmem.diffusion.methods import METHOD_CLASSES
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import PIXEL_THRESHOLDS, EvalOptions
@@ -90,10 +90,10 @@ def feature_dirname(features: str) -> str:
 def validate_sweep(sc: SweepConfig) -> None:
     """Refuse a sweep a user got wrong, naming the flag."""
     if not sc.methods:
-        raise DiffmemError("--methods is empty; choose from " + ", ".join(METHODS))
-    bad = [m for m in sc.methods if m not in METHODS]
+        raise DiffmemError("--methods is empty; choose from " + ", ".join(METHOD_CLASSES))
+    bad = [m for m in sc.methods if m not in METHOD_CLASSES]
     if bad:
-        raise DiffmemError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+        raise DiffmemError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHOD_CLASSES)}")
     if sc.sigma_ns is not None:
         _check_positive(sc.sigma_ns, "--sigma-n")
     if any(METHOD_CLASSES[m].param_field == "mask_p" for m in sc.methods):
@@ -174,4 +174,4 @@ def parse_int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'edm,ambient' -> ('edm', 'ambient'), refusing unknown names."""
-    return str_list(text, "--methods", METHODS, what="method")
+    return str_list(text, "--methods", tuple(METHOD_CLASSES), what="method")
