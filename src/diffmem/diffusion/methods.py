@@ -35,6 +35,7 @@ class Method:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # label in tables
     short: ClassVar[str] = ""  # label in headlines and picture captions
+    style: ClassVar[tuple[str, str]] = ("gray", "x")  # (matplotlib colour, marker) in plots
     needs_noisy_copies: ClassVar[bool] = False  # fixed y = x0 + sigma_n z drawn once per run
     needs_masks: ClassVar[bool] = False  # fixed inpainting masks drawn once per run
     extra_channels: ClassVar[int] = 0  # input channels beyond the image's
@@ -74,6 +75,7 @@ class Baseline(Method):
     name: ClassVar[str] = "edm"
     title: ClassVar[str] = "baseline (EDM)"
     short: ClassVar[str] = "baseline"
+    style: ClassVar[tuple[str, str]] = ("black", "*")
 
     def loss(self, net: EDMPrecond, batch: Batch, sigma: torch.Tensor) -> LossOutput:
         return edm_loss(net, batch.x0, sigma, batch.noise, batch.labels)
@@ -84,6 +86,7 @@ class Ambient(Method):
     name: ClassVar[str] = "ambient"
     title: ClassVar[str] = "Algorithm 1 (ambient)"
     short: ClassVar[str] = "Algorithm 1"
+    style: ClassVar[tuple[str, str]] = ("tab:red", "o")
     needs_noisy_copies: ClassVar[bool] = True
     param_field: ClassVar[str | None] = "sigma_n"
     param_tag: ClassVar[str] = "sn"
@@ -119,6 +122,7 @@ class NoiseOnly(Ambient):
     name: ClassVar[str] = "noisy-only"
     title: ClassVar[str] = "noise only"
     short: ClassVar[str] = "noise only"
+    style: ClassVar[tuple[str, str]] = ("tab:green", "^")
 
     @property
     def train_sigma_min(self) -> float:
@@ -138,6 +142,7 @@ class Masking(Method):
     name: ClassVar[str] = "masking"
     title: ClassVar[str] = "masking"
     short: ClassVar[str] = "masking"
+    style: ClassVar[tuple[str, str]] = ("tab:blue", "s")
     needs_masks: ClassVar[bool] = True
     extra_channels: ClassVar[int] = 1  # the mask A~ as an input channel
     param_field: ClassVar[str | None] = "mask_p"

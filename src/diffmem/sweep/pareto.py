@@ -12,14 +12,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diffmem.diffusion.methods import Ambient, Baseline
+from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline, Method
 from diffmem.sweep.results import METHOD_LABELS, context, param_column, summarize, variant_label
 from diffmem.utils.atomic import save_atomic
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
 
-_COLORS = {"edm": "black", "ambient": "tab:red", "masking": "tab:blue", "noisy-only": "tab:green"}
-_MARKERS = {"edm": "*", "ambient": "o", "masking": "s", "noisy-only": "^"}
+
+def _style(method: str) -> tuple[str, str]:
+    """(colour, marker) of a method's points, declared by its class (gray crosses for an unknown one)."""
+    cls = METHOD_CLASSES.get(method)
+    return cls.style if cls is not None else Method.style
 
 
 def _finite(v: Any) -> bool:
@@ -198,17 +201,17 @@ def _plot_points(ax: Any, group: list[dict[str, Any]]) -> None:
             continue
         m = r.get("method", "?")
         base = m == Baseline.name
-        ax.scatter(r["copy_frac"], r["quality"], marker=_MARKERS.get(m, "x"), color=_COLORS.get(m, "gray"),
+        ax.scatter(r["copy_frac"], r["quality"], marker=_style(m)[1], color=_style(m)[0],
                    s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
                    label=None if m in seen else METHOD_LABELS.get(m, m))
         seen.add(m)
         if param_column(m) == "sigma_n" and _finite(r.get("sigma_n")):
             note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
             ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+                        xytext=(4, 4), fontsize=7, color=_style(m)[0])
         elif variant_label(r):
             ax.annotate(variant_label(r).lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=_COLORS.get(m, "gray"))
+                        xytext=(4, 4), fontsize=7, color=_style(m)[0])
 
 
 def _plot_fronts(ax: Any, group: list[dict[str, Any]]) -> None:
