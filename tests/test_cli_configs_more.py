@@ -140,3 +140,27 @@ def test_library_defaults_of_the_other_flags() -> None:
     assert (d["n"], d["seed"], d["batch"]) == (sig(api.sample)["n"], sig(api.sample)["seed"], sig(generate)["batch"])
     d, t = _click_defaults(trace), sig(trace_run)
     assert {k: d[k] for k in ("n", "seed", "steps", "batch")} == {k: t[k] for k in ("n", "seed", "steps", "batch")}
+
+
+@pytest.mark.parametrize("given, rule", [
+    ({}, "exactly one of"),  # neither run nor train
+    ({"run": "r", "train": "t"}, "exactly one of"),
+    ({"run": "r", "heldout": "h"}, "goes with"),
+    ({"train": "t", "ratio_k": 0}, "must be at least 1"),
+    ({"train": "t", "n_pictures": 0}, "must be at least 1"),
+    ({"train": "t", "max_heldout": 0}, "must be at least 1"),
+])
+def test_the_command_and_the_python_api_refuse_the_same_audit_inputs(given: dict, rule: str) -> None:
+    """One rule, two vocabularies: `diffmem audit` names flags, `diffmem.audit` its keyword arguments."""
+    import diffmem
+
+    flags = {"run": "run_dir", "train": "train_spec", "heldout": "heldout_spec"}
+    with pytest.raises(DiffmemError) as cli_err:
+        audit_options_from_flags(**{flags.get(k, k): v for k, v in given.items()})
+    api_kwargs = {"ratio_k": None, "n_pictures": 16, "max_heldout": 10, **given}
+    with pytest.raises(DiffmemError) as api_err:
+        diffmem.audit("samples-not-read", **api_kwargs)  # refused before any file is read
+    cli_text, api_text = str(cli_err.value), str(api_err.value)
+    assert rule in cli_text and rule in api_text
+    assert cli_text.startswith(("give exactly one of --run", "--")) and not api_text.startswith("--")
+    assert "--run DIR" not in api_text and "--train SPEC" not in api_text

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import AuditOptions
+from diffmem.evaluate.options import AuditOptions, check_audit_inputs
 
 __all__ = ["AuditResult", "FidResult", "audit", "fid", "load_images", "train", "sample"]
 
@@ -98,13 +98,8 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import get_extractor
 
-    if (run is None) == (train is None):
-        raise DiffmemError("give exactly one of train (training images) or run (a training run directory)")
-    if run is not None and heldout is not None:
-        raise DiffmemError("heldout goes with train; with run the held-out set is the rest of the run's data")
-    if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or (max_heldout is not None and max_heldout < 1):
-        raise DiffmemError("ratio_k (--ratio-k), n_pictures (--n-pictures) and max_heldout (--max-heldout) must be "
-                           "at least 1")
+    check_audit_inputs(run=run, train=train, heldout=heldout, ratio_k=ratio_k, n_pictures=n_pictures,
+                       max_heldout=max_heldout, flags=False)
     if out is not None and (world is None or world.main):
         from diffmem.evaluate.audit_files import check_out_dir
 

@@ -18,7 +18,7 @@ from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig,
 from diffmem.demo import DemoConfig, validate_demo
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, EvalOptions
+from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, EvalOptions, check_audit_inputs
 from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
                                     FrontierConfig, default_variants, validate_frontier)
 from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
@@ -244,14 +244,10 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
                              batch: int = AUDIT.batch) -> AuditOptions:
     """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
     --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
-    if (run_dir is None) == (train_spec is None):
-        raise DiffmemError("give exactly one of --run DIR or --train SPEC")
-    if run_dir is not None and heldout_spec is not None:
-        raise DiffmemError("--heldout goes with --train; with --run the held-out set is the rest of the run's data")
+    check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
+                       max_heldout=max_heldout, flags=True)
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
-    if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or max_heldout < 1:
-        raise DiffmemError("--ratio-k, --n-pictures and --max-heldout must be at least 1")
     if backend not in AUDIT_BACKENDS:
         raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
     return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,

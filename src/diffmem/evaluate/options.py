@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffmem.config import json_ready
+from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
-           "AUDIT_BACKENDS"]
+           "AUDIT_BACKENDS", "check_audit_inputs"]
 
 # Fixed cosine thresholds of the paper (DINOv2 features: 0.85 ... 0.95), and the held-out percentiles of
 # nearest-training similarity used as calibrated thresholds (diffmem.evaluate.memorization).
@@ -90,3 +91,27 @@ class AuditOptions:
     n_pictures: int = 16
     backend: str = "torch"
     batch: int = 256
+
+
+# The names of the audit's inputs as the command line and the Python API (diffmem.audit) spell them.
+_FLAG_NAMES = {"run": "--run DIR", "train": "--train SPEC", "heldout": "--heldout", "ratio_k": "--ratio-k",
+               "n_pictures": "--n-pictures", "max_heldout": "--max-heldout"}
+_API_NAMES = {"run": "run (a training run directory)", "train": "train (training images)", "heldout": "heldout",
+              "ratio_k": "ratio_k (--ratio-k)", "n_pictures": "n_pictures (--n-pictures)",
+              "max_heldout": "max_heldout (--max-heldout)"}
+
+
+def check_audit_inputs(*, run: Any, train: Any, heldout: Any, ratio_k: int | None, n_pictures: int,
+                       max_heldout: int | None, flags: bool) -> None:
+    """The audit's rules on its inputs, written once for `diffmem audit` (`flags=True`: messages name the
+    flags) and `diffmem.audit` (the keyword arguments): exactly one of run or train; heldout only with train;
+    ratio_k, n_pictures and max_heldout at least 1."""
+    n = _FLAG_NAMES if flags else _API_NAMES
+    if (run is None) == (train is None):
+        first, second = (n["run"], n["train"]) if flags else (n["train"], n["run"])
+        raise DiffmemError(f"give exactly one of {first} or {second}")
+    if run is not None and heldout is not None:
+        what = "--train; with --run" if flags else "train; with run"
+        raise DiffmemError(f"{n['heldout']} goes with {what} the held-out set is the rest of the run's data")
+    if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or (max_heldout is not None and max_heldout < 1):
+        raise DiffmemError(f"{n['ratio_k']}, {n['n_pictures']} and {n['max_heldout']} must be at least 1")
