@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import AuditOptions, check_audit_inputs
+from diffmem.evaluate.options import KID_SUBSET_SIZE, KID_SUBSETS, PR_K, AuditOptions, check_audit_inputs
 
 __all__ = ["AuditResult", "FidResult", "audit", "fid", "load_images", "train", "sample"]
 
@@ -162,7 +162,8 @@ class FidResult:
 
 def fid(samples: Any, ref: Any, features: str = "inception", *, resolution: int | None = None, resize: bool = False,
         image_size: int | None = None, device: str = "cpu", batch_size: int = 256,
-        cache_dir: str | Path | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3,
+        cache_dir: str | Path | None = None, kid_subsets: int = KID_SUBSETS,
+        kid_subset_size: int = KID_SUBSET_SIZE, pr_k: int = PR_K,
         seed: int = 0, progress: bool = False) -> FidResult:
     """Frechet distance, KID and precision/recall of `samples` against `ref` (images, or a statistics .npz)."""
     from diffmem.evaluate.fid import is_statistics_file, run_fid

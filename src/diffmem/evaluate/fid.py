@@ -13,6 +13,7 @@ import torch
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.evaluate.extractor import FeatureExtractor
 from diffmem.evaluate.features import embed_dataset, fd_name, get_extractor, images_of
+from diffmem.evaluate.options import KID_SUBSET_SIZE, KID_SUBSETS, PR_K
 from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid_report, precision_recall
 
 __all__ = [
@@ -77,9 +78,9 @@ def quality_report(
     *,
     ref_stats: dict[str, Any] | None = None,
     features: str,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    pr_k: int = 3,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    pr_k: int = PR_K,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Frechet distance, KID and precision/recall of samples against reference features (or statistics).
@@ -140,9 +141,9 @@ def run_fid(
     batch_size: int = 256,
     cache_dir: str | Path | None = None,
     save_stats: str | Path | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    pr_k: int = 3,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    pr_k: int = PR_K,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any] | None:

@@ -15,12 +15,13 @@ from diffmem.config import json_ready
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
-           "AUDIT_BACKENDS", "check_audit_inputs"]
+           "AUDIT_BACKENDS", "check_audit_inputs", "KID_SUBSETS", "KID_SUBSET_SIZE", "PR_K"]
 
 # Fixed cosine thresholds of the paper (DINOv2 features: 0.85 ... 0.95), and the held-out percentiles of
 # nearest-training similarity used as calibrated thresholds (diffmem.evaluate.memorization).
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.85, 0.875, 0.9, 0.925, 0.95)
 CALIBRATION_PERCENTILES: tuple[float, ...] = (99.0, 99.9)
+KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3  # KID's subsets and their size; precision/recall's k
 AUDIT_BACKENDS: tuple[str, ...] = ("torch", "faiss")  # nearest-neighbour search (diffmem.evaluate.neighbours)
 
 # Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
