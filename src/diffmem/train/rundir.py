@@ -148,13 +148,20 @@ def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kin
         return False
     old = read_json(out / CONFIG)
     if old != new:
-        diff = "; ".join(config_diff(old, new)[:6])
-        raise DiffmemError(f"{out} holds a {kind} with another configuration ({diff}); "
-                           "use another --out, or --overwrite to replace it")
+        raise _other_configuration(out, kind, config_diff(old, new))
     if (out / DONE).is_file():
-        raise DiffmemError(f"the {kind} in {out} already finished; sample it with `{sample_cmd} --run {out}`, "
-                           "or pass --overwrite to train it again")
+        raise _finished(out, kind, sample_cmd)
     return True
+
+
+def _other_configuration(out: Path, kind: str, diff: list[str]) -> DiffmemError:
+    return DiffmemError(f"{out} holds a {kind} with another configuration ({'; '.join(diff[:6])}); "
+                        "use another --out, or --overwrite to replace it")
+
+
+def _finished(out: Path, kind: str, sample_cmd: str, extend: str = "") -> DiffmemError:
+    return DiffmemError(f"the {kind} in {out} already finished; sample it with `{sample_cmd} --run {out}`, "
+                        f"{extend}or pass --overwrite to train it again")
 
 
 def only_own_partial_files(out: Path) -> bool:
@@ -199,11 +206,9 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
                 return EXTEND
             raise DiffmemError(f"{out} holds a run of {steps_old} steps; it cannot be shortened to {steps_new}. "
                                f"Sample its last checkpoint, ask for more steps to extend it, or use --overwrite")
-        raise DiffmemError(f"{out} holds a run with another configuration ({'; '.join(diff[:6])}); "
-                           "use another --out, or --overwrite to replace it")
+        raise _other_configuration(out, "run", diff)
     if (out / DONE).is_file():
-        raise DiffmemError(f"the run in {out} already finished; sample it with `diffmem sample --run {out}`, "
-                           "ask for more --steps (or --kimg) to extend it, or pass --overwrite to train it again")
+        raise _finished(out, "run", "diffmem sample", extend="ask for more --steps (or --kimg) to extend it, ")
     return RESUME
 
 
