@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import AUDIT, audit_options_from_flags, joined, parse_floats
+from diffmem.cli.configs import AUDIT, audit_options_from_flags, joined
 from diffmem.evaluate.options import AUDIT_BACKENDS
 from diffmem.utils.flags import device_name
 
-__all__ = ["audit", "cache_option", "parse_floats", "FEATURES_HELP"]
+__all__ = ["audit", "cache_option", "FEATURES_HELP"]
 
 FEATURES_HELP = (
     "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "

@@ -128,9 +128,6 @@ def validate_frontier(fc: FrontierConfig) -> None:
         validate_config(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
 
 
-_check = validate_frontier  # run_frontier's name for it
-
-
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:
     """The TrainConfig of one run: `base` with the variant's method and lr, the subset and the seed."""
     b = fc.base
@@ -208,7 +205,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     from diffmem.train.rundir import DONE
     from diffmem.sweep.frontier_report import write_report
 
-    _check(fc)
+    validate_frontier(fc)
     out = Path(out)
     check_out_folder(out, kind="frontier", is_own=lambda p: (p / FRONTIER_JSON).is_file())
     out.mkdir(parents=True, exist_ok=True)
