@@ -6,7 +6,7 @@ device of its own (`worker_device`). Spawned, not forked: a forked torch process
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 __all__ = ["run_spawned", "worker_device"]
@@ -37,8 +37,8 @@ def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, th
     `fn` and the tasks must be picklable (`fn` a module-level function). Each worker runs torch on
     `threads_per_job` threads; with `devices` (e.g. one GPU per worker) each worker takes the next one,
     see `worker_device`. `on_done(task, result)` is called in this process as each task finishes, in
-    the order they finish. The first task that raises cancels the tasks not yet started, and its
-    exception is raised here once the running ones have finished.
+    the order they finish. A task starts only when a worker is free; after the first task that
+    raises, no further task starts, and its exception is raised here once the running ones finish.
     """
     import multiprocessing
 
@@ -52,20 +52,30 @@ def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, th
         for k in range(workers):
             queue.put(devices[k % len(devices)])
     results: list[Any] = [None] * len(tasks)
+    # Tasks are handed out one at a time as workers free up, never queued ahead: after a failure no
+    # further task starts, whatever the timing (a pre-filled executor queue would let a fast worker
+    # run a few more before the failure is seen here).
+    upcoming = iter(enumerate(tasks))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(max(1, threads_per_job), queue)) as pool:
-        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
-        remaining = set(futures)
-        while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+        running: dict[Any, int] = {}
+
+        def start_next() -> None:
+            for i, task in upcoming:
+                running[pool.submit(fn, *task)] = i
+                return
+
+        for _ in range(workers):
+            start_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
+                i = running.pop(fut)
                 err = fut.exception()
                 if err is not None:
-                    for other in remaining:
-                        other.cancel()
-                    raise err
-                i = futures[fut]
+                    raise err  # leaving the pool waits for the tasks still running
                 results[i] = fut.result()
                 if on_done is not None:
                     on_done(tasks[i], results[i])
+                start_next()
     return results
