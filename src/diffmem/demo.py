@@ -24,8 +24,9 @@ from diffmem.utils.processes import run_spawned
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo's setting: a point of `diffmem frontier`'s measured paths (docs/results.md, "Frontiers"):
-    50 digits at 8x8, 1200 steps of 64 (1536 epochs: the baseline copies most of its samples by then)."""
+    """The demo's setting: a point of `diffmem frontier`'s measured paths (docs/results.md, "Protection
+    against slower-clock controls"): 50 digits at 8x8, 1200 steps of 64 (1536 epochs: the baseline copies
+    most of its samples by then)."""
 
     subset: int = 50
     steps: int = 1200
