@@ -47,6 +47,8 @@ def test_train_sample_audit(tiny_sd: str, captioned: str, sscd_like: str, tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["--method", "ambient"], "needs --t-n"),
     (["--mitigation", "w24"], "--w24-threshold"),
+    (["--method", "ambient", "--t-n", "100", "--ambient-weight", "capped", "--weight-cap", "-1"],
+     "--weight-cap must be a positive number"),
 ])
 def test_user_errors_exit_2(tiny_sd: str, captioned: str, tmp_path: Path, capsys: pytest.CaptureFixture,
                             args: list[str], message: str) -> None:

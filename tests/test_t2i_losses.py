@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffmem.diffusion.weighting import Compensated, Plain
+from diffmem.diffusion.weighting import Capped, Compensated, Plain
 from diffmem.t2i.losses import (ambient_posterior_mean, eps_from_prediction, prediction_target, t2i_loss,
                                 x0_from_prediction, x0_weight)
 
@@ -197,6 +197,23 @@ def test_compensated_weighting_is_the_baseline_loss_on_the_implied_target(predic
     torch.testing.assert_close(out.loss.double(), expected, rtol=2e-4, atol=0)
     plain = t2i_loss(Spy(), x0, t, noise, alphas, prediction_type, x_tn, t_n, weighting=Plain())
     assert (out.loss[:2] / plain.loss[:2]).min() > 2  # near t_n the two weightings really differ
+
+
+@pytest.mark.parametrize("cap", [1.5, 4.0, 1e9])
+def test_capped_weighting_is_compensated_up_to_cap_times_plain(cap: float) -> None:
+    """Per ambient row, the capped loss is min(compensated loss, cap x plain loss): the three weightings
+    differ only in a per-row factor of the same squared error (a huge cap is compensated itself)."""
+    alphas, t_n = sd_alphas().float(), 120
+    g = torch.Generator().manual_seed(11)
+    x0, x_tn, noise = (torch.randn((6, 4, 2, 2), generator=g) for _ in range(3))
+    t = torch.tensor([121, 125, 160, 300, 700, 990])
+    losses = {w.name: t2i_loss(Spy(), x0, t, noise, alphas, "epsilon", x_tn, t_n, weighting=w).loss.double()
+              for w in (Plain(), Compensated(), Capped(cap))}
+    expected = torch.minimum(losses["compensated"], cap * losses["plain"])
+    torch.testing.assert_close(losses["capped"], expected, rtol=1e-5, atol=0)
+    if cap == 1.5:  # the cap binds near t_n and not far above it
+        assert (losses["capped"][:2] < losses["compensated"][:2] / 2).all()
+        torch.testing.assert_close(losses["capped"][-1], losses["compensated"][-1], rtol=1e-5, atol=0)
 
 
 def test_baseline_ignores_t_n() -> None:

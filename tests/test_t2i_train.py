@@ -39,6 +39,7 @@ def sha(path: Path) -> str:
 @pytest.mark.parametrize("method, mitigation, extra", [
     ("baseline", "none", {}),
     ("ambient", "none", {}),
+    ("ambient", "none", {"ambient_weight": "capped", "weight_cap": 2.0}),
     ("ambient", "s23-replace", {"s23_prob": 1.0}),
     ("ambient", "s23-add-words", {"s23_prob": 1.0}),
     ("baseline", "s23-repeat-words", {"s23_prob": 1.0}),
@@ -65,6 +66,7 @@ def test_fine_tunes_with_each_method_and_mitigation(tiny_sd: str, captioned: str
         assert all(r["frac_high"] == 0 for r in log)
     cfg_saved = json.loads((run / "config.json").read_text())
     assert cfg_saved["resolution"] == 32 and cfg_saved["mitigation"] == mitigation
+    assert T2IConfig.from_dict(cfg_saved).weighting == cfg.weighting
 
 
 def test_v_prediction_model(tiny_sd_v: str, captioned: str, tmp_path: Path) -> None:
@@ -115,6 +117,21 @@ def test_resume_restores_the_same_state(tiny_sd: str, captioned: str, tmp_path: 
         assert all(torch.equal(pa[k], pb[k]) for k in pa)
     la, lb = read_log(straight), read_log(resumed)
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def test_a_run_an_older_diffmem_started_resumes(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
+    """config.json written before weight_cap existed: the missing field takes its default (the older
+    behaviour), so the same command resumes; a real difference is still refused."""
+    cfg = config(tiny_sd, captioned, method="ambient", t_n=100, steps=2)
+    run = tmp_path / "run"
+    train_t2i(cfg, run, progress=False, cpu=True, stop_after=1)
+    stored = json.loads((run / "config.json").read_text())
+    del stored["weight_cap"]
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(DiffmemError, match=r"another configuration \(t_n: 100 -> 90\)"):
+        train_t2i(config(tiny_sd, captioned, method="ambient", t_n=90, steps=2), run, progress=False, cpu=True)
+    train_t2i(cfg, run, progress=False, cpu=True, resume=True)
+    assert (run / "done.json").is_file() and [r["step"] for r in read_log(run)] == [1, 2]
 
 
 def test_refuses_foreign_and_finished_runs(tiny_sd: str, captioned: str, tmp_path: Path) -> None:
@@ -236,6 +253,8 @@ def test_lora_start_is_seeded_with_peft(tiny_sd: str, captioned: str, tmp_path: 
     ({"method": "ambient", "t_n": 999}, r"--t-n must be in \[1, 998\]"),  # t > 999 never happens
     ({"t_n": 10}, "only applies to --method ambient"),
     ({"mitigation": "w24"}, "needs --w24-threshold"),
+    ({"method": "ambient", "t_n": 100, "ambient_weight": "capped", "weight_cap": 0.0}, "--weight-cap must be a positive"),
+    ({"method": "ambient", "t_n": 100, "ambient_weight": "heavy"}, "--ambient-weight must be one of plain, compensated"),
     ({"resolution": 30}, "multiple of the VAE factor"),
     ({"pretrained": "/nonexistent/sd"}, "--pretrained /nonexistent/sd: cannot load"),
 ])

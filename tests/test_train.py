@@ -299,3 +299,18 @@ def test_resume_ignores_a_leftover_tmp_folder(make_config, tmp_path: Path) -> No
     (out / rundir.CHECKPOINTS / rundir.LATEST).write_text("step-00000099\n")
     with pytest.raises(DiffmemError, match="incomplete"):
         latest_checkpoint(out)
+
+
+def test_a_run_an_older_diffmem_started_resumes(make_config, tmp_path: Path) -> None:
+    """config.json written before method.weight_cap existed: the missing field takes its default (the
+    older behaviour), so the same command resumes; a real difference is still refused."""
+    cfg = make_config(name="ambient", sigma_n=0.5, steps=4)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, stop_after=2)
+    stored = json.loads((run / rundir.CONFIG).read_text())
+    del stored["method"]["weight_cap"]
+    (run / rundir.CONFIG).write_text(json.dumps(stored))
+    with pytest.raises(DiffmemError, match=r"another configuration \(method.sigma_n: 0.5 -> 0.25\)"):
+        train(make_config(name="ambient", sigma_n=0.25, steps=4), run, progress=False)
+    train(cfg, run, progress=False, resume=True)
+    assert (run / rundir.DONE).is_file() and latest_checkpoint(run).name.endswith("4")

@@ -6,9 +6,9 @@ import math
 
 import click
 
+from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
 from diffmem.t2i.config import MIXED_PRECISION, T2I_METHODS, T2IConfig
-from diffmem.t2i.losses import WEIGHTINGS
 from diffmem.t2i.mitigations import MITIGATIONS
 from diffmem.utils.flags import device_name
 
@@ -30,7 +30,11 @@ def t2i() -> None:
 @click.option("--method", type=click.Choice(T2I_METHODS), default=T2I.method, show_default=True)
 @click.option("--t-n", "t_n", type=int, default=None,
               help="ambient: timestep of the fixed noisy latents; the model sees only them for t > t_n.")
-@click.option("--ambient-weight", type=click.Choice(WEIGHTINGS), default=T2I.ambient_weight, show_default=True)
+@click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=T2I.ambient_weight, show_default=True,
+              help="ambient: weight of the t > t_n branch: plain (the baseline's), compensated (the baseline's on "
+                   "x0's error; infinite-variance loss), capped (compensated up to --weight-cap times plain).")
+@click.option("--weight-cap", type=float, default=T2I.weight_cap, show_default=True,
+              help="--ambient-weight capped: the largest gain over plain.")
 @click.option("--mitigation", type=click.Choice(MITIGATIONS), default=T2I.mitigation, show_default=True,
               help="S23 caption/embedding corruption, or W24's training filter.")
 @click.option("--s23-prob", type=float, default=T2I.s23_prob, show_default=True,
@@ -62,17 +66,17 @@ def t2i() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True,
               help="cpu forces the CPU; GPUs are chosen by accelerate (CUDA_VISIBLE_DEVICES, accelerate launch).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(pretrained, data, out, resolution, method, t_n, ambient_weight, mitigation, s23_prob, s23_words,
-          s23_noise_std, w24_threshold, steps, batch, grad_accum, lr, weight_decay, warmup_steps, max_grad_norm,
-          ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every, log_every, resume,
-          overwrite, device, quiet) -> None:
+def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight_cap, mitigation, s23_prob,
+          s23_words, s23_noise_std, w24_threshold, steps, batch, grad_accum, lr, weight_decay, warmup_steps,
+          max_grad_norm, ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every,
+          log_every, resume, overwrite, device, quiet) -> None:
     """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train)."""
     from diffmem.t2i.train import train_t2i
 
     cfg = T2IConfig(pretrained=pretrained, data=data, resolution=resolution, method=method, t_n=t_n,
-                    ambient_weight=ambient_weight, mitigation=mitigation, s23_prob=s23_prob, s23_words=s23_words,
-                    s23_noise_std=s23_noise_std, w24_threshold=w24_threshold, steps=steps, batch=batch,
-                    grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                    ambient_weight=ambient_weight, weight_cap=weight_cap, mitigation=mitigation, s23_prob=s23_prob,
+                    s23_words=s23_words, s23_noise_std=s23_noise_std, w24_threshold=w24_threshold, steps=steps,
+                    batch=batch, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                     max_grad_norm=max_grad_norm, ema_decay=ema_decay, mixed_precision=mixed_precision,
                     gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, seed=seed,
                     checkpoint_every=checkpoint_every, log_every=log_every)

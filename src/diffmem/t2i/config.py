@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffmem.config import json_ready
-from diffmem.diffusion.weighting import AmbientWeighting, make_weighting
+from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, AmbientWeighting, make_weighting
 from diffmem.errors import DiffmemError
-from diffmem.t2i.losses import WEIGHTINGS
 from diffmem.t2i.mitigations import MITIGATIONS, S23Config, parse_mitigation
 
 T2I_METHODS = ("baseline", "ambient")
@@ -28,7 +27,8 @@ class T2IConfig:
     resolution: int | None = None  # None: the UNet's native size (sample_size x VAE factor)
     method: str = "baseline"  # baseline | ambient
     t_n: int | None = None  # ambient threshold timestep (0 .. num_train_timesteps-1)
-    ambient_weight: str = "plain"  # plain | compensated (see diffmem.t2i.losses)
+    ambient_weight: str = "plain"  # plain | compensated | capped (diffmem.diffusion.weighting, diffmem.t2i.losses)
+    weight_cap: float = DEFAULT_WEIGHT_CAP  # ambient_weight "capped": the largest gain over plain
     mitigation: str = "none"  # none | w24 | s23-replace | s23-add-words | s23-repeat-words | s23-embed-noise
     s23_prob: float = 0.1
     s23_words: int | None = None
@@ -67,7 +67,7 @@ class T2IConfig:
     @property
     def weighting(self) -> AmbientWeighting:
         """The ambient branch's weighting object (diffmem.diffusion.weighting)."""
-        return make_weighting(self.ambient_weight)
+        return make_weighting(self.ambient_weight, self.weight_cap)
 
     @property
     def label(self) -> str:
@@ -91,6 +91,16 @@ class T2IConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def stored_t2i_config(stored: Any) -> Any:
+    """A t2i run's config.json as `T2IConfig.to_dict` gives it today: a field an older diffmem did not
+    write (e.g. weight_cap) at its default, which by design reproduces the older behaviour. So a run
+    started by an older diffmem resumes. A dict this version cannot read is returned as it is."""
+    try:
+        return T2IConfig.from_dict(stored).to_dict()
+    except (DiffmemError, TypeError, AttributeError):
+        return stored
+
+
 def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
     """Raise a DiffmemError naming the flag at fault."""
     if cfg.method not in T2I_METHODS:
@@ -104,8 +114,7 @@ def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
                                f"got {cfg.t_n}")
     elif cfg.t_n is not None:
         raise DiffmemError("--t-n only applies to --method ambient")
-    if cfg.ambient_weight not in WEIGHTINGS:
-        raise DiffmemError(f"--ambient-weight must be one of {', '.join(WEIGHTINGS)}")
+    make_weighting(cfg.ambient_weight, cfg.weight_cap)  # refuses an unknown --ambient-weight, a bad --weight-cap
     if cfg.mitigation not in MITIGATIONS:
         raise DiffmemError(f"--mitigation {cfg.mitigation!r} is not one of {', '.join(MITIGATIONS)}")
     if cfg.mitigation == "w24" and cfg.w24_threshold is None:

@@ -23,10 +23,9 @@ from typing import Callable
 
 import torch
 
-from diffmem.diffusion.weighting import AmbientWeighting, Compensated, Plain
+from diffmem.diffusion.weighting import AmbientWeighting, Plain
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-WEIGHTINGS = (Plain.name, Compensated.name)  # the weightings `diffmem t2i train` offers
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B,C,h,w], t [B]) -> prediction
 
 

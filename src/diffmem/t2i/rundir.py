@@ -26,10 +26,11 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, write_checkpoint
-from diffmem.train.rundir import read_json, write_json_atomic
+from diffmem.train.rundir import read_json, trim_log, write_json_atomic
 
 __all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "save_checkpoint",
-           "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run"]
+           "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run",
+           "trim_log"]
 
 CONFIG = "config.json"
 INFO = "info.json"

@@ -174,7 +174,10 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     meta = {"label": cfg.label, "prediction_type": run.ptype, "processes": world,
             "trained_parameters": sum(p.numel() for p in run.params.values())}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    log = open(out / rundir.LOG, "a") if accelerator.is_main_process else None
+    log = None
+    if accelerator.is_main_process:
+        rundir.trim_log(out / rundir.LOG, run.step)  # steps redone after a resume: logged once
+        log = open(out / rundir.LOG, "a")
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and accelerator.is_main_process),
                unit="step", desc=f"t2i {cfg.label}")
     window: list[torch.Tensor] = []

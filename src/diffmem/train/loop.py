@@ -36,7 +36,7 @@ from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights
 from diffmem.train.checks import validate_config
 from diffmem.train.diagnostics import adam_update_rms
 from diffmem.train.ema import EMA, ema_beta
-from diffmem.utils.atomic import save_atomic, write_text_atomic
+from diffmem.utils.atomic import save_atomic
 from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
 
 
@@ -46,21 +46,6 @@ class TrainData:
     labels: torch.Tensor | None  # [N] int64
     y: torch.Tensor | None  # [N, C, H, W] fixed noisy copies (ambient, noisy-only)
     mask: torch.Tensor | None  # [N, 1, H, W] fixed inpainting masks (masking)
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Keep only the records of log.jsonl up to `step` (and drop a line half written by a crash)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-            kept.append(line + "\n")
-    write_text_atomic(path, "".join(kept), fixed=True)
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
@@ -322,7 +307,7 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
     if world.main:
-        _trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
+        rundir.trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
     log = open(out / rundir.LOG, "a") if world.main else open(os.devnull, "w")
     part = local_slice(o.batch, world)
     assert part.stop - part.start == check_batch(o.batch, world)

@@ -20,11 +20,11 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from diffmem.config import EXTENSIONS, TrainConfig
+from diffmem.config import EXTENSIONS, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.utils import atomic
@@ -73,6 +73,21 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             keys.append(f"{prefix}{k}: {va!r} -> {vb!r}")
     return keys
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep only the records of log.jsonl up to `step` (and drop a line half written by a crash)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            kept.append(line + "\n")
+    atomic.write_text_atomic(path, "".join(kept), fixed=True)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -139,14 +154,17 @@ def _starts_new(out: Path, overwrite: bool, resume: bool, kind: str, partial_is_
 
 
 def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kind: str = "run",
-                     sample_cmd: str = "diffmem sample") -> bool:
+                     sample_cmd: str = "diffmem sample",
+                     complete: Callable[[dict], dict] = lambda d: d) -> bool:
     """Read-only decision on `--out` for training a configuration `new`: True to resume the run there;
     False for a new run (a missing or empty folder, or `overwrite` of an earlier run, which the caller
     clears). Refuses a file, a folder that is not a diffmem `kind`, another configuration and a finished
-    run. Every process of a distributed job can call it and raise the same error."""
+    run. `complete(stored)` gives the stored configuration the fields an older diffmem did not write, at
+    their defaults (see `stored_train_config`). Every process of a distributed job can call it and raise
+    the same error."""
     if _starts_new(out, overwrite, resume, kind):
         return False
-    old = read_json(out / CONFIG)
+    old = complete(read_json(out / CONFIG))
     if old != new:
         raise _other_configuration(out, kind, config_diff(old, new))
     if (out / DONE).is_file():
@@ -190,6 +208,18 @@ def clear_derived(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def stored_train_config(stored: Any) -> dict:
+    """A run's config.json as the dict `TrainConfig.to_dict` gives today: the record of extensions left
+    out, and a field an older diffmem did not write (e.g. method.weight_cap) at its default, which by
+    design reproduces the older behaviour. So a run started by an older diffmem resumes."""
+    if not isinstance(stored, dict):
+        return stored
+    try:
+        return json_ready(TrainConfig.from_dict(stored).to_dict())
+    except (DiffmemError, TypeError):  # not a configuration this version reads: compared as it is
+        return {k: v for k, v in stored.items() if k != EXTENSIONS}
+
+
 def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     """Read-only decision on `--out` for training the configuration `new` (a JSON-ready dict): NEW (an
     absent or empty folder, a start killed before config.json, or `overwrite`), RESUME (the same
@@ -197,7 +227,7 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     file, a folder that is not a run, another configuration, fewer steps and a finished run."""
     if _starts_new(out, overwrite, resume, "run", partial_is_empty=True):
         return NEW
-    old = {k: v for k, v in read_json(out / CONFIG).items() if k != EXTENSIONS}
+    old = stored_train_config(read_json(out / CONFIG))
     if old != new:
         diff = config_diff(old, new)
         steps_old, steps_new = (old.get("optim") or {}).get("steps"), (new.get("optim") or {}).get("steps")
