@@ -16,10 +16,8 @@ from typing import Callable
 import numpy as np
 
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
-from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline
 from diffmem.errors import DiffmemError
-from diffmem.utils.distributed import cpu_cores
-from diffmem.utils.processes import run_spawned
+from diffmem.utils.processes import cpu_cores, run_spawned
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,8 @@ def validate_demo(d: DemoConfig) -> None:
 
 def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
     """The two runs of the demo: identical but for the method."""
+    from diffmem.diffusion.methods import Ambient, Baseline
+
     net = dataclasses.replace(PRESETS[d.preset], channels=tuple(d.channels), layers_per_block=d.layers_per_block)
     base = TrainConfig(
         data=DataConfig("builtin:digits", d.resolution, False, d.subset, d.seed),
@@ -104,11 +104,11 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Train, sample and compare; returns {method: samples.npz}. `audit` hooks in the evaluation."""
     from diffmem.data.io import save_images
+    from diffmem.diffusion.methods import METHOD_CLASSES, Baseline
     from diffmem.generate import generate
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
-    from diffmem.train.rundir import DONE, run_datasets
-    from diffmem.train.rundir import run_config as rundir_config
+    from diffmem.train.rundir import CONFIG, DONE, run_datasets, stored_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
         run = out / method
         if overwrite or not (run / DONE).is_file():
             todo[method] = cfg
-        elif rundir_config(run) != json_ready(cfg.to_dict()):
+        elif stored_config(run / CONFIG) != json_ready(cfg.to_dict()):
             raise DiffmemError(f"{run} holds a finished run with other settings; pass --overwrite or another --out")
     t0 = time.perf_counter()
     if len(todo) == 2 and str(device) == "cpu" and cpu_cores() >= 2:
@@ -159,15 +159,12 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
 
 
 def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:
-    """Train one run and draw its samples (samples.npz), on one torch thread."""
-    import torch
-
+    """Train one run and draw its samples (samples.npz); run in a worker of one torch thread."""
     from diffmem.data.io import save_images
     from diffmem.generate import generate
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
 
-    torch.set_num_threads(1)
     train(cfg, run, device="cpu", progress=False, overwrite=overwrite)
     net, cfg_, meta = load_denoiser(run)
     save_images(generate(net, cfg_, meta, d.n_samples, seed=d.seed, progress=False), Path(run) / "samples.npz")

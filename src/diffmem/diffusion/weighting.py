@@ -26,16 +26,18 @@ E[x0 | x_s] of the noisy-copy distribution, and no weighting changes what the ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
+from diffmem.config import MethodConfig
 from diffmem.errors import DiffmemError
+
+if TYPE_CHECKING:  # tensor methods only: importing the registry (e.g. for --help) does not load torch
+    import torch
 
 __all__ = ["AmbientWeighting", "Plain", "Compensated", "Capped", "WEIGHTINGS", "make_weighting", "check_cap",
            "DEFAULT_WEIGHT_CAP"]
 
-DEFAULT_WEIGHT_CAP = 4.0
+DEFAULT_WEIGHT_CAP: float = MethodConfig.weight_cap  # written once, in diffmem.config
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ class Plain(AmbientWeighting):
     name: ClassVar[str] = "plain"
 
     def gain(self, sigma: torch.Tensor, sigma_n: float) -> torch.Tensor:
-        return torch.ones_like(sigma)
+        return sigma.new_ones(sigma.shape)
 
     def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:
-        return torch.ones_like(c)
+        return c.new_ones(c.shape)
 
 
 @dataclass(frozen=True)

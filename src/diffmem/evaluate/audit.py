@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.audit_files import image_names, output_folder, write_nearest_csv
+from diffmem.evaluate.audit_files import image_names, output_folder, write_error, write_nearest_csv
 from diffmem.evaluate.extractor import FeatureExtractor
 from diffmem.evaluate.features import embed_dataset, get_extractor, images_of
 from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
@@ -184,8 +184,7 @@ def audit_to(out_dir: str | Path | None, samples: Any, train: Any, heldout: Any 
             try:
                 write_audit(tmp, data, n_pictures=n_pictures, html=html)
             except OSError as err:
-                raise DiffmemError(f"cannot write the audit --out {out_dir} ({err.strerror or err}); "
-                                   "free some space or choose another folder") from None
+                raise write_error(out_dir, err, "free some space or choose another folder") from None
     return data
 
 

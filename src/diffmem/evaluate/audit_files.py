@@ -21,7 +21,8 @@ from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import atomic_dir
 from diffmem.utils.outdir import check_out_folder
 
-__all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv"]
+__all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv",
+           "write_error"]
 
 REPORT = "report.json"
 # everything an audit (or the sweep's evaluation) writes; quality.json is kept across a rewrite
@@ -57,14 +58,15 @@ def output_folder(out: str | Path) -> ContextManager[Path]:
     try:
         _clean_stale(out)
     except OSError as err:
-        raise _write_error(out, err) from None
+        raise write_error(out, err) from None
     pid = os.getpid()
     return atomic_dir(out, tmp_name=f".{out.name}.tmp-{pid}", old_name=f".{out.name}.old-{pid}",
-                      before_swap=_keep_files, on_os_error=lambda err: _write_error(out, err))
+                      before_swap=_keep_files, on_os_error=lambda err: write_error(out, err))
 
 
-def _write_error(out: Path, err: OSError) -> DiffmemError:
-    return DiffmemError(f"cannot write the audit --out {out} ({err.strerror or err}); choose a folder you can write to")
+def write_error(out: Path | str, err: OSError, fix: str = "choose a folder you can write to") -> DiffmemError:
+    """The one-line refusal of an audit --out that cannot be written, with the fix to try."""
+    return DiffmemError(f"cannot write the audit --out {out} ({err.strerror or err}); {fix}")
 
 
 def _keep_files(out: Path, tmp: Path) -> None:

@@ -27,17 +27,15 @@ from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready
 from diffmem.diffusion.methods import Ambient, Baseline
-from diffmem.diffusion.weighting import make_weighting
+from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
-from diffmem.utils.distributed import cpu_cores
 from diffmem.utils.outdir import check_out_folder
 from diffmem.utils.processes import run_spawned
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "validate_frontier", "run_frontier", "run_paths",
-           "FRONTIER_JSON", "CANDIDATE_SIGMA_N", "CANDIDATE_WEIGHTINGS", "CONTROL_LR_FACTORS", "FRONTIER_STEPS",
-           "WEIGHT_CAP"]
+           "FRONTIER_JSON", "CANDIDATE_SIGMA_N", "CANDIDATE_WEIGHTINGS", "CONTROL_LR_FACTORS", "FRONTIER_STEPS"]
 
 FRONTIER_JSON = "frontier.json"
 
@@ -46,7 +44,6 @@ CANDIDATE_SIGMA_N = 1.0  # Algorithm 1's sigma_n for the candidates
 CANDIDATE_WEIGHTINGS: tuple[str, ...] = ("plain", "compensated", "capped")  # one candidate each
 CONTROL_LR_FACTORS: tuple[float, ...] = (1.0, 0.5, 0.25)  # the baseline at lr times each: the slower clocks
 FRONTIER_STEPS = 4000  # training steps of every run
-WEIGHT_CAP = TrainConfig().method.weight_cap  # the capped weighting's cap (diffmem.config)
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class Variant:
     method: str = Baseline.name
     sigma_n: float = 0.0
     ambient_weight: str = "plain"
-    weight_cap: float = WEIGHT_CAP
+    weight_cap: float = DEFAULT_WEIGHT_CAP
     lr_factor: float = 1.0
     role: str = "control"
 
@@ -76,7 +73,7 @@ class Variant:
 
 def default_variants(sigma_n: float = CANDIDATE_SIGMA_N, weightings: tuple[str, ...] = CANDIDATE_WEIGHTINGS,
                      lr_factors: tuple[float, ...] = CONTROL_LR_FACTORS,
-                     weight_cap: float = WEIGHT_CAP) -> tuple[Variant, ...]:
+                     weight_cap: float = DEFAULT_WEIGHT_CAP) -> tuple[Variant, ...]:
     """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
     controls = [Variant(f"baseline, lr x{f:g}", Baseline.name, lr_factor=f) for f in lr_factors]
     cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sigma_n:g}",
@@ -143,17 +140,13 @@ def run_name(v: Variant, subset: int, seed: int) -> str:
     return f"n{subset}-{v.slug}-seed{seed}"
 
 
-def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str, device: str,
-               threads: int) -> tuple[str, float]:
+def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,
+               device: str) -> tuple[str, float]:
     """Train (or resume) one run with the (quality, copies) monitor; a finished run is left as it is."""
-    import torch
-
     from diffmem.monitor import make_monitor
     from diffmem.train.loop import train
     from diffmem.train.rundir import DONE
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     if (Path(run) / DONE).is_file():
         return run, 0.0
@@ -212,7 +205,6 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
         write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
     runs = [(v, n, s, out / "runs" / run_name(v, n, s)) for n in fc.subsets for s in fc.seeds for v in fc.variants]
-    threads = max(1, cpu_cores() // jobs) if jobs > 1 else 0
     echo(f"[frontier] {len(runs)} runs ({len(fc.variants)} variants x {len(fc.subsets)} subsets x "
          f"{len(fc.seeds)} seeds), {fc.checkpoints} checkpoints each, {jobs} at a time")
     t0 = time.perf_counter()
@@ -223,7 +215,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
             raise DiffmemError(f"no run in {out} has finished yet; run without --report-only to train them")
     elif jobs == 1:
         for i, (v, n, s, run) in enumerate(runs):
-            _, sec = _train_one(fc, v, n, s, str(run), device, 0)
+            _, sec = _train_one(fc, v, n, s, str(run), device)
             echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
     else:
         finished = []
@@ -232,8 +224,8 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
             finished.append(result[0])
             echo(f"[frontier] {len(finished)}/{len(runs)} {Path(result[0]).name}: {result[1]:.0f}s")
 
-        run_spawned(_train_one, [(fc, v, n, s, str(run), device, threads) for v, n, s, run in runs], jobs=jobs,
-                    threads_per_job=threads, on_done=done)
+        run_spawned(_train_one, [(fc, v, n, s, str(run), device) for v, n, s, run in runs], jobs=jobs,
+                    on_done=done)
     data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
         {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
          "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}

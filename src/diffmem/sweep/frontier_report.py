@@ -139,14 +139,16 @@ def _pm(m: float | None, s: float | None, digits: int = 3) -> str:
 def summary_rows(paths: Sequence[dict[str, Any]], tolerance: float = 0.1) -> tuple[float | None, list[dict[str, Any]]]:
     """One row per variant of one subset's paths: its last checkpoint, its best quality, and the fewest copies
     it has at a checkpoint whose quality is within `tolerance` of the first control's last (the reference:
-    the baseline at full speed). Returns (that quality bound, rows)."""
+    the baseline at full speed). Returns (that quality bound, rows); (None, []) without a control."""
     ref = next((p for p in paths if p["role"] == "control" and p["points"]), None)
-    bound = (1 + tolerance) * ref["points"][-1]["quality"] if ref is not None else None
+    if ref is None:
+        return None, []
+    bound = (1 + tolerance) * ref["points"][-1]["quality"]
     rows = []
     for p in paths:
         if not p["points"]:
             continue
-        near = [a for a in p["points"] if bound is not None and a["quality"] <= bound]
+        near = [a for a in p["points"] if a["quality"] <= bound]
         rows.append({"variant": p["variant"], "seeds": len(p["seeds"]), "final": p["points"][-1],
                      "best": min(p["points"], key=lambda a: a["quality"]),
                      "least": min(near, key=lambda a: a["copies"]) if near else None})
@@ -206,6 +208,7 @@ def _g(v: float | None) -> str:
 def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
     """One panel per subset: each variant's mean path (quality on x, copies on y), seed std as error bars."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     subsets = sorted({p["subset"] for p in paths})
     fig = Figure(figsize=(6.2 * len(subsets), 4.6), dpi=110)
@@ -228,12 +231,8 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
         if held:
             ax.axhline(float(np.mean(held)), color="k", lw=0.8, ls=":", label="held-out images")
         ax.set_xscale("log")
-        from matplotlib.ticker import LogLocator, ScalarFormatter
-
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
-        from matplotlib.ticker import NullFormatter
-
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("quality: FD to held-out images (log scale; lower is better)")
         ax.set_ylabel("copies: share above held-out p99")

@@ -201,17 +201,19 @@ def _plot_points(ax: Any, group: list[dict[str, Any]]) -> None:
             continue
         m = r.get("method", "?")
         base = m == Baseline.name
-        ax.scatter(r["copy_frac"], r["quality"], marker=_style(m)[1], color=_style(m)[0],
+        color, marker = _style(m)
+        label = variant_label(r)
+        ax.scatter(r["copy_frac"], r["quality"], marker=marker, color=color,
                    s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
                    label=None if m in seen else METHOD_LABELS.get(m, m))
         seen.add(m)
         if param_column(m) == "sigma_n" and _finite(r.get("sigma_n")):
-            note = f"{r['sigma_n']:g}" + variant_label(r).replace(", compensated", "c").replace(", lr=", " lr ")
+            note = f"{r['sigma_n']:g}" + label.replace(", compensated", "c").replace(", lr=", " lr ")
             ax.annotate(note, (r["copy_frac"], r["quality"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=_style(m)[0])
-        elif variant_label(r):
-            ax.annotate(variant_label(r).lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=_style(m)[0])
+                        xytext=(4, 4), fontsize=7, color=color)
+        elif label:
+            ax.annotate(label.lstrip(", "), (r["copy_frac"], r["quality"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=color)
 
 
 def _plot_fronts(ax: Any, group: list[dict[str, Any]]) -> None:

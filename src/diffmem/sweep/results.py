@@ -31,13 +31,11 @@ METHOD_LABELS = {name: cls.title for name, cls in METHOD_CLASSES.items()}  # the
 
 
 def param_column(method: str | None) -> str | None:
-    """The row column holding `method`'s swept parameter, asked of its class: `sigma_n` for the methods
-    trained on fixed noisy copies, `mask_p` for those trained on fixed masks, None for the baseline (or a
-    method this version does not know)."""
+    """The row column holding `method`'s swept parameter, asked of its class (`param_field`: sigma_n for the
+    methods trained on fixed noisy copies, mask_p for masking), None for the baseline (or a method this
+    version does not know)."""
     cls = METHOD_CLASSES.get(method or "")
-    if cls is None:
-        return None
-    return "sigma_n" if cls.needs_noisy_copies else "mask_p" if cls.needs_masks else None
+    return None if cls is None else cls.param_field
 
 
 def _copy_measure(report: dict[str, Any], copy_threshold: float | None) -> tuple[str, float | None, float | None,

@@ -25,12 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from diffmem.errors import DiffmemError
-from diffmem.utils.distributed import cpu_cores
 from diffmem.utils.processes import run_spawned, worker_device
 from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
-from diffmem.sweep.results import format_table, markdown_tables, write_results
-from diffmem.sweep.spec import SweepConfig, SweepPoint, point_config, sweep_points, sweeps_sigma_n, validate_sweep
+from diffmem.sweep.results import format_table, markdown_tables, param_column, write_results
+from diffmem.sweep.spec import SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
 from diffmem.utils.atomic import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
 
@@ -64,7 +63,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid, suggest_sigma_n
     from diffmem.train.loop import select_train_images
 
-    if sc.sigma_ns is not None or not any(sweeps_sigma_n(m) for m in sc.methods):
+    if sc.sigma_ns is not None or not any(param_column(m) == "sigma_n" for m in sc.methods):
         return {}
     grids: dict[int | None, tuple[float, ...]] = {}
     for subset in sc.subsets:
@@ -257,8 +256,7 @@ def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device
         if n_gpu > 1:
             devices = [f"cuda:{k}" for k in range(n_gpu)]
     tasks = [(sc, p, str(runs / p.name), device, cache, False) for p in pending]
-    run_spawned(_task, tasks, jobs=jobs, threads_per_job=max(1, cpu_cores() // min(jobs, len(pending))),
-                devices=devices, on_done=lambda task, result: done(task[1], *result))
+    run_spawned(_task, tasks, jobs=jobs, devices=devices, on_done=lambda task, result: done(task[1], *result))
 
 
 def write_outputs(rows: list[dict[str, Any]], out: str | Path, tolerance: float = 0.1,

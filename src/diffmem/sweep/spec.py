@@ -21,13 +21,7 @@ from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, str_list
 
 __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "sweep_points", "point_config",
-           "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname", "sweeps_sigma_n"]
-
-
-
-def sweeps_sigma_n(method: str) -> bool:
-    """Is `method` swept over sigma_n (trained on fixed noisy copies)? Asked of its class."""
-    return METHOD_CLASSES[method].param_field == "sigma_n"
+           "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
 
 
 @dataclass(frozen=True)
@@ -145,12 +139,14 @@ def sweep_points(sc: SweepConfig, grids: dict[int | None, tuple[float, ...]] | N
         for seed in sc.seeds:
             for method in dict.fromkeys(sc.methods):  # unique, in the given order
                 field_name = METHOD_CLASSES[method].param_field
-                values = {"sigma_n": sigmas, "mask_p": sc.mask_ps, None: (None,)}[field_name]
+                if field_name is None:  # nothing to sweep: one point
+                    points.append(SweepPoint(method, subset=subset, seed=seed))
+                    continue
+                values = {"sigma_n": sigmas, "mask_p": sc.mask_ps}[field_name]
                 if not values:
                     raise DiffmemError(f"--methods {method} needs --{field_name.replace('_', '-')} values")
-                points += [SweepPoint(method, subset=subset, seed=seed,
-                                      **({} if field_name is None else {field_name: float(v)}))
-                           for v in sorted(set(values), key=lambda v: v or 0)]
+                points += [SweepPoint(method, subset=subset, seed=seed, **{field_name: float(v)})
+                           for v in sorted(set(values))]
     return points
 
 

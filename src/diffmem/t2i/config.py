@@ -91,16 +91,6 @@ class T2IConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def stored_t2i_config(stored: Any) -> Any:
-    """A t2i run's config.json as `T2IConfig.to_dict` gives it today: a field an older diffmem did not
-    write (e.g. weight_cap) at its default, which by design reproduces the older behaviour. So a run
-    started by an older diffmem resumes. A dict this version cannot read is returned as it is."""
-    try:
-        return T2IConfig.from_dict(stored).to_dict()
-    except (DiffmemError, TypeError, AttributeError):
-        return stored
-
-
 def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
     """Raise a DiffmemError naming the flag at fault."""
     if cfg.method not in T2I_METHODS:

@@ -25,23 +25,17 @@ from typing import Any
 import torch
 
 from diffmem.errors import DiffmemError
-from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, write_checkpoint
-from diffmem.train.rundir import read_json, trim_log, write_json_atomic
+from diffmem.train.checkpoint import META, STATE, latest_checkpoint, load_state, load_weights, write_checkpoint
+from diffmem.train.rundir import CHECKPOINTS, CONFIG, DONE, LOG, read_json, trim_log, write_json_atomic
 
 __all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "save_checkpoint",
            "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run",
-           "trim_log"]
+           "trim_log", "CHECKPOINTS"]
 
-CONFIG = "config.json"
 INFO = "info.json"
 LATENTS = "latents.safetensors"
-LOG = "log.jsonl"
-DONE = "done.json"
-CHECKPOINTS = "checkpoints"
 UNET = "unet.safetensors"
 EMA = "ema.safetensors"
-STATE = "state.pt"
-META = "meta.json"
 
 
 def check_run(run_dir: str | Path) -> Path:

@@ -19,7 +19,7 @@ from diffmem.data.corruption import corruption_generator
 from diffmem.errors import DiffmemError
 from diffmem.t2i import rundir
 from diffmem.t2i.components import SDComponents, encode_images
-from diffmem.t2i.config import T2IConfig, stored_t2i_config, validate
+from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages
 from diffmem.train.rundir import resume_or_refuse
 from diffmem.utils.atomic import save_atomic
@@ -68,7 +68,7 @@ def _check_run_dir(cfg: dict, out: Path, overwrite: bool, resume: bool) -> bool:
 
     Read-only, so every process can run it and raise the same error."""
     return resume_or_refuse(out, cfg, overwrite, resume, kind="t2i run", sample_cmd="diffmem t2i sample",
-                            complete=stored_t2i_config)
+                            config_class=T2IConfig)
 
 
 def _clear_run_dir(out: Path) -> None:

@@ -177,7 +177,7 @@ def baseline_sample(
 ) -> torch.Tensor:
     """Sample with the baseline's optimal denoiser from sigma_max to 0 (EDM Algorithm 2 via `edm_sample`).
 
-    The result lands on training points (total memorization, the Shah et al. 2025, Sec. 2.2). Returns [B, ...] float32.
+    The result lands on training points (total memorization; Shah et al. 2025, Sec. 2.2). Returns [B, ...] float32.
     """
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho)
     return edm_sample(empirical_denoiser(train), x_init, sigmas, solver=solver)

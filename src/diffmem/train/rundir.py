@@ -20,7 +20,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -98,11 +98,6 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return run
 
 
-def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved training configuration of a run, as a dict."""
-    return read_json(check_run_dir(run_dir) / CONFIG)
-
-
 def load_train_config(run_dir: str | Path) -> TrainConfig:
     """The run's configuration as a TrainConfig, type- and range-checked; a hand-edited config.json with
     a bad value is refused naming the file and the key."""
@@ -153,18 +148,30 @@ def _starts_new(out: Path, overwrite: bool, resume: bool, kind: str, partial_is_
     return overwrite
 
 
+def stored_config(path: Path, config_class: Any = TrainConfig) -> Any:
+    """A run's config.json as `config_class.to_dict` writes it today (TrainConfig or T2IConfig): a field an
+    older diffmem did not write (e.g. weight_cap) takes its default, which by design reproduces the older
+    behaviour, so a run an older diffmem started resumes; the record of extensions is left out. A file this
+    version cannot read is returned as it is, to be compared (and refused) key by key."""
+    stored = read_json(path)
+    if not isinstance(stored, dict):
+        return stored
+    try:
+        return json_ready(config_class.from_dict(stored).to_dict())
+    except (DiffmemError, TypeError):
+        return {k: v for k, v in stored.items() if k != EXTENSIONS}
+
+
 def resume_or_refuse(out: Path, new: dict, overwrite: bool, resume: bool, *, kind: str = "run",
-                     sample_cmd: str = "diffmem sample",
-                     complete: Callable[[dict], dict] = lambda d: d) -> bool:
+                     sample_cmd: str = "diffmem sample", config_class: Any = TrainConfig) -> bool:
     """Read-only decision on `--out` for training a configuration `new`: True to resume the run there;
     False for a new run (a missing or empty folder, or `overwrite` of an earlier run, which the caller
     clears). Refuses a file, a folder that is not a diffmem `kind`, another configuration and a finished
-    run. `complete(stored)` gives the stored configuration the fields an older diffmem did not write, at
-    their defaults (see `stored_train_config`). Every process of a distributed job can call it and raise
-    the same error."""
+    run; the stored configuration is read as `config_class` (`stored_config`). Every process of a
+    distributed job can call it and raise the same error."""
     if _starts_new(out, overwrite, resume, kind):
         return False
-    old = complete(read_json(out / CONFIG))
+    old = stored_config(out / CONFIG, config_class)
     if old != new:
         raise _other_configuration(out, kind, config_diff(old, new))
     if (out / DONE).is_file():
@@ -208,18 +215,6 @@ def clear_derived(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def stored_train_config(stored: Any) -> dict:
-    """A run's config.json as the dict `TrainConfig.to_dict` gives today: the record of extensions left
-    out, and a field an older diffmem did not write (e.g. method.weight_cap) at its default, which by
-    design reproduces the older behaviour. So a run started by an older diffmem resumes."""
-    if not isinstance(stored, dict):
-        return stored
-    try:
-        return json_ready(TrainConfig.from_dict(stored).to_dict())
-    except (DiffmemError, TypeError):  # not a configuration this version reads: compared as it is
-        return {k: v for k, v in stored.items() if k != EXTENSIONS}
-
-
 def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     """Read-only decision on `--out` for training the configuration `new` (a JSON-ready dict): NEW (an
     absent or empty folder, a start killed before config.json, or `overwrite`), RESUME (the same
@@ -227,7 +222,7 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     file, a folder that is not a run, another configuration, fewer steps and a finished run."""
     if _starts_new(out, overwrite, resume, "run", partial_is_empty=True):
         return NEW
-    old = stored_train_config(read_json(out / CONFIG))
+    old = stored_config(out / CONFIG)
     if old != new:
         diff = config_diff(old, new)
         steps_old, steps_new = (old.get("optim") or {}).get("steps"), (new.get("optim") or {}).get("steps")

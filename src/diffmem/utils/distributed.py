@@ -82,13 +82,3 @@ def gather_in_order(local: np.ndarray, world: World) -> np.ndarray:
     dist.all_gather_object(parts, local)
     filled = [p for p in parts if len(p)]  # a rank with no share may not know the feature width
     return np.concatenate(filled) if filled else local
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity mask on Linux, else the machine's count)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

@@ -6,10 +6,11 @@ device of its own (`worker_device`). Spawned, not forked: a forked torch process
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
-__all__ = ["run_spawned", "worker_device"]
+__all__ = ["cpu_cores", "run_spawned", "worker_device"]
 
 _WORKER_DEVICE: str | None = None
 
@@ -24,21 +25,30 @@ def _init_worker(threads: int, devices: Any) -> None:
         _WORKER_DEVICE = devices.get()
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask on Linux, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def worker_device(default: str) -> str:
     """The device `run_spawned` gave this worker process, else `default` (also in the main process)."""
     return _WORKER_DEVICE or default
 
 
-def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, threads_per_job: int,
+def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, threads_per_job: int | None = None,
                 devices: Sequence[str] | None = None,
                 on_done: Callable[[tuple, Any], None] | None = None) -> list[Any]:
     """`fn(*task)` for every task in `min(jobs, len(tasks))` spawned processes; the results in task order.
 
     `fn` and the tasks must be picklable (`fn` a module-level function). Each worker runs torch on
-    `threads_per_job` threads; with `devices` (e.g. one GPU per worker) each worker takes the next one,
-    see `worker_device`. `on_done(task, result)` is called in this process as each task finishes, in
-    the order they finish. A task starts only when a worker is free; after the first task that
-    raises, no further task starts, and its exception is raised here once the running ones finish.
+    `threads_per_job` threads (default: this process's CPU cores shared among the workers); with
+    `devices` (e.g. one GPU per worker) each worker takes the next one, see `worker_device`.
+    `on_done(task, result)` is called in this process as each task finishes, in the order they finish.
+    A task starts only when a worker is free; after the first task that raises, no further task
+    starts, and its exception is raised here once the running ones finish.
     """
     import multiprocessing
 
@@ -46,6 +56,7 @@ def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, th
         return []
     ctx = multiprocessing.get_context("spawn")
     workers = max(1, min(jobs, len(tasks)))
+    threads = max(1, cpu_cores() // workers if threads_per_job is None else threads_per_job)
     queue = None
     if devices is not None:
         queue = ctx.Queue()
@@ -57,13 +68,13 @@ def run_spawned(fn: Callable[..., Any], tasks: Sequence[tuple], *, jobs: int, th
     # run a few more before the failure is seen here).
     upcoming = iter(enumerate(tasks))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(max(1, threads_per_job), queue)) as pool:
+                             initargs=(threads, queue)) as pool:
         running: dict[Any, int] = {}
 
         def start_next() -> None:
-            for i, task in upcoming:
-                running[pool.submit(fn, *task)] = i
-                return
+            nxt = next(upcoming, None)
+            if nxt is not None:
+                running[pool.submit(fn, *nxt[1])] = nxt[0]
 
         for _ in range(workers):
             start_next()
