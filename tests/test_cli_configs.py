@@ -9,11 +9,10 @@ import click
 import pytest
 
 from conftest import write_npz
-from diffmem.cli.audit import audit
-from diffmem.cli.configs import (audit_options_from_flags, demo_config_from_flags, eval_options_from_flags,
-                                 frontier_config_from_flags, network_from_flags, sweep_config_from_flags,
-                                 train_config_from_flags)
-from diffmem.cli.demo import demo
+from diffmem.cli.audit import audit, audit_options_from_flags
+from diffmem.cli.configs import (eval_options_from_flags, frontier_config_from_flags, network_from_flags,
+                                 sweep_config_from_flags, train_config_from_flags)
+from diffmem.cli.demo import demo, demo_config_from_flags
 from diffmem.cli.frontier import frontier
 from diffmem.cli.sweep import compare, sweep
 from diffmem.cli.train import train

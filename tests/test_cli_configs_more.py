@@ -8,7 +8,9 @@ import inspect
 import click
 import pytest
 
-from diffmem.cli.configs import audit_options_from_flags, demo_config_from_flags, frontier_config_from_flags
+from diffmem.cli.audit import audit_options_from_flags
+from diffmem.cli.configs import frontier_config_from_flags
+from diffmem.cli.demo import demo_config_from_flags
 from diffmem.demo import DEMO_OUT, DemoConfig, demo_configs
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import AuditOptions

@@ -6,8 +6,6 @@ from a generator seeded by both, so the batch size and the number of processes n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -16,21 +14,9 @@ from diffmem.config import TrainConfig
 from diffmem.data.datasets import to_uint8
 from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
+from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
 from diffmem.diffusion.samplers import edm_sample, karras_sigmas, per_sample_noise, sample_seed
 from diffmem.errors import DiffmemError
-
-
-@dataclass(frozen=True)
-class SampleOptions:
-    steps: int = 18
-    solver: str = "heun"
-    s_churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = float("inf")
-    s_noise: float = 1.0
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
 
 
 def method_sigmas(cfg: TrainConfig, opts: SampleOptions) -> tuple[torch.Tensor, bool]:
@@ -55,7 +41,7 @@ def _inference_masks(cfg: TrainConfig, seed: int, indices: list[int], shape: tup
     return torch.stack(masks)
 
 
-def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 0, batch: int = 256,
+def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 0, batch: int = SAMPLE_BATCH,
              opts: SampleOptions = SampleOptions(), labels: np.ndarray | None = None, start: int = 0,
              device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
     """n images (uint8 [n, H, W, C]) with indices start..start+n-1; labels [n] for conditional runs."""

@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import AUDIT, audit_options_from_flags, joined
-from diffmem.evaluate.options import AUDIT_BACKENDS
-from diffmem.utils.flags import device_name
+from diffmem.errors import DiffmemError
+from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, check_audit_inputs
+from diffmem.utils.flags import device_name, joined, parse_floats
 
-__all__ = ["audit", "cache_option", "FEATURES_HELP"]
+__all__ = ["audit", "audit_options_from_flags", "cache_option", "FEATURES_HELP", "AUDIT"]
+
+AUDIT = AuditOptions()  # the defaults of `diffmem audit`'s flags, written once in diffmem.evaluate.options
 
 FEATURES_HELP = (
     "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "
     "inception[:WEIGHTS], torchscript:PATH (e.g. SSCD), digits-net[:RES] (built-in digits; no download)."
 )
+
+
+def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | None = None,
+                             heldout_spec: str | None = None, features: str = AUDIT.features,
+                             thresholds: str = joined(AUDIT.thresholds), calibrate: str = joined(AUDIT.calibrate),
+                             ratio_k: int | None = AUDIT.ratio_k, max_heldout: int = AUDIT.max_heldout,
+                             resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
+                             image_size: int | None = AUDIT.image_size, xflip: bool = AUDIT.xflip,
+                             n_pictures: int = AUDIT.n_pictures, backend: str = AUDIT.backend,
+                             batch: int = AUDIT.batch) -> AuditOptions:
+    """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
+    --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
+    check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
+                       max_heldout=max_heldout, flags=True)
+    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
+    percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
+    if backend not in AUDIT_BACKENDS:
+        raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
+    return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,
+                        max_heldout=max_heldout, xflip=xflip, resolution=resolution, resize=resize,
+                        image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)
 
 
 def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:

@@ -1,7 +1,9 @@
-"""Flags -> configurations: the functions the commands call to turn their flags into configurations.
+"""Flags -> configurations: the functions the training commands (train, sweep, frontier) call to turn
+their flags into configurations (`audit` and `demo` keep theirs beside their commands, so that their
+`--help` does not load torch).
 
 Each takes keyword arguments named like the flags, with the defaults of the library (`diffmem.config`,
-`diffmem.evaluate.options`, `diffmem.sweep.spec`, `diffmem.sweep.frontier`, `diffmem.demo`; the click
+`diffmem.evaluate.options`, `diffmem.sweep.spec`, `diffmem.sweep.frontier`; the click
 options read the same defaults, so each default is written once), and validates the result once.
 Nothing here reads files, except `train_config_from_flags` asking the data layer how many classes the
 labels of --data hold when --cond is given.
@@ -10,51 +12,30 @@ labels of --data hold when --cond is given.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-from typing import Any, Callable
 
 from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
-from diffmem.demo import DemoConfig, validate_demo
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, EvalOptions, check_audit_inputs
+from diffmem.evaluate.options import EvalOptions
 from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
                                     FrontierConfig, default_variants, validate_frontier)
 from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, parse_methods, validate_sweep
 from diffmem.train.checks import validate_config
-from diffmem.utils.flags import float_list, int_list, str_list
+from diffmem.utils.flags import float_list, int_list, joined, str_list
 
-__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "DEMO", "FRONTIER", "AUDIT",
+__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "FRONTIER",
            "MONITOR_SAMPLES", "duration", "data_resolution", "network_from_flags", "train_config_from_flags",
-           "check_monitor_flags", "check_jobs", "eval_options_from_flags", "sweep_config_from_flags",
-           "demo_config_from_flags", "frontier_config_from_flags", "parse_floats", "audit_options_from_flags",
-           "defaults_of", "joined"]
+           "check_monitor_flags", "eval_options_from_flags", "sweep_config_from_flags",
+           "frontier_config_from_flags"]
 
 # the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec,
-# diffmem.sweep.frontier, diffmem.demo)
+# diffmem.sweep.frontier)
 DATA, METHOD, NETWORK, OPTIM, TRAIN, EVAL = (DataConfig(), MethodConfig(), NetworkConfig(), OptimConfig(),
                                             TrainConfig(), EvalOptions())
 SWEEP = SweepConfig(base=TRAIN)
 MONITOR_SAMPLES = SWEEP.monitor_samples  # samples per copy-monitor check
-DEMO, AUDIT = DemoConfig(), AuditOptions()
 FRONTIER = FrontierConfig(base=TRAIN, variants=())  # its field defaults: subsets, seeds, checkpoints, samples
-
-
-def joined(values: tuple[Any, ...]) -> str:
-    """A default tuple as the comma-separated text of its flag: (1.0, 0.5) -> '1,0.5'."""
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The keyword defaults of a library function, for the click options that pass them on to it."""
-    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
-
-
-def check_jobs(jobs: int) -> None:
-    """Refuse a --jobs below 1 (runs trained at once)."""
-    if jobs < 1:
-        raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
 
 
 def duration(steps: int | None = None, kimg: float | None = None, batch: int = OPTIM.batch) -> int:
@@ -134,7 +115,7 @@ def check_monitor_flags(monitor_every: int = 0, monitor_samples: int = MONITOR_S
 
 
 def eval_options_from_flags(*, n_samples: int = EVAL.n_samples, sample_steps: int = EVAL.sample_steps,
-                            sample_seed: int = EVAL.sample_seed, features: str = ",".join(EVAL.features),
+                            sample_seed: int = EVAL.sample_seed, features: str = joined(EVAL.features),
                             quality_features: str | None = EVAL.quality_features, thresholds: str | None = None,
                             copy_threshold: float | None = EVAL.copy_threshold,
                             no_pictures: bool = not EVAL.pictures) -> EvalOptions:
@@ -150,10 +131,10 @@ def eval_options_from_flags(*, n_samples: int = EVAL.n_samples, sample_steps: in
 
 def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                             resize: bool = DATA.resize, subsets: str | None = None, subset_seed: int = DATA.subset_seed,
-                            xflip: bool = DATA.xflip, methods: str = ",".join(SWEEP.methods),
-                            sigma_ns: str | None = None, mask_ps: str = ",".join(f"{p:g}" for p in SWEEP.mask_ps),
+                            xflip: bool = DATA.xflip, methods: str = joined(SWEEP.methods),
+                            sigma_ns: str | None = None, mask_ps: str = joined(SWEEP.mask_ps),
                             mask_delta: float = METHOD.mask_delta, ambient_weight: str = METHOD.ambient_weight,
-                            weight_cap: float = METHOD.weight_cap, seeds: str = ",".join(map(str, SWEEP.seeds)),
+                            weight_cap: float = METHOD.weight_cap, seeds: str = joined(SWEEP.seeds),
                             preset: str = NETWORK.preset, channels: str | None = None,
                             layers_per_block: int | None = None, attn_resolutions: str | None = None,
                             dropout: float | None = None, steps: int | None = None, kimg: float | None = None,
@@ -188,17 +169,6 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     return sc
 
 
-def demo_config_from_flags(*, subset: int = DEMO.subset, steps: int = DEMO.steps, batch: int = DEMO.batch,
-                           resolution: int = DEMO.resolution, sigma_n: float = DEMO.sigma_n,
-                           ambient_weight: str = DEMO.ambient_weight, weight_cap: float = DEMO.weight_cap,
-                           n_samples: int = DEMO.n_samples, seed: int = DEMO.seed) -> DemoConfig:
-    """The validated DemoConfig of `diffmem demo`'s flags (`diffmem.demo.validate_demo`)."""
-    cfg = DemoConfig(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,
-                     ambient_weight=ambient_weight, weight_cap=weight_cap, n_samples=n_samples, seed=seed)
-    validate_demo(cfg)
-    return cfg
-
-
 def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                                subsets: str = joined(FRONTIER.subsets), seeds: str = joined(FRONTIER.seeds),
                                sigma_n: float = CANDIDATE_SIGMA_N, weightings: str = joined(CANDIDATE_WEIGHTINGS),
@@ -223,33 +193,3 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
                         sample_steps=sample_steps)
     validate_frontier(fc)
     return fc
-
-
-def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
-    """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
-    values = float_list(text, option, example="0.85,0.9")
-    bad = [v for v in values if not low <= v <= high]
-    if bad or not values:
-        raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
-    return values
-
-
-def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | None = None,
-                             heldout_spec: str | None = None, features: str = AUDIT.features,
-                             thresholds: str = joined(AUDIT.thresholds), calibrate: str = joined(AUDIT.calibrate),
-                             ratio_k: int | None = AUDIT.ratio_k, max_heldout: int = AUDIT.max_heldout,
-                             resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
-                             image_size: int | None = AUDIT.image_size, xflip: bool = AUDIT.xflip,
-                             n_pictures: int = AUDIT.n_pictures, backend: str = AUDIT.backend,
-                             batch: int = AUDIT.batch) -> AuditOptions:
-    """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
-    --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
-    check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
-                       max_heldout=max_heldout, flags=True)
-    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
-    percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
-    if backend not in AUDIT_BACKENDS:
-        raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
-    return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,
-                        max_heldout=max_heldout, xflip=xflip, resolution=resolution, resize=resize,
-                        image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import DEMO, demo_config_from_flags
+from diffmem.demo import DEMO_OUT, DemoConfig, validate_demo
 from diffmem.diffusion.weighting import WEIGHTINGS
-from diffmem.demo import DEMO_OUT
 from diffmem.utils.flags import device_name
+
+__all__ = ["demo", "demo_config_from_flags", "DEMO"]
+
+DEMO = DemoConfig()  # the defaults of `diffmem demo`'s flags, written once in diffmem.demo
+
+
+def demo_config_from_flags(*, subset: int = DEMO.subset, steps: int = DEMO.steps, batch: int = DEMO.batch,
+                           resolution: int = DEMO.resolution, sigma_n: float = DEMO.sigma_n,
+                           ambient_weight: str = DEMO.ambient_weight, weight_cap: float = DEMO.weight_cap,
+                           n_samples: int = DEMO.n_samples, seed: int = DEMO.seed) -> DemoConfig:
+    """The validated DemoConfig of `diffmem demo`'s flags (`diffmem.demo.validate_demo`)."""
+    cfg = DemoConfig(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,
+                     ambient_weight=ambient_weight, weight_cap=weight_cap, n_samples=n_samples, seed=seed)
+    validate_demo(cfg)
+    return cfg
 
 
 @click.command()

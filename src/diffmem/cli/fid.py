@@ -10,11 +10,10 @@ import click
 
 from diffmem.api import fid as api_fid
 from diffmem.cli.audit import FEATURES_HELP, cache_option
-from diffmem.cli.configs import defaults_of
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.lock import is_main_process, locked
 from diffmem.outputs import atomic_path, check_output, write_text_atomic
-from diffmem.utils.flags import device_name
+from diffmem.utils.flags import defaults_of, device_name
 
 FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets, k, seed, batch)
 

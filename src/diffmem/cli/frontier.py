@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import (DATA, FRONTIER, METHOD, NETWORK, OPTIM, check_jobs, frontier_config_from_flags,
-                                  joined)
+from diffmem.cli.configs import DATA, FRONTIER, METHOD, NETWORK, OPTIM, frontier_config_from_flags
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.sweep.frontier import CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS
-from diffmem.utils.flags import device_name
+from diffmem.utils.flags import check_jobs, device_name, joined
 
 
 @click.command()

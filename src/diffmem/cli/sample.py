@@ -8,12 +8,10 @@ from pathlib import Path
 import click
 
 from diffmem.api import sample as api_sample
-from diffmem.cli.configs import defaults_of
-from diffmem.diffusion.samplers import SOLVERS
+from diffmem.diffusion.sample_options import SAMPLE_BATCH, SOLVERS, SampleOptions
 from diffmem.errors import DiffmemError, as_diffmem_error
-from diffmem.generate import SampleOptions, generate
 from diffmem.outputs import check_output
-from diffmem.utils.flags import device_name
+from diffmem.utils.flags import defaults_of, device_name
 
 SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults; n and seed of diffmem.sample
 
@@ -31,7 +29,7 @@ SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults
 @click.option("--s-noise", type=float, default=SAMPLE.s_noise, show_default=True)
 @click.option("--class", "class_label", type=int, default=None, help="Class of every sample (conditional runs).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
-@click.option("--batch", type=int, default=defaults_of(generate)["batch"], show_default=True)
+@click.option("--batch", type=int, default=SAMPLE_BATCH, show_default=True)
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a grid PNG beside --out.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default="auto", show_default=True)
@@ -42,6 +40,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     import numpy as np
 
     from diffmem.data.io import save_grid, save_images
+    from diffmem.generate import generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.utils.distributed import gather_in_order, init_world, local_slice

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, check_jobs, eval_options_from_flags,
+from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, eval_options_from_flags,
                                   sweep_config_from_flags)
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
-from diffmem.utils.flags import device_name
+from diffmem.utils.flags import check_jobs, device_name, joined
 
 FEATURES_HELP = ("Memorization feature spaces, comma-separated; the first defines the copy fraction: pixels, "
                  "digits-net[:RES], dinov2[:ID_OR_DIR], clip[:ID_OR_DIR], inception[:WEIGHTS], torchscript:PATH.")
@@ -21,7 +21,7 @@ def _eval_flags(f):
         click.option("--n-samples", type=int, default=EVAL.n_samples, show_default=True, help="Samples per run (same seeds for all)."),
         click.option("--sample-steps", type=int, default=EVAL.sample_steps, show_default=True, help="EDM Heun sampler steps."),
         click.option("--sample-seed", type=int, default=EVAL.sample_seed, show_default=True),
-        click.option("--features", default=",".join(EVAL.features), show_default=True, help=FEATURES_HELP),
+        click.option("--features", default=joined(EVAL.features), show_default=True, help=FEATURES_HELP),
         click.option("--quality-features", default=None,
                      help="Feature space of the Frechet distance [default: digits-net for builtin:digits, else "
                           "inception (FID)]."),
@@ -51,19 +51,19 @@ def _eval_flags(f):
               help="Training-set size(s), comma-separated, e.g. 300 or 100,300,1000 [default: all images].")
 @click.option("--subset-seed", type=int, default=DATA.subset_seed, show_default=True)
 @click.option("--xflip", is_flag=True, help="Random horizontal flips.")
-@click.option("--methods", default=",".join(SWEEP.methods), show_default=True,
+@click.option("--methods", default=joined(SWEEP.methods), show_default=True,
               help="Comma-separated: edm (baseline), ambient (Algorithm 1), masking, noisy-only.")
 @click.option("--sigma-n", "sigma_ns", default=None,
               help="Algorithm 1 (and noisy-only) thresholds, comma-separated, e.g. 0.2,0.5,1,2,5 [default: a grid "
                    "spanning the data's commitment scale, from diffmem.theory].")
-@click.option("--mask-p", "mask_ps", default=",".join(f"{p:g}" for p in SWEEP.mask_ps), show_default=True, help="masking: erase probabilities, comma-separated.")
+@click.option("--mask-p", "mask_ps", default=joined(SWEEP.mask_ps), show_default=True, help="masking: erase probabilities, comma-separated.")
 @click.option("--mask-delta", type=float, default=METHOD.mask_delta, show_default=True)
 @click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "
                    "infinite-variance loss), capped (compensated up to --weight-cap times plain). docs/method.md.")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True,
               help="--ambient-weight capped: the largest gain over plain.")
-@click.option("--seeds", default=",".join(map(str, SWEEP.seeds)), show_default=True, help="Training seeds, comma-separated.")
+@click.option("--seeds", default=joined(SWEEP.seeds), show_default=True, help="Training seeds, comma-separated.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=NETWORK.preset, show_default=True)
 @click.option("--channels", default=None, help="Override: widths per level, e.g. 32,64,64.")
 @click.option("--layers-per-block", type=int, default=None)

@@ -7,23 +7,22 @@ from pathlib import Path
 
 import click
 
-from diffmem.cli.configs import defaults_of
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.decision import trace_run
+from diffmem.evaluate.options import TraceOptions
 from diffmem.utils.flags import device_name
 
-TRACE = defaults_of(trace_run)  # n, seed, steps, batch
+TRACE = TraceOptions()  # the defaults of diffmem.evaluate.decision.trace_run
 
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--n", "n", type=int, default=TRACE["n"], show_default=True, help="Samples per run.")
-@click.option("--seed", type=int, default=TRACE["seed"], show_default=True,
+@click.option("--n", "n", type=int, default=TRACE.n, show_default=True, help="Samples per run.")
+@click.option("--seed", type=int, default=TRACE.seed, show_default=True,
               help="Sampler seed (the samples of `diffmem sample`).")
-@click.option("--steps", type=int, default=TRACE["steps"], show_default=True, help="EDM Heun steps.")
+@click.option("--steps", type=int, default=TRACE.steps, show_default=True, help="EDM Heun steps.")
 @click.option("--copy-threshold", type=float, default=None,
               help="Pixel similarity (cosine of mean-centred pixels: a Pearson correlation) that makes a copy [default: held-out 99th percentile].")
-@click.option("--batch", type=int, default=TRACE["batch"], show_default=True)
+@click.option("--batch", type=int, default=TRACE.batch, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace decision.json / decision.png in --out.")
 @click.option("--device", default="auto", show_default=True)
@@ -32,7 +31,7 @@ def trace(runs, n, seed, steps, copy_threshold, batch, out, overwrite, device, q
     """Follow samples of baseline / Algorithm 1 runs and report the noise level at which each one's nearest
     training image is fixed: copies decided above sigma_n were made by the part of the network trained
     only on noisy copies. Writes decision.json and decision.png."""
-    from diffmem.evaluate.decision import decision_plot, decision_table
+    from diffmem.evaluate.decision import decision_plot, decision_table, trace_run
 
     if n < 1 or steps < 1 or batch < 1:
         raise DiffmemError("--n, --steps and --batch must be at least 1")

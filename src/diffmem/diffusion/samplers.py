@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from diffmem.diffusion.sample_options import SOLVERS
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B,...], sigma [B]) -> x0_hat [B,...]
 NoiseFn = Callable[[int], torch.Tensor]  # step index -> standard normal noise shaped like x
 
@@ -46,9 +48,6 @@ def per_sample_noise(seed: int, indices: torch.Tensor | list[int], shape: tuple[
         g = torch.Generator().manual_seed(sample_seed(seed, idx))
         cols.append(torch.stack([torch.randn(shape, generator=g) for _ in range(num_draws)]))
     return torch.stack(cols, dim=1)
-
-
-SOLVERS: tuple[str, ...] = ("heun", "euler")  # EDM Algorithm 2's second-order step, or first-order only
 
 
 @torch.no_grad()

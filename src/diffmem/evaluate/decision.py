@@ -22,10 +22,12 @@ from diffmem.diffusion.methods import METHOD_CLASSES, method_of
 from diffmem.diffusion.samplers import edm_sample
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.options import TraceOptions
 
 __all__ = ["Trajectory", "identity_trajectory", "decision_summary", "decision_table", "trace_run", "decision_plot"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TRACE = TraceOptions()  # trace_run's defaults, shared with `diffmem trace`
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def _concat(parts: list[Trajectory]) -> Trajectory:
                       np.concatenate([p.final_index for p in parts]), np.concatenate([p.final_similarity for p in parts]))
 
 
-def trace_run(run_dir: str | Path, n: int = 300, seed: int = 0, steps: int = 18, batch: int = 256,
+def trace_run(run_dir: str | Path, n: int = TRACE.n, seed: int = TRACE.seed, steps: int = TRACE.steps,
+              batch: int = TRACE.batch,
               copy_threshold: float | None = None, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Decision levels of `n` samples of a baseline or Algorithm 1 run (EMA weights, EDM Heun).
 

@@ -15,7 +15,7 @@ from diffmem.config import json_ready
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
-           "AUDIT_BACKENDS", "check_audit_inputs", "KID_SUBSETS", "KID_SUBSET_SIZE", "PR_K"]
+           "AUDIT_BACKENDS", "check_audit_inputs", "KID_SUBSETS", "KID_SUBSET_SIZE", "PR_K", "TraceOptions"]
 
 # Fixed cosine thresholds of the paper (DINOv2 features: 0.85 ... 0.95), and the held-out percentiles of
 # nearest-training similarity used as calibrated thresholds (diffmem.evaluate.memorization).
@@ -91,6 +91,17 @@ class AuditOptions:
     image_size: int | None = None
     n_pictures: int = 16
     backend: str = "torch"
+    batch: int = 256
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """The defaults of `diffmem trace` (diffmem.evaluate.decision.trace_run): samples per run, sampler seed,
+    EDM Heun steps, images per batch."""
+
+    n: int = 300
+    seed: int = 0
+    steps: int = 18
     batch: int = 256
 
 

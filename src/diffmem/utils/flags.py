@@ -3,11 +3,13 @@ naming the flag and an example of what it takes."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import inspect
+from typing import Any, Callable, Iterable
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["int_list", "float_list", "str_list", "device_name"]
+__all__ = ["int_list", "float_list", "str_list", "device_name", "joined", "defaults_of", "check_jobs",
+           "parse_floats"]
 
 
 def _items(text: str) -> list[str]:
@@ -71,3 +73,28 @@ def device_name(name: str, flag: str = "--device") -> str:
             raise DiffmemError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                                f"numbered from 0")
     return name
+
+
+def joined(values: tuple[Any, ...]) -> str:
+    """A default tuple as the comma-separated text of its flag: (1.0, 0.5) -> '1,0.5'."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a library function, for the click options that pass them on to it."""
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def check_jobs(jobs: int) -> None:
+    """Refuse a --jobs below 1 (runs trained at once)."""
+    if jobs < 1:
+        raise DiffmemError(f"--jobs must be a positive integer, got {jobs}")
+
+
+def parse_floats(text: str, option: str, low: float, high: float) -> tuple[float, ...]:
+    """'0.85,0.9' -> (0.85, 0.9), each in [low, high]; DiffmemError naming the option otherwise."""
+    values = float_list(text, option, example="0.85,0.9")
+    bad = [v for v in values if not low <= v <= high]
+    if bad or not values:
+        raise DiffmemError(f"{option} values must lie in [{low:g}, {high:g}]; got '{text}'")
+    return values
