@@ -103,10 +103,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
              audit: Callable[[Path, dict[str, Path]], None] | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Train, sample and compare; returns {method: samples.npz}. `audit` hooks in the evaluation."""
-    from diffmem.data.io import save_images
     from diffmem.diffusion.methods import METHOD_CLASSES, Baseline
-    from diffmem.generate import generate
-    from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train
     from diffmem.train.rundir import CONFIG, DONE, run_datasets, stored_config
 
@@ -139,9 +136,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
         t0 = time.perf_counter()
         path = run / "samples.npz"
         if not path.is_file():
-            net, cfg_, meta = load_denoiser(run, device=device)
-            images = generate(net, cfg_, meta, d.n_samples, seed=d.seed, device=device, progress=progress)
-            save_images(images, path)
+            _sample_run(run, d, device, progress)
         samples[method] = path
         timings[f"sampling {method}"] = time.perf_counter() - t0
     train_set, _ = run_datasets(out / Baseline.name)
@@ -158,16 +153,23 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     return samples
 
 
-def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:
-    """Train one run and draw its samples (samples.npz); run in a worker of one torch thread."""
+def _sample_run(run: Path, d: DemoConfig, device: str = "cpu", progress: bool = False) -> Path:
+    """The demo's samples of a trained run (EMA weights, seed d.seed), written to RUN/samples.npz."""
     from diffmem.data.io import save_images
     from diffmem.generate import generate
     from diffmem.train.checkpoint import load_denoiser
+
+    net, cfg, meta = load_denoiser(run, device=device)
+    return save_images(generate(net, cfg, meta, d.n_samples, seed=d.seed, device=device, progress=progress),
+                       run / "samples.npz")
+
+
+def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:
+    """Train one run and draw its samples (samples.npz); run in a worker of one torch thread."""
     from diffmem.train.loop import train
 
     train(cfg, run, device="cpu", progress=False, overwrite=overwrite)
-    net, cfg_, meta = load_denoiser(run)
-    save_images(generate(net, cfg_, meta, d.n_samples, seed=d.seed, progress=False), Path(run) / "samples.npz")
+    _sample_run(Path(run), d)
 
 
 def _train_parallel(todo: dict[str, TrainConfig], out: Path, overwrite: bool, d: DemoConfig) -> None:
