@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # `docs/page.md` with an optional quoted section: `docs/page.md, "Title"` or `docs/page.md section "Title"`.
 _CITE = re.compile(r'docs/([\w./-]+\.(?:md|png|json))(?:(?:,\s*|\s+)(?:section\s+)?"([^"]{1,120})")?')
 _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-_OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared/|/work/")  # the paper's restatement, a machine's paths
+_OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared/")  # the paper's restatement beside the repository
 
 
 def _sources() -> list[Path]:
