@@ -7,6 +7,10 @@ median / p95 / max similarity, the fraction at or above fixed thresholds and abo
 threshold (the 99th percentile of held-out images' nearest-training similarity, i.e. "closer to a
 training image than 99% of unseen real images get"). The held-out reference is computed once.
 
+Each record also carries the copy count, the threshold's calibration and the safety test of
+`diffmem.evaluate.safety` (docs/method.md, "Safety: copies within what unseen images score"), so that the
+guard (`diffmem.guard`), the release and the frontier read one definition of "safe".
+
 The monitor draws no random numbers from global state, so a run with and without it trains identically.
 """
 
@@ -23,12 +27,14 @@ import torch
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import ImageDataset
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 
 __all__ = ["CopyMonitor", "make_monitor", "monitor_records", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
            "CALIBRATED_KEY"]
 
 MONITOR_PNG = "monitor.png"
 CALIBRATED_KEY = "heldout_p99"
+QUALITY_METRICS = ("fd", "kid")
 
 
 class CopyMonitor:
@@ -38,15 +44,18 @@ class CopyMonitor:
     `features`: a feature space name (see `diffmem.evaluate.features.get_extractor`); `thresholds`: fixed
     cosine thresholds (None: 0.9, 0.95, 0.98, 0.99 for pixels, the audit defaults otherwise).
     `max_heldout`: a seeded subset of at most this many held-out images is the reference.
-    `quality_features`: also log the Frechet distance of the samples to the held-out images in this feature
-    space (e.g. "digits-net"), so that each check is a (quality, copies) point of the run's path.
+    `quality_features`: also log the quality of the samples against the held-out images in this feature
+    space (e.g. "digits-net"), so that each check is a (quality, copies) point of the run's path;
+    `quality_metric`: "fd" (Frechet distance) or "kid" (the unbiased KID); `level`: the safety test's level. `last_images` holds the
+    samples of the latest check (the release keeps those of the released checkpoint).
     """
 
     def __init__(self, cfg: TrainConfig, train: ImageDataset, heldout: ImageDataset | None, n_samples: int = 64,
                  features: str = "pixels", thresholds: tuple[float, ...] | None = None, seed: int = 0,
                  sample_steps: int = 18, batch: int = 256, max_heldout: int = 2000,
                  device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                 quality_features: str | None = None) -> None:
+                 quality_features: str | None = None, quality_metric: str = "fd",
+                 level: float = SAFETY_LEVEL) -> None:
         from diffmem.evaluate.features import embed_dataset, get_extractor
         from diffmem.evaluate.neighbours import nearest_neighbours
         from diffmem.evaluate.options import EvalOptions
@@ -55,6 +64,11 @@ class CopyMonitor:
             raise DiffmemError(f"--monitor-samples must be at least 2, got {n_samples}")
         if sample_steps < 1:
             raise DiffmemError(f"the monitor's sampler needs at least 1 step, got {sample_steps}")
+        if quality_metric not in QUALITY_METRICS:
+            raise DiffmemError(f"the quality metric must be one of {', '.join(QUALITY_METRICS)}, got {quality_metric!r}")
+        self.quality_metric, self.level, self.quality_features = quality_metric, float(level), quality_features
+        self.last_images: np.ndarray | None = None
+        self.calibration: Calibration | None = None
         self.cfg, self.n_samples, self.seed, self.batch = cfg, int(n_samples), int(seed), int(batch)
         self.sample_steps = int(sample_steps)
         h, w, c = train.shape
@@ -71,7 +85,8 @@ class CopyMonitor:
                 heldout = heldout.subset(idx)
             held_feats = embed_dataset(self.extractor, heldout, cache_dir)
             sims = nearest_neighbours(held_feats, self.train_feats)[0][:, 0].numpy().astype(np.float64)
-            self.calibrated = {CALIBRATED_KEY: float(np.percentile(sims, 99))}
+            self.calibration = calibrate(sims, COPY_PERCENTILE)
+            self.calibrated = {CALIBRATED_KEY: self.calibration.threshold}
             self.heldout = self._stats(sims)
             self.heldout["n"] = int(len(sims))
         self.quality: tuple[Any, np.ndarray, np.ndarray] | None = None
@@ -81,7 +96,8 @@ class CopyMonitor:
             if self.heldout is None:
                 raise DiffmemError("the monitor's quality needs held-out images; train on a --subset of the data")
             qext = get_extractor(quality_features, device, resolution=h)
-            self.quality = (qext, *feature_statistics(embed_dataset(qext, heldout, cache_dir)))
+            ref = embed_dataset(qext, heldout, cache_dir)
+            self.quality = (qext, ref, *feature_statistics(ref))
 
     def _stats(self, sims: np.ndarray) -> dict[str, Any]:
         from diffmem.evaluate.memorization import fraction_above, similarity_stats
@@ -104,6 +120,7 @@ class CopyMonitor:
         images = generate(ema_model, self.cfg, self.meta, self.n_samples, seed=self.seed, batch=self.batch,
                           opts=SampleOptions(steps=self.sample_steps), device=device, progress=False)
         ema_model.train(was_training)
+        self.last_images = images
         feats = self.extractor(images)
         sims = nearest_neighbours(feats, self.train_feats)[0][:, 0].numpy().astype(np.float64)
         rec: dict[str, Any] = {"features": self.extractor.name, "n_samples": self.n_samples,
@@ -111,26 +128,41 @@ class CopyMonitor:
         rec.update(self._stats(sims))
         rec["calibrated_thresholds"] = dict(self.calibrated) or None
         rec["heldout"] = self.heldout
+        if self.calibration is not None:
+            k = int((sims >= self.calibration.threshold).sum())
+            rec["calibration"] = self.calibration.to_dict()
+            rec["safety"] = safety_test(k, len(sims), self.calibration, self.level).to_dict()
         if self.quality is not None:
-            from diffmem.evaluate.features import fd_name
-            from diffmem.evaluate.quality import feature_statistics, frechet_distance
-
-            qext, mu_r, sig_r = self.quality
-            rec["quality"] = {"metric": fd_name(qext.name), "reference": "held-out images",
-                              "value": frechet_distance(*feature_statistics(qext(images)), mu_r, sig_r)}
+            rec["quality"] = self._quality(images)
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         return rec
 
+    def _quality(self, images: np.ndarray) -> dict[str, Any]:
+        """FD or KID (unbiased; 100 subsets of up to 1000, seed 0) of `images` against the held-out images."""
+        from diffmem.evaluate.features import fd_name
+        from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid
+
+        assert self.quality is not None
+        qext, ref, mu_r, sig_r = self.quality
+        feats = qext(images)
+        if self.quality_metric == "kid":
+            value = kid(feats, ref, subsets=100, subset_size=1000, generator=0)[0]
+            name = "KID_" + fd_name(qext.name)[3:] if fd_name(qext.name) != "FID" else "KID"  # KID_digits-net
+        else:
+            value, name = frechet_distance(*feature_statistics(feats), mu_r, sig_r), fd_name(qext.name)
+        return {"metric": name, "reference": "held-out images", "value": float(value)}
+
 
 def make_monitor(cfg: TrainConfig, n_samples: int = 64, features: str = "pixels", device: str | torch.device = "cpu",
-                 **kwargs: Any) -> CopyMonitor:
+                 selected: tuple[ImageDataset, np.ndarray, np.ndarray] | None = None, **kwargs: Any) -> CopyMonitor:
     """A CopyMonitor for the run `cfg` describes: its seeded training subset and the rest as held-out images.
 
-    Loads the data the same way `train` does (`select_train_images`); `kwargs` go to CopyMonitor.
+    Loads the data the same way `train` does (`select_train_images`, or its result `selected`); `kwargs`
+    go to CopyMonitor.
     """
     from diffmem.train.loop import select_train_images
 
-    source, train_idx, heldout_idx = select_train_images(cfg)
+    source, train_idx, heldout_idx = selected if selected is not None else select_train_images(cfg)
     heldout = source.subset(heldout_idx) if len(heldout_idx) else None
     return CopyMonitor(cfg, source.subset(train_idx), heldout, n_samples=n_samples, features=features,
                        device=device, **kwargs)

@@ -9,7 +9,24 @@ from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, 
 from diffmem.config import PRESETS
 from diffmem.diffusion.methods import METHOD_CLASSES
 from diffmem.diffusion.weighting import WEIGHTINGS
+from diffmem.errors import DiffmemError
+from diffmem.guard import GuardConfig
 from diffmem.utils.flags import device_name
+
+GUARD = GuardConfig()
+
+
+def keep_checkpoints_from_flag(value: str) -> int:
+    """--keep-checkpoints: 'all' -> 0 (keep every one), else a positive count."""
+    if str(value).strip().lower() == "all":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DiffmemError(f"--keep-checkpoints must be a positive number or 'all', got {value!r}")
+    return n
 
 
 @click.command()
@@ -63,10 +80,30 @@ from diffmem.utils.flags import device_name
 @click.option("--monitor-samples", type=int, default=MONITOR_SAMPLES, show_default=True, help="Samples per monitor check.")
 @click.option("--monitor-features", default="pixels", show_default=True,
               help="Feature space of the monitor's nearest-neighbour search (pixels needs no download).")
+@click.option("--guard", is_flag=True,
+              help="At every checkpoint, test copies against held-out images and measure quality; keep the best "
+                   "safe checkpoint, write release.json, stop once copying has set in (docs/method.md).")
+@click.option("--guard-samples", type=int, default=GUARD.n_samples, show_default=True, help="Samples per check.")
+@click.option("--guard-features", default=GUARD.features, show_default=True,
+              help="Copy features: pixels, dinov2:DIR, torchscript:FILE (e.g. SSCD), ...")
+@click.option("--guard-quality", default=None,
+              help="Quality features: digits-net, pixels, inception:FILE, dinov2:DIR, classifier:SPEC "
+                   "[default: digits-net for builtin:digits, else pixels].")
+@click.option("--guard-metric", type=click.Choice(["kid", "fd"]), default=GUARD.quality_metric, show_default=True,
+              help="Quality metric: KID (unbiased) or Frechet distance.")
+@click.option("--guard-level", type=float, default=GUARD.level, show_default=True,
+              help="Level of the one-sided safety test.")
+@click.option("--guard-patience", type=int, default=GUARD.patience, show_default=True,
+              help="Stop after this many unsafe checks in a row (0: never stop).")
+@click.option("--keep-checkpoints", default="2", show_default=True,
+              help="Newest checkpoints kept on disk, or 'all' (needed by `diffmem release`); the guard also keeps "
+                   "its released one.")
 def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, method, sigma_n, ambient_weight, weight_cap, mask_p,
           mask_delta, preset, channels, layers_per_block, attn_resolutions, dropout, steps, kimg, batch, lr,
           weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
-          overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features) -> None:
+          overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features,
+          guard, guard_samples, guard_features, guard_quality, guard_metric, guard_level, guard_patience,
+          keep_checkpoints) -> None:
     """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
     from diffmem.train.loop import train as run_train
 
@@ -78,21 +115,41 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         weight_decay=weight_decay, warmup_steps=warmup_steps, ema_halflife=ema_halflife, ema_decay=ema_decay,
         seed=seed, checkpoint_every=checkpoint_every, log_every=log_every)
     check_monitor_flags(monitor_every, monitor_samples)
+    keep = keep_checkpoints_from_flag(keep_checkpoints)
+    if guard and monitor_every > 0:
+        raise DiffmemError("--guard checks at every --checkpoint-every already; drop --monitor-every")
     from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: one process per device, the batch split among them
     monitor = None
-    if monitor_every > 0:
+    if guard:
+        from diffmem.guard import GuardConfig, make_guard
+
+        gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
+                         quality_metric=guard_metric, level=guard_level, patience=guard_patience)
+        monitor, monitor_every = make_guard(cfg, gc, out, device=dev), cfg.checkpoint_every
+    elif monitor_every > 0:
         from diffmem.monitor import make_monitor
 
         monitor = make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,
-                    compile=compile_, channels_last=channels_last)
+                    compile=compile_, channels_last=channels_last, keep_checkpoints=keep)
     if not world.main:
         return
-    click.echo(f"trained {cfg.method.name} for {cfg.optim.steps} steps; run directory: {run}")
-    if monitor is not None:
+    from diffmem.train.rundir import DONE, read_json
+
+    done = read_json(run / DONE) if (run / DONE).is_file() else {}
+    if done.get("stopped"):
+        click.echo(f"stopped {cfg.method.name} at step {done['step']} of {cfg.optim.steps}: {done['stopped']}")
+    click.echo(f"trained {cfg.method.name} for {done.get('step', cfg.optim.steps)} steps; run directory: {run}")
+    if guard:
+        from diffmem.release import read_release, release_sentence
+
+        click.echo(release_sentence(read_release(run), cfg.method.name))
+        click.echo(f"certificate: {run / 'release.json'}; sample it with `diffmem sample --run {run} "
+                   "--checkpoint release`")
+    elif monitor is not None:
         from diffmem.monitor import monitor_records, plot_monitor
 
         records = monitor_records(run)

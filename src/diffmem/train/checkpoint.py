@@ -27,20 +27,25 @@ MODEL = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE = "state.pt"
 META = "meta.json"
-KEEP = 2  # complete checkpoints kept on disk
+KEEP = 2  # complete checkpoints kept on disk (besides those a guard protects); 0 keeps every one
+RELEASE_JSON = "release.json"  # a run's release certificate (diffmem.release), naming the released step
+CHECKPOINT_CHOICES = "release, latest or step-N"
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
-                    state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically and prune all but the newest KEEP."""
+                    state: dict[str, Any], meta: dict[str, Any], keep: int = KEEP,
+                    protect: frozenset[int] = frozenset()) -> Path:
+    """Write checkpoint `step` atomically and prune all but the newest `keep` and the `protect`ed steps."""
     weights = {MODEL: model.state_dict(), EMA_FILE: ema.state_dict()}
-    return write_checkpoint(run_dir, step, weights, state, meta)
+    return write_checkpoint(run_dir, step, weights, state, meta, keep, protect)
 
 
 def write_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
-                     state: dict[str, Any], meta: dict[str, Any]) -> Path:
+                     state: dict[str, Any], meta: dict[str, Any], keep: int = KEEP,
+                     protect: frozenset[int] = frozenset()) -> Path:
     """Write `checkpoints/step-XXXXXXXX/` (a safetensors file per `weights` entry, STATE, META) into
-    `step-XXXXXXXX.tmp`, rename it into place, point LATEST at it and prune all but the newest KEEP.
+    `step-XXXXXXXX.tmp`, rename it into place, point LATEST at it and prune all but the newest `keep`
+    (0: none pruned) and the steps in `protect` (a guard's released checkpoint).
 
     A failed write (a full disk: one line naming the temporary) removes the temporary; an interrupt or
     a kill leaves it, and the next save (or a resumed run) clears it. The previous checkpoint stays intact."""
@@ -58,9 +63,60 @@ def write_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torc
             raise tmp_error(err) from None
     write_text_atomic(root / LATEST, name + "\n", fixed=True)
     complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-    for old in complete[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    kept = {f"step-{s:08d}" for s in protect}
+    for old in (complete[:-keep] if keep > 0 else []):
+        if old.name not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return root / name
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """The steps of a run's complete checkpoints, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    steps = []
+    for p in root.glob("step-*"):
+        if p.is_dir() and not p.name.endswith(".tmp") and (p / META).is_file():
+            try:
+                steps.append(int(p.name[len("step-"):]))
+            except ValueError:
+                continue
+    return sorted(steps)
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str = "latest") -> Path:
+    """The checkpoint folder `which` names: "latest", "release" (the step release.json certifies) or
+    "step-N"; a name that is not there is refused, listing those that are."""
+    run = Path(run_dir)
+    which = str(which).strip()
+    if which == "latest":
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem train --out {run})")
+        return ckpt
+    steps = checkpoint_steps(run)
+    have = ", ".join(f"step-{s}" for s in steps) or "none"
+    if which == "release":
+        path = run / RELEASE_JSON
+        if not path.is_file():
+            raise DiffmemError(f"run {run} has no release ({RELEASE_JSON}); train it with --guard or run "
+                               f"`diffmem release --run {run}`, or pass --checkpoint latest")
+        released = (read_json(path).get("released") or {})
+        if "step" not in released:
+            raise DiffmemError(f"run {run} has no safe checkpoint to release (see {path}); "
+                               f"pass --checkpoint latest or step-N ({have})")
+        step = int(released["step"])
+    else:
+        try:
+            if not which.startswith("step-"):
+                raise ValueError
+            step = int(which[len("step-"):])
+        except ValueError:
+            raise DiffmemError(f"--checkpoint must be {CHECKPOINT_CHOICES}, got {which!r}") from None
+    ckpt = run / CHECKPOINTS / f"step-{step:08d}"
+    if step not in steps:
+        raise DiffmemError(f"run {run} has no checkpoint at step {step}; it has {have} "
+                           "(pass --checkpoint latest, release or one of those)")
+    return ckpt
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -95,13 +151,13 @@ def load_state(path: Path) -> dict[str, Any]:
         raise DiffmemError(f"{path} could not be loaded safely ({type(err).__name__}: {err})") from None
 
 
-def load_denoiser(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
-    """The denoiser of a run's newest checkpoint (EMA weights by default), its config and meta."""
+def load_denoiser(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu",
+                  checkpoint: str = "latest") -> tuple[EDMPrecond, TrainConfig, dict]:
+    """The denoiser of one of a run's checkpoints (`checkpoint`: "latest", "release" or "step-N"; EMA
+    weights by default), its config and meta (with the checkpoint's "step")."""
     run = Path(run_dir)
     cfg = load_train_config(run)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
-        raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem train --out {run})")
+    ckpt = resolve_checkpoint(run, checkpoint)
     meta = read_json(ckpt / "meta.json")
     net = build_denoiser(cfg, meta["resolution"], meta["channels"])
     weights = load_weights(ckpt / (EMA_FILE if ema else MODEL))

@@ -32,10 +32,11 @@ from diffmem.lock import locked
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
-from diffmem.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.checkpoint import KEEP, latest_checkpoint, load_state, load_weights, save_checkpoint
 from diffmem.train.checks import validate_config
 from diffmem.train.diagnostics import adam_update_rms
 from diffmem.train.ema import EMA, ema_beta
+from diffmem.train.watch import Watch
 from diffmem.utils.atomic import save_atomic
 from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
 
@@ -191,11 +192,14 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
           resume: bool = False, progress: bool = True, stop_after: int | None = None,
           monitor: Callable[[int, torch.nn.Module], dict] | None = None, monitor_every: int = 0,
           world: World = World(), precision: str = "fp32", compile: bool = False,
-          channels_last: bool = False) -> Path:
+          channels_last: bool = False, keep_checkpoints: int = KEEP) -> Path:
     """Train (or resume) the run in `out` to cfg.optim.steps steps. `stop_after`: stop early (tests).
 
     `monitor(step, ema_model)`, if given, runs every `monitor_every` steps (and at the end); the dict
-    it returns is written to log.jsonl as {"step": .., "monitor": {...}}.
+    it returns is written to log.jsonl as {"step": .., "monitor": {...}}. A guard (`diffmem.guard.Guard`,
+    checking at every checkpoint) also keeps its best safe checkpoint and may stop training early
+    (`diffmem.train.watch`); done.json then records why. `keep_checkpoints`: how many of the newest
+    checkpoints stay on disk (0: all), besides the guard's.
     `world`: this process's place among torchrun's processes; the global batch is split among them,
     DDP averages their gradients, and rank 0 alone writes files.
     `precision` ("fp32" | "bf16" autocast), `compile` (torch.compile) and `channels_last` change speed,
@@ -229,8 +233,9 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
         raise DiffmemError(str(outcome[1]))
     with held:
         try:
-            return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, monitor, monitor_every,
-                                world, precision, compile, channels_last, progress)
+            watch = Watch(monitor, monitor_every, cfg.optim.steps, cfg.optim.batch)
+            return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, watch, world,
+                                precision, compile, channels_last, progress, keep_checkpoints)
         except OSError as err:  # a full disk while logging: one line naming the run folder
             raise as_diffmem_error(err, out) from None
 
@@ -291,9 +296,9 @@ def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, 
 
 
 def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
-                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None,
-                 monitor: Callable[[int, torch.nn.Module], dict] | None, monitor_every: int, world: World,
-                 precision: str, compile: bool, channels_last: bool, progress: bool) -> Path:
+                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None, watch: Watch,
+                 world: World, precision: str, compile: bool, channels_last: bool, progress: bool,
+                 keep: int) -> Path:
     """The training loop proper, once the run folder is set up (and locked by rank 0)."""
     h, _, c = selected[0].shape
     data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
@@ -316,9 +321,13 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
                desc=f"train {cfg.method.name}")
     window: list[torch.Tensor] = []
     t_last, step_last = time.perf_counter(), step
+    stopped = None
     net.train()
     try:
-        while step < end:
+        if world.main and watch.resume(out / rundir.LOG, step):  # the check a kill cut off after its checkpoint
+            watch.check(step, ema.model, log)
+        stopped = _stop_reason(watch, step, world) if step > 0 else None
+        while step < end and stopped is None:
             batch = draw_batch(data, cfg, g, device, part)
             lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
             window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net, precision))
@@ -335,18 +344,24 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             if world.main and (step % cfg.checkpoint_every == 0 or step == o.steps):
                 state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
                          "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
-                save_checkpoint(out, step, net, ema.model, state, meta)
-            if world.main and monitor is not None and monitor_every > 0 and (
-                    step % monitor_every == 0 or step == o.steps):
-                ema.model.eval()
-                log.write(json.dumps({"step": step, "kimg": step * o.batch / 1000,
-                                      "monitor": monitor(step, ema.model)}) + "\n")
-                log.flush()
-                t_last = time.perf_counter()  # images/s counts training only
+                save_checkpoint(out, step, net, ema.model, state, meta, keep, watch.keep_steps())
+            if watch.due(step):
+                if world.main:
+                    watch.check(step, ema.model, log)
+                    t_last = time.perf_counter()  # images/s counts training only
+                stopped = _stop_reason(watch, step, world)
     finally:
         bar.close()
         log.close()
     barrier(world)
-    if step >= o.steps and world.main:
-        rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time()})
+    if (step >= o.steps or stopped is not None) and world.main:
+        watch.finish(stopped)
+        rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time(), "stopped": stopped})
     return out
+
+
+def _stop_reason(watch: Watch, step: int, world: World) -> str | None:
+    """Rank 0's guard decides whether to stop at a check step; every rank gets the same answer."""
+    if not watch.due(step):
+        return None
+    return broadcast_object(watch.stop_reason() if world.main else None, world)
