@@ -177,7 +177,10 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
                                layers_per_block: int | None = None, attn_resolutions: str | None = None,
                                steps: int = FRONTIER_STEPS, batch: int = OPTIM.batch, lr: float = OPTIM.lr,
                                checkpoints: int = FRONTIER.checkpoints, n_samples: int = FRONTIER.n_samples,
-                               sample_steps: int = FRONTIER.sample_steps) -> FrontierConfig:
+                               sample_steps: int = FRONTIER.sample_steps,
+                               quality_features: str = FRONTIER.quality_features,
+                               quality_metric: str = FRONTIER.quality_metric,
+                               patience: int = FRONTIER.patience) -> FrontierConfig:
     """The validated FrontierConfig of `diffmem frontier`'s flags (`diffmem.sweep.frontier.validate_frontier`):
     controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 with each --weightings."""
     wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
@@ -190,6 +193,7 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
     variants = default_variants(sigma_n, wts, parse_float_list(lr_factors, "--lr-factors") or (), weight_cap)
     fc = FrontierConfig(base, variants, subsets=parse_int_list(subsets, "--subset") or (),
                         seeds=parse_int_list(seeds, "--seeds") or (), checkpoints=checkpoints, n_samples=n_samples,
-                        sample_steps=sample_steps)
+                        sample_steps=sample_steps, quality_features=quality_features, quality_metric=quality_metric,
+                        patience=patience)
     validate_frontier(fc)
     return fc

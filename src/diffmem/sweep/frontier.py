@@ -29,6 +29,7 @@ from diffmem.config import TrainConfig, json_ready
 from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.errors import DiffmemError
+from diffmem.guard import GuardConfig
 from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
@@ -94,6 +95,8 @@ class FrontierConfig:
     sample_steps: int = 18
     features: str = "pixels"
     quality_features: str = "digits-net"
+    quality_metric: str = "kid"  # the guard's quality metric: "kid" (unbiased) or "fd"
+    patience: int = 2  # the guard's stopping rule: stop after this many unsafe checks in a row (0: never)
     extras: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. the code's commit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +117,9 @@ def validate_frontier(fc: FrontierConfig) -> None:
         raise DiffmemError("--seeds is empty")
     if not fc.variants:
         raise DiffmemError("no variants to run")
+    from diffmem.guard import validate_guard
+
+    validate_guard(guard_config(fc), run_config(fc, fc.variants[0], fc.subsets[0], fc.seeds[0]))
     slugs = [v.slug for v in fc.variants]
     if len(set(slugs)) != len(slugs):
         raise DiffmemError(f"two variants share a name: {slugs}")
@@ -126,11 +132,12 @@ def validate_frontier(fc: FrontierConfig) -> None:
 
 
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:
-    """The TrainConfig of one run: `base` with the variant's method and lr, the subset and the seed."""
+    """The TrainConfig of one run: `base` with the variant's method and lr, the subset and the seed; each
+    seed draws its own training subset (`subset_seed = seed`), the same for every variant."""
     b = fc.base
     every = max(1, b.optim.steps // fc.checkpoints)
     return dataclasses.replace(
-        b, data=dataclasses.replace(b.data, subset=subset),
+        b, data=dataclasses.replace(b.data, subset=subset, subset_seed=seed),
         method=dataclasses.replace(b.method, name=v.method, sigma_n=v.sigma_n, ambient_weight=v.ambient_weight,
                                    weight_cap=v.weight_cap),
         optim=dataclasses.replace(b.optim, lr=b.optim.lr * v.lr_factor), seed=seed, checkpoint_every=every)
@@ -140,10 +147,17 @@ def run_name(v: Variant, subset: int, seed: int) -> str:
     return f"n{subset}-{v.slug}-seed{seed}"
 
 
+def guard_config(fc: FrontierConfig) -> GuardConfig:
+    """The guard every run of the frontier trains with (its checks are the points of the paths)."""
+    return GuardConfig(n_samples=fc.n_samples, features=fc.features, quality_features=fc.quality_features,
+                       quality_metric=fc.quality_metric, patience=fc.patience, sample_steps=fc.sample_steps)
+
+
 def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,
                device: str) -> tuple[str, float]:
-    """Train (or resume) one run with the (quality, copies) monitor; a finished run is left as it is."""
-    from diffmem.monitor import make_monitor
+    """Train (or resume) one guarded run (checks at every checkpoint, the stopping rule); a finished run is
+    left as it is."""
+    from diffmem.guard import make_guard
     from diffmem.train.loop import train
     from diffmem.train.rundir import DONE
 
@@ -151,14 +165,14 @@ def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,
     if (Path(run) / DONE).is_file():
         return run, 0.0
     cfg = run_config(fc, v, subset, seed)
-    monitor = make_monitor(cfg, n_samples=fc.n_samples, features=fc.features, device=device, seed=0,
-                           sample_steps=fc.sample_steps, quality_features=fc.quality_features)
-    train(cfg, run, device=device, progress=False, monitor=monitor, monitor_every=cfg.checkpoint_every)
+    guard = make_guard(cfg, guard_config(fc), run, device=device)
+    train(cfg, run, device=device, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every)
     return run, time.perf_counter() - t0
 
 
 def run_paths(run: str | Path) -> list[dict[str, Any]]:
-    """The (step, epoch, quality, copies) points of one run, from the monitor records in its log."""
+    """The (step, epoch, quality, copies, safe) points of one run, from the monitor records in its log
+    (`safe`: the safety test's answer; None for records written before the test existed)."""
     from diffmem.monitor import CALIBRATED_KEY, monitor_records
 
     pts = []
@@ -167,9 +181,27 @@ def run_paths(run: str | Path) -> list[dict[str, Any]]:
         q = (m.get("quality") or {}).get("value")
         c = (m.get("fraction_above_calibrated") or {}).get(CALIBRATED_KEY)
         held = ((m.get("heldout") or {}).get("fraction_above_calibrated") or {}).get(CALIBRATED_KEY)
+        safety = m.get("safety") or {}
         pts.append({"step": int(rec["step"]), "epoch": m.get("epoch"), "quality": q, "copies": c,
-                    "heldout_copies": held, "n": m.get("n_samples")})
+                    "heldout_copies": held, "n": m.get("n_samples"), "safe": safety.get("safe"),
+                    "p_value": safety.get("p_value"), "excess_high": safety.get("excess_high")})
     return pts
+
+
+def run_checks(run: str | Path) -> list[dict[str, Any]]:
+    """The guard's checks of one run (diffmem.release.checks_of over its log)."""
+    from diffmem.monitor import monitor_records
+    from diffmem.release import checks_of
+
+    return checks_of(monitor_records(run))
+
+
+def _stopped(run: Path) -> dict[str, Any] | None:
+    """{"step", "reason"} when the guard stopped the run early (done.json), else None."""
+    from diffmem.train.rundir import DONE, read_json
+
+    done = read_json(run / DONE) if (run / DONE).is_file() else {}
+    return {"step": done.get("step"), "reason": done["stopped"]} if done.get("stopped") else None
 
 
 def _log_means(run: Path) -> dict[str, float | None]:
@@ -226,9 +258,12 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
 
         run_spawned(_train_one, [(fc, v, n, s, str(run), device) for v, n, s, run in runs], jobs=jobs,
                     on_done=done)
+    from diffmem.sweep.safe_quality import run_qstar
+
     data = {"config": fc.to_dict(), "seconds": time.perf_counter() - t0, "runs": [
         {"name": run.name, "variant": v.label, "slug": v.slug, "role": v.role, "subset": n, "seed": s,
-         "path": run_paths(run), **_log_means(run)} for v, n, s, run in runs]}
+         "path": run_paths(run), "qstar": run_qstar(run_checks(run)), "stopped": _stopped(run),
+         **_log_means(run)} for v, n, s, run in runs]}
     write_json_atomic(out / FRONTIER_JSON, data)
     data["files"] = write_report(data, out)
     return data

@@ -3,7 +3,7 @@
 Paths are averaged over seeds checkpoint by checkpoint (mean, standard deviation, and the standard
 error of the copy fraction: the larger of the binomial one and the seed-to-seed one).
 
-Verdict of candidate A against control B, per subset (docs/method.md, "Frontiers"). Copies are counted
+Verdict of candidate A against control B, per subset (docs/method.md, "Deciding between methods by safe quality", the earlier rule). Copies are counted
 as excess over the held-out rate (what unseen images score). Take every point of B's path where B's
 excess is above 2 standard errors. At each, A must reach B's quality within `tolerance`
 (FD_A <= (1 + tolerance) FD_B) somewhere on its path (checkpoints, or between two consecutive ones,
@@ -171,10 +171,51 @@ def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float) -> list[st
     return lines + [""]
 
 
+def qstar_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The verdict by safe quality (docs/method.md, "Deciding between methods by safe quality"): per
+    candidate, the paired comparison of q* with the best control, then q* per variant and seed."""
+    from diffmem.sweep.safe_quality import qstar_verdicts
+
+    rows = [r for r in runs if r.get("qstar")]
+    if not rows:
+        return []
+    lines = ["## Verdict by safe quality (q*: the best quality of a safe check; lower is better)", ""]
+    for v in qstar_verdicts(rows):
+        c = v["verdict"]
+        if c.get("change") is None:
+            lines.append(f"- **{v['subset']} images, {v['candidate']}: {c['verdict']}** against "
+                         f"{v['best_control']} (seeds {c['seeds']})")
+            continue
+        lines.append(f"- **{v['subset']} images, {v['candidate']}: {c['verdict']}** against the best control, "
+                     f"{v['best_control']}: q* {100 * c['change']:+.1f}% (90% interval {100 * c['change_low']:+.1f}% "
+                     f"to {100 * c['change_high']:+.1f}%; {len(c['seeds'])} seeds, paired)")
+        for name, r in v["against"].items():
+            if name != v["best_control"] and r.get("change") is not None:
+                lines.append(f"  - vs {name}: {r['verdict']}, q* {100 * r['change']:+.1f}% "
+                             f"({100 * r['change_low']:+.1f}% to {100 * r['change_high']:+.1f}%)")
+    seeds = sorted({r["seed"] for r in rows})
+    lines += ["", "| subset | variant | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|---|" + "---|" * len(seeds)]
+    for key in dict.fromkeys((r["subset"], r["variant"]) for r in rows):
+        cells = []
+        for s in seeds:
+            r = next((r for r in rows if (r["subset"], r["variant"], r["seed"]) == (*key, s)), None)
+            q = r["qstar"] if r else None
+            cells.append("-" if not q or q["qstar"] is None else
+                         f"{q['qstar']:.4g} (step {q['step']}{'' if q['safe_found'] else ', none safe'})")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines + ["", "Cells: q* and the step of the released check; 'none safe': no check passed the "
+                        "safety test, so the run's worst checked quality stands in.", ""]
+
+
 def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "",
-             tolerance: float = 0.1) -> str:
-    """The verdict in words, then per subset a summary per variant, the path table and the mechanism table."""
+             tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = ()) -> str:
+    """The verdict by safe quality (with `runs`), the earlier path rule's verdict, then per subset a summary
+    per variant, the path table and the mechanism table."""
     lines = [f"# {title or 'Frontier over training'}", ""]
+    lines += qstar_lines(runs)
+    if verdict_rows:
+        lines += ["## The earlier rule: excess copies at equal quality (reported for comparison)", ""]
     for v in verdict_rows:
         word = "PASSES" if v["passes"] else "does not pass"
         lines.append(f"- **{v['subset']} images, {v['candidate']}: {word}** (copies at most 1/3 of every "
@@ -249,5 +290,5 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     paths = aggregate(data["runs"])
     rows = verdicts(paths, tolerance)
     md = out / "frontier.md"
-    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance))
+    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"]))
     return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png")}
