@@ -192,10 +192,12 @@ def train(config: Any, out: str | Path, *, device: str = "cpu", overwrite: bool 
     return _train(config, out, device=device, overwrite=overwrite, progress=progress)
 
 
-def sample(run: str | Path, n: int = 64, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> np.ndarray:
-    """`n` images (uint8 [n, H, W, C]) from a trained run's EMA weights; sample i depends only on (seed, i)."""
+def sample(run: str | Path, n: int = 64, *, seed: int = 0, checkpoint: str = "latest", device: str = "cpu",
+           progress: bool = False) -> np.ndarray:
+    """`n` images (uint8 [n, H, W, C]) from a trained run's EMA weights; sample i depends only on (seed, i).
+    `checkpoint`: "latest", "release" (the guard's certified checkpoint, release.json) or "step-N"."""
     from diffmem.generate import generate
     from diffmem.train.checkpoint import load_denoiser
 
-    net, cfg, meta = load_denoiser(run, device=device)
+    net, cfg, meta = load_denoiser(run, device=device, checkpoint=checkpoint)
     return generate(net, cfg, meta, int(n), seed=seed, device=device, progress=progress)

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from diffmem.config import TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
-from diffmem.release import RELEASE_DIR, RELEASE_JSON, checks_of, choose_release, release_record, stop_reason
+from diffmem.release import (RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release, release_record,
+                             stop_reason)
 
 __all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features"]
 
@@ -33,8 +34,9 @@ __all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run"
 class GuardConfig:
     """How the guard checks: `n_samples` per check (EDM Heun, `sample_steps`, seeds 0..n-1), copy
     `features`, `quality_features` (None: digits-net for builtin:digits, else pixels) and `quality_metric`
-    ("kid" or "fd"), the safety test's `level`, and `patience` (stop after that many unsafe checks in a
-    row; 0: never stop)."""
+    ("kid" or "fd"), the safety test's `level`, `patience` (stop after that many unsafe checks in a
+    row; 0: never stop) and `every` (check every `every`-th checkpoint, and every one once a check hints
+    at copying: `diffmem.release.check_due`)."""
 
     n_samples: int = 400
     features: str = "pixels"
@@ -43,6 +45,7 @@ class GuardConfig:
     level: float = SAFETY_LEVEL
     patience: int = 2
     sample_steps: int = 18
+    every: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
@@ -65,9 +68,11 @@ def validate_guard(gc: GuardConfig, cfg: TrainConfig, n_heldout: int | None = No
         raise DiffmemError(f"--guard-level must be in (0, 0.5), e.g. 0.05; got {gc.level}")
     if gc.quality_metric not in QUALITY_METRICS:
         raise DiffmemError(f"--guard-metric must be one of {', '.join(QUALITY_METRICS)}, got {gc.quality_metric!r}")
+    if gc.every < 1:
+        raise DiffmemError(f"--guard-every must be a positive number of checkpoints, got {gc.every}")
     if gc.sample_steps < 1:
         raise DiffmemError(f"--guard-sample-steps must be at least 1, got {gc.sample_steps}")
-    checks = cfg.optim.steps // cfg.checkpoint_every
+    checks = cfg.optim.steps // cfg.checkpoint_every  # at most; fewer when checks are sparse
     if gc.patience < 0:
         raise DiffmemError(f"--guard-patience must be 0 (never stop) or a number of checks, got {gc.patience}")
     if gc.patience > max(checks - 1, 0):
@@ -86,9 +91,15 @@ class Guard:
     """The loop's watch: `guard(step, ema_model) -> record`, plus `keep_steps`, `stop_reason`, `resume`,
     `finish` (see the module docstring)."""
 
-    def __init__(self, monitor: Callable[[int, Any], dict], gc: GuardConfig, run: str | Path) -> None:
+    def __init__(self, monitor: Callable[[int, Any], dict], gc: GuardConfig, run: str | Path,
+                 checkpoint_every: int = 1) -> None:
         self.monitor, self.gc, self.run = monitor, gc, Path(run)
+        self.checkpoint_every = int(checkpoint_every)
         self.records: list[dict[str, Any]] = []
+
+    def wants_check(self, step: int) -> bool:
+        """Checks at every `every`-th checkpoint, densely once copying may have set in (`check_due`)."""
+        return check_due(step, self.checkpoint_every, self.gc.every, self.checks)
 
     @property
     def checks(self) -> list[dict[str, Any]]:
@@ -149,7 +160,7 @@ def make_guard(cfg: TrainConfig, gc: GuardConfig, run: str | Path, device: Any =
                            sample_steps=gc.sample_steps, quality_features=quality,
                            quality_metric=gc.quality_metric, level=gc.level, cache_dir=cache_dir,
                            selected=(source, train_idx, heldout_idx))
-    return Guard(monitor, gc, run)
+    return Guard(monitor, gc, run, cfg.checkpoint_every)
 
 
 def release_run(run: str | Path, gc: GuardConfig = GuardConfig(), *, device: Any = "cpu",
@@ -172,14 +183,16 @@ def release_run(run: str | Path, gc: GuardConfig = GuardConfig(), *, device: Any
                            f"{expected}; a release chooses among checkpoints, so train with --keep-checkpoints all "
                            "(or --guard), or pass --allow-pruned to choose among those")
     with locked(run):
-        guard = make_guard(cfg, dataclasses.replace(gc, patience=0), run, device=device)
+        guard = make_guard(cfg, dataclasses.replace(gc, patience=0, every=1), run, device=device)
         for step in steps:
             net, _, _ = load_denoiser(run, device=device, checkpoint=f"step-{step}")
             rec = guard(step, net)
             if progress is not None:
                 s = rec.get("safety") or {}
+                q = rec.get("quality") or {}
                 progress(f"[release] step {step}: {100 * s.get('copy_rate', float('nan')):.1f}% copies, "
-                         f"{'safe' if s.get('safe') else 'NOT safe'}, quality {rec.get('quality', {}).get('value')}")
+                         f"{'safe' if s.get('safe') else 'NOT safe'}"
+                         + (f", {q['metric']} {q['value']:.4g}" if q else ""))
         guard.finish(stopped=None)
     from diffmem.release import read_release
 

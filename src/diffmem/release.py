@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from diffmem.errors import DiffmemError
 from diffmem.train.checkpoint import RELEASE_JSON
 
-__all__ = ["RELEASE_JSON", "RELEASE_DIR", "checks_of", "choose_release", "stop_reason", "release_record",
+__all__ = ["RELEASE_JSON", "RELEASE_DIR", "DENSE_P", "check_due", "checks_of", "choose_release", "stop_reason", "release_record",
            "read_release", "release_sentence", "safe_quality"]
 
 RELEASE_DIR = "release"
@@ -60,6 +60,17 @@ def safe_quality(checks: Sequence[dict[str, Any]]) -> float | None:
     """`q*`: the quality of the release (None when no check is safe or checks carry no quality)."""
     best = choose_release(checks)
     return None if best is None else best["quality"]
+
+
+DENSE_P = 0.5  # a check whose safety p-value is below this is a hint of copying: check every checkpoint from then on
+
+
+def check_due(step: int, checkpoint_every: int, every: int, checks: Sequence[dict[str, Any]]) -> bool:
+    """Does the guard check the checkpoint at `step`? At every `every`-th checkpoint, and at every one once the
+    last check hinted at copying (p-value below DENSE_P): checks are dense where copying sets in."""
+    if every <= 1 or (step // checkpoint_every) % every == 0:
+        return True
+    return bool(checks) and checks[-1]["safety"]["p_value"] < DENSE_P
 
 
 def stop_reason(checks: Sequence[dict[str, Any]], patience: int) -> str | None:

@@ -29,6 +29,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "frontier": ("diffmem.cli.frontier", "frontier",
                  "Quality/copies paths over training: Algorithm 1's weightings against slower-clock controls."),
     "trace": ("diffmem.cli.trace", "trace", "At which noise level sampling decides what each sample copies."),
+    "release": ("diffmem.cli.release", "release",
+                "Release a trained run: its best checkpoint whose copies stay within what unseen images score."),
 }
 
 

@@ -180,7 +180,8 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
                                sample_steps: int = FRONTIER.sample_steps,
                                quality_features: str = FRONTIER.quality_features,
                                quality_metric: str = FRONTIER.quality_metric,
-                               patience: int = FRONTIER.patience) -> FrontierConfig:
+                               patience: int = FRONTIER.patience,
+                               check_every: int = FRONTIER.check_every) -> FrontierConfig:
     """The validated FrontierConfig of `diffmem frontier`'s flags (`diffmem.sweep.frontier.validate_frontier`):
     controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 with each --weightings."""
     wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
@@ -194,6 +195,6 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
     fc = FrontierConfig(base, variants, subsets=parse_int_list(subsets, "--subset") or (),
                         seeds=parse_int_list(seeds, "--seeds") or (), checkpoints=checkpoints, n_samples=n_samples,
                         sample_steps=sample_steps, quality_features=quality_features, quality_metric=quality_metric,
-                        patience=patience)
+                        patience=patience, check_every=check_every)
     validate_frontier(fc)
     return fc

@@ -29,13 +29,15 @@ SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults
 @click.option("--s-noise", type=float, default=SAMPLE.s_noise, show_default=True)
 @click.option("--class", "class_label", type=int, default=None, help="Class of every sample (conditional runs).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA weights.")
+@click.option("--checkpoint", default=API["checkpoint"], show_default=True,
+              help="Which checkpoint: latest, release (the guard's certified one, release.json) or step-N.")
 @click.option("--batch", type=int, default=SAMPLE_BATCH, show_default=True)
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write a grid PNG beside --out.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True)
-def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise, class_label, no_ema, batch, grid,
-           overwrite, device, quiet) -> None:
+def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise, class_label, no_ema, checkpoint,
+           batch, grid, overwrite, device, quiet) -> None:
     """Sample images from a run (EDM Heun, 18 steps, EMA weights by default)."""
     import numpy as np
 
@@ -50,7 +52,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     out_path = Path(out)
     grid_path = out_path.with_name(out_path.stem + "_grid.png") if out.endswith(".npz") else out_path.with_name(
         out_path.name + "_grid.png")
-    net, cfg, meta = load_denoiser(run_dir, ema=not no_ema, device=dev)
+    net, cfg, meta = load_denoiser(run_dir, ema=not no_ema, device=dev, checkpoint=checkpoint)
     labels = np.full(n, class_label, dtype=np.int64) if class_label is not None else None
     opts = SampleOptions(steps=steps, solver=solver, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     if out_path.exists() and not overwrite and (out_path.is_file() or any(out_path.iterdir())):
@@ -76,7 +78,8 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
                 save_grid(images[:256], grid_path, scale=max(1, 64 // images.shape[1]))
         except OSError as err:  # a disk that filled up while sampling: one line naming the output
             raise as_diffmem_error(err, out_path) from None
-    click.echo(f"wrote {n} samples to {out_path}" + (f" and a grid to {grid_path}" if grid else ""))
+    click.echo(f"wrote {n} samples of step {meta.get('step')} ({checkpoint}) to {out_path}"
+               + (f" and a grid to {grid_path}" if grid else ""))
 
 
 def _check_flags(n: int, steps: int, batch: int, churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:

@@ -95,6 +95,8 @@ def keep_checkpoints_from_flag(value: str) -> int:
               help="Level of the one-sided safety test.")
 @click.option("--guard-patience", type=int, default=GUARD.patience, show_default=True,
               help="Stop after this many unsafe checks in a row (0: never stop).")
+@click.option("--guard-every", type=int, default=GUARD.every, show_default=True,
+              help="Check every k-th checkpoint, and every one once a check hints at copying.")
 @click.option("--keep-checkpoints", default="2", show_default=True,
               help="Newest checkpoints kept on disk, or 'all' (needed by `diffmem release`); the guard also keeps "
                    "its released one.")
@@ -103,7 +105,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
           weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
           overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features,
           guard, guard_samples, guard_features, guard_quality, guard_metric, guard_level, guard_patience,
-          keep_checkpoints) -> None:
+          guard_every, keep_checkpoints) -> None:
     """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
     from diffmem.train.loop import train as run_train
 
@@ -126,7 +128,8 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         from diffmem.guard import GuardConfig, make_guard
 
         gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
-                         quality_metric=guard_metric, level=guard_level, patience=guard_patience)
+                         quality_metric=guard_metric, level=guard_level, patience=guard_patience,
+                         every=guard_every)
         monitor, monitor_every = make_guard(cfg, gc, out, device=dev), cfg.checkpoint_every
     elif monitor_every > 0:
         from diffmem.monitor import make_monitor

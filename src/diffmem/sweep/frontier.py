@@ -97,6 +97,7 @@ class FrontierConfig:
     quality_features: str = "digits-net"
     quality_metric: str = "kid"  # the guard's quality metric: "kid" (unbiased) or "fd"
     patience: int = 2  # the guard's stopping rule: stop after this many unsafe checks in a row (0: never)
+    check_every: int = 1  # the guard checks every k-th checkpoint, and every one where copying may set in
     extras: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. the code's commit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,9 +134,11 @@ def validate_frontier(fc: FrontierConfig) -> None:
 
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:
     """The TrainConfig of one run: `base` with the variant's method and lr, the subset and the seed; each
-    seed draws its own training subset (`subset_seed = seed`), the same for every variant."""
+    seed draws its own training subset (`subset_seed = seed`), the same for every variant. A control at
+    lr x f checkpoints every `1/f` times as many steps, so every path is checked as densely along its way
+    (a slower clock gains no finer look at where copying sets in)."""
     b = fc.base
-    every = max(1, b.optim.steps // fc.checkpoints)
+    every = max(1, round(b.optim.steps / fc.checkpoints / v.lr_factor))
     return dataclasses.replace(
         b, data=dataclasses.replace(b.data, subset=subset, subset_seed=seed),
         method=dataclasses.replace(b.method, name=v.method, sigma_n=v.sigma_n, ambient_weight=v.ambient_weight,
@@ -150,7 +153,8 @@ def run_name(v: Variant, subset: int, seed: int) -> str:
 def guard_config(fc: FrontierConfig) -> GuardConfig:
     """The guard every run of the frontier trains with (its checks are the points of the paths)."""
     return GuardConfig(n_samples=fc.n_samples, features=fc.features, quality_features=fc.quality_features,
-                       quality_metric=fc.quality_metric, patience=fc.patience, sample_steps=fc.sample_steps)
+                       quality_metric=fc.quality_metric, patience=fc.patience, sample_steps=fc.sample_steps,
+                       every=fc.check_every)
 
 
 def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,

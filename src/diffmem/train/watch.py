@@ -4,7 +4,8 @@ A *monitor* is any callable `monitor(step, ema_model) -> dict` (diffmem.monitor.
 logged as `{"step": .., "monitor": {...}}`. A guard (diffmem.guard.Guard) is a monitor that may also
 have `resume(records)` (its earlier checks, read back from the log on resume), `keep_steps()` (checkpoints
 to keep besides the newest), `stop_reason()` (why training should stop now, or None) and
-`finish(stopped)` (called once when training ends). The loop asks `Watch`, which asks the object for
+`finish(stopped)` (called once when training ends) and `wants_check(step)` (whether to check at a due
+step: a guard checks densely where copying sets in). The loop asks `Watch`, which asks the object for
 what it has.
 """
 
@@ -28,7 +29,10 @@ class Watch:
         self.every, self.last, self.batch = int(every), int(last), int(batch)
 
     def due(self, step: int) -> bool:
-        return self.monitor is not None and (step % self.every == 0 or step == self.last)
+        if self.monitor is None or not (step % self.every == 0 or step == self.last):
+            return False
+        wants = getattr(self.monitor, "wants_check", None)
+        return step == self.last or wants is None or bool(wants(step))
 
     def resume(self, log_path: Path, step: int) -> bool:
         """Hand the monitor its logged records (the log is already trimmed to `step`); True when the check
