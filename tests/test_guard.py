@@ -1,0 +1,205 @@
+"""Guarded training and the release: what is kept, when training stops, resume after a kill, the certificate,
+`--checkpoint release|latest|step-N`, and the refusals (diffmem.guard, diffmem.release, train/watch.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, tiny_config, write_npz
+from diffmem.errors import DiffmemError
+from diffmem.evaluate.safety import Calibration, safety_test
+from diffmem.guard import Guard, GuardConfig, make_guard, release_run, validate_guard
+from diffmem.release import RELEASE_JSON, check_due, choose_release, read_release, release_sentence, stop_reason
+from diffmem.train.checkpoint import checkpoint_steps, load_denoiser, resolve_checkpoint
+from diffmem.train.loop import train
+from diffmem.train.rundir import DONE, LOG
+
+CAL = Calibration(0.5, 1747)
+
+
+class ScheduledMonitor:
+    """A monitor whose copies and quality at each step are given: {step: (copies of 400, quality)}."""
+
+    def __init__(self, schedule: dict[int, tuple[int, float]], fail_once_at: int | None = None) -> None:
+        self.schedule, self.fail_once_at, self.calls = schedule, fail_once_at, []
+
+    def __call__(self, step: int, ema_model) -> dict:
+        if step == self.fail_once_at:
+            self.fail_once_at = None
+            raise KeyboardInterrupt  # a kill between the checkpoint and its check
+        self.calls.append(step)
+        k, q = self.schedule[step]
+        return {"features": "pixels", "n_samples": 400, "calibration": CAL.to_dict(),
+                "safety": safety_test(k, 400, CAL).to_dict(), "quality": {"metric": "KID_test", "value": q}}
+
+
+SCHEDULE = {2: (0, 5.0), 4: (3, 3.0), 6: (4, 4.0), 8: (60, 2.0), 10: (90, 1.5), 12: (120, 1.2)}
+
+
+def _guarded(cfg, run: Path, monitor: ScheduledMonitor, **gc) -> Path:
+    guard = Guard(monitor, GuardConfig(**gc), run, cfg.checkpoint_every)
+    return train(cfg, run, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every, keep_checkpoints=1)
+
+
+def _release(run: Path) -> dict:
+    rec = json.loads((run / RELEASE_JSON).read_text())
+    rec.pop("time")
+    return rec
+
+
+def test_guard_keeps_the_best_safe_checkpoint_and_stops_once_copying_set_in(make_config, tmp_path: Path) -> None:
+    cfg = make_config(steps=12)
+    run = _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))
+    rec = _release(run)
+    assert rec["released"]["step"] == 4  # safe and best quality among the safe checks (2, 4, 6)
+    assert rec["stopped"] and "steps 8, 10" in rec["stopped"] and rec["finished"]
+    assert rec["last"]["step"] == 10 and not rec["last"]["safe"]
+    assert [c["step"] for c in rec["checks"]] == [2, 4, 6, 8, 10]
+    assert checkpoint_steps(run) == [4, 10]  # keep_checkpoints=1 plus the released one
+    done = json.loads((run / DONE).read_text())
+    assert done["step"] == 10 and done["stopped"] == rec["stopped"]
+    assert load_denoiser(run, checkpoint="release")[2]["step"] == 4
+    assert load_denoiser(run, checkpoint="latest")[2]["step"] == 10
+    assert "Released: edm at step 4" in release_sentence(rec, "edm") and "stopped at step 10" in \
+        release_sentence(rec, "edm")
+
+
+def test_without_a_stopping_rule_the_run_goes_to_its_end(make_config, tmp_path: Path) -> None:
+    run = _guarded(make_config(steps=12), tmp_path / "run", ScheduledMonitor(SCHEDULE), patience=0)
+    rec = _release(run)
+    assert rec["stopped"] is None and rec["last"]["step"] == 12 and rec["released"]["step"] == 4
+
+
+def test_a_kill_between_checkpoint_and_check_resumes_to_the_same_release(make_config, tmp_path: Path) -> None:
+    cfg = make_config(steps=12)
+    whole = _guarded(cfg, tmp_path / "whole", ScheduledMonitor(SCHEDULE))
+    mon = ScheduledMonitor(SCHEDULE, fail_once_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        _guarded(cfg, tmp_path / "killed", mon)
+    assert checkpoint_steps(tmp_path / "killed")[-1] == 6  # checkpoint 6 was written, its check was not
+    _guarded(cfg, tmp_path / "killed", mon)
+    assert mon.calls == [2, 4, 6, 8, 10]  # the missing check ran first on resume, nothing twice
+    assert _release(tmp_path / "killed") == _release(whole)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG).read_text().splitlines()
+             if "monitor" in line]
+    assert steps == [2, 4, 6, 8, 10]
+
+
+def test_sparse_checks_become_dense_where_copying_sets_in() -> None:
+    safe = {"safety": {"p_value": 0.9}}
+    hint = {"safety": {"p_value": 0.2}}
+    assert [s for s in range(1, 13) if check_due(s, 1, 4, [safe])] == [4, 8, 12]
+    assert [s for s in range(1, 13) if check_due(s, 1, 4, [hint])] == list(range(1, 13))
+    assert all(check_due(s, 1, 1, [safe]) for s in range(1, 5))
+
+
+def test_dense_checks_in_a_run(make_config, tmp_path: Path) -> None:
+    schedule = {s: (0, 10.0 - s) for s in range(1, 13)}
+    schedule.update({4: (8, 6.0), 5: (40, 5.0), 6: (60, 4.0)})  # a hint at 4 (p < 0.5), unsafe at 5 and 6
+    cfg = make_config(steps=12, checkpoint_every=1)
+    mon = ScheduledMonitor(schedule)
+    _guarded(cfg, tmp_path / "run", mon, every=4)
+    assert mon.calls == [4, 5, 6]  # every 4th checkpoint until the hint, then each one; stopped after 6
+
+
+def test_choose_release_and_stop_reason_edge_cases() -> None:
+    c = lambda step, safe, q: {"step": step, "safe": safe, "quality": q}  # noqa: E731
+    assert choose_release([c(1, False, 1.0)]) is None
+    assert choose_release([c(1, True, 2.0), c(2, True, 2.0)])["step"] == 1  # a tie: the earlier
+    assert choose_release([c(1, True, None), c(2, True, None)])["step"] == 2  # no quality: the latest safe
+    assert stop_reason([c(1, False, 1.0)], 2) is None and stop_reason([c(1, False, 1.0)] * 2, 0) is None
+    assert stop_reason([c(1, True, 1.0), c(2, False, 1.0), c(3, False, 1.0)], 2)
+
+
+def test_validate_guard_refuses_what_cannot_work(make_config) -> None:
+    cfg = make_config(steps=12)
+    with pytest.raises(DiffmemError, match="--guard-patience 6 cannot be met"):
+        validate_guard(GuardConfig(patience=6), cfg)
+    with pytest.raises(DiffmemError, match="802 held-out images"):
+        validate_guard(GuardConfig(), cfg, n_heldout=30)
+    with pytest.raises(DiffmemError, match="--guard-samples"):
+        validate_guard(GuardConfig(n_samples=10), cfg)
+    with pytest.raises(DiffmemError, match="--guard-level"):
+        validate_guard(GuardConfig(level=0.7), cfg)
+    with pytest.raises(DiffmemError, match="--guard-every"):
+        validate_guard(GuardConfig(every=0), cfg)
+    validate_guard(GuardConfig(), cfg, n_heldout=802)
+
+
+def test_checkpoint_names_are_resolved_or_refused_listing_what_exists(make_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(make_config(steps=4), run, progress=False)
+    assert resolve_checkpoint(run, "latest").name == "step-00000004"
+    assert resolve_checkpoint(run, "step-2").name == "step-00000002"
+    with pytest.raises(DiffmemError, match="no checkpoint at step 3; it has step-2, step-4"):
+        resolve_checkpoint(run, "step-3")
+    with pytest.raises(DiffmemError, match="has no release"):
+        resolve_checkpoint(run, "release")
+    with pytest.raises(DiffmemError, match="release, latest or step-N"):
+        resolve_checkpoint(run, "best")
+    (run / RELEASE_JSON).write_text(json.dumps({"released": None}))
+    with pytest.raises(DiffmemError, match="no safe checkpoint"):
+        resolve_checkpoint(run, "release")
+
+
+@pytest.fixture
+def big_data(tmp_path: Path) -> str:
+    """850 random 8x8 images: a subset of 20 leaves 830 held out, enough for the guard's p99."""
+    return str(write_npz(tmp_path / "big.npz", n=850))
+
+
+def test_a_real_guard_releases_and_sample_release_draws_the_released_samples(big_data: str, tmp_path: Path) -> None:
+    import diffmem
+
+    cfg = tiny_config(big_data, subset=20, steps=4)
+    run = tmp_path / "run"
+    guard = make_guard(cfg, GuardConfig(n_samples=50, quality_features="pixels", patience=0), run)
+    train(cfg, run, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every)
+    rec = read_release(run)
+    assert rec["released"] is not None and rec["settings"]["quality_features"] == "pixels"
+    s = rec["released"]["safety"]
+    assert s["n"] == 50 and s["n_heldout"] == 830 and 0 <= s["excess_high"] <= 1
+    released = np.load(run / "release" / "released.npz")["images"]
+    again = diffmem.sample(run, 50, seed=0, checkpoint="release")
+    assert np.array_equal(released, again)
+    assert rec["released"]["quality_metric"] == "KID_pixels"
+
+
+def test_release_afterwards_refuses_pruned_runs_unless_allowed(big_data: str, tmp_path: Path) -> None:
+    cfg = tiny_config(big_data, subset=20, steps=8)
+    pruned, kept = tmp_path / "pruned", tmp_path / "kept"
+    train(cfg, pruned, progress=False)
+    with pytest.raises(DiffmemError, match="--keep-checkpoints all"):
+        release_run(pruned, GuardConfig(n_samples=50, quality_features="pixels"))
+    assert not (pruned / RELEASE_JSON).exists()
+    rec = release_run(pruned, GuardConfig(n_samples=50, quality_features="pixels"), allow_pruned=True)
+    assert [c["step"] for c in rec["checks"]] == [6, 8]
+    train(cfg, kept, progress=False, keep_checkpoints=0)
+    rec = release_run(kept, GuardConfig(n_samples=50, quality_features="pixels"))
+    assert [c["step"] for c in rec["checks"]] == [2, 4, 6, 8] and rec["finished"]
+
+
+def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> None:
+    base = ["train", "--data", big_data, "--resolution", "8", "--channels", "8,16", "--layers-per-block", "1",
+            "--steps", "8", "--checkpoint-every", "2", "--batch", "4", "--quiet"]
+    code, _, err = run_cli(base + ["--subset", "100", "--guard", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "802 held-out images" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(base + ["--subset", "20", "--guard", "--guard-patience", "5", "--out",
+                                   str(tmp_path / "b")], capsys)
+    assert code == 2 and "cannot be met" in err and not (tmp_path / "b").exists()
+    code, _, err = run_cli(base + ["--subset", "20", "--keep-checkpoints", "none", "--out", str(tmp_path / "c")],
+                           capsys)
+    assert code == 2 and "--keep-checkpoints" in err
+    code, out, err = run_cli(base + ["--subset", "20", "--out", str(tmp_path / "d")], capsys)
+    assert code == 0
+    code, _, err = run_cli(["sample", "--run", str(tmp_path / "d"), "--checkpoint", "step-3", "--n", "4",
+                            "--out", str(tmp_path / "s.npz")], capsys)
+    assert code == 2 and "step-6, step-8" in err and not (tmp_path / "s.npz").exists()
+    code, _, err = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50"], capsys)
+    assert code == 2 and "--allow-pruned" in err and not (tmp_path / "d" / RELEASE_JSON).exists()
+    code, out, _ = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50", "--allow-pruned"], capsys)
+    assert code == 0 and "Released: edm at step" in out and (tmp_path / "d" / RELEASE_JSON).is_file()
