@@ -64,7 +64,7 @@ def test_frontier_config() -> None:
         ("plain", 1.0), ("compensated", 1.0), ("capped", 1.0)]
     fc = frontier_config_from_flags(subsets="30,60", seeds="5", sigma_n=0.5, weightings=" capped ", weight_cap=2.0,
                                     lr_factors="1", steps=40, batch=8, lr=2e-4, channels="8,16", checkpoints=2,
-                                    n_samples=50, sample_steps=2, resolution=8)
+                                    n_samples=50, sample_steps=2, resolution=8, patience=0)
     assert fc.subsets == (30, 60) and fc.seeds == (5,) and (fc.checkpoints, fc.n_samples, fc.sample_steps) == (2, 50, 2)
     assert [v.slug for v in fc.variants] == ["edm-lr1", "ambient-capped2-sn0.5"]
     assert fc.base.optim.steps == 40 and fc.base.optim.lr == 2e-4 and fc.base.log_every == 2

@@ -13,7 +13,7 @@ from diffmem.demo import DemoConfig, demo_configs, run_demo
 from diffmem.demo_report import audit_demo
 from diffmem.errors import DiffmemError
 
-TOY = DemoConfig(subset=20, steps=2, batch=8, n_samples=6, resolution=8)
+TOY = DemoConfig(subset=20, steps=2, batch=8, n_samples=50, resolution=8, patience=0)
 
 
 def test_demo_configs_differ_only_in_method() -> None:
@@ -33,7 +33,7 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert set(samples) == {"edm", "ambient"}
     for path in samples.values():
         images = np.load(path)["images"]
-        assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8
+        assert images.shape == (50, 8, 8, 1) and images.dtype == np.uint8
     assert (out / "side_by_side.png").stat().st_size > 0
     md = (out / "report.md").read_text()
     for needle in ("baseline", "Algorithm 1", "held-out", "FD_digits-net", "Glossary", "Which feature space"):
@@ -42,12 +42,16 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html  # self-contained
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["edm"]["pixels"]["audit"]["n_samples"] == 6
+    assert summary["edm"]["pixels"]["audit"]["n_samples"] == 50
+    assert summary["headline"]["sentence"].startswith("Released: the baseline at step ")
+    assert set(summary["release"]) == {"edm", "ambient"} and (out / "paths.png").stat().st_size > 0
+    for method, path in samples.items():  # the audited samples are the released ones
+        assert path == out / method / "release" / "released.npz"
 
     # a second run reuses the finished runs and their samples
-    before = (out / "edm" / "samples.npz").stat().st_mtime_ns
+    before = (out / "edm" / "release" / "released.npz").stat().st_mtime_ns
     run_demo(out, TOY, progress=False, echo=lambda _: None)
-    assert (out / "edm" / "samples.npz").stat().st_mtime_ns == before
+    assert (out / "edm" / "release" / "released.npz").stat().st_mtime_ns == before
     # other settings in the same folder are refused without --overwrite, then replace the runs with it
     other = dataclasses.replace(TOY, steps=3)
     with pytest.raises(DiffmemError, match="--overwrite"):

@@ -117,7 +117,8 @@ def _tiny_args(out: Path, steps: str, weighting: str) -> list[str]:
     """A two-run frontier (baseline at lr x1, one weighting) small enough for a test."""
     return ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps", steps,
             "--batch", "8", "--checkpoints", "2", "--n-samples", "50", "--sample-steps", "2", "--channels", "8,16",
-            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", weighting, "--device", "cpu"]
+            "--layers-per-block", "1", "--lr-factors", "1", "--weightings", weighting, "--device", "cpu",
+            "--patience", "0"]
 
 
 def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> None:

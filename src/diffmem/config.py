@@ -14,6 +14,7 @@ from typing import Any
 from diffmem.errors import DiffmemError
 
 EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
+RELEASE_JSON = "release.json"  # a run's release certificate (diffmem.release), naming the released step
 
 
 @dataclass(frozen=True)

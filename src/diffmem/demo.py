@@ -1,8 +1,10 @@
-"""The main job on the built-in data: the baseline and Algorithm 1, same budget and seed, side by side.
+"""The main job on the built-in data: the baseline and Algorithm 1, same budget and seed, both guarded.
 
-Steps: train `edm` and `ambient` on a seeded subset of the built-in digits (each run resumes if it
-was interrupted), sample both with the same seeds, write the samples and a side-by-side picture,
-then audit both against the training digits and the held-out digits and write report.md/.html.
+Steps: train `edm` and `ambient` on a seeded subset of the built-in digits with the guard (each run
+resumes if it was interrupted): at its checkpoints each is checked for copies against the held-out
+digits and for quality, its best safe checkpoint is released (RUN/release.json, RUN/release/released.npz)
+and it stops once copying has set in (docs/method.md, "The release and safe quality"). Then the released
+samples are drawn side by side and audited against the training and held-out digits (report.md/.html).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from diffmem.config import PRESETS, DataConfig, MethodConfig, OptimConfig, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
+from diffmem.guard import GuardConfig
 from diffmem.utils.processes import cpu_cores, run_spawned
 
 
@@ -38,6 +41,14 @@ class DemoConfig:
     preset: str = "tiny"
     channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
+    checkpoint_every: int = 100  # the guard checks every `guard_every`-th checkpoint, densely once copying may set in
+    guard_every: int = 2
+    patience: int = 2
+
+    def guard(self) -> GuardConfig:
+        """The guard both runs train with: n_samples per check, digits-net KID, the stopping rule."""
+        return GuardConfig(n_samples=self.n_samples, quality_features="digits-net", quality_metric="kid",
+                           patience=self.patience, every=self.guard_every)
 
 
 DEMO_OUT = "runs/demo"  # where `diffmem demo` writes when --out is not given
@@ -56,8 +67,11 @@ def validate_demo(d: DemoConfig) -> None:
             raise DiffmemError(f"{flag} must be an integer >= {low}, got {value}")
     if not (math.isfinite(d.sigma_n) and d.sigma_n > 0):
         raise DiffmemError(f"--sigma-n must be a positive noise level, e.g. 0.5; got {d.sigma_n}")
+    from diffmem.guard import validate_guard
+
     for cfg in demo_configs(d).values():
         validate_config(cfg)
+        validate_guard(d.guard(), cfg)
 
 
 def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
@@ -70,7 +84,7 @@ def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
         network=net,
         optim=OptimConfig(steps=d.steps, batch=d.batch),
         seed=d.seed,
-        checkpoint_every=max(1, d.steps // 4),
+        checkpoint_every=max(1, min(d.checkpoint_every, d.steps // 4)),
     )
     method = MethodConfig(Ambient.name, d.sigma_n, d.ambient_weight, weight_cap=d.weight_cap)
     return {Baseline.name: base, Ambient.name: dataclasses.replace(base, method=method)}
@@ -102,9 +116,9 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
              overwrite: bool = False,
              audit: Callable[[Path, dict[str, Path]], None] | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Path]:
-    """Train, sample and compare; returns {method: samples.npz}. `audit` hooks in the evaluation."""
+    """Train both runs with the guard and compare their releases; returns {method: the released samples}.
+    `audit` hooks in the evaluation."""
     from diffmem.diffusion.methods import METHOD_CLASSES, Baseline
-    from diffmem.train.loop import train
     from diffmem.train.rundir import CONFIG, DONE, run_datasets, stored_config
 
     out = Path(out)
@@ -123,28 +137,26 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     if len(todo) == 2 and str(device) == "cpu" and cpu_cores() >= 2:
         # Two processes of one torch thread each train faster on a small CPU than one after the other
         # (docs/performance.md); each run stays deterministic for its thread count.
-        echo(f"[demo] training and sampling the baseline and Algorithm 1 side by side (2 processes) on "
-             f"{d.subset} digits, {d.steps} steps of {d.batch}")
+        echo(f"[demo] training the baseline and Algorithm 1 side by side (2 processes) on {d.subset} digits, up to "
+             f"{d.steps} steps of {d.batch}, each guarded: checked at its checkpoints, its best safe one released")
         _train_parallel(todo, out, overwrite, d)
     else:
         for method, cfg in todo.items():
-            echo(f"[demo] training {method} on {d.subset} digits for {d.steps} steps (batch {d.batch})")
-            train(cfg, out / method, device=device, progress=progress, overwrite=overwrite)
+            echo(f"[demo] training {method} on {d.subset} digits for up to {d.steps} steps (batch {d.batch}), guarded")
+            _train_guarded(cfg, str(out / method), d, device, progress, overwrite)
     timings["training"] = time.perf_counter() - t0
     for method in cfgs:
-        run = out / method
-        t0 = time.perf_counter()
-        path = run / "samples.npz"
+        path = out / method / "release" / "released.npz"
         if not path.is_file():
-            _sample_run(run, d, device, progress)
+            raise DiffmemError(f"{out / method} has no released checkpoint (no check was safe; see "
+                               f"{out / method / 'release.json'}); try fewer --steps or a smaller --subset")
         samples[method] = path
-        timings[f"sampling {method}"] = time.perf_counter() - t0
     train_set, _ = run_datasets(out / Baseline.name)
     panels = {f"training digits ({d.subset})": train_set.images}
     for method, path in samples.items():
         cls = METHOD_CLASSES[method]
         label = f"{cls.short} (sigma_n={d.sigma_n})" if cls.param_field == "sigma_n" else cls.title
-        panels[label] = np.load(path)["images"]
+        panels[f"{label}, released"] = np.load(path)["images"]
     pic = side_by_side(panels, out / "side_by_side.png")
     echo(f"[demo] samples: {', '.join(str(p) for p in samples.values())}; picture: {pic}")
     echo("[demo] time: " + ", ".join(f"{m} {t:.0f}s" for m, t in timings.items()))
@@ -153,23 +165,20 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     return samples
 
 
-def _sample_run(run: Path, d: DemoConfig, device: str = "cpu", progress: bool = False) -> Path:
-    """The demo's samples of a trained run (EMA weights, seed d.seed), written to RUN/samples.npz."""
-    from diffmem.data.io import save_images
-    from diffmem.generate import generate
-    from diffmem.train.checkpoint import load_denoiser
+def _train_guarded(cfg: TrainConfig, run: str, d: DemoConfig, device: str = "cpu", progress: bool = False,
+                   overwrite: bool = False) -> None:
+    """Train one run with the demo's guard (its checks write RUN/release.json and the released samples)."""
+    from diffmem.guard import make_guard
+    from diffmem.train.loop import train
 
-    net, cfg, meta = load_denoiser(run, device=device)
-    return save_images(generate(net, cfg, meta, d.n_samples, seed=d.seed, device=device, progress=progress),
-                       run / "samples.npz")
+    guard = make_guard(cfg, d.guard(), run, device=device)
+    train(cfg, run, device=device, progress=progress, overwrite=overwrite, monitor=guard,
+          monitor_every=cfg.checkpoint_every)
 
 
 def _train_one(cfg: TrainConfig, run: str, overwrite: bool, d: DemoConfig) -> None:
-    """Train one run and draw its samples (samples.npz); run in a worker of one torch thread."""
-    from diffmem.train.loop import train
-
-    train(cfg, run, device="cpu", progress=False, overwrite=overwrite)
-    _sample_run(Path(run), d)
+    """Train one guarded run in a worker of one torch thread."""
+    _train_guarded(cfg, run, d, overwrite=overwrite)
 
 
 def _train_parallel(todo: dict[str, TrainConfig], out: Path, overwrite: bool, d: DemoConfig) -> None:

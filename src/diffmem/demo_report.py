@@ -1,10 +1,12 @@
-"""The demo's report: audit both models against their training digits and the held-out digits.
+"""The demo's report: both guarded runs' releases, and an audit of the released samples.
 
-Memorization in two feature spaces that need no download: pixels (cosine of mean-centred pixels, i.e.
-Pearson correlation) and digits-net (a small classifier's penultimate layer); quality as the Frechet
-distance in digits-net space against the held-out digits (FD_digits-net, not FID). Writes report.md/.html
-(headline, verdict, tables, one similarity chart per feature space, sample grids with copies framed) and
-summary.json, whose "headline" block is what the README quotes (see `demo_headline`).
+The headline states each run's release (diffmem.release: its best safe checkpoint and certificate) and
+compares their safe quality. The released samples are then audited in two feature spaces that need no
+download: pixels (cosine of mean-centred pixels, i.e. Pearson correlation) and digits-net (a small
+classifier's penultimate layer); quality also as the Frechet distance in digits-net space against the
+held-out digits (FD_digits-net, not FID). Writes report.md/.html (headline, the two paths with their
+release points, tables, one similarity chart per feature space, the released samples with copies framed)
+and summary.json, whose "headline" block is what the README quotes (see `demo_headline`).
 """
 
 from __future__ import annotations
@@ -50,18 +52,26 @@ def _audit_method(run: Path, path: Path, space: str) -> tuple[Any, dict | None]:
 
 
 def demo_headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """The numbers and sentence the report opens with and the README quotes, from summary.json's entries."""
-    from diffmem.report.findings import copy_numbers, headline
+    """The sentences the report opens with and the README quotes, from summary.json's release records: each
+    run's release, then their safe quality side by side (one seed: a comparison, not a verdict)."""
+    from diffmem.release import release_sentence
 
-    base, alg = (summary[m][COPY_SPACE]["audit"] for m in RUNS)
-    fd = {m: summary[m][QUALITY_SPACE]["quality"] for m in RUNS}
-    cb, ca = copy_numbers(base), copy_numbers(alg)
-    sentence, word = headline("Algorithm 1", ca, baseline=cb, unseen="unseen digits",
-                              quality=(fd[Ambient.name]["fd_name"], fd[Ambient.name]["fd"], fd[Baseline.name]["fd"]))
-    return {"sentence": sentence, "verdict": word, "copy_space": COPY_SPACE, "n_samples": ca.n,
-            "copies": {"baseline": cb.frac, "algorithm1": ca.frac, "heldout": ca.heldout_frac},
-            "quality": {"name": fd[Ambient.name]["fd_name"], "baseline": fd[Baseline.name]["fd"],
-                        "algorithm1": fd[Ambient.name]["fd"]}}
+    rel = summary["release"]
+    parts = [release_sentence(rel[Baseline.name], "the baseline", unseen="unseen digits"),
+             release_sentence(rel[Ambient.name], "Algorithm 1", unseen="unseen digits")]
+    q = {m: (rel[m].get("released") or {}).get("quality") for m in RUNS}
+    metric = next((r["released"]["quality_metric"] for r in rel.values() if r.get("released")), None)
+    if all(v is not None for v in q.values()):
+        better = "better" if q[Ambient.name] < q[Baseline.name] else "no better"
+        parts.append(f"Safe quality ({metric}, lower is better): Algorithm 1 {q[Ambient.name]:.3g} against the "
+                     f"baseline's {q[Baseline.name]:.3g}, {better} on this one seed; docs/results.md compares the "
+                     "methods over seeds.")
+    released = all(rel[m].get("released") for m in RUNS)
+    return {"sentence": " ".join(parts), "verdict": "released" if released else "not released",
+            "copy_space": COPY_SPACE, "safe_quality": {"metric": metric, "baseline": q[Baseline.name],
+                                                       "algorithm1": q[Ambient.name]},
+            "released_step": {m: (rel[m].get("released") or {}).get("step") for m in RUNS},
+            "last_step": {m: (rel[m].get("last") or {}).get("step") for m in RUNS}}
 
 
 def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None,
@@ -70,35 +80,78 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
     out = Path(out)
     results: dict[str, dict[str, tuple[Any, dict | None]]] = {}
     for method, path in samples.items():
-        results[method] = {space: _audit_method(path.parent, path, space) for space in SPACES}
+        results[method] = {space: _audit_method(path.parent.parent, path, space) for space in SPACES}
+    from diffmem.release import read_release
+
     summary: dict[str, Any] = {m: {s: {"audit": d.report, "quality": q} for s, (d, q) in r.items()}
                                for m, r in results.items()}
+    summary["release"] = {m: {k: v for k, v in read_release(p.parent.parent).items() if k != "time"}
+                          for m, p in samples.items()}
     summary["headline"] = demo_headline(summary)
     write_json_atomic(out / "summary.json", summary, default=float)
     setting = ""
     if Ambient.name in samples:  # the run says which sigma_n and weighting it was trained with
         from diffmem.train.rundir import read_json
 
-        m = read_json(samples[Ambient.name].parent / "config.json").get("method") or {}
+        m = read_json(samples[Ambient.name].parent.parent / "config.json").get("method") or {}
         sigma_n = m.get("sigma_n") if sigma_n is None else sigma_n
         setting = make_weighting(m.get("ambient_weight", "plain"), m.get("weight_cap", DEFAULT_WEIGHT_CAP)).label()
         setting += " weighting"
-    md, html = _write_report(out, results, summary["headline"], sigma_n, setting)
+    md, html = _write_report(out, results, summary["headline"], sigma_n, setting, summary["release"])
     echo(f"[demo] {summary['headline']['sentence']}")
     echo(f"[demo] report: {html} (and {md.name})")
     return md, html
 
 
+def _paths_figure(out: Path, release: dict[str, dict[str, Any]]) -> Path:
+    """Copies and quality of each run's checks against the step, safe checks filled, the release starred."""
+    from matplotlib.figure import Figure
+
+    from diffmem.utils.atomic import save_atomic
+
+    fig = Figure(figsize=(6.4, 5.2), dpi=110)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i, (method, rec) in enumerate(release.items()):
+        checks, best, color = rec["checks"], rec.get("released"), f"C{i}"
+        steps = [c["step"] for c in checks]
+        top.plot(steps, [c["copy_rate"] for c in checks], "-", color=color, label=_label(method))
+        bottom.plot(steps, [c["quality"] for c in checks], "-", color=color)
+        for ax, key in ((top, "copy_rate"), (bottom, "quality")):
+            ax.scatter(steps, [c[key] for c in checks], s=18, color=color,
+                       facecolors=[color if c["safe"] else "white" for c in checks], zorder=3)
+            if best is not None:
+                value = best["safety"]["copy_rate"] if key == "copy_rate" else best["quality"]
+                ax.scatter([best["step"]], [value], marker="*", s=160, color=color, edgecolors="k", zorder=4)
+        held = ((best or rec.get("last") or {}).get("safety") or {}).get("heldout_rate")
+        if held is not None:
+            top.axhline(held, color="k", ls="--", lw=0.8)
+    metric = next((r["released"]["quality_metric"] for r in release.values() if r.get("released")), "quality")
+    top.set_ylabel("copies (share of samples)")
+    bottom.set_ylabel(f"{metric} (lower is better)")
+    bottom.set_xlabel("training step")
+    top.legend(fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_atomic(out / "paths.png", fig.savefig)
+
+
 def _write_report(out: Path, results: dict[str, dict[str, tuple[Any, dict | None]]], head: dict[str, Any],
-                  sigma_n: float | None, setting: str = "") -> tuple[Path, Path]:
+                  sigma_n: float | None, setting: str = "",
+                  release: dict[str, dict[str, Any]] | None = None) -> tuple[Path, Path]:
     from diffmem.report.audit import SUMMARY_COLUMNS, feature_advice, fixed_rows, summary_rows
     from diffmem.report.document import Document
     from diffmem.report.findings import COPY_DEFINITION, GLOSSARY
 
     doc = Document("diffmem demo: baseline vs Algorithm 1 on built-in digits", head["sentence"], head["verdict"])
     sn = f" (sigma_n = {sigma_n:g}{', ' + setting if setting else ''})" if sigma_n is not None else ""
-    doc.para(f"Both models trained with the same data, budget and seed; Algorithm 1{sn} sees only noisy copies at high "
-             f"noise. {COPY_DEFINITION} Copies are counted in pixels (Pearson correlation), quality in digits-net.")
+    doc.para(f"Both models trained with the same data, budget and seed, each with the guard; Algorithm 1{sn} sees "
+             f"only noisy copies at high noise. {COPY_DEFINITION} At its checkpoints each run was checked (copies "
+             "against the held-out digits, safety test, quality); its best safe checkpoint is released, and "
+             "training stopped once copying had set in. Below: the released samples, audited.")
+    doc.figure(_paths_figure(out, release), "Each run's checks over training: copies (top; the dashed line is what "
+               "unseen digits score) and quality (bottom; lower is better). Filled: safe checks; the star is the "
+               "release.")
     pics, grids = _pictures(out, results)
     doc.figure_row([(p, c) for c, p in grids.items()])
     for space in SPACES:
@@ -156,7 +209,7 @@ def _pictures(out: Path, results: dict[str, dict[str, tuple[Any, dict | None]]]
         copies = None if thr is None else data.arrays["nn_similarity"] >= thr
         shown = len(data.sample_images[:48])
         n_copies = int(copies[:48].sum()) if copies is not None else 0
-        panels[f"{_label(method)}: first {shown} samples, {n_copies} copies framed red"] = (method, data.sample_images,
+        panels[f"{_label(method)}, released: first {shown} samples, {n_copies} copies framed red"] = (method, data.sample_images,
                                                                                           copies)
     return pics, _panels(out, panels)
 

@@ -20,8 +20,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from diffmem.config import RELEASE_JSON
 from diffmem.errors import DiffmemError
-from diffmem.train.checkpoint import RELEASE_JSON
 
 __all__ = ["RELEASE_JSON", "RELEASE_DIR", "DENSE_P", "check_due", "checks_of", "choose_release", "stop_reason", "release_record",
            "read_release", "release_sentence", "safe_quality"]

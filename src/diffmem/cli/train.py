@@ -16,6 +16,19 @@ from diffmem.utils.flags import device_name
 GUARD = GuardConfig()
 
 
+def _watch(cfg, out, dev, gc: GuardConfig | None, monitor_every: int, monitor_samples: int, monitor_features: str):
+    """(the guard or the copy monitor, or None, and how often the loop calls it)."""
+    if gc is not None:
+        from diffmem.guard import make_guard
+
+        return make_guard(cfg, gc, out, device=dev), cfg.checkpoint_every
+    if monitor_every > 0:
+        from diffmem.monitor import make_monitor
+
+        return make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev), monitor_every
+    return None, 0
+
+
 def keep_checkpoints_from_flag(value: str) -> int:
     """--keep-checkpoints: 'all' -> 0 (keep every one), else a positive count."""
     if str(value).strip().lower() == "all":
@@ -123,18 +136,10 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: one process per device, the batch split among them
-    monitor = None
-    if guard:
-        from diffmem.guard import GuardConfig, make_guard
-
-        gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
-                         quality_metric=guard_metric, level=guard_level, patience=guard_patience,
-                         every=guard_every)
-        monitor, monitor_every = make_guard(cfg, gc, out, device=dev), cfg.checkpoint_every
-    elif monitor_every > 0:
-        from diffmem.monitor import make_monitor
-
-        monitor = make_monitor(cfg, n_samples=monitor_samples, features=monitor_features, device=dev)
+    gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
+                     quality_metric=guard_metric, level=guard_level, patience=guard_patience,
+                     every=guard_every) if guard else None
+    monitor, monitor_every = _watch(cfg, out, dev, gc, monitor_every, monitor_samples, monitor_features)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,
                     compile=compile_, channels_last=channels_last, keep_checkpoints=keep)

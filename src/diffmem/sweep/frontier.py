@@ -118,9 +118,6 @@ def validate_frontier(fc: FrontierConfig) -> None:
         raise DiffmemError("--seeds is empty")
     if not fc.variants:
         raise DiffmemError("no variants to run")
-    from diffmem.guard import validate_guard
-
-    validate_guard(guard_config(fc), run_config(fc, fc.variants[0], fc.subsets[0], fc.seeds[0]))
     slugs = [v.slug for v in fc.variants]
     if len(set(slugs)) != len(slugs):
         raise DiffmemError(f"two variants share a name: {slugs}")
@@ -130,6 +127,9 @@ def validate_frontier(fc: FrontierConfig) -> None:
         if not v.lr_factor > 0:
             raise DiffmemError(f"--lr-factors must be positive, got {v.lr_factor}")
         validate_config(run_config(fc, v, fc.subsets[0], fc.seeds[0]))
+    from diffmem.guard import validate_guard
+
+    validate_guard(guard_config(fc), run_config(fc, fc.variants[0], fc.subsets[0], fc.seeds[0]))
 
 
 def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainConfig:

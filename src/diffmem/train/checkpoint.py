@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffmem.config import TrainConfig
+from diffmem.config import RELEASE_JSON, TrainConfig
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.models.denoiser import build_denoiser
@@ -28,7 +28,6 @@ EMA_FILE = "ema.safetensors"
 STATE = "state.pt"
 META = "meta.json"
 KEEP = 2  # complete checkpoints kept on disk (besides those a guard protects); 0 keeps every one
-RELEASE_JSON = "release.json"  # a run's release certificate (diffmem.release), naming the released step
 CHECKPOINT_CHOICES = "release, latest or step-N"
 
 

@@ -300,16 +300,10 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
                  world: World, precision: str, compile: bool, channels_last: bool, progress: bool,
                  keep: int) -> Path:
     """The training loop proper, once the run folder is set up (and locked by rank 0)."""
-    h, _, c = selected[0].shape
     data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
     net, train_net = _wrap_for_training(net, cfg, device, world, compile, channels_last)
-    ema = EMA(net)
+    ema, opt, g, step, meta = _start(cfg, out, resuming, net, data, selected)
     o = cfg.optim
-    opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)
-    step = _restore(out, resuming, net, ema, opt, g)
-    meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
-            "parameters": count_parameters(net.backbone)}
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
     if world.main:
         rundir.trim_log(out / rundir.LOG, step)  # a resumed run redoes the steps after its checkpoint: log them once
@@ -358,6 +352,21 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
         watch.finish(stopped)
         rundir.write_json_atomic(out / rundir.DONE, {"step": step, "time": time.time(), "stopped": stopped})
     return out
+
+
+def _start(cfg: TrainConfig, out: Path, resuming: bool, net: EDMPrecond, data: TrainData,
+           selected: tuple[ImageDataset, np.ndarray, np.ndarray]):
+    """The EMA, the optimizer, the run's generator and the step (restored from the newest checkpoint when
+    resuming), and the meta every checkpoint records."""
+    h, _, c = selected[0].shape
+    ema = EMA(net)
+    o = cfg.optim
+    opt = torch.optim.AdamW(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    step = _restore(out, resuming, net, ema, opt, g)
+    meta = {"resolution": h, "channels": c, "n_train": int(data.x0.shape[0]),
+            "parameters": count_parameters(net.backbone)}
+    return ema, opt, g, step, meta
 
 
 def _stop_reason(watch: Watch, step: int, world: World) -> str | None:
