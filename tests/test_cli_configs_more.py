@@ -33,9 +33,9 @@ def _click_defaults(command: click.Command) -> dict:
 def test_demo_config() -> None:
     assert demo_config_from_flags() == DemoConfig()
     cfg = demo_config_from_flags(subset=20, steps=3, batch=8, resolution=16, sigma_n=0.5, ambient_weight="capped",
-                                 weight_cap=2.0, n_samples=6, seed=4)
+                                 weight_cap=2.0, n_samples=50, seed=4)
     assert cfg == DemoConfig(subset=20, steps=3, batch=8, resolution=16, sigma_n=0.5, ambient_weight="capped",
-                             weight_cap=2.0, n_samples=6, seed=4)
+                             weight_cap=2.0, n_samples=50, seed=4)
     assert demo_configs(cfg)["ambient"].method.weight_cap == 2.0
 
 
@@ -43,7 +43,7 @@ def test_demo_config() -> None:
     ({"subset": 1}, "--subset must be an integer >= 2, got 1"),
     ({"steps": 0}, "--steps must be an integer >= 1, got 0"),
     ({"batch": 0}, "--batch must be an integer >= 1, got 0"),
-    ({"n_samples": 1}, "--n-samples must be an integer >= 2, got 1"),
+    ({"n_samples": 1}, "--n-samples must be an integer >= 50, got 1"),
     ({"resolution": 3}, "--resolution must be an integer >= 4, got 3"),
     ({"sigma_n": 0.0}, "--sigma-n must be a positive noise level, e.g. 0.5; got 0.0"),
     ({"sigma_n": float("nan")}, "--sigma-n must be a positive noise level"),

@@ -62,7 +62,7 @@ def validate_demo(d: DemoConfig) -> None:
     from diffmem.train.checks import validate_config
 
     for flag, value, low in (("--subset", d.subset, 2), ("--steps", d.steps, 1), ("--batch", d.batch, 1),
-                             ("--n-samples", d.n_samples, 2), ("--resolution", d.resolution, 4)):
+                             ("--n-samples", d.n_samples, 50), ("--resolution", d.resolution, 4)):
         if value < low:
             raise DiffmemError(f"{flag} must be an integer >= {low}, got {value}")
     if not (math.isfinite(d.sigma_n) and d.sigma_n > 0):
