@@ -90,8 +90,12 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
             write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     if save_stats is not None:
         click.echo(f"wrote reference statistics ({extractor.name}) to {save_stats}", err=True)
-    if report is None:
-        return
+    if report is not None:
+        _print_report(report, as_json)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    """The number on stdout (or, with --json, the whole report); details and warnings on stderr."""
     click.echo(json.dumps(report, indent=2) if as_json else f"{report['fd_name']}: {report['fd']:.4f}")
     n, n_ref = report["n_samples"], report["n_ref"]
     counts = f"{n} samples vs {n_ref if n_ref is not None else '?'} reference images"
