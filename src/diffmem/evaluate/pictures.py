@@ -1,5 +1,7 @@
 """Pictures of an audit: one chart of the similarity distributions with labelled threshold lines, sample
-grids with copies framed, and the most similar samples beside their nearest training images (file names below)."""
+grids with copies framed, the most similar samples beside their nearest training images (file names below),
+and titled grids side by side (the demo's side_by_side.png). Pictures of images are enlarged by nearest
+neighbour and marked (PIXEL_MARK) so that reports do not smooth them either."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from PIL.PngImagePlugin import PngInfo
 from diffmem.report.document import PIXEL_MARK  # the PNG text chunk that tells reports not to smooth a picture
 
 __all__ = ["similarity_chart", "similarity_histogram", "marked_grid", "neighbours_picture", "COPY_COLOUR",
-           "PIXEL_MARK", "save_pixel_picture"]
+           "PIXEL_MARK", "save_pixel_picture", "side_by_side_grid"]
 
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
@@ -168,4 +170,35 @@ def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images
         t_name = train_names[j] if train_names else f"#{j}"
         draw.text((x, y + size + 3 + line), _short(s_name, limit), fill=_INK, font=font)
         draw.text((x, y + size + 3 + 2 * line), "-> " + _short(t_name, limit - 3), fill=_INK, font=font)
+    return save_pixel_picture(canvas, path)
+
+
+def side_by_side_grid(path: str | Path, panels: dict[str, np.ndarray],
+                      is_copy: dict[str, np.ndarray | None] | None = None, *, n: int = 64, ncol: int = 8,
+                      size: int | None = None) -> Path:
+    """One PNG: a titled grid per panel (e.g. training digits | baseline | Algorithm 1), side by side.
+
+    `panels`: title -> uint8 images `[N, H, W, C]` (the first `n` are shown, `ncol` per row); `is_copy`:
+    title -> one bool per image of that panel (a red frame marks a copy; a panel without an entry, or with
+    None, is unframed). Images are enlarged by nearest neighbour to whole multiples of their size (no
+    smoothing; `size` overrides the tile size) and the PNG carries PIXEL_MARK, so reports do not smooth it.
+    """
+    flags = is_copy or {}
+    grids = []
+    for title, images in panels.items():
+        marks = flags.get(title)
+        if marks is not None and len(marks) != len(images):
+            raise ValueError(f"panel {title!r}: {len(marks)} copy flags for {len(images)} images")
+        grids.append(marked_grid(None, images[:n], None if marks is None else np.asarray(marks)[:n], ncol, size))
+    px = max(14, max(g.height for g in grids) // 24)
+    font, header, gap = _font(px), px + 12, 16
+    canvas = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) + 1),
+                               header + max(g.height for g in grids) + gap // 2), _BG)
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for (title, _), grid in zip(panels.items(), grids):
+        width = draw.textlength(title, font=font)
+        draw.text((x + max(0, (grid.width - width) / 2), 4), title, fill=_INK, font=font)
+        canvas.paste(grid, (x, header))
+        x += grid.width + gap
     return save_pixel_picture(canvas, path)
