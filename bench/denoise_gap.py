@@ -3,7 +3,9 @@
     python bench/denoise_gap.py RUN [RUN ...] [--sigmas 0.05,0.2,0.5,1,2,4] [--n 300]
 
 For each run (EMA weights) and noise level s: the mean squared error per pixel of D(x + s z; s) against x,
-on the run's training images and on as many held-out images, with the same noise draws for every run.
+on the first `--n` of the run's training images and the first `--n` of its held-out images (a set smaller
+than `--n` is used whole, so a run on 50 digits compares its 50 training digits with 300 held-out ones: the
+table's "images" column gives both counts), with the same noise draws for every run.
 A model that generalizes denoises both alike (ratio near 1); one that memorized denoises its training
 images much better (held-out / train >> 1) at the noise levels where it memorized. Prints one table.
 """
@@ -15,8 +17,8 @@ import sys
 from pathlib import Path
 
 
-def gap(run: Path, sigmas: list[float], n: int, seed: int) -> list[tuple[float, float, float]]:
-    """[(s, train mse, held-out mse)] of one run."""
+def gap(run: Path, sigmas: list[float], n: int, seed: int) -> tuple[tuple[int, int], list[tuple[float, float, float]]]:
+    """((training images, held-out images) used, [(s, train mse, held-out mse)]) of one run."""
     import torch
 
     from diffmem.data.datasets import to_model_range
@@ -27,6 +29,7 @@ def gap(run: Path, sigmas: list[float], n: int, seed: int) -> list[tuple[float, 
     if cfg.method.name == "masking":
         raise SystemExit(f"{run}: masking models take a mask; not measured here")
     train, held = run_datasets(run)
+    counts = (len(train.images[:n]), len(held.images[:n]))
     out = []
     with torch.no_grad():
         for s in sigmas:
@@ -38,7 +41,7 @@ def gap(run: Path, sigmas: list[float], n: int, seed: int) -> list[tuple[float, 
                 d = net(x + s * z, torch.full((x.shape[0],), s), None)
                 errs.append(float(((d - x) ** 2).mean()))
             out.append((s, errs[0], errs[1]))
-    return out
+    return counts, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     sigmas = [float(v) for v in args.sigmas.split(",")]
-    print("| run | " + " | ".join(f"s={s:g}: train / held-out (ratio)" for s in sigmas) + " |")
-    print("|---|" + "---|" * len(sigmas))
+    heads = [f"s={s:g}: train / held-out (ratio)" for s in sigmas]
+    print("| run | images: train / held-out | " + " | ".join(heads) + " |")
+    print("|---|---|" + "---|" * len(sigmas))
     for run in args.runs:
-        cells = [f"{tr:.4f} / {he:.4f} ({he / tr:.2f})" for _, tr, he in gap(run, sigmas, args.n, args.seed)]
-        print(f"| {run.name} | " + " | ".join(cells) + " |")
+        (n_train, n_held), rows = gap(run, sigmas, args.n, args.seed)
+        cells = [f"{tr:.4f} / {he:.4f} ({he / tr:.2f})" for _, tr, he in rows]
+        print(f"| {run.name} | {n_train} / {n_held} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -65,15 +65,15 @@ def test_cli_fid_with_images_and_statistics(tmp_path: Path, capsys: pytest.Captu
     stats, out = tmp_path / "ref_stats.npz", tmp_path / "fid.json"
     code, stdout, err = _cli(["fid", "--samples", samples, "--ref", ref, "--features", "pixels", "--out", str(out),
                               "--save-stats", str(stats), "--kid-subsets", "4", "--kid-subset-size", "10",
-                              "--quiet", "--no-cache"], capsys)
+                              "--quiet", "--no-cache", "--json"], capsys)
     assert code == 0, err
     rep = json.loads(stdout)
     assert rep == json.loads(out.read_text())
     assert rep["fd_name"] == "FD_pixels" and rep["n_samples"] == 30 and rep["n_ref"] == 40 and rep["fd"] > 0
-    assert "FD_pixels = " in err and "30 samples vs 40 reference images" in err and "warning:" in err
+    assert "FD_pixels of 30 samples vs 40 reference images" in err and "warning:" in err
     assert "FID" not in err.replace("FID rests", "")
-    code, stdout, err = _cli(["fid", "--samples", samples, "--ref", str(stats), "--features", "pixels", "--quiet"],
-                             capsys)
+    code, stdout, err = _cli(["fid", "--samples", samples, "--ref", str(stats), "--features", "pixels", "--quiet",
+                              "--json"], capsys)
     assert code == 0, err
     again = json.loads(stdout)
     assert again["fd"] == pytest.approx(rep["fd"], rel=1e-9) and again["kid"] is None

@@ -165,3 +165,43 @@ def test_heldout_digits_are_not_flagged() -> None:
     assert rep["ratio_tests"]["nn1_nn2"]["fraction_below"] == 0.0
     assert rep["similarity_measure"].startswith("Pearson correlation")
     assert not any("averages over" in w for w in rep["warnings"])  # 300 >= 50: k is not capped
+
+
+def _digit_features(res: int = 8):
+    from diffmem.data.datasets import load_images
+    from diffmem.evaluate.features import PixelFeatures
+
+    images = load_images("builtin:digits", resolution=res).images
+    perm = np.random.default_rng(0).permutation(len(images))
+    return PixelFeatures(), images[perm[:300]], images[perm[300:800]], images[perm[800:]]
+
+
+def test_samples_unlike_the_data_get_a_warning() -> None:
+    """Noise 'samples' copy nothing, yet they are not the data's kind of image: their median nearest-training
+    similarity sits far below the held-out digits' 1st percentile, and the report says so. Unseen real digits
+    used as samples (the other side of the rule) get no such warning."""
+    px, train, held, other = _digit_features()
+    noise = np.random.default_rng(1).integers(0, 256, size=(200,) + train.shape[1:], dtype=np.uint8)
+    rep = memorization_report(px(noise), px(train), px(held), features="pixels")
+    unlike = [w for w in rep["warnings"] if "not the data's kind of image" in w]
+    assert len(unlike) == 1
+    h1 = float(np.percentile(memorization_analysis(px(held), px(train), features="pixels")[1]["nn_similarity"], 1))
+    assert rep["similarity"]["median"] < h1 and f"{h1:.3f}" in unlike[0]
+    assert f"{rep['similarity']['median']:.3f}" in unlike[0]
+    real = memorization_report(px(other), px(train), px(held), features="pixels")
+    assert not any("not the data's kind" in w for w in real["warnings"])
+    assert rep["fraction_above_calibrated"]["heldout_p99"] == 0.0  # no copies: a clean verdict without the warning
+
+
+def test_unlike_data_rule_is_the_heldout_first_percentile() -> None:
+    """The boundary: a median at the held-out 1st percentile passes, just below it warns."""
+    from diffmem.evaluate.memorization import unlike_data_warning
+
+    held = np.linspace(0.5, 1.0, 1001)  # 1st percentile 0.505
+    floor = float(np.percentile(held, 1))
+    assert unlike_data_warning(np.full(11, floor), held) == []
+    assert unlike_data_warning(np.full(11, floor - 1e-3), held) != []
+    samples = np.concatenate([np.full(6, 0.2), np.full(5, 0.99)])  # median 0.2: a few good samples do not hide it
+    assert "0.200" in unlike_data_warning(samples, held)[0]
+    assert unlike_data_warning(np.concatenate([np.full(5, 0.2), np.full(6, 0.9)]), held) == []
+    assert unlike_data_warning(np.zeros(0), held) == [] == unlike_data_warning(held, np.zeros(0))

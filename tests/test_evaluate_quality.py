@@ -144,4 +144,32 @@ def test_precision_recall_matches_brute_force(k: int) -> None:
 
 
 def test_precision_recall() -> None:
-    """Extreme cases: identical sets, disjoint sets, fakes collapsed onto part of the real set."""
+    """Extreme cases: identical sets, disjoint sets, fakes collapsed onto part of the real set, points on a ball's
+    boundary, each against the brute-force reference (Kynkaanniemi et al. 2019, eqs. 1-2) and its known value."""
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(50, 3))
+    assert precision_recall(real, real.copy(), k=3) == (1.0, 1.0) == _brute_force_pr(real, real, 3)
+    far = rng.normal(size=(40, 3)) + 100.0  # disjoint: no ball of either set reaches the other
+    assert precision_recall(real, far, k=3) == (0.0, 0.0) == _brute_force_pr(real, far, 3)
+    # mode collapse: every fake sits near one of 5 real points, so precision is 1 and recall is small; the
+    # fakes' balls (radius: distance to their 3rd nearest fellow fake, all near the same real point) are tiny
+    fake = np.repeat(real[:5], 8, axis=0) + 1e-3 * rng.normal(size=(40, 3))
+    precision, recall = precision_recall(real, fake, k=3)
+    assert (precision, recall) == pytest.approx(_brute_force_pr(real, fake, 3), abs=1e-12)
+    assert precision == 1.0 and recall == pytest.approx(5 / 50)
+    # a point on a ball's boundary is inside: real 0..4 with k = 1 have radius 1, so fakes -1 and 5 count
+    line, on_edge = np.arange(5.0)[:, None], np.array([[5.0], [-1.0], [2.5], [7.0]])
+    assert precision_recall(line, on_edge, k=1) == (0.75, 1.0) == _brute_force_pr(line, on_edge, 1)
+    # swapping the roles swaps the two numbers
+    assert precision_recall(fake, real, k=3) == pytest.approx((recall, precision), abs=1e-12)
+
+
+def test_precision_recall_needs_more_than_k_images_per_set() -> None:
+    """Each point's radius is its distance to its k-th nearest OTHER point, so a set needs k + 1 points."""
+    rng = np.random.default_rng(8)
+    real, fake = rng.normal(size=(20, 2)), rng.normal(size=(4, 2))
+    with pytest.raises(DiffmemError, match=r"k=4 needs more than 4 images per set, got 20 real and 4 generated"):
+        precision_recall(real, fake, k=4)
+    with pytest.raises(DiffmemError, match=r"needs more than 4 images per set, got 4 real and 20 generated"):
+        precision_recall(fake, real, k=4)
+    assert precision_recall(real, fake, k=3) == pytest.approx(_brute_force_pr(real, fake, 3), abs=1e-12)

@@ -1,5 +1,7 @@
-"""A generated report in a real browser (headless Chromium) at 1400 px and at 400 px (a phone): every image
-loads, the headline is inside the first screen, and no table widens the page beyond the viewport.
+"""A generated report in a real browser (headless Chromium) at 1400 px and at 412 px (a phone): every image
+loads, the headline is inside the first screen, no table widens the page beyond the viewport or hides columns
+behind a sideways scroll (on a phone each row is a card), charts are smoothed while pictures of images are
+scaled without smoothing, and the text drawn into pictures is not shrunk below legibility.
 
 Headless Chromium keeps windows at least 500 px wide, so the report is shown in an iframe of the tested
 size (via srcdoc, so its measurements can be read), inside a window slightly larger.
@@ -18,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+CHART = re.compile(r"^(Similarity|Quality|Copy fraction)")  # captions of charts; the other figures show images
+
 _CHECK = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
@@ -29,7 +33,12 @@ window.addEventListener('load', function () {
     broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
     headlineBottom: head ? head.getBoundingClientRect().bottom : null,
     widestTable: Math.max.apply(null, [0].concat(Array.prototype.map.call(document.querySelectorAll('table'),
-      function (t) { return t.getBoundingClientRect().right; })))
+      function (t) { return t.getBoundingClientRect().right; }))),
+    hiddenColumns: Array.prototype.filter.call(document.querySelectorAll('.scroll'),
+      function (b) { return b.scrollWidth > b.clientWidth + 1; }).length,
+    pictures: imgs.map(function (i) {
+      return {alt: i.alt, rendering: getComputedStyle(i).imageRendering,
+              scale: i.getBoundingClientRect().width / i.naturalWidth}; })
   };
   var doc = window.parent.document;
   var pre = doc.createElement('pre'); pre.id = 'diffmem-check'; pre.textContent = JSON.stringify(r);
@@ -97,7 +106,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["demo", "audit", "compare"])
-@pytest.mark.parametrize("width,height", [(1400, 900), (400, 800)])
+@pytest.mark.parametrize("width,height", [(1400, 900), (412, 860)])
 def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, height: int) -> None:
     browser = _chromium()
     if browser is None:
@@ -109,4 +118,15 @@ def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, hei
     assert m["width"] == width
     assert m["images"] >= (0 if kind == "compare" else 3) and m["broken"] == 0, m
     assert m["headlineBottom"] is not None and 0 < m["headlineBottom"] <= height, m  # inside the first screen
-    assert m["scrollWidth"] <= width, m  # the page never scrolls sideways: wide tables scroll in their box
+    assert m["scrollWidth"] <= width, m  # the page never scrolls sideways
+    assert m["hiddenColumns"] == 0, m  # nor does any table: no column waits behind a sideways scroll
+    charts = [p for p in m["pictures"] if CHART.match(p["alt"])]
+    pictures = [p for p in m["pictures"] if not CHART.match(p["alt"])]
+    assert len(charts) >= (0 if kind == "compare" else 1) and len(pictures) >= (0 if kind == "compare" else 2), m
+    assert all(p["rendering"] != "pixelated" for p in charts), charts  # charts (text, lines) are smoothed
+    assert all(p["rendering"] == "pixelated" for p in pictures), pictures  # images keep their pixels
+    if width < 600:
+        # legends are drawn at 11 pt (17 px at 110 dpi): shown at >= 0.6 of their size they stay >= 10 px;
+        # the neighbour pictures' 14 px file labels are shown unscaled
+        assert all(p["scale"] >= 0.6 for p in charts), charts
+        assert all(p["scale"] > 0.99 for p in pictures if "most similar" in p["alt"]), pictures

@@ -93,3 +93,24 @@ def test_compare_accepts_standalone_audits(tmp_path: Path, capsys: pytest.Captur
     (tmp_path / "bad" / "report.json").write_text("[]")
     code, _, err = run_cli(["compare", str(tmp_path / "bad")], capsys)
     assert code == 2 and "is not a diffmem audit report" in err
+
+
+def test_document_smooths_charts_and_stacks_tables_on_phones(tmp_path: Path) -> None:
+    """Without a browser: only pictures made of images (marked by evaluate/pictures.py) get nearest-neighbour
+    scaling, and every table cell carries its column name, which a phone shows when rows become cards."""
+    from diffmem.evaluate.pictures import marked_grid, similarity_chart
+    from diffmem.report.document import _CSS, is_pixel_picture
+
+    grid = tmp_path / "grid.png"
+    marked_grid(grid, np.zeros((4, 8, 8, 1), np.uint8), np.array([True, False, False, True]))
+    chart = similarity_chart(tmp_path / "chart.png", {"samples": np.linspace(0.5, 1, 20)})
+    assert is_pixel_picture(grid) and not is_pixel_picture(chart)
+    doc = Document("T")
+    doc.figure(grid, "grid")
+    doc.figure(chart, "chart")
+    doc.table(["name", "value"], [["a", 1]])
+    text = doc.html()
+    assert text.count('<img class="pixels"') == 1 and '<img class="pixels" src' in text.split("chart")[0]
+    assert "img{max-width:100%;height:auto}" in _CSS and "img.pixels{image-rendering:pixelated}" in _CSS
+    assert '<td data-label="name">a</td><td data-label="value">1</td>' in text and "<thead>" in text
+    assert "@media (max-width:40em)" in _CSS and "content:attr(data-label)" in _CSS

@@ -228,3 +228,67 @@ def test_baseline_ignores_t_n() -> None:
     torch.testing.assert_close(spy.inputs[0], a.sqrt() * x0 + (1 - a).sqrt() * noise)
     torch.testing.assert_close(out.loss, (0.5 * spy.inputs[0] - noise).pow(2).flatten(1).mean(1))
     assert not out.high.any()
+
+
+class FixedDenoiser:
+    """A stand-in EDM denoiser for the pixel trainer: D(x_s; s) = 0.3 x_s + offset (any D will do)."""
+
+    sigma_data = 0.5
+
+    def __init__(self, offset: torch.Tensor) -> None:
+        self.offset = offset
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.3 * x + self.offset
+
+
+@pytest.mark.parametrize("weighting", [Plain(), Compensated(), Capped(4.0), Capped(1.5)], ids=lambda w: w.label())
+def test_latent_and_pixel_trainers_weigh_matched_noise_levels_alike(weighting) -> None:
+    """A VP timestep t is the VE noise level s = sqrt((1-a_t)/a_t): x_t / sqrt(a_t) = y + sqrt(s^2 - S^2) e with
+    y = x_tn / sqrt(a_tn). Feed both trainers the same images, noisy copy, noise and denoiser at matched levels:
+    each loss divided by its own baseline weight (EDM's lambda(s); lam(t) = 1 for sample prediction) is the same
+    number, for every weighting. Before the fix the latent plain loss was a_tn times the pixel one and the
+    latent cap bit on 1/(a_tn (1-rho)^2)."""
+    from diffmem.diffusion.losses import ambient_loss, edm_weight
+    from diffmem.t2i.losses import one_minus_rho, ve_sigma
+
+    g = torch.Generator().manual_seed(12)
+    S = 1.0 / 0.7  # the VE level of a_tn = 0.329 (SD's t near 450)
+    s = torch.tensor([1.0005, 1.02, 1.2, 1.5, 3.0, 12.0], dtype=torch.float64) * S
+    a_tn, a_t = 1 / (1 + S**2), 1 / (1 + s**2)
+    alphas = torch.cat([torch.tensor([a_tn], dtype=torch.float64), a_t])  # index 0 is t_n, 1..6 the levels s
+    torch.testing.assert_close(ve_sigma(alphas), torch.cat([torch.tensor([S], dtype=torch.float64), s]))
+    x0, z, e, offset = (torch.randn((len(s), 3, 4, 4), generator=g, dtype=torch.float64) for _ in range(4))
+    y = x0 + S * z
+    den = FixedDenoiser(offset)
+    pixel = ambient_loss(den, x0, y, S, s, e, weighting=weighting)
+    assert pixel.high.all()
+    x_tn = math.sqrt(a_tn) * y
+
+    def model(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:  # sample prediction: D of the VE input
+        return den(x_t / alphas[tt].sqrt().reshape(-1, 1, 1, 1), ve_sigma(alphas[tt]))
+
+    latent = t2i_loss(model, x0, torch.arange(1, len(s) + 1), e, alphas, "sample", x_tn, 0, weighting=weighting)
+    assert latent.high.all()
+    x_s = y + (s**2 - S**2).sqrt().reshape(-1, 1, 1, 1) * e  # the pixel trainer's input (t2i_loss runs in float32)
+    torch.testing.assert_close(latent.x_t.double() / a_t.sqrt().reshape(-1, 1, 1, 1), x_s, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(latent.loss.double(), pixel.loss / edm_weight(s, den.sigma_data), rtol=2e-3, atol=0)
+    torch.testing.assert_close(one_minus_rho(a_t, a_tn), 1 - S**2 / s**2, rtol=1e-9, atol=0)
+
+
+def test_capped_equals_compensated_where_the_pixel_rule_says_on_sd_schedule() -> None:
+    """On SD's schedule at t_n = 500, capped 4 equals compensated exactly where the VE level of t is at least
+    sigma(t_n) / sqrt(1 - 1/sqrt(4)) = 1.41 sigma(t_n), the pixel trainer's rule (docs/method.md): 80% of
+    t > t_n, not the 25% of a cap on 1/(a_tn (1-rho)^2)."""
+    from diffmem.t2i.losses import ve_sigma
+
+    alphas, t_n = sd_alphas(), 500
+    g = torch.Generator().manual_seed(13)
+    t = torch.arange(t_n + 1, 1000)
+    x0, x_tn, noise = (torch.randn((len(t), 1, 2, 2), generator=g, dtype=torch.float64) for _ in range(3))
+    comp, capped = (t2i_loss(Spy(), x0, t, noise, alphas, "epsilon", x_tn, t_n, weighting=w).loss
+                    for w in (Compensated(), Capped(4.0)))
+    equal = torch.isclose(capped, comp, rtol=1e-9, atol=0)
+    rule = ve_sigma(alphas[t]) >= ve_sigma(alphas[t_n]) / math.sqrt(1 - 1 / math.sqrt(4.0))
+    assert equal.tolist() == rule.tolist()
+    assert 0.75 < float(equal.double().mean()) < 0.85

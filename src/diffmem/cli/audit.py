@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import AUDIT_BACKENDS, AuditOptions, check_audit_inputs
+from diffmem.evaluate.options import (AUDIT_BACKENDS, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
+                                     check_audit_inputs)
 from diffmem.utils.flags import device_name, joined, parse_floats
 
 __all__ = ["audit", "audit_options_from_flags", "cache_option", "FEATURES_HELP", "AUDIT"]
@@ -20,17 +21,18 @@ FEATURES_HELP = (
 
 def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | None = None,
                              heldout_spec: str | None = None, features: str = AUDIT.features,
-                             thresholds: str = joined(AUDIT.thresholds), calibrate: str = joined(AUDIT.calibrate),
+                             thresholds: str | None = None, calibrate: str = joined(AUDIT.calibrate),
                              ratio_k: int | None = AUDIT.ratio_k, max_heldout: int = AUDIT.max_heldout,
                              resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
                              image_size: int | None = AUDIT.image_size, xflip: bool = AUDIT.xflip,
                              n_pictures: int = AUDIT.n_pictures, backend: str = AUDIT.backend,
                              batch: int = AUDIT.batch) -> AuditOptions:
     """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
-    --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
+    --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1. `thresholds` None: the
+    feature space's own (`diffmem.evaluate.options.fixed_thresholds`)."""
     check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
                        max_heldout=max_heldout, flags=True)
-    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
+    fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0) if thresholds is not None else None
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
     if backend not in AUDIT_BACKENDS:
         raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
@@ -58,8 +60,9 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--features", default=AUDIT.features, show_default=True, help=FEATURES_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier audit (replaced whole); other folders are refused.")
-@click.option("--thresholds", default=joined(AUDIT.thresholds), show_default=True,
-              help="Fixed cosine-similarity thresholds.")
+@click.option("--thresholds", default=None,
+              help=f"Fixed cosine-similarity thresholds [default: {joined(PIXEL_THRESHOLDS)} for pixels, "
+                   f"{joined(DEFAULT_THRESHOLDS)} (the paper's, for DINOv2) for other features].")
 @click.option("--calibrate", default=joined(AUDIT.calibrate), show_default=True,
               help="Held-out percentiles of nearest-training similarity used as calibrated thresholds.")
 @click.option("--ratio-k", type=int, default=None,
@@ -98,7 +101,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
 
     world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share
     result = api_audit(
-        samples, train_spec, heldout_spec, opts.features, out, run=run_dir, thresholds=opts.thresholds,
+        samples, train_spec, heldout_spec, opts.features, out, run=run_dir, thresholds=opts.fixed(),
         calibrate=opts.calibrate, ratio_k=opts.ratio_k, xflip=opts.xflip, max_heldout=opts.max_heldout,
         resolution=opts.resolution, resize=opts.resize, image_size=opts.image_size, device=dev,
         batch_size=opts.batch, cache_dir=cache_option(cache_dir, no_cache), backend=opts.backend,

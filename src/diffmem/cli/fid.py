@@ -40,10 +40,18 @@ FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets
 @click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out or --save-stats file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole report (FD, KID, precision/recall, counts, warnings) as JSON instead of one line.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_size, pr_k, seed, resolution, resize,
-        image_size, batch, device, cache_dir, no_cache, overwrite, quiet) -> None:
-    """Print (and with --out write) JSON with the Frechet distance, KID and precision/recall."""
+        image_size, batch, device, cache_dir, no_cache, overwrite, as_json, quiet) -> None:
+    """Print the Frechet distance as one line, `FID: 12.3456` (FID with inception features, else `FD_<features>:
+    ...`); KID, precision/recall and warnings go to stderr, the whole report to --out and, with --json, to stdout.
+
+    The FID follows pytorch-fid's Inception preprocessing (bilinear resize to 299x299 without antialiasing,
+    docs/method.md "Metrics"), so it compares with pytorch-fid's numbers, not with clean-fid's default (clean)
+    mode, which resizes with an antialiasing filter.
+    """
     from diffmem.data.datasets import load_images
     from diffmem.evaluate.features import get_extractor
     from diffmem.evaluate.fid import check_statistics_family, is_statistics_file, load_statistics, run_fid
@@ -82,12 +90,16 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
             write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     if save_stats is not None:
         click.echo(f"wrote reference statistics ({extractor.name}) to {save_stats}", err=True)
-    if report is None:
-        return
-    click.echo(json.dumps(report, indent=2))
+    if report is not None:
+        _print_report(report, as_json)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    """The number on stdout (or, with --json, the whole report); details and warnings on stderr."""
+    click.echo(json.dumps(report, indent=2) if as_json else f"{report['fd_name']}: {report['fd']:.4f}")
     n, n_ref = report["n_samples"], report["n_ref"]
     counts = f"{n} samples vs {n_ref if n_ref is not None else '?'} reference images"
-    click.echo(f"{report['fd_name']} = {report['fd']:.4f} ({counts}, {report['features']})", err=True)
+    click.echo(f"{report['fd_name']} of {counts} ({report['features']})", err=True)
     if report["kid"]:
         k = report["kid"]
         click.echo(f"KID = {k['mean']:.6f} +- {k['std']:.6f} ({k['subsets']} subsets of {k['subset_size']}; {counts})",

@@ -131,7 +131,7 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
     Runs that finished but were never measured are measured with the flags given (and the result stored
     in the run); measured runs keep their stored result.
     """
-    from diffmem.sweep.compare import collect_rows
+    from diffmem.sweep.compare import audit_warnings, collect_rows
     from diffmem.sweep.pareto import choose_sigma_n, rule_of_thumb_text
     from diffmem.sweep.results import format_table
     from diffmem.sweep.runner import write_outputs
@@ -146,6 +146,8 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
     click.echo(format_table(rows))
     click.echo("")
     click.echo(rule_of_thumb_text(choose_sigma_n(rows, tolerance)))
+    for w in audit_warnings(paths):
+        click.echo(f"warning: {w}", err=True)
     if out is not None:
         from diffmem.sweep.compare import expand_paths
 

@@ -50,8 +50,10 @@ class AmbientWeighting:
         raise NotImplementedError
 
     def gain_of_factor(self, c: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        """The same gain for a loss written as |yhat - y|^2 = c^2 |x0hat - x0t|^2 with any factor c, e.g. the
-        latent (variance-preserving) form of `diffmem.t2i.losses`, where c = (1 - r) sqrt(a_tn) / (1 - a_t)."""
+        """The same gain as a function of the factor c = 1 - rho in |yhat - y|^2 = c^2 |D - Dt|^2, for a loss
+        that reads rho off another parametrisation: the latent (variance-preserving) form of `diffmem.t2i.losses`
+        passes 1 - rho = (1 - r) / (1 - a_t), rho = sigma(t_n)^2 / sigma(t)^2 with sigma(t)^2 = (1 - a_t) / a_t,
+        and scores its noisy latents in the variance-exploding scale, so both trainers weigh a noise level alike."""
         raise NotImplementedError
 
     def label(self) -> str:

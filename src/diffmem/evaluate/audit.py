@@ -26,7 +26,7 @@ from diffmem.errors import DiffmemError
 from diffmem.evaluate.audit_files import image_names, output_folder, write_error, write_nearest_csv
 from diffmem.evaluate.extractor import FeatureExtractor
 from diffmem.evaluate.features import embed_dataset, get_extractor, images_of
-from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, memorization_analysis
+from diffmem.evaluate.memorization import CALIBRATION_PERCENTILES, memorization_analysis
 from diffmem.utils.distributed import World
 
 __all__ = ["run_audit", "audit_to", "compute_audit", "write_audit", "AuditData", "copy_threshold", "REPORT", "NEAREST",
@@ -99,7 +99,7 @@ def _unmirror(report: dict[str, Any], arrays: dict[str, np.ndarray], n_train: in
 
 
 def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str | FeatureExtractor, *,
-                  thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+                  thresholds: tuple[float, ...] | None = None,
                   calibration_percentiles: tuple[float, ...] = CALIBRATION_PERCENTILES, ratio_k: int | None = None,
                   device: str = "cpu", batch_size: int = 256, cache_dir: str | Path | None = None,
                   backend: str = "torch", max_heldout: int | None = None, seed: int = 0, xflip: bool = False,
@@ -126,7 +126,7 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
     held_f = embed_dataset(features, heldout, cache_dir, **kw) if heldout is not None else None
     sample_f = embed_dataset(features, samples, None, **kw)
     report, arrays = memorization_analysis(
-        sample_f, train_f, held_f, tuple(thresholds), calibration_percentiles=tuple(calibration_percentiles),
+        sample_f, train_f, held_f, thresholds, calibration_percentiles=tuple(calibration_percentiles),
         ratio_k=ratio_k if ratio_k is not None else default_ratio_k(len(train_f)), features=features.name, backend=backend, device=device, progress=progress and world.main,
         world=world,
     )

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from diffmem.evaluate.neighbours import nearest_neighbours
-from diffmem.evaluate.options import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS
+from diffmem.evaluate.options import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, fixed_thresholds
 from diffmem.utils.distributed import World, gather_in_order, local_slice
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "nn1_nn2_ratio",
     "memorization_analysis",
     "memorization_report",
+    "unlike_data_warning",
 ]
 
 RATIO_THRESHOLD = 1.0 / 3.0
@@ -155,7 +156,7 @@ def memorization_analysis(
     sample_feats: torch.Tensor,
     train_feats: torch.Tensor,
     heldout_feats: torch.Tensor | None = None,
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+    thresholds: tuple[float, ...] | None = None,
     *,
     calibration_percentiles: tuple[float, ...] = CALIBRATION_PERCENTILES,
     ratio_k: int = 50,
@@ -170,8 +171,10 @@ def memorization_analysis(
     `ratio_nn1_nn2`, and the same with `heldout_`). The search runs on `device` (default: where
     `sample_feats` are), training features moved there a block at a time; with a `world` of several
     processes each searches a share of the queries and every rank returns the whole result.
+    `thresholds` None: the feature space's fixed thresholds (`fixed_thresholds(features)`).
     """
     world = world or World()
+    thresholds = tuple(thresholds) if thresholds is not None else fixed_thresholds(features)
     n_train = int(train_feats.shape[0])
     k = min(int(ratio_k), n_train)  # Carlini et al.'s n, capped at the training-set size
     kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress}
@@ -184,7 +187,7 @@ def memorization_analysis(
     s_ratios = _ratios(s_sims, k)
     arrays.update(_ratio_arrays(s_ratios, ""))
 
-    warnings: list[str] = []
+    warnings: list[str] = ["no held-out images: no reference scores and no calibrated thresholds"]  # else replaced
     calibrated: dict[str, float] = {}
     h_block = None
     if heldout_feats is not None and heldout_feats.shape[0] > 0:
@@ -193,9 +196,8 @@ def memorization_analysis(
         arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32),
                       **_ratio_arrays(h_ratios, "heldout_"))
         calibrated, warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
-        h_block = _block(h_sims[:, 0], h_ratios, tuple(thresholds), k, calibrated)
-    else:
-        warnings.append("no held-out images: no reference scores and no calibrated thresholds")
+        warnings += unlike_data_warning(s_sims[:, 0], h_sims[:, 0])
+        h_block = _block(h_sims[:, 0], h_ratios, thresholds, k, calibrated)
     warnings += _ratio_warnings(k, int(ratio_k), n_train)
 
     report: dict[str, Any] = {
@@ -204,12 +206,33 @@ def memorization_analysis(
         "n_heldout": int(heldout_feats.shape[0]) if heldout_feats is not None else 0,
         "thresholds": [float(t) for t in thresholds],
     }
-    block = _block(s_sims[:, 0], s_ratios, tuple(thresholds), k, calibrated)
+    block = _block(s_sims[:, 0], s_ratios, thresholds, k, calibrated)
     report.update({key: value for key, value in block.items() if key != "n"})
     report["calibrated_thresholds"] = calibrated or None
     report["heldout"] = h_block
     report["warnings"] = warnings
     return report, arrays
+
+
+UNLIKE_DATA_PERCENTILE = 1.0  # the held-out percentile below which the samples' median says "not this kind"
+
+
+def unlike_data_warning(sample_sims: np.ndarray, heldout_sims: np.ndarray) -> list[str]:
+    """A warning when the samples are not the data's kind of image: their median nearest-training similarity
+    is below the held-out images' 1st percentile, i.e. most samples are farther from every training image
+    than 99% of unseen real images are. Few copies then say nothing about memorization: the generator is not
+    producing images like its training data (undertrained, broken, or audited against the wrong data set)."""
+    if len(sample_sims) == 0 or len(heldout_sims) == 0:
+        return []
+    median = float(np.median(np.asarray(sample_sims, dtype=np.float64)))
+    floor = float(np.percentile(np.asarray(heldout_sims, dtype=np.float64), UNLIKE_DATA_PERCENTILE))
+    if median >= floor:
+        return []
+    held_median = float(np.median(np.asarray(heldout_sims, dtype=np.float64)))
+    return [f"the samples are not the data's kind of image: their median nearest-training similarity "
+            f"{median:.3f} is below the held-out images' {UNLIKE_DATA_PERCENTILE:g}st percentile {floor:.3f} "
+            f"(held-out median {held_median:.3f}), so few copies here do not mean the generator does not copy: "
+            "check that it was trained (enough) and that --train/--run are its training data"]
 
 
 def _ratio_warnings(k: int, ratio_k: int, n_train: int) -> list[str]:
@@ -247,7 +270,7 @@ def memorization_report(
     sample_feats: torch.Tensor,
     train_feats: torch.Tensor,
     heldout_feats: torch.Tensor | None = None,
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+    thresholds: tuple[float, ...] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """The report.json contents (keyword arguments as `memorization_analysis`)."""

@@ -15,6 +15,7 @@ from diffmem.config import json_ready
 from diffmem.errors import DiffmemError
 
 __all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
+           "fixed_thresholds",
            "AUDIT_BACKENDS", "check_audit_inputs", "KID_SUBSETS", "KID_SUBSET_SIZE", "PR_K", "TraceOptions"]
 
 # Fixed cosine thresholds of the paper (DINOv2 features: 0.85 ... 0.95), and the held-out percentiles of
@@ -27,6 +28,14 @@ AUDIT_BACKENDS: tuple[str, ...] = ("torch", "faiss")  # nearest-neighbour search
 # Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
 # held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).
 PIXEL_THRESHOLDS: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99)
+
+
+def fixed_thresholds(features: str | None) -> tuple[float, ...]:
+    """The default fixed thresholds of a feature space: PIXEL_THRESHOLDS for pixels, else the paper's DINOv2
+    thresholds (DEFAULT_THRESHOLDS). One rule for the audit, the sweeps and the monitor."""
+    if str(features or "").split(":", 1)[0].split("@", 1)[0] == "pixels":
+        return PIXEL_THRESHOLDS
+    return DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,7 @@ class EvalOptions:
         """Fixed thresholds reported for one feature space."""
         if self.thresholds is not None:
             return tuple(self.thresholds)
-        if features.split(":", 1)[0] == "pixels":
-            return PIXEL_THRESHOLDS
-        return DEFAULT_THRESHOLDS
+        return fixed_thresholds(features)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -72,16 +79,17 @@ class EvalOptions:
 @dataclass(frozen=True)
 class AuditOptions:
     """How `diffmem audit` compares samples with their nearest training images; the command's defaults, which
-    `diffmem.audit` shares (but for `features`: the Python API defaults to pixels, which needs no download).
+    `diffmem.audit` shares: pixel features (no download; `dinov2` is the paper's).
 
-    `thresholds`: fixed cosine thresholds; `calibrate`: held-out percentiles used as calibrated thresholds;
-    `ratio_k` None: 50 neighbours, or a tenth of the training images below 500; `max_heldout`: a seeded
-    subset of at most this many held-out images; `n_pictures`: pairs in neighbours.png; `batch`: images per
-    feature batch; `backend`: one of AUDIT_BACKENDS.
+    `thresholds`: fixed cosine thresholds (None: `fixed_thresholds(features)`: 0.9 ... 0.99 for pixels, on
+    which 92-96% of held-out digits already exceed 0.85, else 0.85 ... 0.95); `calibrate`: held-out percentiles used as
+    calibrated thresholds; `ratio_k` None: 50 neighbours, or a tenth of the training images below 500;
+    `max_heldout`: a seeded subset of at most this many held-out images; `n_pictures`: pairs in neighbours.png;
+    `batch`: images per feature batch; `backend`: one of AUDIT_BACKENDS.
     """
 
-    features: str = "dinov2"
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    features: str = "pixels"
+    thresholds: tuple[float, ...] | None = None
     calibrate: tuple[float, ...] = CALIBRATION_PERCENTILES
     ratio_k: int | None = None
     max_heldout: int | None = 10000
@@ -92,6 +100,10 @@ class AuditOptions:
     n_pictures: int = 16
     backend: str = "torch"
     batch: int = 256
+
+    def fixed(self) -> tuple[float, ...]:
+        """The fixed thresholds this audit reports."""
+        return tuple(self.thresholds) if self.thresholds is not None else fixed_thresholds(self.features)
 
 
 @dataclass(frozen=True)

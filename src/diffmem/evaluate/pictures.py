@@ -1,5 +1,7 @@
 """Pictures of an audit: one chart of the similarity distributions with labelled threshold lines, sample
-grids with copies framed, and the most similar samples beside their nearest training images (file names below)."""
+grids with copies framed, the most similar samples beside their nearest training images (file names below),
+and titled grids side by side (the demo's side_by_side.png). Pictures of images are enlarged by nearest
+neighbour and marked (PIXEL_MARK) so that reports do not smooth them either."""
 
 from __future__ import annotations
 
@@ -8,13 +10,27 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
-__all__ = ["similarity_chart", "similarity_histogram", "marked_grid", "neighbours_picture", "COPY_COLOUR"]
+from diffmem.report.document import PIXEL_MARK  # the PNG text chunk that tells reports not to smooth a picture
+
+__all__ = ["similarity_chart", "similarity_histogram", "marked_grid", "neighbours_picture", "COPY_COLOUR",
+           "PIXEL_MARK", "save_pixel_picture", "side_by_side_grid"]
 
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
 COPY_COLOUR = (220, 30, 30)
 _SERIES_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
+
+
+def save_pixel_picture(image: Image.Image, path: str | Path) -> Path:
+    """Save a picture made of images as PNG with PIXEL_MARK (diffmem.report.document shows it pixelated)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()
+    info.add_text(*PIXEL_MARK)
+    image.save(path, format="PNG", pnginfo=info)
+    return path
 
 
 def _label(key: str) -> str:
@@ -33,8 +49,9 @@ def similarity_chart(path: str | Path, series: dict[str, np.ndarray], calibrated
     lo = min(float(a.min()) for a in arrays.values())
     lo = min(lo, *(float(t) for t in (calibrated or {}).values()), 1.0 - 1e-3)
     bins = np.linspace(lo, 1.0, 61)
-    fig = Figure(figsize=(7.0, 3.6), dpi=110)
+    fig = Figure(figsize=(5.2, 3.6), dpi=110)  # narrow with large text: legible at a phone's width too
     ax = fig.subplots()
+    ax.tick_params(labelsize=10)
     colours = iter(_SERIES_COLOURS)
     for name, a in arrays.items():
         if name.startswith("held-out"):
@@ -49,10 +66,10 @@ def similarity_chart(path: str | Path, series: dict[str, np.ndarray], calibrated
         ax.axvline(t, color="black", lw=1.2, ls=next(styles, ":"), label=f"{_label(name)} = {t:.3f}"
                    + (" (copy threshold)" if name == "heldout_p99" else ""))
     what = f" ({features})" if features else ""
-    ax.set_xlabel(f"similarity to the nearest training image{what}")
-    ax.set_ylabel("density")
-    ax.set_title(title or "How close is each image to its nearest training image?", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.set_xlabel(f"similarity to the nearest training image{what}", fontsize=11)
+    ax.set_ylabel("density", fontsize=11)
+    ax.set_title(title or "How close is each image to its nearest training image?", fontsize=11)
+    ax.legend(fontsize=11, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     fig.savefig(path, bbox_inches="tight")
     return path
 
@@ -105,8 +122,7 @@ def marked_grid(path: str | Path | None, images: np.ndarray, is_copy: np.ndarray
             draw.rectangle((x, y, x + size + 2 * frame - 1, y + size + 2 * frame - 1), fill=COPY_COLOUR)
         canvas.paste(_tile(images[i], size), (x + frame, y + frame))
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        canvas.save(path)
+        save_pixel_picture(canvas, path)
     return canvas
 
 
@@ -115,39 +131,74 @@ def _short(name: str, limit: int) -> str:
 
 
 def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images: np.ndarray,
-                       nn_similarity: np.ndarray, nn_index: np.ndarray, n: int = 16, pairs_per_row: int = 4,
+                       nn_similarity: np.ndarray, nn_index: np.ndarray, n: int = 16, pairs_per_row: int = 2,
                        title: str = "", *, sample_names: list[str] | None = None,
                        train_names: list[str] | None = None, mirrored: np.ndarray | None = None,
                        copy_threshold: float | None = None) -> Path:
     """The `n` most similar samples, each left of its nearest training image; below: similarity (red when a
-    copy), the sample's and the training image's file names, and "mirrored" for matches of a mirror image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    copy), the sample's and the training image's file names, and "mirrored" for matches of a mirror image.
+
+    Two pairs per row and labels of at least 14 px: for images up to 87 px the picture is 382 px wide, so a
+    phone (412 px) shows it unscaled; larger tiles get larger labels, as a phone shrinks them more.
+    """
     order = np.argsort(-np.asarray(nn_similarity), kind="stable")[: max(1, int(n))]
     size = _tile_size(int(sample_images.shape[1]))
-    gap, pad, caption, header = 2, 10, 40, 22 if title else 6
+    cell_w = max(2 * size + 2, 176)  # two pairs in 382 px: a phone (412 px) shows them unscaled
+    px = max(14, cell_w // 14)  # label size grows with the picture, which a phone shrinks more
+    line, pad = px + 3, 10
+    header = px + 10 if title else 6
     cols = min(pairs_per_row, len(order))
     rows = math.ceil(len(order) / cols)
-    cell_w, cell_h = max(2 * size + gap, 150), size + caption
-    limit = cell_w // 6
+    cell_h = size + 3 * line + 4
+    limit = max(8, int(cell_w / (0.6 * px)))  # characters that fit in a cell
     canvas = Image.new("RGB", (pad + cols * (cell_w + pad), header + rows * (cell_h + pad)), _BG)
     draw = ImageDraw.Draw(canvas)
-    font = _font(11)
+    font = _font(px)
     if title:
-        draw.text((pad, 4), title, fill=_INK, font=_font(12))
+        draw.text((pad, 4), title, fill=_INK, font=font)
     for slot, i in enumerate(order):
         r, c = divmod(slot, cols)
         x, y = pad + c * (cell_w + pad), header + r * (cell_h + pad)
         j, sim = int(nn_index[i]), float(nn_similarity[i])
         canvas.paste(_tile(sample_images[i], size), (x, y))
-        canvas.paste(_tile(train_images[j], size), (x + size + gap, y))
+        canvas.paste(_tile(train_images[j], size), (x + size + 2, y))
         copy = copy_threshold is not None and sim >= copy_threshold
         flip = mirrored is not None and bool(mirrored[i])
         head = f"{sim:.3f}" + ("  copy" if copy else "") + ("  mirrored" if flip else "")
-        draw.text((x, y + size + 2), head, fill=COPY_COLOUR if copy else _INK, font=font)
+        draw.text((x, y + size + 3), head, fill=COPY_COLOUR if copy else _INK, font=font)
         s_name = sample_names[i] if sample_names else f"#{i}"
         t_name = train_names[j] if train_names else f"#{j}"
-        draw.text((x, y + size + 14), _short(s_name, limit), fill=_INK, font=font)
-        draw.text((x, y + size + 26), "-> " + _short(t_name, limit - 3), fill=_INK, font=font)
-    canvas.save(path)
-    return path
+        draw.text((x, y + size + 3 + line), _short(s_name, limit), fill=_INK, font=font)
+        draw.text((x, y + size + 3 + 2 * line), "-> " + _short(t_name, limit - 3), fill=_INK, font=font)
+    return save_pixel_picture(canvas, path)
+
+
+def side_by_side_grid(path: str | Path, panels: dict[str, np.ndarray],
+                      is_copy: dict[str, np.ndarray | None] | None = None, *, n: int = 64, ncol: int = 8,
+                      size: int | None = None) -> Path:
+    """One PNG: a titled grid per panel (e.g. training digits | baseline | Algorithm 1), side by side.
+
+    `panels`: title -> uint8 images `[N, H, W, C]` (the first `n` are shown, `ncol` per row); `is_copy`:
+    title -> one bool per image of that panel (a red frame marks a copy; a panel without an entry, or with
+    None, is unframed). Images are enlarged by nearest neighbour to whole multiples of their size (no
+    smoothing; `size` overrides the tile size) and the PNG carries PIXEL_MARK, so reports do not smooth it.
+    """
+    flags = is_copy or {}
+    grids = []
+    for title, images in panels.items():
+        marks = flags.get(title)
+        if marks is not None and len(marks) != len(images):
+            raise ValueError(f"panel {title!r}: {len(marks)} copy flags for {len(images)} images")
+        grids.append(marked_grid(None, images[:n], None if marks is None else np.asarray(marks)[:n], ncol, size))
+    px = max(14, max(g.height for g in grids) // 24)
+    font, header, gap = _font(px), px + 12, 16
+    canvas = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) + 1),
+                               header + max(g.height for g in grids) + gap // 2), _BG)
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for (title, _), grid in zip(panels.items(), grids):
+        width = draw.textlength(title, font=font)
+        draw.text((x + max(0, (grid.width - width) / 2), 4), title, fill=_INK, font=font)
+        canvas.paste(grid, (x, header))
+        x += grid.width + gap
+    return save_pixel_picture(canvas, path)

@@ -108,7 +108,8 @@ def kid_report(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.nd
     if whole:
         warning = (f"KID subsets of {m} (requested {int(subset_size)}) take {' and '.join(whole)} every time, so "
                    f"the std over subsets ({std:.3g}) misses that set's sampling variation and understates the "
-                   f"uncertainty; use a subset size below {min(n_a, n_b)}")
+                   f"uncertainty; use a subset size below {min(n_a, n_b)} (--kid-subset-size; kid_subset_size "
+                   f"in diffmem.fid)")
     return {"mean": mean, "std": std, "subsets": int(subsets), "subset_size": m,
             "subset_size_requested": int(subset_size), "warning": warning}
 

@@ -12,7 +12,7 @@ from typing import Any
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import write_text_atomic
 
-__all__ = ["Document", "VERDICT_COLOURS"]
+__all__ = ["Document", "VERDICT_COLOURS", "PIXEL_MARK", "is_pixel_picture"]
 
 VERDICT_COLOURS = {"copies": "#c62828", "reduced": "#ef6c00", "none beyond unseen images": "#2e7d32"}
 _CSS = (
@@ -24,10 +24,26 @@ _CSS = (
     ".scroll{overflow-x:auto;max-width:100%}.row{display:flex;flex-wrap:wrap;gap:0 1.5em}.row figure{margin:0.5em 0;max-width:20em}"
     "table{border-collapse:collapse;font-size:0.92em}td,th{border:1px solid #ccc;padding:3px 7px;"
     "text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
-    "th{background:#f0f0f0}img{max-width:100%;height:auto;image-rendering:pixelated}"
+    "th{background:#f0f0f0}img{max-width:100%;height:auto}img.pixels{image-rendering:pixelated}"
     "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}.warn{color:#8a4b00}dt{font-weight:600}"
     "dd{margin:0 0 0.4em 1.2em}.cap{font-size:0.9em;color:#444;margin:0.8em 0 0.2em}"
+    # a phone: each table row becomes a card of 'column: value' lines, so no column hides off-screen
+    "@media (max-width:40em){.scroll table,.scroll tbody,.scroll tr,.scroll td{display:block;width:auto}"
+    ".scroll thead{display:none}.scroll tr{border:1px solid #ccc;border-radius:6px;margin:0 0 0.6em;"
+    "padding:0.25em 0.6em}.scroll td{border:0;padding:1px 0;display:flex;justify-content:space-between;gap:1em;"
+    "white-space:normal;overflow-wrap:anywhere;text-align:right}.scroll td::before{content:attr(data-label);"
+    "font-weight:600;color:#555;text-align:left;overflow-wrap:normal}.scroll td:first-child{font-weight:600}}"
 )
+PIXEL_MARK = ("diffmem", "pixels")  # PNG text chunk of pictures made of images (evaluate/pictures.py)
+
+
+def is_pixel_picture(path: str | Path) -> bool:
+    """Whether a PNG carries `PIXEL_MARK`: a grid of images, shown with nearest-neighbour scaling in HTML
+    (charts are smoothed instead)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.info.get(PIXEL_MARK[0]) == PIXEL_MARK[1]
 
 
 @dataclass
@@ -52,18 +68,20 @@ class Document:
     def table(self, columns: list[str], rows: list[list[Any]], caption: str = "") -> None:
         self.blocks.append(("table", (columns, [["-" if v is None else str(v) for v in r] for r in rows], caption)))
 
-    def figure(self, path: str | Path, caption: str) -> None:
+    def figure(self, path: str | Path, caption: str, pixels: bool | None = None) -> None:
+        """A PNG with its caption. `pixels`: scale it without smoothing (grids of images); None: when the PNG
+        carries PIXEL_MARK, as every picture of diffmem.evaluate.pictures does (charts do not)."""
         p = Path(path)
         if not p.is_file():
             raise DiffmemError(f"report picture not found: {p}")
-        self.blocks.append(("figure", (p, caption)))
+        self.blocks.append(("figure", (p, caption, is_pixel_picture(p) if pixels is None else pixels)))
 
     def figure_row(self, figures: list[tuple[str | Path, str]]) -> None:
         """Figures side by side on a wide screen, one under another on a phone."""
         for path, _ in figures:
             if not Path(path).is_file():
                 raise DiffmemError(f"report picture not found: {path}")
-        self.blocks.append(("row", [(Path(p), c) for p, c in figures]))
+        self.blocks.append(("row", [(Path(p), c, is_pixel_picture(p)) for p, c in figures]))
 
     def glossary(self, terms: dict[str, str]) -> None:
         self.blocks.append(("glossary", dict(terms)))
@@ -118,7 +136,7 @@ def _md_table(payload: Any, _out: Path) -> list[str]:
 
 
 def _md_figure(payload: Any, out: Path) -> list[str]:
-    p, caption = payload
+    p, caption, _pixels = payload
     rel = Path(os.path.relpath(p.resolve(), out.resolve())).as_posix()
     return [f"![{caption}]({rel})", "", f"*{caption}*"]
 
@@ -139,16 +157,18 @@ def _html_table(payload: Any) -> str:
     cols, rows, caption = payload
     esc = html.escape
     cap = f'<p class="cap">{esc(caption)}</p>' if caption else ""
-    head = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'{cap}<div class="scroll"><table>{head}{body}</table></div>'
+    head = "<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr></thead>"
+    body = "".join("<tr>" + "".join(f'<td data-label="{esc(col)}">{esc(c)}</td>' for col, c in zip(cols, r))
+                   + "</tr>" for r in rows)
+    return f'{cap}<div class="scroll"><table>{head}<tbody>{body}</tbody></table></div>'
 
 
 def _html_figure(payload: Any) -> str:
-    p, caption = payload
+    p, caption, pixels = payload
     data = base64.b64encode(p.read_bytes()).decode("ascii")
     esc = html.escape
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}">'
+    kind = ' class="pixels"' if pixels else ""
+    return (f'<figure><img{kind} src="data:image/png;base64,{data}" alt="{esc(caption)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 

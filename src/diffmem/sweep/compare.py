@@ -16,7 +16,7 @@ from diffmem.sweep.evaluation import QUALITY, evaluate_run, read_result, run_inf
 from diffmem.sweep.results import make_row
 from diffmem.sweep.spec import EvalOptions
 
-__all__ = ["expand_paths", "collect_rows"]
+__all__ = ["expand_paths", "collect_rows", "audit_warnings"]
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[tuple[str, Path]]:
@@ -100,3 +100,17 @@ def collect_rows(paths: Sequence[str | Path], opts: EvalOptions | None = None, *
         echo(f"[compare] measuring {p} (no result.json yet)")
         rows.append(evaluate_run(p, opts or EvalOptions(), device=device, cache_dir=cache_dir, progress=progress))
     return rows
+
+
+def audit_warnings(paths: Sequence[str | Path]) -> list[str]:
+    """Why the audits behind `paths` do not compare alike: some matched mirrored images (`--xflip`, which
+    raises every similarity to the larger of an image's and its mirror's) and others did not. A report
+    written before the `xflip` key existed counts as without."""
+    flips = {str(p): bool(json.loads((p / "report.json").read_text()).get("xflip", False))
+             for kind, p in expand_paths(paths) if kind == "audit"}
+    used = [p for p, f in flips.items() if f]
+    if not used or len(used) == len(flips):
+        return []
+    unused = [p for p, f in flips.items() if not f]
+    return [f"{', '.join(used)} matched mirrored images (--xflip) and {', '.join(unused)} did not: their similarities "
+            "and copy fractions are not comparable (mirroring can only raise them); audit all with the same --xflip"]

@@ -101,7 +101,8 @@ def _choose(res: dict[str, Any], base: dict[str, Any] | None, cands: list[dict[s
             method: str, tolerance: float) -> str:
     """Fill in `res` with the pick among `cands` (if any qualifies) and return the message."""
     if base is None or not _finite(base.get("quality")) or not _finite(base.get("copy_frac")):
-        return f"{where}: no baseline run (add edm to --methods) to compare {method} with"
+        return (f"{where}: no baseline (edm) run to compare {method} with: add edm to `diffmem sweep --methods`, or "
+                "give `diffmem compare` an edm run or sweep (a standalone audit folder records no method)")
     if not cands:
         return f"{where}: no {method} runs"
     qb, cb = float(base["quality"]), float(base["copy_frac"])

@@ -5,13 +5,18 @@ per run), for a batch of timesteps t:
     t <= t_n:  x_t = sqrt(a_t) x0 + sqrt(1-a_t) e;   loss = |pred - target|^2 (target: e, v or x0)
     t >  t_n:  x_t = sqrt(r) x_tn + sqrt(1-r) e,  r = a_t / a_tn   (no clean latent enters)
                yhat = ((1-r) sqrt(a_tn) x0hat + sqrt(r) (1-a_tn) x_t) / (1-a_t)   = E[x_tn | x_t]
-               loss = w(t) |yhat - x_tn|^2
+               loss = w(t) |yhat - x_tn|^2 / a_tn
 x0hat = E[x0 | x_t] is read off the prediction: eps: (x_t - sqrt(1-a) eps)/sqrt(a); v: sqrt(a) x_t - sqrt(1-a) v.
 The baseline loss equals lam(t) |x0hat - x0|^2 with lam = a/(1-a) (eps), 1/(1-a) (v), 1 (sample).
-w(t) = lam(t) ("plain": the baseline's weight, as the pixel-space reference) or lam(t)/c(t)^2 with
-c = (1-r) sqrt(a_tn)/(1-a_t) ("compensated": the same weight on x0hat's error as the baseline). Since
-yhat - x_tn = c (x0hat - x0t) with the implied target x0t = (x_tn - sqrt(r)(1-a_tn)/(1-a_t) x_t) / c, the
-compensated loss is lam(t) |x0hat - x0t|^2, the baseline's form with x0t in place of x0.
+The ambient rows are the pixel trainer's loss (diffmem.diffusion.losses) in its variance-exploding scale:
+x_t / sqrt(a_t) = y + sqrt(s^2 - S^2) e with y = x_tn / sqrt(a_tn), the VE noise level s = sigma(t) =
+sqrt((1-a_t)/a_t) and S = sigma(t_n). With rho = S^2/s^2, 1 - rho = (1-r)/(1-a_t), and
+    |yhat - x_tn|^2 / a_tn = (1 - rho)^2 |x0hat - x0t|^2,  x0t = (x_tn - sqrt(r)(1-a_tn)/(1-a_t) x_t) / c,
+c = (1-r) sqrt(a_tn)/(1-a_t) = sqrt(a_tn)(1 - rho) (x0t is the pixel trainer's target Dt), and
+w = lam(t) g(1 - rho), g the weighting's gain of the same 1 - rho as in pixels: "plain" weights the x0 error by
+lam (1-rho)^2, "compensated" by lam (the baseline's weight: lam |x0hat - x0t|^2), "capped" by
+lam min(1, C (1-rho)^2). Each weighting therefore weighs a noise level as the pixel trainer does
+(docs/method.md, "Text-to-image training").
 At t = t_n itself r = 1 and yhat = x_t = x_tn whatever the network predicts: the ambient loss would be
 identically 0, so t = t_n takes the clean loss (t <= t_n), as Algorithm 1 does for s < sigma_n.
 """
@@ -84,6 +89,19 @@ def ambient_posterior_mean(x0_hat: torch.Tensor, x_t: torch.Tensor, a_t: torch.T
     return ((1 - r) * a_n.sqrt() * x0_hat + r.sqrt() * (1 - a_n) * x_t) / (1 - a)
 
 
+def ve_sigma(a: torch.Tensor | float) -> torch.Tensor:
+    """The variance-exploding noise level of a VP timestep: x_t / sqrt(a_t) = x0 + sigma e, sigma = sqrt((1-a)/a)."""
+    a = torch.as_tensor(a)
+    return ((1 - a) / a).sqrt()
+
+
+def one_minus_rho(a_t: torch.Tensor, a_tn: float | torch.Tensor) -> torch.Tensor:
+    """1 - sigma(t_n)^2 / sigma(t)^2 = (1 - r) / (1 - a_t), r = a_t / a_tn: the share of the noisy copy's
+    posterior E[y | x_t] that the denoiser supplies, as `1 - rho` of the pixel trainer (docs/method.md)."""
+    a_n = torch.as_tensor(a_tn, dtype=a_t.dtype, device=a_t.device)
+    return (1 - (a_t / a_n).clamp(max=1.0)) / (1 - a_t)
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # [B] per-sample loss (mean over latent elements)
@@ -111,9 +129,8 @@ def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tenso
     loss = _mean(pred - prediction_target(clean, noise, a_t, prediction_type))
     if ambient:
         y_hat = ambient_posterior_mean(x0_from_prediction(pred, x_t, a_t, prediction_type), x_t, a_t, a_tn)
-        c = (1 - (a_t / a_tn).clamp(max=1.0)) * a_tn.sqrt() / (1 - a_t)  # yhat - x_tn = c (x0hat - x0t)
-        w = x0_weight(a_t, prediction_type) * weighting.gain_of_factor(c)
-        loss = torch.where(high, w * _mean(y_hat - x_tn), loss)
+        w = x0_weight(a_t, prediction_type) * weighting.gain_of_factor(one_minus_rho(a_t, a_tn))
+        loss = torch.where(high, w * _mean(y_hat - x_tn) / a_tn, loss)  # the pixel loss of the VE-scaled latents
     return LossOutput(loss, high, x_t, pred)
 
 

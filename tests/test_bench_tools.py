@@ -1,0 +1,60 @@
+"""The bench scripts' own reporting: denoise_gap's image counts, weighting_tails' Hill k and spread."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config, write_npz
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_denoise_gap_prints_how_many_images_of_each_set_it_averaged(tmp_path: Path, capsys) -> None:
+    """A run on 4 of 12 images has 8 held-out ones: with --n 6 the table says 4 training against 6 held-out
+    (it used to say "as many held-out images" while averaging unequal sets)."""
+    from diffmem.train.loop import train
+
+    data = write_npz(tmp_path / "d.npz", n=12)
+    run = tmp_path / "run"
+    train(tiny_config(str(data), subset=4, steps=2), run, progress=False)
+    bench = _bench("denoise_gap")
+    assert "as many held-out" not in bench.__doc__
+    (n_train, n_held), rows = bench.gap(run, [0.5, 2.0], 6, 0)
+    assert (n_train, n_held) == (4, 6) and len(rows) == 2 and all(tr > 0 and he > 0 for _, tr, he in rows)
+    assert bench.main([str(run), "--sigmas", "0.5,2", "--n", "6"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| run | images: train / held-out |")
+    assert out[2].startswith("| run | 4 / 6 |")
+
+
+def test_weighting_tails_reports_k_and_a_bootstrap_spread(capsys) -> None:
+    """The Hill estimate's k is printed, with its bootstrap sd and the estimates at other k; the default tables
+    are at sigma_n 1 (the frontier's) and 0.5. On Pareto(alpha = 2) draws the estimate and its spread are right:
+    the bootstrap sd is near alpha / sqrt(k), the estimator's asymptotic sd (Hill 1975)."""
+    bench = _bench("weighting_tails")
+    rng = np.random.default_rng(0)
+    pareto = torch.from_numpy(rng.pareto(2.0, 200_000) + 1.0)  # P(X > x) = x^-2, x >= 1
+    k = 2000
+    alpha, sd = (float(v) for v in bench.hill_cell(pareto, k, 30, 1).split(" ± "))
+    assert alpha == pytest.approx(2.0, abs=4 * 2.0 / k**0.5)
+    assert bench.hill_spread(pareto, k, 100, 1) == pytest.approx(2.0 / k**0.5, rel=0.15)
+    assert sd == pytest.approx(bench.hill_spread(pareto, k, 30, 1), abs=0.005)
+    assert bench.hill_cell(pareto[:50], 100, 5, 0) == "-"
+    bench.optimum_table(1.0, 4000, 4.0, 0, 3)
+    out = capsys.readouterr().out
+    assert "sigma_n 1, 4000 draws, seed 0; Hill k = 10" in out and "loss tail index (k = 10)" in out
+    assert "at k = 100 / 10^4" in out and out.count(" ± ") >= 3 * 3
+    assert bench.parse_args([]).sigma_n == [1.0, 0.5]
