@@ -42,7 +42,7 @@ class DemoConfig:
     channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
     checkpoint_every: int = 100  # the guard checks every `guard_every`-th checkpoint, densely once copying may set in
-    guard_every: int = 2
+    guard_every: int = 1
     patience: int = 2
 
     def guard(self) -> GuardConfig:
@@ -90,26 +90,13 @@ def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
     return {Baseline.name: base, Ambient.name: dataclasses.replace(base, method=method)}
 
 
-def side_by_side(panels: dict[str, np.ndarray], path: Path, n: int = 64) -> Path:
-    """One PNG: a titled grid per panel (e.g. training digits | baseline | Algorithm 1)."""
-    import matplotlib
+def side_by_side(panels: dict[str, np.ndarray], path: Path, n: int = 64,
+                 is_copy: dict[str, np.ndarray | None] | None = None) -> Path:
+    """One PNG: a titled grid per panel (e.g. training digits | baseline | Algorithm 1), enlarged without
+    smoothing, samples flagged in `is_copy` framed red (evaluate.pictures.side_by_side_grid)."""
+    from diffmem.evaluate.pictures import side_by_side_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from diffmem.data.io import make_grid
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
-    for ax, (title, images) in zip(np.atleast_1d(axes), panels.items()):
-        grid = make_grid(images[:n])
-        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
-                  interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return side_by_side_grid(path, panels, is_copy, n=n)
 
 
 def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu", progress: bool = True,

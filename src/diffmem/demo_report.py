@@ -97,10 +97,28 @@ def audit_demo(out: Path, samples: dict[str, Path], sigma_n: float | None = None
         sigma_n = m.get("sigma_n") if sigma_n is None else sigma_n
         setting = make_weighting(m.get("ambient_weight", "plain"), m.get("weight_cap", DEFAULT_WEIGHT_CAP)).label()
         setting += " weighting"
+    _framed_side_by_side(out, results)
     md, html = _write_report(out, results, summary["headline"], sigma_n, setting, summary["release"])
     echo(f"[demo] {summary['headline']['sentence']}")
     echo(f"[demo] report: {html} (and {md.name})")
     return md, html
+
+
+def _framed_side_by_side(out: Path, results: dict[str, dict[str, tuple[Any, dict | None]]]) -> Path:
+    """side_by_side.png again, now with the audited copies (pixels) framed red."""
+    from diffmem.demo import side_by_side
+    from diffmem.evaluate.audit import copy_threshold
+
+    first = next(iter(results.values()))[COPY_SPACE][0]
+    panels: dict[str, np.ndarray] = {"training digits": first.train_images}
+    frames: dict[str, np.ndarray | None] = {"training digits": None}
+    for method, r in results.items():
+        data = r[COPY_SPACE][0]
+        thr = copy_threshold(data.report)
+        label = f"{_label(method)}, released"
+        panels[label] = data.sample_images
+        frames[label] = None if thr is None else data.arrays["nn_similarity"] >= thr
+    return side_by_side(panels, out / "side_by_side.png", is_copy=frames)
 
 
 def _paths_figure(out: Path, release: dict[str, dict[str, Any]]) -> Path:
