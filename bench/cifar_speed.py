@@ -3,8 +3,10 @@
 Training goes through diffmem's own step (`draw_batch` + `training_step`: Algorithm 1's loss, AdamW, EMA;
 built as in bench/train_speed.py); sampling through `diffmem.generate` (EDM Heun, 18 steps, 35 network
 evaluations). Every configuration is measured at each thread count in turn, several rounds, so that
-drift on a shared machine hits all alike; the table also gives each rate relative to `tiny` measured
-in the same rounds. Random images: speed does not depend on the data.
+drift on a shared machine hits all alike. Each rate is given per second of wall time and per core-second
+(the process's CPU time: what a core-hour budget pays, and much less disturbed by other jobs on a shared
+machine); the ratios to `tiny` are medians of per-core-second ratios within a round. Random images:
+speed does not depend on the data.
 
     python bench/cifar_speed.py                     # all candidates, 1 and 2 threads
     python bench/cifar_speed.py --configs tiny,c16 --threads 1 --rounds 3
@@ -58,27 +60,29 @@ class Candidate:
         self.g = torch.Generator().manual_seed(0)
         self.params = count_parameters(self.net.backbone)
 
-    def train_rate(self, steps: int) -> float:
-        """Training images/s over `steps` steps (after one warm-up step)."""
+    def train_rate(self, steps: int) -> tuple[float, float]:
+        """Training images per wall second and per CPU second over `steps` steps (after one warm-up step)."""
         dev = torch.device("cpu")
         step = lambda: training_step(self.cfg, self.net, self.ema, self.opt,  # noqa: E731
                                      draw_batch(self.data, self.cfg, self.g, dev), 1e-4, self.beta)
         step()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
-        return steps * self.cfg.optim.batch / (time.perf_counter() - t0)
+        n = steps * self.cfg.optim.batch
+        return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
-    def sample_rate(self, n: int) -> float:
-        """Sampled images/s of EDM Heun with 18 steps, n images in one batch (after a 1-image warm-up)."""
+    def sample_rate(self, n: int) -> tuple[float, float]:
+        """Sampled images per wall and per CPU second, EDM Heun 18 steps, n images in one batch (after a
+        1-image warm-up)."""
         self.net.eval()
         meta = {"channels": CH, "resolution": RES}
         generate(self.net, self.cfg, meta, 1, batch=1, progress=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         generate(self.net, self.cfg, meta, n, batch=n, progress=False)
-        rate = n / (time.perf_counter() - t0)
+        rates = n / (time.perf_counter() - t0), n / (time.process_time() - c0)
         self.net.train()
-        return rate
+        return rates
 
 
 def main() -> None:
@@ -94,8 +98,8 @@ def main() -> None:
     names = args.configs.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     nets = {name: Candidate(name, args.batch, args.sigma_n) for name in names}
-    train: dict[tuple[str, int], list[float]] = {}
-    sample: dict[tuple[str, int], list[float]] = {}
+    train: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (per wall s, per core s) per round
+    sample: dict[tuple[str, int], list[tuple[float, float]]] = {}
     t_start = time.perf_counter()
     for r in range(args.rounds):
         for t in threads:
@@ -103,28 +107,33 @@ def main() -> None:
             for name in names if r % 2 == 0 else reversed(names):  # alternate the order between rounds
                 train.setdefault((name, t), []).append(nets[name].train_rate(args.steps))
                 sample.setdefault((name, t), []).append(nets[name].sample_rate(args.sample_n))
-                print(f"round {r} threads {t} {name}: train {train[name, t][-1]:.1f} img/s, "
-                      f"sample {sample[name, t][-1]:.2f} img/s", flush=True)
+                (tw, tc), (sw, sc) = train[name, t][-1], sample[name, t][-1]
+                print(f"round {r} threads {t} {name}: train {tw:.1f} img/s ({tc:.1f} per core-s), "
+                      f"sample {sw:.2f} img/s ({sc:.2f} per core-s)", flush=True)
     print(f"\n32x32 RGB, CPU, torch {torch.__version__}, train batch {args.batch} (Algorithm 1 loss, "
           f"sigma_n {args.sigma_n}), sampling Heun 18 steps in batches of {args.sample_n}; median of "
           f"{args.rounds} rounds; {time.perf_counter() - t_start:.0f} s in all\n")
     ref = "tiny" if "tiny" in names else names[0]
-    cols = " | ".join(f"train img/s {t}t | sample img/s {t}t" for t in threads)
+    cols = " | ".join(f"train img/s {t}t (per core-s) | sample img/s {t}t (per core-s)" for t in threads)
     print(f"| network | channels | layers/block | attention | parameters | {cols} | train vs {ref} | "
-          f"sample vs {ref} | 2t/1t train |")
-    print("|---|---|---|---|---|" + "---|---|" * len(threads) + "---|---|---|")
+          f"sample vs {ref} |")
+    print("|---|---|---|---|---|" + "---|---|" * len(threads) + "---|---|")
+
+    def med(rates: list[tuple[float, float]], i: int) -> float:
+        return float(np.median([r[i] for r in rates]))
+
+    def ratio(table: dict, name: str) -> float:  # per core-second, within each round and thread count
+        return float(np.median([a[1] / b[1] for t in threads for a, b in zip(table[name, t], table[ref, t])]))
+
     for name in names:
         channels, layers, attn = CANDIDATES[name]
         cells = []
         for t in threads:
-            cells += [f"{np.median(train[name, t]):.1f}", f"{np.median(sample[name, t]):.2f}"]
-        # ratios per round and thread count (same moment, same load), then the median of those
-        tr = np.median([a / b for t in threads for a, b in zip(train[name, t], train[ref, t])])
-        sr = np.median([a / b for t in threads for a, b in zip(sample[name, t], sample[ref, t])])
-        two = (np.median([a / b for a, b in zip(train[name, 2], train[name, 1])])
-               if 1 in threads and 2 in threads else float("nan"))
+            cells += [f"{med(train[name, t], 0):.1f} ({med(train[name, t], 1):.1f})",
+                      f"{med(sample[name, t], 0):.2f} ({med(sample[name, t], 1):.2f})"]
         print(f"| {name} | {','.join(map(str, channels))} | {layers} | {','.join(map(str, attn)) or '-'} | "
-              f"{nets[name].params / 1e6:.2f}M | " + " | ".join(cells) + f" | {tr:.2f} | {sr:.2f} | {two:.2f} |")
+              f"{nets[name].params / 1e6:.2f}M | " + " | ".join(cells) +
+              f" | {ratio(train, name):.2f} | {ratio(sample, name):.2f} |")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,6 @@ def test_speed_candidates_build_and_step() -> None:
     assert nets["c16"].params < nets["tiny"].params < nets["tiny-a16"].params  # attention blocks add parameters
     small = nets["c16"]
     before = [p.detach().clone() for p in small.net.parameters()]
-    assert small.train_rate(1) > 0
+    assert min(small.train_rate(1)) > 0
     assert any(not (a == b).all() for a, b in zip(before, small.net.parameters()))  # the step trained it
-    assert small.sample_rate(1) > 0
+    assert min(small.sample_rate(1)) > 0
