@@ -11,6 +11,7 @@ features `[N, D]` on the CPU, computed in batches on its device. Names (`get_ext
 | `inception[:PATH]`        | FID Inception-v3 pool features (2048-d)                         | weights file / URL |
 | `torchscript:PATH`        | any TorchScript embedding model (e.g. SSCD copy detection)      | a .pt file       |
 | `digits-net[:RES]`        | a small CNN trained on the built-in digits (penultimate layer)  | nothing          |
+| `classifier:SPEC`         | a small CNN trained on the labelled images SPEC (penultimate layer) | labelled images |
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
     "default_device",
 ]
 
-EXTRACTOR_NAMES = ("pixels", "dinov2", "clip", "inception", "torchscript", "digits-net")
+EXTRACTOR_NAMES = ("pixels", "dinov2", "clip", "inception", "torchscript", "digits-net", "classifier")
 
 
 class PixelFeatures(FeatureExtractor):
@@ -160,9 +161,13 @@ def get_extractor(
             except ValueError:
                 raise DiffmemError(f"digits-net takes a resolution, e.g. 'digits-net:16', got '{name}'") from None
         return DigitsNetFeatures(res, device)
+    if family == "classifier":
+        from diffmem.evaluate.classifier_net import ClassifierFeatures
+
+        return ClassifierFeatures(arg.strip(), device)
     raise DiffmemError(
         f"unknown feature extractor '{name}'; choose one of: pixels, dinov2[:HUB_ID_OR_DIR], clip[:HUB_ID_OR_DIR], "
-        "inception[:WEIGHTS_FILE], torchscript:PATH, digits-net[:RESOLUTION]"
+        "inception[:WEIGHTS_FILE], torchscript:PATH, digits-net[:RESOLUTION], classifier:LABELLED_IMAGES"
     )
 
 
