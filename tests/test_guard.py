@@ -196,6 +196,10 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert code == 2 and "--keep-checkpoints" in err
     code, out, err = run_cli(base + ["--subset", "20", "--out", str(tmp_path / "d")], capsys)
     assert code == 0
+    code, out, err = run_cli(base + ["--subset", "20", "--guard", "--guard-samples", "50", "--guard-patience", "0",
+                                     "--guard-quality", "pixels", "--out", str(tmp_path / "e")], capsys)
+    assert code == 0, err
+    assert "Released: edm at step" in out and "the guard's checks took" in out and "--checkpoint release" in out
     code, _, err = run_cli(["sample", "--run", str(tmp_path / "d"), "--checkpoint", "step-3", "--n", "4",
                             "--out", str(tmp_path / "s.npz")], capsys)
     assert code == 2 and "step-6, step-8" in err and not (tmp_path / "s.npz").exists()

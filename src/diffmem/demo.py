@@ -42,7 +42,7 @@ class DemoConfig:
     channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
     checkpoint_every: int = 100  # the guard checks every `guard_every`-th checkpoint, densely once copying may set in
-    guard_every: int = 1
+    guard_every: int = 2
     patience: int = 2
 
     def guard(self) -> GuardConfig:

@@ -29,7 +29,7 @@ from diffmem.data.datasets import ImageDataset
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 
-__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
+__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
            "CALIBRATED_KEY"]
 
 MONITOR_PNG = "monitor.png"
@@ -187,6 +187,27 @@ def monitor_records(run_dir_or_log: str | Path) -> list[dict[str, Any]]:
         if isinstance(rec, dict) and "monitor" in rec:
             by_step[int(rec["step"])] = rec
     return [by_step[s] for s in sorted(by_step)]
+
+
+def check_cost(run_dir: str | Path) -> tuple[float, float]:
+    """(seconds spent in monitor or guard checks, seconds spent training) of a run, from its log.jsonl (each
+    logged window's images over its images/s)."""
+    from diffmem.train.rundir import LOG
+
+    checks = train = 0.0
+    last = 0
+    for line in (Path(run_dir) / LOG).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "monitor" in rec:
+            checks += float(rec["monitor"].get("seconds") or 0.0)
+        elif rec.get("images_per_s") and rec.get("kimg") is not None:
+            kimg = float(rec["kimg"])
+            train += max(kimg - last, 0.0) * 1000 / float(rec["images_per_s"])
+            last = kimg
+    return checks, train
 
 
 def _copy_series(records: list[dict[str, Any]], key: str) -> np.ndarray:

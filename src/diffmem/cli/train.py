@@ -154,7 +154,12 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     if guard:
         from diffmem.release import read_release, release_sentence
 
+        from diffmem.monitor import check_cost
+
         click.echo(release_sentence(read_release(run), cfg.method.name))
+        spent, trained = check_cost(run)
+        click.echo(f"the guard's checks took {spent:.0f} s, {spent / max(trained, 1e-9):.0%} of the training time "
+                   f"({trained:.0f} s); fewer --guard-samples or a larger --checkpoint-every make them cheaper")
         click.echo(f"certificate: {run / 'release.json'}; sample it with `diffmem sample --run {run} "
                    "--checkpoint release`")
     elif monitor is not None:
