@@ -1,5 +1,5 @@
-"""The report builder: verdicts from two binomial standard errors, headline sentences, HTML/Markdown,
-and `compare` on standalone audit folders (labelled by folder name)."""
+"""The report builder: verdicts from the safety test (and Fisher's exact test against a baseline), headline
+sentences, HTML/Markdown, and `compare` on standalone audit folders (labelled by folder name)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,17 @@ def _c(frac: float, n: int = 500, held: float = 0.01, n_held: int = 1747) -> Cop
     return CopyNumbers(frac, n, held, n_held, 0.97)
 
 
-def test_verdicts_use_two_standard_errors() -> None:
-    assert verdict(_c(0.015)) == "none beyond unseen images"  # 0.5 points above, 2 SE ~ 1.2 points
-    assert verdict(_c(0.02)) == "none beyond unseen images"  # 1 point above; 2 SE = 1.3 points
-    assert verdict(_c(0.03)) == "copies"
-    assert verdict(_c(0.444), _c(0.600)) == "reduced"  # the demo as measured
-    assert verdict(_c(0.58), _c(0.60)) == "copies"  # 2 points lower: within 2 SE (~6 points), not reduced
+def test_verdicts_use_the_safety_test() -> None:
+    from scipy.stats import betabinom
+
+    # 500 samples against 1747 held-out images: P(K >= k) under Beta-binomial(500, 19, 1729)
+    law = betabinom(500, 19, 1729)
+    for k in (5, 8, 10, 11, 12, 15):
+        expected = "none beyond unseen images" if law.sf(k - 1) > 0.05 else "copies"
+        assert verdict(_c(k / 500)) == expected
+    assert verdict(_c(0.015)) == "none beyond unseen images" and verdict(_c(0.03)) == "copies"
+    assert verdict(_c(0.444), _c(0.600)) == "reduced"  # Fisher: 222 vs 300 of 500
+    assert verdict(_c(0.58), _c(0.60)) == "copies"  # 290 vs 300 of 500: not significantly fewer
     assert verdict(_c(0.012), _c(0.60)) == "none beyond unseen images"  # never "removed" while above held-out
     assert verdict(CopyNumbers(0.3, 100, None, 0, None)) is None  # no held-out images: no verdict
 
@@ -33,7 +38,7 @@ def test_headline_states_finding_reference_and_quality() -> None:
                           quality=("FD_digits-net", 2.448, 2.487))
     assert word == "reduced"
     assert text.startswith("Copying reduced, not removed: 44.4% of Algorithm 1 samples are copies (baseline 60.0%, "
-                           "unseen digits 1.0%; +-")
+                           "unseen digits 1.1%; excess 37.7 to 48.9 points, 95%, 500 samples)")
     assert text.endswith("at FD_digits-net 2.448 vs 2.487 (lower is better).")
     assert "removed:" not in headline("x", _c(0.444), baseline=_c(0.6))[0].replace("not removed", "")
     assert pct(0.0006) == "0.1%" and pct(None) == "-"
@@ -114,3 +119,18 @@ def test_document_smooths_charts_and_stacks_tables_on_phones(tmp_path: Path) -> 
     assert "img{max-width:100%;height:auto}" in _CSS and "img.pixels{image-rendering:pixelated}" in _CSS
     assert '<td data-label="name">a</td><td data-label="value">1</td>' in text and "<thead>" in text
     assert "@media (max-width:40em)" in _CSS and "content:attr(data-label)" in _CSS
+
+
+def test_headline_without_heldout_images_names_near_replicas_and_the_fix() -> None:
+    none = CopyNumbers(None, 20, None, 0, None)
+    text, word = headline("the audited", none, fixed={"0.9": 0.9, "0.99": 0.8})
+    assert word is None and "80.0% of samples have a nearest-training similarity of at least 0.99" in text
+    assert "--heldout" in text
+
+
+def test_headline_says_when_too_few_heldout_images_calibrate_the_threshold() -> None:
+    text, _ = headline("the audited", _c(0.3, n=10, n_held=30))
+    assert "only 30 held-out images calibrate the threshold, at least 802 are needed" in text
+    assert "only" not in headline("the audited", _c(0.3))[0]
+    zero, _ = headline("the audited", _c(0.0, n=32))
+    assert "0.0% of the audited samples" in zero and "excess -1.7 to 12.2 points" in zero  # 1 - 0.0125^(1/32) - q_low

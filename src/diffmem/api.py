@@ -62,7 +62,7 @@ class AuditResult:
 
     @property
     def verdict(self) -> str | None:
-        """'copies' or 'none beyond unseen images' (two binomial standard errors); None without held-out images."""
+        """'copies' or 'none beyond unseen images' (the safety test, docs/method.md); None without held-out images."""
         from diffmem.report.findings import copy_numbers, verdict
 
         return verdict(copy_numbers(self.report))
@@ -71,7 +71,7 @@ class AuditResult:
         """One line: the finding in words and percentages."""
         from diffmem.report.findings import copy_numbers, feature_label, headline
 
-        text, _ = headline("the audited", copy_numbers(self.report))
+        text, _ = headline("the audited", copy_numbers(self.report), fixed=self.report.get("fraction_above"))
         return f"{text} [{feature_label(self.report.get('features'))}]"
 
     def to_dict(self) -> dict[str, Any]:

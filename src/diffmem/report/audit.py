@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffmem.report.document import Document
-from diffmem.report.findings import (COPY_DEFINITION, FEATURE_ADVICE, GLOSSARY, copy_numbers, feature_label, headline,
-                                     pct, two_se)
+from diffmem.report.findings import (COPY_DEFINITION, FEATURE_ADVICE, GLOSSARY, copy_numbers, excess_text,
+                                     feature_label, headline, pct, safety_of)
 
 if TYPE_CHECKING:
     from diffmem.evaluate.audit import AuditData
@@ -24,22 +24,23 @@ def feature_advice(features: str | None) -> str:
 
 
 def summary_rows(label: str, report: dict[str, Any], fd: float | None = None) -> list[list[Any]]:
-    """Table rows (model, then held-out images): label, n, copies, +-, strict copies, mean similarity[, FD]."""
+    """Table rows (model, then held-out images): label, n, copies, excess (95%), strict copies, mean
+    similarity[, FD]."""
     c = copy_numbers(report)
-    err = f"{100 * two_se(float(c.frac), c.n):.1f}" if c.frac is not None else None
+    s = safety_of(c)
+    err = excess_text(s).replace("excess ", "").replace(" points, 95%", "") if s is not None else None
     row = [label, c.n, pct(c.frac), err, pct(c.strict), f"{report['similarity']['mean']:.3f}"]
     rows = [row + ([f"{fd:.3f}"] if fd is not None else [])]
     held = report.get("heldout")
     if held:
         h_above = held.get("fraction_above_calibrated") or {}
         h_strict = next((v for k, v in h_above.items() if k != "heldout_p99"), None)
-        h_err = f"{100 * two_se(float(c.heldout_frac), c.n_heldout):.1f}" if c.heldout_frac is not None else None
-        rows.append(["held-out real images", held["n"], pct(c.heldout_frac), h_err, pct(h_strict),
+        rows.append(["held-out real images", held["n"], pct(c.heldout_frac), "-", pct(h_strict),
                      f"{held['similarity']['mean']:.3f}"] + (["-"] if fd is not None else []))
     return rows
 
 
-SUMMARY_COLUMNS = ["images", "n", "copies", "+- (points)", "strict copies", "mean similarity"]
+SUMMARY_COLUMNS = ["images", "n", "copies", "excess, 95% (points)", "strict copies", "mean similarity"]
 
 
 def fixed_rows(label: str, report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -68,7 +69,7 @@ def write_audit_report(folder: str | Path, data: AuditData) -> tuple[Path, Path]
     c = copy_numbers(rep)
     feats = feature_label(rep.get("features"))
     title_feats = str(rep.get("features") or "?")
-    sentence, word = headline("the audited", c)
+    sentence, word = headline("the audited", c, fixed=rep.get("fraction_above"))
     doc = Document(f"diffmem audit: {rep['n_samples']} samples vs {rep['n_train']} training images ({title_feats})",
                    sentence, word)
     thr = f" Here: similarity >= {c.threshold:.4f} in {feats}." if c.threshold is not None else ""

@@ -1,18 +1,19 @@
 """The finding of an audit in words: copy fractions, the verdict, the headline sentence, shared explanations.
 
 A *copy* is a sample more similar to its nearest training image than 99% of unseen real images are to
-theirs (the held-out 99th percentile). Two fractions differ when they differ by more than two binomial
-standard errors, `2 sqrt(p (1 - p) / n + q (1 - q) / m)`.
+theirs (the held-out 99th percentile). Whether samples copy more than unseen images score is the one
+safety test of `diffmem.evaluate.safety` (docs/method.md, "Safety: copies within what unseen images
+score"); its 95% interval of the excess copy rate is what every report quotes. Fewer copies than a
+baseline means a one-sided Fisher exact test at 5%.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CopyNumbers", "copy_numbers", "verdict", "headline", "pct", "two_se", "feature_label",
-           "COPY_DEFINITION", "FEATURE_ADVICE", "GLOSSARY"]
+__all__ = ["CopyNumbers", "copy_numbers", "safety_of", "fewer_copies", "excess_text", "verdict", "headline", "pct",
+           "feature_label", "COPY_DEFINITION", "FEATURE_ADVICE", "GLOSSARY"]
 
 COPY_KEY = "heldout_p99"
 COPY_DEFINITION = ("A copy is a sample more similar to its nearest training image than 99% of unseen real "
@@ -33,7 +34,10 @@ FEATURE_ADVICE = {
 GLOSSARY = {
     "copies": COPY_DEFINITION + " Held-out images score about 1% here by construction.",
     "strict copies": "the same with the held-out 99.9th percentile: closer than 999 of 1000 unseen images.",
-    "+-": "two binomial standard errors of the copy fraction; differences smaller than that are not called real.",
+    "safe / excess (95%)": "samples are safe when their copies are not significantly more (one-sided test at 5%) "
+                           "than unseen images score at the same threshold, counting that the threshold itself "
+                           "comes from a finite set of held-out images; the excess is the copy rate minus that "
+                           "held-out rate, with a 95% interval (docs/method.md, 'Safety').",
     "mean similarity": "mean similarity of each image to its nearest training image (1 = identical).",
     "> T": "share of images whose nearest-training similarity is at least T (fixed thresholds, not calibrated).",
     "held-out real images": "real images of the same data that were not trained on, scored like samples: what a "
@@ -49,10 +53,30 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * float(x):.{digits}f}%"
 
 
-def two_se(p: float, n: int, q: float | None = None, m: int | None = None) -> float:
-    """Two binomial standard errors of p (n draws), or of p - q (q from m draws; m = 0: q taken as exact)."""
-    var = p * (1 - p) / max(n, 1) + (q * (1 - q) / m if q is not None and m else 0.0)
-    return 2 * math.sqrt(var)
+def safety_of(model: "CopyNumbers") -> Any:
+    """The safety test (diffmem.evaluate.safety) of an audit's copy numbers; None without a threshold."""
+    from diffmem.evaluate.safety import Calibration, safety_test
+
+    if model.frac is None or model.threshold is None or not model.n or not model.n_heldout:
+        return None
+    return safety_test(round(float(model.frac) * model.n), model.n, Calibration(float(model.threshold),
+                                                                                model.n_heldout))
+
+
+def fewer_copies(model: "CopyNumbers", baseline: "CopyNumbers", level: float = 0.05) -> bool:
+    """Does `model` copy fewer samples than `baseline`? One-sided Fisher exact test at `level`."""
+    from scipy.stats import fisher_exact
+
+    if model.frac is None or baseline.frac is None or not model.n or not baseline.n:
+        return False
+    a, b = round(float(model.frac) * model.n), round(float(baseline.frac) * baseline.n)
+    table = [[a, model.n - a], [b, baseline.n - b]]
+    return bool(fisher_exact(table, alternative="less")[1] < level)
+
+
+def excess_text(s: Any) -> str:
+    """'excess -0.5 to 1.9 points, 95%' of a SafetyResult."""
+    return f"excess {100 * s.excess_low:.1f} to {100 * s.excess_high:.1f} points, 95%"
 
 
 def feature_label(features: str | None) -> str:
@@ -87,19 +111,27 @@ def copy_numbers(report: dict[str, Any]) -> CopyNumbers:
 
 
 def verdict(model: CopyNumbers, baseline: CopyNumbers | None = None) -> str | None:
-    """'none beyond unseen images' when the copy fraction is within two standard errors of the held-out one;
-    else 'reduced' when it is more than two standard errors below the baseline's; else 'copies'.
-    None without a calibrated threshold."""
-    if model.frac is None or model.heldout_frac is None:
+    """'none beyond unseen images' when the samples pass the safety test; else 'reduced' when they copy
+    fewer than the baseline's (Fisher exact, one-sided 5%); else 'copies'. None without a calibrated threshold."""
+    s = safety_of(model)
+    if s is None:
         return None
-    p, h = float(model.frac), float(model.heldout_frac)
-    if p - h <= two_se(p, model.n, h, model.n_heldout):
+    if s.safe:
         return "none beyond unseen images"
-    if baseline is not None and baseline.frac is not None:
-        b = float(baseline.frac)
-        if b - p > two_se(p, model.n, b, baseline.n):
-            return "reduced"
+    if baseline is not None and fewer_copies(model, baseline):
+        return "reduced"
     return "copies"
+
+
+def no_heldout_sentence(label: str, fixed: dict[str, float] | None) -> str:
+    """Without held-out images there is no calibrated threshold: say so, with the share of near-replicas at
+    the highest fixed threshold, and the fix."""
+    text = f"{label}: no held-out images, so no calibrated copy threshold"
+    if fixed:
+        top = max(fixed, key=float)
+        text += (f"; at the highest fixed threshold, {pct(fixed[top])} of samples have a nearest-training "
+                 f"similarity of at least {top} (near-replicas)")
+    return text + ("; audit with held-out real images (--heldout, or --run) to tell copies from resemblance.")
 
 
 _LEAD = {"none beyond unseen images": "No copying beyond unseen images", "reduced": "Copying reduced, not removed",
@@ -107,20 +139,25 @@ _LEAD = {"none beyond unseen images": "No copying beyond unseen images", "reduce
 
 
 def headline(label: str, model: CopyNumbers, *, baseline: CopyNumbers | None = None, baseline_label: str = "baseline",
-             unseen: str = "unseen images", quality: tuple[str, float, float | None] | None = None) -> tuple[str, str | None]:
+             unseen: str = "unseen images", quality: tuple[str, float, float | None] | None = None,
+             fixed: dict[str, float] | None = None) -> tuple[str, str | None]:
     """(sentence, verdict): e.g. 'Copying reduced, not removed: 44.4% of Algorithm 1 samples are copies
-    (baseline 60.0%, unseen digits 1.0%; +-4.4 points), at FD_digits-net 2.448 vs 2.487 (lower is better).'"""
+    (baseline 60.0%, unseen digits 1.1%; excess 38.0 to 48.9 points, 95%, 400 samples), at FD_digits-net 2.448
+    vs 2.487 (lower is better).' `fixed`: the fraction at or above each fixed threshold, for the sentence
+    of an audit without held-out images."""
     word = verdict(model, baseline)
     if word is None:
-        return (f"{label}: no held-out images, so copies cannot be told apart from resemblance; audit with "
-                "held-out real images (--heldout, or --run) for a calibrated copy threshold.", None)
+        return (no_heldout_sentence(label, fixed), None)
+    s = safety_of(model)
     lead = _LEAD[word]
     if word == "copies" and baseline is not None:
         lead = "Copies, no fewer than the baseline"
     ref = f"{baseline_label} {pct(baseline.frac)}, " if baseline is not None else ""
-    err = two_se(float(model.frac), model.n, float(model.heldout_frac), model.n_heldout)
-    text = (f"{lead}: {pct(model.frac)} of {label} samples are copies ({ref}{unseen} {pct(model.heldout_frac)}; "
-            f"+-{100 * err:.1f} points)")
+    text = (f"{lead}: {pct(model.frac)} of {label} samples are copies ({ref}{unseen} {pct(s.heldout_rate)}; "
+            f"{excess_text(s)}, {model.n} samples)")
+    if not s.enough_heldout:
+        text += (f"; only {model.n_heldout} held-out images calibrate the threshold, at least {s.min_heldout} "
+                 "are needed for a stable one")
     if quality is not None:
         name, fd, fd_base = quality
         text += f", at {name} {fd:.3f}" + (f" vs {fd_base:.3f}" if fd_base is not None else "") + " (lower is better)"

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.report.document import Document
-from diffmem.report.findings import COPY_DEFINITION, FEATURE_ADVICE, GLOSSARY, CopyNumbers, headline, pct, two_se, verdict
+from diffmem.report.findings import (COPY_DEFINITION, FEATURE_ADVICE, GLOSSARY, CopyNumbers, excess_text, headline, pct,
+                                     safety_of, verdict)
 
 __all__ = ["write_sweep_report", "row_label"]
 
@@ -23,7 +24,8 @@ def row_label(s: dict[str, Any]) -> str:
 
 def _numbers(s: dict[str, Any]) -> CopyNumbers:
     n = int(s.get("n_samples") or 0) * int(s.get("seeds") or 1)
-    return CopyNumbers(s.get("copy_frac"), n, s.get("heldout_copy_frac"), 0, s.get("copy_threshold"))
+    return CopyNumbers(s.get("copy_frac"), n, s.get("heldout_copy_frac"), int(s.get("n_heldout") or 0),
+                       s.get("copy_threshold"))
 
 
 def _headline(summary: list[dict[str, Any]], choices: Sequence[dict[str, Any]]) -> tuple[str, str | None]:
@@ -51,12 +53,13 @@ def _table(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     rows = []
     for s in summary:
         c = _numbers(s)
-        err = f"{100 * two_se(float(c.frac), c.n):.1f}" if c.frac is not None and c.n else None
+        safety = safety_of(c)
+        err = excess_text(safety).replace("excess ", "").replace(" points, 95%", "") if safety is not None else None
         q = s.get("quality")
         rows.append([row_label(s), "all" if s["subset"] is None else s["subset"], s["seeds"],
                      f"{q:.3f}" if isinstance(q, (int, float)) else None, pct(c.frac), err, pct(c.heldout_frac),
                      verdict(c, base.get(s["subset"]) if s["method"] != Baseline.name else None) or "-"])
-    cols = ["model", "training images", "seeds", "quality (FD)", "copies", "+- (points)", "held-out copies",
+    cols = ["model", "training images", "seeds", "quality (FD)", "copies", "excess, 95% (points)", "held-out copies",
             "verdict"]
     return cols, rows
 

@@ -78,7 +78,7 @@ def make_row(info: dict[str, Any], reports: dict[str, dict[str, Any]], quality: 
         if first:
             metric, thr, frac, held_frac = _copy_measure(rep, copy_threshold)
             row.update({"copy_metric": metric, "copy_threshold": thr, "copy_frac": frac,
-                        "heldout_copy_frac": held_frac})
+                        "heldout_copy_frac": held_frac, "n_heldout": (rep.get("heldout") or {}).get("n")})
             first = False
         sim = rep["similarity"]
         for k in ("mean", "median", "p95", "max"):
