@@ -200,6 +200,20 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
                                      "--guard-quality", "pixels", "--out", str(tmp_path / "e")], capsys)
     assert code == 0, err
     assert "Released: edm at step" in out and "the guard's checks took" in out and "--checkpoint release" in out
+    run_e = str(tmp_path / "e")
+    code, out, err = run_cli(["audit", "--run", run_e, "--checkpoint", "release", "--n-samples", "20", "--out",
+                              str(tmp_path / "audit"), "--quiet", "--no-cache"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "audit" / "report.json").read_text())["n_samples"] == 20
+    code, out, err = run_cli(["fid", "--run", run_e, "--checkpoint", "latest", "--n-samples", "20", "--ref", big_data,
+                              "--features", "pixels", "--quiet", "--no-cache"], capsys)
+    assert code == 0 and out.startswith("FD_pixels: "), err
+    for args, needle in ((["audit", "--checkpoint", "release", "--train", big_data], "give --run RUN too"),
+                         (["audit", "--run", run_e, "--samples", "x.npz", "--checkpoint", "release"], "not both"),
+                         (["audit", "--run", run_e], "give --samples, or --run RUN with --checkpoint"),
+                         (["fid", "--run", run_e, "--checkpoint", "step-1", "--ref", big_data], "no checkpoint at step 1")):
+        code, _, err = run_cli(args + ["--out", str(tmp_path / "never")] if args[0] == "audit" else args, capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
     code, _, err = run_cli(["sample", "--run", str(tmp_path / "d"), "--checkpoint", "step-3", "--n", "4",
                             "--out", str(tmp_path / "s.npz")], capsys)
     assert code == 2 and "step-6, step-8" in err and not (tmp_path / "s.npz").exists()

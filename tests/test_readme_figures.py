@@ -64,11 +64,11 @@ def test_readme_python_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest
     import diffmem
 
     d = diffmem.load_images("builtin:digits", 16).images
-    for name, arr in (("data", d[:60]), ("unseen", d[100:700])):
+    for name, arr in (("data", d[:60]), ("unseen", d[100:1000])):
         (tmp_path / name).mkdir()
         for i, im in enumerate(arr):
             Image.fromarray(im[..., 0]).save(tmp_path / name / f"{i:04d}.png")
-    np.savez(tmp_path / "samples.npz", images=np.concatenate([d[:8], d[700:712]]))  # 8 copies among 20 samples
+    np.savez(tmp_path / "samples.npz", images=np.concatenate([d[:8], d[1000:1012]]))  # 8 copies among 20 samples
     monkeypatch.chdir(tmp_path)
     code, expected = _python_example(README.read_text())
     out = io.StringIO()

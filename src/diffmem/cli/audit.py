@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from diffmem.errors import DiffmemError
@@ -15,7 +17,8 @@ AUDIT = AuditOptions()  # the defaults of `diffmem audit`'s flags, written once 
 
 FEATURES_HELP = (
     "Feature space: pixels, dinov2[:HUB_ID_OR_DIR] (default facebook/dinov2-giant), clip[:HUB_ID_OR_DIR], "
-    "inception[:WEIGHTS], torchscript:PATH (e.g. SSCD), digits-net[:RES] (built-in digits; no download)."
+    "inception[:WEIGHTS], torchscript:PATH (e.g. SSCD), digits-net[:RES] (built-in digits; no download), "
+    "classifier:SPEC (a small classifier trained on labelled images SPEC; no download)."
 )
 
 
@@ -41,6 +44,32 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
                         image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)
 
 
+CHECKPOINT_SAMPLES = 1000  # samples drawn from a run's checkpoint by audit/fid --checkpoint
+
+
+def check_sample_source(samples: str | None, run_dir: str | None, checkpoint: str | None, n: int) -> None:
+    """Exactly one of --samples or --checkpoint (which needs --run, and must exist); --n-samples at least 2."""
+    if samples is not None and checkpoint is not None:
+        raise DiffmemError("give --samples or --checkpoint (which samples --run), not both")
+    if samples is None and checkpoint is None:
+        raise DiffmemError("give --samples, or --run RUN with --checkpoint release|latest|step-N to sample that run")
+    if checkpoint is not None and run_dir is None:
+        raise DiffmemError("--checkpoint samples a run: give --run RUN too")
+    if n < 2:
+        raise DiffmemError(f"--n-samples must be at least 2, got {n}")
+    if checkpoint is not None:  # a checkpoint that is not there is refused before any model or image is loaded
+        from diffmem.train.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(run_dir, checkpoint)
+
+
+def checkpoint_samples(run_dir: str, checkpoint: str, n: int, device: str, progress: bool = False) -> Any:
+    """`n` samples (seed 0) of a run's checkpoint (release, latest or step-N), as `diffmem sample` draws them."""
+    from diffmem.api import sample
+
+    return sample(run_dir, n, seed=0, checkpoint=checkpoint, device=device, progress=progress)
+
+
 def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
     """The feature cache folder: None with --no-cache, else --cache-dir or the default cache."""
     if no_cache:
@@ -51,7 +80,7 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 
 
 @click.command()
-@click.option("--samples", required=True, help="Generated images: a folder, .zip or .npz.")
+@click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz (or --checkpoint with --run).")
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
               help="A training run: its training subset is the training set, the rest of its data the held-out set.")
 @click.option("--train", "train_spec", default=None, help="Training images: folder, .zip, .npz or builtin:digits.")
@@ -82,9 +111,14 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
+@click.option("--checkpoint", default=None,
+              help="With --run and no --samples: sample this checkpoint (release, latest or step-N) and audit that.")
+@click.option("--n-samples", type=int, default=CHECKPOINT_SAMPLES, show_default=True,
+              help="Samples drawn with --checkpoint (seed 0).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
-          resolution, resize, image_size, xflip, n_pictures, backend, batch, device, cache_dir, no_cache, quiet) -> None:
+          resolution, resize, image_size, xflip, n_pictures, backend, batch, device, cache_dir, no_cache, checkpoint,
+          n_samples, quiet) -> None:
     """Compare samples with their nearest training images; write report.html/.md/.json, nearest.csv and pictures.
 
     Under torchrun every process embeds and searches a share of the images; rank 0 writes.
@@ -97,9 +131,12 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
         calibrate=calibrate, ratio_k=ratio_k, max_heldout=max_heldout, resolution=resolution, resize=resize,
         image_size=image_size, xflip=xflip, n_pictures=n_pictures, backend=backend, batch=batch)
     check_out_dir(out)
+    check_sample_source(samples, run_dir, checkpoint, n_samples)
     from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share
+    if samples is None:
+        samples = checkpoint_samples(run_dir, checkpoint, n_samples, dev, progress=not quiet and world.main)
     result = api_audit(
         samples, train_spec, heldout_spec, opts.features, out, run=run_dir, thresholds=opts.fixed(),
         calibrate=opts.calibrate, ratio_k=opts.ratio_k, xflip=opts.xflip, max_heldout=opts.max_heldout,

@@ -9,7 +9,7 @@ import os
 import click
 
 from diffmem.api import fid as api_fid
-from diffmem.cli.audit import FEATURES_HELP, cache_option
+from diffmem.cli.audit import CHECKPOINT_SAMPLES, FEATURES_HELP, cache_option, check_sample_source, checkpoint_samples
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.lock import is_main_process, locked
 from diffmem.outputs import atomic_path, check_output, write_text_atomic
@@ -19,7 +19,12 @@ FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets
 
 
 @click.command()
-@click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz.")
+@click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz (or --run with --checkpoint).")
+@click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
+              help="With --checkpoint and no --samples: a training run to sample.")
+@click.option("--checkpoint", default=None, help="Sample this checkpoint of --run: release, latest or step-N.")
+@click.option("--n-samples", type=int, default=CHECKPOINT_SAMPLES, show_default=True,
+              help="Samples drawn with --checkpoint (seed 0).")
 @click.option("--ref", "ref_spec", required=True,
               help="Reference: images (folder, .zip, .npz, builtin:digits) or a statistics .npz from --save-stats.")
 @click.option("--features", default=FID["features"], show_default=True,
@@ -43,8 +48,9 @@ FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole report (FD, KID, precision/recall, counts, warnings) as JSON instead of one line.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_size, pr_k, seed, resolution, resize,
-        image_size, batch, device, cache_dir, no_cache, overwrite, as_json, quiet) -> None:
+def fid(samples, run_dir, checkpoint, n_samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_size,
+        pr_k, seed, resolution, resize, image_size, batch, device, cache_dir, no_cache, overwrite, as_json,
+        quiet) -> None:
     """Print the Frechet distance as one line, `FID: 12.3456` (FID with inception features, else `FD_<features>:
     ...`); KID, precision/recall and warnings go to stderr, the whole report to --out and, with --json, to stdout.
 
@@ -56,10 +62,13 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
     from diffmem.evaluate.features import get_extractor
     from diffmem.evaluate.fid import check_statistics_family, is_statistics_file, load_statistics, run_fid
 
-    if samples is None and save_stats is None:
-        raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
-    _check_flags(samples, ref_spec, out, save_stats, overwrite, kid_subsets, kid_subset_size, pr_k, batch,
-                 resolution, image_size)
+    if samples is None and checkpoint is None and save_stats is None:
+        raise DiffmemError("give --samples (or --run with --checkpoint) to compare, or --save-stats to only write "
+                           "reference statistics")
+    if samples is not None or checkpoint is not None or run_dir is not None:
+        check_sample_source(samples, run_dir, checkpoint, n_samples)
+    _check_flags(samples or checkpoint, ref_spec, out, save_stats, overwrite, kid_subsets, kid_subset_size, pr_k,
+                 batch, resolution, image_size)
     dev = device_name(device)
     if is_statistics_file(ref_spec):
         ref = str(ref_spec)
@@ -76,6 +85,8 @@ def fid(samples, ref_spec, features, out, save_stats, kid_subsets, kid_subset_si
         res = ref.resolution
     extractor = get_extractor(features, dev, image_size=image_size, resolution=res)
     sample_set = load_images(samples) if samples is not None else None
+    if checkpoint is not None:
+        sample_set = checkpoint_samples(run_dir, checkpoint, n_samples, dev, progress=not quiet)
     with contextlib.ExitStack() as stack:  # one process per output; each written whole or not at all
         for path in (out, save_stats):
             if path is not None:
@@ -115,8 +126,9 @@ def _check_flags(samples: str | None, ref_spec: str, out: str | None, save_stats
                  kid_subsets: int, kid_subset_size: int, pr_k: int, batch: int, resolution: int | None,
                  image_size: int | None) -> None:
     """Refuse bad flags and unwritable or existing outputs before any image is loaded."""
-    if samples is None and save_stats is None:
-        raise DiffmemError("give --samples to compare, or --save-stats to only write reference statistics")
+    if samples is None and checkpoint is None and save_stats is None:
+        raise DiffmemError("give --samples (or --run with --checkpoint) to compare, or --save-stats to only write "
+                           "reference statistics")
     if kid_subsets < 1 or kid_subset_size < 2 or pr_k < 1:
         raise DiffmemError("--kid-subsets must be >= 1, --kid-subset-size >= 2 and --pr-k >= 1")
     for flag, value in (("--batch", batch), ("--resolution", resolution), ("--image-size", image_size)):
