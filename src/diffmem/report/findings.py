@@ -20,8 +20,9 @@ COPY_DEFINITION = ("A copy is a sample more similar to its nearest training imag
                    "images are to theirs (above the held-out p99).")
 FEATURE_ADVICE = {
     "pixels": "pixels (Pearson correlation: cosine of mean-centred pixels): catches pixel-level replicas of "
-              "training images, the copies a diffusion model makes; trust it for the copy rate on small images "
-              "such as the digits. It misses mirrored copies unless the audit ran with --xflip, and shifted ones.",
+              "training images, the copies a diffusion model makes; trust it for the copy rate on small images. It "
+              "misses mirrored copies unless the audit ran with --xflip, and shifted, cropped or restyled ones: "
+              "for photos at 224 px and above use dinov2 or a copy detector (torchscript, e.g. SSCD).",
     "digits-net": "digits-net (features of a small digit classifier): scores any two digits written alike as "
                   "similar, copy or not; trust it for quality (FD_digits-net), and read its copy rate as "
                   "'same style', a looser notion than pixel replicas.",
@@ -30,6 +31,9 @@ FEATURE_ADVICE = {
     "inception": "inception: the FID network; trust it for quality (FID), not for copies.",
     "clip": "clip: similarity of content and style; a looser notion of copying than dinov2.",
     "torchscript": "torchscript (e.g. SSCD): a trained copy detector; trust it for copies of natural images.",
+    "classifier": "classifier (a small classifier trained on labelled images): sees class content and coarse "
+                  "texture; trust it for quality between runs of one setting, not for copies and not against "
+                  "published FIDs.",
 }
 GLOSSARY = {
     "copies": COPY_DEFINITION + " Held-out images score about 1% here by construction.",
