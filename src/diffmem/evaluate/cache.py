@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 
 from diffmem.utils.atomic import save_atomic
 
-__all__ = ["cache_root", "images_hash", "feature_cache_path", "load_features", "save_features", "offline"]
+__all__ = ["cache_root", "images_hash", "feature_cache_path", "load_features", "save_features", "offline",
+           "save_model"]
 
 
 def cache_root() -> Path:
@@ -74,3 +75,20 @@ def save_features(path: Path, feats: torch.Tensor, content_hash: str, extractor_
     meta = {"content_hash": content_hash, "extractor": extractor_key}
     tensors = {"features": feats.detach().to("cpu", torch.float32).contiguous()}
     save_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), mode=0o644)  # a cache may be shared
+
+
+def save_model(net: torch.nn.Module, info: dict, weights: Path, meta: Path, what: str) -> None:
+    """Cache a small trained feature network (digits-net, classifier:SPEC): weights in safetensors and its
+    record in JSON, each written whole and readable by others (a cache may be shared); a cache that cannot
+    be written is a warning, not an error."""
+    import json
+
+    from diffmem.errors import DiffmemError
+
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        for path, write in ((weights, lambda p: save_file(net.state_dict(), p)),
+                            (meta, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))):
+            save_atomic(path, write, mode=0o644)
+    except (OSError, DiffmemError) as err:
+        warnings.warn(f"could not cache {what} in {weights.parent} ({err})", stacklevel=3)

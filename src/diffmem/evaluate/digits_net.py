@@ -19,13 +19,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.cache import cache_root
+from diffmem.evaluate.cache import cache_root, save_model
 from diffmem.evaluate.extractor import FeatureExtractor
 from diffmem.evaluate.preprocess import resize_square
-from diffmem.utils.atomic import save_atomic
 
 __all__ = ["DigitsNet", "train_digits_net", "load_or_train_digits_net", "DigitsNetFeatures"]
 
@@ -168,13 +167,7 @@ def load_or_train_digits_net(resolution: int, cache_dir: str | Path | None = Non
 
 
 def _save(net: DigitsNet, info: dict, weights: Path, meta: Path) -> None:
-    try:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        for path, write in ((weights, lambda p: save_file(net.state_dict(), p)),
-                            (meta, lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))):
-            save_atomic(path, write, mode=0o644)  # a cache may be shared
-    except (OSError, DiffmemError) as err:
-        warnings.warn(f"could not cache digits-net in {weights.parent} ({err})", stacklevel=2)
+    save_model(net, info, weights, meta, "digits-net")
 
 
 class DigitsNetFeatures(FeatureExtractor):
