@@ -103,7 +103,22 @@ def test_dense_checks_in_a_run(make_config, tmp_path: Path) -> None:
     cfg = make_config(steps=12, checkpoint_every=1)
     mon = ScheduledMonitor(schedule)
     _guarded(cfg, tmp_path / "run", mon, every=4)
-    assert mon.calls == [4, 5, 6]  # every 4th checkpoint until the hint, then each one; stopped after 6
+    # every 4th checkpoint; the hint at 4 goes back to 1-3 (kept for it), then each one; stopped after 6
+    assert mon.calls == [4, 1, 2, 3, 5, 6]
+
+
+def test_an_unsafe_check_goes_back_to_the_checkpoints_it_skipped(make_config, tmp_path: Path) -> None:
+    schedule = {s: (0 if s < 6 else 60, 10.0 - s) for s in range(1, 13)}
+    cfg = make_config(steps=12, checkpoint_every=1)
+    mon = ScheduledMonitor(schedule)
+    run = _guarded(cfg, tmp_path / "run", mon, every=4)
+    assert mon.calls == [4, 8, 5, 6, 7]  # 8 is unsafe: back to 5, 6, 7; 6 and 7 unsafe too, so it stops at 8
+    rec = _release(run)
+    assert rec["released"]["step"] == 5 and [c["step"] for c in rec["checks"]] == [4, 5, 6, 7, 8]
+    assert json.loads((run / DONE).read_text())["step"] == 8
+    logged = sorted(json.loads(line)["step"] for line in (run / LOG).read_text().splitlines() if "monitor" in line)
+    assert logged == [4, 5, 6, 7, 8]
+    assert 5 in checkpoint_steps(run)  # the released one is kept
 
 
 def test_choose_release_and_stop_reason_edge_cases() -> None:

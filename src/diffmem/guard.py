@@ -24,8 +24,8 @@ from typing import Any, Callable
 from diffmem.config import TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
-from diffmem.release import (RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release, release_record,
-                             stop_reason)
+from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release,
+                             release_record, stop_reason)
 
 __all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features"]
 
@@ -35,8 +35,8 @@ class GuardConfig:
     """How the guard checks: `n_samples` per check (EDM Heun, `sample_steps`, seeds 0..n-1), copy
     `features`, `quality_features` (None: digits-net for builtin:digits, else pixels) and `quality_metric`
     ("kid" or "fd"), the safety test's `level`, `patience` (stop after that many unsafe checks in a
-    row; 0: never stop) and `every` (check every `every`-th checkpoint, and every one once a check hints
-    at copying: `diffmem.release.check_due`)."""
+    row; 0: never stop) and `every` (check every `every`-th checkpoint, every one once a check hints at
+    copying (`diffmem.release.check_due`), and, when a check is unsafe or hints, the ones it skipped)."""
 
     n_samples: int = 400
     features: str = "pixels"
@@ -96,6 +96,7 @@ class Guard:
         self.monitor, self.gc, self.run = monitor, gc, Path(run)
         self.checkpoint_every = int(checkpoint_every)
         self.records: list[dict[str, Any]] = []
+        self.backfilled: list[dict[str, Any]] = []  # the checks the last call went back to, for the log
 
     def wants_check(self, step: int) -> bool:
         """Checks at every `every`-th checkpoint, densely once copying may have set in (`check_due`)."""
@@ -110,29 +111,55 @@ class Guard:
 
     def resume(self, records: list[dict[str, Any]]) -> None:
         """Take the checks logged before a resume (the log is trimmed to the restored checkpoint)."""
-        self.records = [r for r in records if "monitor" in r]
+        self.records = sorted((r for r in records if "monitor" in r), key=lambda r: r["step"])
 
     def __call__(self, step: int, ema_model: Any) -> dict[str, Any]:
-        rec = self.monitor(step, ema_model)
-        self.records = [r for r in self.records if r["step"] != step] + [{"step": step, "monitor": rec}]
-        checks = self.checks
-        best = choose_release(checks)
+        """Check `step`; when it is unsafe or hints at copying, also check the kept checkpoints skipped since
+        the last check (`backfilled`, logged by the loop too), so checks are dense where copying set in."""
+        before = max((r["step"] for r in self.records if r["step"] < step), default=0)
+        rec = self._check(step, ema_model, last=True)
+        self.backfilled = []
+        if self.gc.every > 1 and (not rec["safety"]["safe"] or rec["safety"]["p_value"] < DENSE_P):
+            from diffmem.train.checkpoint import checkpoint_steps, load_denoiser
+
+            device = next(ema_model.parameters()).device
+            for k in (k for k in checkpoint_steps(self.run) if before < k < step):
+                net = load_denoiser(self.run, device=device, checkpoint=f"step-{k}")[0]
+                self.backfilled.append({"step": k, "monitor": self._check(k, net, last=False)})
+        self._write(stopped=None, finished=False)
+        best = choose_release(self.checks)
+        rec["guard"] = {"safe": bool(rec["safety"]["safe"]), "released_step": best["step"] if best else None,
+                        "backfilled": [r["step"] for r in self.backfilled]}
+        return rec
+
+    def _check(self, step: int, net: Any, last: bool) -> dict[str, Any]:
+        """One check: the monitor's record, kept in step order; its samples saved as the last check's and,
+        when it is the new release, as the released ones."""
+        rec = self.monitor(step, net)
+        self.records = sorted([r for r in self.records if r["step"] != step] + [{"step": step, "monitor": rec}],
+                              key=lambda r: r["step"])
+        best = choose_release(self.checks)
         images = getattr(self.monitor, "last_images", None)
         if images is not None:
             from diffmem.data.io import save_images
 
             (self.run / RELEASE_DIR).mkdir(exist_ok=True)
-            save_images(images, self.run / RELEASE_DIR / "last.npz", overwrite=True)
+            if last:
+                save_images(images, self.run / RELEASE_DIR / "last.npz", overwrite=True)
             if best is not None and best["step"] == step:
                 save_images(images, self.run / RELEASE_DIR / "released.npz", overwrite=True)
-        self._write(stopped=None, finished=False)
-        rec["guard"] = {"safe": bool(checks[-1]["safe"]) if checks and checks[-1]["step"] == step else None,
-                        "released_step": best["step"] if best else None}
         return rec
 
     def keep_steps(self) -> frozenset[int]:
+        """The released checkpoint, and every one after the last check (a later check may go back to them)."""
         best = choose_release(self.checks)
-        return frozenset() if best is None else frozenset({int(best["step"])})
+        last = max((r["step"] for r in self.records), default=0)
+        keep = {int(best["step"])} if best is not None else set()
+        if self.gc.every > 1:
+            from diffmem.train.checkpoint import checkpoint_steps
+
+            keep |= {k for k in checkpoint_steps(self.run) if k > last}
+        return frozenset(keep)
 
     def stop_reason(self) -> str | None:
         return stop_reason(self.checks, self.gc.patience)

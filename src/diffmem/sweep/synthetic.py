@@ -9,7 +9,8 @@ its seed's held-out calibration (drawn from the Beta law of `diffmem.evaluate.sa
 variant of a seed, as the held-out images are). Observed quality is `Q(t)` times log-normal noise:
 `seed_sd` shared by the variants of a seed (its subset), `run_sd` per run (training randomness) and
 `check_sd` per check (the metric's sampling noise). The guard's safety test and stopping rule run on
-the draws as on real runs.
+the draws as on real runs, going back to the skipped checkpoints when a check is unsafe or hints at
+copying, as the guard does.
 
 A candidate is the baseline with its copies scaled by `copy_factor` and its quality by `quality_factor`;
 identical means both 1.
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.evaluate.safety import Calibration, safety_test
-from diffmem.release import check_due, stop_reason
+from diffmem.release import DENSE_P, check_due, stop_reason
 
 __all__ = ["PathModel", "synthetic_checks", "synthetic_frontier"]
 
@@ -57,21 +58,30 @@ def synthetic_checks(model: PathModel, rng: np.random.Generator, *, clock: float
     """One run's checks (as diffmem.release.checks_of returns them), cut by the stopping rule."""
     cal = Calibration(0.0, model.n_heldout)
     run_effect = math.exp(rng.normal(0.0, model.run_sd))
-    checks: list[dict[str, Any]] = []
-    every = max(1, round(model.steps[0] / clock))  # checkpoints as dense along the path as the baseline's
-    grid = range(every, model.steps[-1] + 1, every)
-    for t in grid:
-        if t != grid[-1] and not check_due(t, every, model.every, checks):
-            continue
+
+    def check(t: int) -> dict[str, Any]:
         x = clock * t
         quality = quality_factor * model.base * (1 + model.amp * math.exp(-x / model.tau))
         quality *= seed_effect * run_effect * math.exp(rng.normal(0.0, model.check_sd))
         c = copy_factor * model.c_max / (1 + math.exp(-(x - model.onset) / model.width))
         k = int(rng.binomial(model.n_samples, c + (1 - c) * q0))
         s = safety_test(k, model.n_samples, cal, model.level).to_dict()
-        checks.append({"step": t, "epoch": None, "safe": s["safe"], "safety": s, "quality": quality,
-                       "quality_metric": "synthetic", "features": "synthetic", "n_samples": model.n_samples,
-                       "threshold": None, "heldout_copies": 0.01})
+        return {"step": t, "epoch": None, "safe": s["safe"], "safety": s, "quality": quality,
+                "quality_metric": "synthetic", "features": "synthetic", "n_samples": model.n_samples,
+                "threshold": None, "heldout_copies": 0.01}
+
+    checks: list[dict[str, Any]] = []
+    every = max(1, round(model.steps[0] / clock))  # checkpoints as dense along the path as the baseline's
+    grid = range(every, model.steps[-1] + 1, every)
+    skipped: list[int] = []
+    for t in grid:
+        if t != grid[-1] and not check_due(t, every, model.every, checks):
+            skipped.append(t)
+            continue
+        checks.append(check(t))
+        if model.every > 1 and (not checks[-1]["safe"] or checks[-1]["safety"]["p_value"] < DENSE_P):
+            checks = sorted(checks + [check(k) for k in skipped], key=lambda c: c["step"])  # as the guard
+        skipped = []
         if stop_reason(checks, model.patience):
             break
     return checks

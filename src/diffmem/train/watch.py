@@ -4,8 +4,9 @@ A *monitor* is any callable `monitor(step, ema_model) -> dict` (diffmem.monitor.
 logged as `{"step": .., "monitor": {...}}`. A guard (diffmem.guard.Guard) is a monitor that may also
 have `resume(records)` (its earlier checks, read back from the log on resume), `keep_steps()` (checkpoints
 to keep besides the newest), `stop_reason()` (why training should stop now, or None) and
-`finish(stopped)` (called once when training ends) and `wants_check(step)` (whether to check at a due
-step: a guard checks densely where copying sets in). The loop asks `Watch`, which asks the object for
+`finish(stopped)` (called once when training ends), `wants_check(step)` (whether to check at a due
+step: a guard checks densely where copying sets in) and `backfilled` (records of earlier checkpoints the
+last call went back to, logged after its own). The loop asks `Watch`, which asks the object for
 what it has.
 """
 
@@ -57,6 +58,9 @@ class Watch:
         ema_model.eval()
         log.write(json.dumps({"step": step, "kimg": step * self.batch / 1000,
                               "monitor": self.monitor(step, ema_model)}) + "\n")
+        for rec in getattr(self.monitor, "backfilled", None) or []:  # a guard's checks of skipped checkpoints
+            log.write(json.dumps({"step": rec["step"], "kimg": rec["step"] * self.batch / 1000,
+                                  "monitor": rec["monitor"]}) + "\n")
         log.flush()
 
     def keep_steps(self) -> frozenset[int]:
