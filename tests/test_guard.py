@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli, tiny_config, write_npz
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.safety import Calibration, safety_test
+from diffmem.safety import Calibration, safety_test
 from diffmem.guard import Guard, GuardConfig, make_guard, release_run, validate_guard
 from diffmem.release import RELEASE_JSON, check_due, choose_release, read_release, release_sentence, stop_reason
 from diffmem.train.checkpoint import checkpoint_steps, load_denoiser, resolve_checkpoint

@@ -1,4 +1,4 @@
-"""The safety test (evaluate/safety.py) against independent references: Monte Carlo of the held-out
+"""The safety test (safety.py) against independent references: Monte Carlo of the held-out
 calibration, numerical integration of the Beta-binomial tail, and root-finding for Clopper-Pearson."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.safety import (Calibration, calibrate, conservative_rank, min_heldout, safety_test)
+from diffmem.safety import (Calibration, calibrate, conservative_rank, min_heldout, safety_test)
 
 
 def test_rank_is_the_order_statistic_numpy_percentile_never_goes_below():

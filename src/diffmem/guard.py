@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
+from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
 from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release,
                              release_record, stop_reason)
 

@@ -8,7 +8,7 @@ threshold (the 99th percentile of held-out images' nearest-training similarity, 
 training image than 99% of unseen real images get"). The held-out reference is computed once.
 
 Each record also carries the copy count, the threshold's calibration and the safety test of
-`diffmem.evaluate.safety` (docs/method.md, "Safety: copies within what unseen images score"), so that the
+`diffmem.safety` (docs/method.md, "Safety: copies within what unseen images score"), so that the
 guard (`diffmem.guard`), the release and the frontier read one definition of "safe".
 
 The monitor draws no random numbers from global state, so a run with and without it trains identically.
@@ -27,7 +27,7 @@ import torch
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import ImageDataset
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
+from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 
 __all__ = ["CopyMonitor", "make_monitor", "monitor_records", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
            "CALIBRATED_KEY"]

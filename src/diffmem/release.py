@@ -2,7 +2,7 @@
 
 docs/method.md, "The release and safe quality". A run's *checks* are the monitor records of its log
 (`diffmem.monitor`): at a checkpoint, `n` samples, their copy count against the held-out p99 threshold,
-the safety test (`diffmem.evaluate.safety`) and a quality value (KID or FD against held-out images,
+the safety test (`diffmem.safety`) and a quality value (KID or FD against held-out images,
 lower is better). Of the safe checks the one with the best quality is released: its step is the
 release, its quality the run's *safe quality* `q*`. Without a quality value, the latest safe check is
 released. `RUN/release.json` is the certificate: the released check, the last check (what training on

@@ -2,7 +2,7 @@
 
 A *copy* is a sample more similar to its nearest training image than 99% of unseen real images are to
 theirs (the held-out 99th percentile). Whether samples copy more than unseen images score is the one
-safety test of `diffmem.evaluate.safety` (docs/method.md, "Safety: copies within what unseen images
+safety test of `diffmem.safety` (docs/method.md, "Safety: copies within what unseen images
 score"); its 95% interval of the excess copy rate is what every report quotes. Fewer copies than a
 baseline means a one-sided Fisher exact test at 5%.
 """
@@ -58,8 +58,8 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def safety_of(model: "CopyNumbers") -> Any:
-    """The safety test (diffmem.evaluate.safety) of an audit's copy numbers; None without a threshold."""
-    from diffmem.evaluate.safety import Calibration, safety_test
+    """The safety test (diffmem.safety) of an audit's copy numbers; None without a threshold."""
+    from diffmem.safety import Calibration, safety_test
 
     if model.frac is None or model.threshold is None or not model.n or not model.n_heldout:
         return None

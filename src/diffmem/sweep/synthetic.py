@@ -5,7 +5,7 @@ docs/method.md, "Deciding between methods by safe quality". A run is a sequence 
 true copy probability `c(t) = c_max / (1 + exp(-(f t - onset) / width))`, `f` the run's clock (1 for the
 baseline, 1/2 and 1/4 for the slower-clock controls). A check draws `n` samples: each copies with
 probability `c(t)` and otherwise scores like an unseen image, above the threshold with the rate `q0` of
-its seed's held-out calibration (drawn from the Beta law of `diffmem.evaluate.safety`, shared by every
+its seed's held-out calibration (drawn from the Beta law of `diffmem.safety`, shared by every
 variant of a seed, as the held-out images are). Observed quality is `Q(t)` times log-normal noise:
 `seed_sd` shared by the variants of a seed (its subset), `run_sd` per run (training randomness) and
 `check_sd` per check (the metric's sampling noise). The guard's safety test and stopping rule run on
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from diffmem.evaluate.safety import Calibration, safety_test
+from diffmem.safety import Calibration, safety_test
 from diffmem.release import DENSE_P, check_due, stop_reason
 
 __all__ = ["PathModel", "synthetic_checks", "synthetic_frontier"]
