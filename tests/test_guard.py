@@ -236,3 +236,13 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert code == 2 and "--allow-pruned" in err and not (tmp_path / "d" / RELEASE_JSON).exists()
     code, out, _ = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50", "--allow-pruned"], capsys)
     assert code == 0 and "Released: edm at step" in out and (tmp_path / "d" / RELEASE_JSON).is_file()
+
+
+def test_a_guarded_run_resumes_only_with_the_same_guard(make_config, tmp_path: Path) -> None:
+    cfg = make_config(steps=12)
+    with pytest.raises(KeyboardInterrupt):
+        _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE, fail_once_at=6))
+    with pytest.raises(DiffmemError, match="other settings .*n_samples: 400 -> 100"):
+        _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE), n_samples=100)
+    _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))  # the same settings resume
+    assert _release(tmp_path / "run")["released"]["step"] == 4

@@ -110,8 +110,18 @@ class Guard:
         return {**self.gc.to_dict(), "quality_features": getattr(self.monitor, "quality_features", None)}
 
     def resume(self, records: list[dict[str, Any]]) -> None:
-        """Take the checks logged before a resume (the log is trimmed to the restored checkpoint)."""
+        """Take the checks logged before a resume (the log is trimmed to the restored checkpoint); a run
+        guarded with other settings is refused, since its checks would not be comparable."""
+        from diffmem.train.rundir import config_diff, read_json
+
         self.records = sorted((r for r in records if "monitor" in r), key=lambda r: r["step"])
+        path = self.run / RELEASE_JSON
+        if self.records and path.is_file():
+            before = read_json(path).get("settings") or {}
+            diff = config_diff(before, json_ready(self.settings()))
+            if diff:
+                raise DiffmemError(f"{self.run} was guarded with other settings ({'; '.join(diff[:4])}); resume it "
+                                   "with the same --guard-* flags, or start another --out")
 
     def __call__(self, step: int, ema_model: Any) -> dict[str, Any]:
         """Check `step`; when it is unsafe or hints at copying, also check the kept checkpoints skipped since
