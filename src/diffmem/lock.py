@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.utils.outdir import file_on_the_way
 
 __all__ = ["lock_path", "locked", "is_main_process"]
 
@@ -78,6 +79,9 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
         return
     target = Path(target)
     path = lock_path(target)
+    blocked = file_on_the_way(path)
+    if blocked is not None:  # e.g. `--out F/run` with F a file: mkdir would raise FileExistsError
+        raise DiffmemError(f"cannot use {target}: {blocked} is a file, not a folder; choose another output")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

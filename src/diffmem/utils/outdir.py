@@ -13,7 +13,7 @@ from typing import Callable, Collection
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["ABSENT", "EMPTY", "OWN", "check_out_folder"]
+__all__ = ["ABSENT", "EMPTY", "OWN", "check_out_folder", "file_on_the_way"]
 
 ABSENT, EMPTY, OWN = "absent", "empty", "own"
 
@@ -36,6 +36,9 @@ def check_out_folder(out: str | Path, *, kind: str, is_own: Callable[[Path], boo
     if out.exists() and not out.is_dir():
         raise DiffmemError(f"{name} is a file, not a folder; {choose}")
     if not out.exists():
+        blocked = file_on_the_way(out)
+        if blocked is not None:  # `--out F/run` with F a file: the folder can never be made
+            raise DiffmemError(f"{name}: {blocked} is a file, not a folder; {choose}")
         return ABSENT
     try:
         entries = sorted(p.name for p in out.iterdir() if not (ignore_hidden and p.name.startswith(".")))
@@ -49,3 +52,11 @@ def check_out_folder(out: str | Path, *, kind: str, is_own: Callable[[Path], boo
     listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
     raise DiffmemError(f"{name} holds other files ({listed}) and is not a {kind}; {choose} "
                        f"(a new or empty folder, or an earlier {kind})")
+
+
+def file_on_the_way(path: str | Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is a file (so `path` cannot be created), else None."""
+    for parent in Path(path).parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
