@@ -24,7 +24,7 @@ __all__ = ["read_image_file", "save_images", "save_grid", "PAD_VALUE"]
 
 PAD_VALUE = 224  # gray level of the gaps in `save_grid` (white-ish, so black digits and white pictures both show)
 _SAMPLE_NAME = re.compile(r"^\d{6}\.png$")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
 def read_image_file(path: str | Path | BinaryIO, *, name: str | None = None) -> np.ndarray:
@@ -58,6 +58,9 @@ def read_image_file(path: str | Path | BinaryIO, *, name: str | None = None) -> 
         raise
     except FileNotFoundError as exc:
         raise DiffmemError(f"image file '{label}' does not exist") from exc
+    except Image.DecompressionBombError as exc:  # PIL's cap on one image's pixels: raised before decoding
+        raise DiffmemError(f"image file '{label}' is too large to decode ({exc}); it may be a decompression bomb. "
+                           "Shrink or remove it") from None
     except _DECODE_ERRORS as exc:
         raise DiffmemError(
             f"cannot read image file '{label}': {exc}. The file is corrupt or not an image; "
