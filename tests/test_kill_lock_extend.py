@@ -154,9 +154,55 @@ def test_kill_while_sample_overwrites_a_png_folder(straight, tmp_path: Path, cap
         assert not out.exists()
     else:
         assert _pngs(out) == old
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pngs.")]  # the killed run's temporary
     assert run_cli(again, capsys)[0] == 0
     assert run_cli([*base, "--n", "6", "--seed", "1", "--out", str(tmp_path / "fresh")], capsys)[0] == 0
     assert _pngs(out) == _pngs(tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "pngs"]  # the re-run removed the leftovers
+
+
+DECOYS = (".s.npz.abc.tmp.npz", "s.npz.tmp", ".other.npz.abcdefgh.tmp.npz", ".s.npz.abcdefgh.tmp.npz.keep",
+          ".s.npz.ABCDEFGH.tmp.npz")  # names that are not our temporaries of s.npz: never removed
+
+
+@pytest.mark.parametrize("command", ["sample", "fid"])
+def test_a_killed_write_leaves_a_temporary_the_next_run_removes(straight, tmp_path: Path, capsys,
+                                                                command: str) -> None:
+    """kill -9 just before the rename of `sample --out s.npz` (a complete-looking hidden .npz) or of
+    `fid --save-stats s.npz`; the same command then succeeds and removes it, and only it."""
+    data, run = straight
+    out = tmp_path / "s.npz"
+    args = {"sample": ["sample", "--run", str(run), "--n", "2", "--steps", "2", "--device", "cpu", "--quiet",
+                       "--no-grid", "--out", str(out)],
+            "fid": ["fid", "--features", "pixels", "--ref", str(data), "--no-cache", "--device", "cpu", "--quiet",
+                    "--save-stats", str(out)]}[command]
+    for name in DECOYS:
+        (tmp_path / name).write_text("not ours")
+    _killed(args, "os", "replace", 1)
+    left = [p.name for p in tmp_path.iterdir() if p.name not in (*DECOYS, ".s.npz.lock")]
+    assert len(left) == 1 and left[0].startswith(".s.npz.") and left[0].endswith(".tmp.npz"), left
+    assert np.load(tmp_path / left[0]).files  # complete-looking: numpy reads it
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "s.npz"])
+
+
+def test_clean_leftovers_removes_only_our_names_and_restores_a_folder_moved_aside(tmp_path: Path) -> None:
+    from diffmem.utils.atomic import clean_leftovers
+
+    for name in DECOYS:
+        (tmp_path / name).write_text("not ours")
+    (tmp_path / ".s.npz.a1b2c3d_.tmp.npz").write_bytes(b"half")
+    (tmp_path / ".pngs.zzzzzzzz.tmp").mkdir()
+    (tmp_path / ".pngs.yyyyyyyy.old").mkdir()
+    (tmp_path / ".pngs.yyyyyyyy.old" / "000000.png").write_bytes(b"the previous set")
+    assert [p.name for p in clean_leftovers(tmp_path / "s.npz")] == [".s.npz.a1b2c3d_.tmp.npz"]
+    clean_leftovers(tmp_path / "pngs")  # pngs absent: the folder moved aside before a kill comes back
+    assert (tmp_path / "pngs" / "000000.png").read_bytes() == b"the previous set"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "pngs"])
+    (tmp_path / ".pngs.xxxxxxxx.old").mkdir()  # pngs present: a swap killed before it deleted the old set
+    clean_leftovers(tmp_path / "pngs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "pngs"])
 
 
 # ---------------------------------------------------------------------------------------------------

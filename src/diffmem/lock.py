@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.utils.atomic import clean_leftovers
 from diffmem.utils.outdir import file_on_the_way
 
 __all__ = ["lock_path", "locked", "is_main_process"]
@@ -72,7 +73,8 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
     """Hold the lock of `target` (a run folder or an output file) for the duration of the block.
 
     A second process gets a DiffmemError "TARGET is in use by process N (started ...)". `enabled=False`
-    (e.g. a non-zero rank of a distributed job) makes this a no-op.
+    (e.g. a non-zero rank of a distributed job) makes this a no-op. Once the lock is held, the temporaries a
+    killed writer of `target` left beside it are removed (`diffmem.utils.atomic.clean_leftovers`).
     """
     if not enabled:
         yield
@@ -90,6 +92,7 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "time": time.time()}).encode(), 0)
+        clean_leftovers(target)  # the temporaries a killed writer of `target` left (no live writer has it now)
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -205,10 +205,10 @@ def save_grid(
 ) -> Path:
     """Tile images with `make_grid` and write the picture; return the path written.
 
-    The format follows the file extension (PNG when there is none). Existing files are replaced.
+    The format follows the file extension (PNG when there is none). Existing files are replaced, whole
+    (a temporary file, then a rename: a kill never leaves half a picture).
     """
     canvas = make_grid(images, nrow, pad, scale)
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _to_pil(canvas).save(path, format=None if path.suffix else "PNG")
-    return path
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return save_atomic(path, lambda tmp: _to_pil(canvas).save(tmp, format=fmt))
