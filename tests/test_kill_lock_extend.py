@@ -330,17 +330,63 @@ def test_cli_extends_by_kimg(straight, tmp_path: Path, capsys) -> None:
                           range(1, 7))
 
 
-@pytest.mark.parametrize("command", ["demo", "sweep", "fid", "t2i-sample"])
+@pytest.mark.parametrize("command", ["demo", "sweep", "fid", "fid-stats", "audit", "t2i-sample"])
 def test_every_writing_command_takes_the_lock_of_its_output(straight, tmp_path: Path, capsys, command: str) -> None:
     data, run = straight
-    out = tmp_path / ("fid.json" if command == "fid" else "out")
+    out = tmp_path / ("fid.json" if command == "fid" else "stats.npz" if command == "fid-stats" else "out")
+    fid = ["fid", "--features", "pixels", "--ref", str(data), "--no-cache", "--device", "cpu", "--quiet"]
     args = {"demo": ["demo", "--steps", "2", "--batch", "4", "--n-samples", "4", "--device", "cpu", "--quiet"],
             "sweep": ["sweep", "--steps", "2", "--batch", "4", "--subset", "20", "--sigma-n", "0.5", "--device", "cpu",
                       "--quiet"],
-            "fid": ["fid", "--features", "pixels", "--samples", str(data), "--ref", str(data), "--no-cache",
-                    "--device", "cpu", "--quiet"],
+            "fid": [*fid, "--samples", str(data)],
+            "fid-stats": [*fid, "--save-stats", str(out)],
+            "audit": ["audit", "--features", "pixels", "--samples", str(data), "--train", str(data), "--no-cache",
+                      "--device", "cpu", "--quiet"],
             "t2i-sample": ["t2i", "sample", "--run", str(tmp_path / "no-run"), "--device", "cpu", "--quiet"]}[command]
     with locked(out):
-        code, _, err = run_cli([*args, "--out", str(out)], capsys)
+        code, _, err = run_cli(args if command == "fid-stats" else [*args, "--out", str(out)], capsys)
     assert code == 2 and f"{out} is in use by process {os.getpid()}" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before writing anything
+
+
+def test_second_audit_into_one_out_is_refused(straight, tmp_path: Path, capsys) -> None:
+    """The issue's two audits into one --out: while another process audits into it, a second is refused,
+    naming that process, and the first one's output stays as it was."""
+    data, _ = straight
+    out = tmp_path / "audit"
+    args = ["audit", "--features", "pixels", "--samples", str(data), "--train", str(data), "--no-cache", "--device",
+            "cpu", "--quiet", "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and f"{out} is in use by process {holder.pid}" in err and err.count("\n") == 1, err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli(args, capsys)[0] == 0  # the killed holder's lock is free again
+
+
+def test_holds_lock_decorator_for_frontier(tmp_path: Path) -> None:
+    """`@holds_lock("out")` (the one line for sweep/frontier.py's run_frontier) holds --out's lock for the call."""
+    from diffmem.lock import holds_lock
+    from diffmem.sweep.frontier import run_frontier
+
+    seen = []
+
+    @holds_lock("out")
+    def write(fc, out, *, echo=print):
+        seen.append(lock_path(out).exists())
+        return out
+
+    assert write(None, tmp_path / "f") == tmp_path / "f" and seen == [True] and not lock_path(tmp_path / "f").exists()
+    with locked(tmp_path / "f"):
+        with pytest.raises(DiffmemError, match=f"in use by process {os.getpid()}"):
+            write(None, out=tmp_path / "f")
+        with pytest.raises(DiffmemError, match="in use"):  # refused before the configuration is even read
+            holds_lock("out")(run_frontier)("not a config", tmp_path / "f")
+    with pytest.raises(TypeError, match="no parameter 'output'"):
+        holds_lock("output")(run_frontier)

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.utils.atomic import clean_leftovers
 from diffmem.utils.outdir import file_on_the_way
 
-__all__ = ["lock_path", "locked", "is_main_process"]
+__all__ = ["lock_path", "locked", "holds_lock", "is_main_process"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def lock_path(target: str | Path) -> Path:
@@ -98,3 +102,27 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # while still locked: a waiting opener then sees a new inode and retries
         os.close(fd)
+
+
+def holds_lock(argument: str) -> Callable[[F], F]:
+    """Decorator: the decorated function holds the lock of the output its parameter `argument` names for
+    the whole call (rank 0 alone, as `locked(..., enabled=is_main_process())`), so a second call on the
+    same output, in any process, is refused before it does anything. E.g. `@holds_lock("out")` above
+    `def run_frontier(fc, out, ...)`."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        if argument not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} has no parameter {argument!r} to lock")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            target = bound.arguments[argument]
+            with locked(target, enabled=target is not None and is_main_process()):
+                return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
