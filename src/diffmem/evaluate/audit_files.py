@@ -61,6 +61,10 @@ def output_folder(out: str | Path) -> Iterator[Path]:
     and creates the temporary, so an unwritable --out fails before any work. quality.json of the previous
     audit is kept."""
     out = check_out_dir(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # where the lock file goes: an error names the audit's --out
+    except OSError as err:
+        raise write_error(out, err) from None
     with locked(out):
         try:
             _clean_stale(out)
