@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import to_uint8
+from diffmem.data.limits import check_fits
 from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
@@ -60,6 +61,8 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
     if n < 1:
         raise DiffmemError(f"--n must be a positive integer, got {n}")
     c, res = meta["channels"], meta["resolution"]
+    check_fits(n, res, res, c, what=f"--n {n}", per_value=2, held="the uint8 samples, then all of them in one array",
+               fix="ask for fewer samples (several runs with --seed give more)")
     conditional = cfg.network.num_classes > 0
     if conditional and labels is None:
         labels = (np.arange(start, start + n) % cfg.network.num_classes).astype(np.int64)

@@ -29,7 +29,7 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
     """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
     --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1."""
     check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
-                       max_heldout=max_heldout, flags=True)
+                       max_heldout=max_heldout, flags=True, batch=batch, image_size=image_size)
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0)
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
     if backend not in AUDIT_BACKENDS:
@@ -93,7 +93,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
         run_dir=run_dir, train_spec=train_spec, heldout_spec=heldout_spec, features=features, thresholds=thresholds,
         calibrate=calibrate, ratio_k=ratio_k, max_heldout=max_heldout, resolution=resolution, resize=resize,
         image_size=image_size, xflip=xflip, n_pictures=n_pictures, backend=backend, batch=batch)
-    check_out_dir(out)
+    check_out_dir(out, {"--samples": samples, "--train": train_spec, "--heldout": heldout_spec})
     from diffmem.utils.distributed import init_world
 
     world, dev = init_world(device_name(device))  # torchrun: each rank embeds and searches a share

@@ -65,14 +65,16 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_fits(n: int, h: int, w: int, c: int, *, what: str, fix: str, budget: int | None = None) -> None:
+def check_fits(n: int, h: int, w: int, c: int, *, what: str, fix: str, budget: int | None = None,
+               per_value: int = BYTES_PER_VALUE, held: str = "uint8 pixels and their float32 copy") -> None:
     """Refuse (one line: `what`, the estimate, the memory available, `fix`) `n` images of `h`x`w`x`c` whose
-    uint8 pixels and float32 copy would not fit in `budget` bytes (default: `available_memory()`)."""
-    need = int(n) * int(h) * int(w) * int(c) * BYTES_PER_VALUE
+    uint8 pixels and float32 copy (`per_value` bytes a value in all, which `held` describes) would not fit in
+    `budget` bytes (default: `available_memory()`)."""
+    need = int(n) * int(h) * int(w) * int(c) * per_value
     room = available_memory() if budget is None else budget
     if room is not None and need > room:
-        raise DiffmemError(f"{what}: {n} images of {h}x{w}x{c} need about {human_bytes(need)} (uint8 pixels and "
-                           f"their float32 copy), more than the {human_bytes(room)} of memory available; {fix}")
+        raise DiffmemError(f"{what}: {n} images of {h}x{w}x{c} need about {human_bytes(need)} ({held}), more "
+                           f"than the {human_bytes(room)} of memory available; {fix}")
 
 
 class DecodeBudget:

@@ -15,14 +15,14 @@ import csv
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from diffmem.errors import DiffmemError
 from diffmem.lock import locked
 from diffmem.utils.atomic import atomic_dir
-from diffmem.utils.outdir import check_out_folder
+from diffmem.utils.outdir import check_apart, check_out_folder
 
 __all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv",
            "write_error"]
@@ -44,9 +44,12 @@ def is_audit_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / REPORT).is_file() and set(_entries(p)) <= AUDIT_FILES
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix)."""
+def check_out_dir(out: str | Path, inputs: Mapping[str, str | Path | None] | None = None) -> Path:
+    """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix),
+    and, given the `inputs` (flag -> images), an --out inside one of them or holding one: an audit written
+    into its training folder would be read back as training images (`utils.outdir.check_apart`)."""
     p = Path(out)
+    check_apart(p, inputs or {})
     check_out_folder(p, kind="diffmem audit", is_own=is_audit_dir, known=AUDIT_FILES, ignore_hidden=True)
     return p
 

@@ -30,7 +30,7 @@ from diffmem.config import EXTENSIONS, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.utils import atomic
-from diffmem.utils.outdir import OWN, check_out_folder
+from diffmem.utils.outdir import OWN, check_apart, check_out_folder
 
 CONFIG = "config.json"
 SUBSET = "subset.json"
@@ -263,7 +263,7 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     `--out` inside the data folder (or holding it), a file, a folder that is not a run, a stored
     configuration that fails its check, another configuration, fewer steps, a finished run, and a newest
     checkpoint that cannot be resumed from: all before anything is changed."""
-    check_apart(out, (new.get("data") or {}).get("spec"))
+    check_apart(out, {"--data": (new.get("data") or {}).get("spec")})
     if _starts_new(out, overwrite, resume, "run", partial_is_empty=True):
         return NEW
     load_train_config(out)  # a hand-edited config.json (e.g. optim.steps -5) is refused, naming the key
@@ -282,19 +282,6 @@ def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
         raise _finished(out, "run", "diffmem sample", extend="ask for more --steps (or --kimg) to extend it, ")
     check_checkpoint(out)
     return RESUME
-
-
-def check_apart(out: Path, data_spec: str | None) -> None:
-    """Refuse an `--out` inside the data (`--data DIR --out DIR/run`: the next read of DIR would take the
-    run's files for images) and data inside `--out` (replacing the run could touch it)."""
-    if not data_spec or str(data_spec).startswith("builtin:"):
-        return
-    run, data = Path(os.path.realpath(out)), Path(os.path.realpath(Path(data_spec).expanduser()))
-    if run == data or data in run.parents:
-        raise DiffmemError(f"--out {out} is inside the data {data_spec}; the next read of the data would take "
-                           "the run's files for images. Choose an --out outside it")
-    if run in data.parents:
-        raise DiffmemError(f"--data {data_spec} is inside --out {out}; choose an --out that does not hold the data")
 
 
 def check_checkpoint(out: Path) -> None:

@@ -8,12 +8,13 @@ naming some of what it holds, so a command never writes into (or replaces) someo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Mapping
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["ABSENT", "EMPTY", "OWN", "check_out_folder", "file_on_the_way"]
+__all__ = ["ABSENT", "EMPTY", "OWN", "check_apart", "check_out_folder", "file_on_the_way"]
 
 ABSENT, EMPTY, OWN = "absent", "empty", "own"
 
@@ -60,3 +61,20 @@ def file_on_the_way(path: str | Path) -> Path | None:
         if parent.exists() or parent.is_symlink():
             return None if parent.is_dir() else parent
     return None
+
+
+def check_apart(out: str | Path, inputs: Mapping[str, str | Path | None], *, flag: str = "--out") -> None:
+    """Refuse an output folder `out` inside one of the `inputs` (flag -> path; None and `builtin:` specs are
+    skipped), and an input inside `out`: written into a data folder, the output would be read back as data
+    the next time (`--data DIR --out DIR/run`); holding the data, the output's replacement could touch it.
+    Symbolic links are followed."""
+    where = Path(os.path.realpath(Path(out).expanduser()))
+    for name, spec in inputs.items():
+        if spec is None or str(spec).startswith("builtin:"):
+            continue
+        data = Path(os.path.realpath(Path(spec).expanduser()))
+        if where == data or data in where.parents:
+            raise DiffmemError(f"{flag} {out} is inside the data {name} {spec}; the next read of the data would "
+                               f"take the output's files for images. Choose a {flag} outside it")
+        if where in data.parents:
+            raise DiffmemError(f"{name} {spec} is inside {flag} {out}; choose a {flag} that does not hold the data")
