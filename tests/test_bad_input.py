@@ -163,6 +163,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
         ("compare n-samples 0", ["compare", run, "--n-samples", 0], "--n-samples"),
         ("compare sample-steps 0", ["compare", run, "--sample-steps", 0], "--sample-steps"),
         ("compare copy-threshold", ["compare", run, "--copy-threshold", 5], "--copy-threshold"),
+        ("compare out unwritable", ["compare", run, "--features", "pixels", "--quality-features", "pixels",
+                                    "--n-samples", 4, "--sample-steps", 2, "--out", UNWRITABLE / "c"], str(UNWRITABLE)),
         ("compare out under a file", ["compare", run, "--features", "pixels", "--quality-features", "pixels",
                                       "--n-samples", 4, "--sample-steps", 2, "--out", root / "a-file" / "c"],
          "a-file is a file"),
