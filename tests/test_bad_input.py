@@ -64,6 +64,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
     fresh = ["--out", root / "fresh"]
     s = ["sample", "--run", run, "--n", 2, "--device", "cpu", "--quiet"]
     f = ["fid", "--features", "pixels", "--device", "cpu", "--quiet", "--no-cache"]
+    a = ["audit", "--features", "pixels", "--samples", root / "samples.npz", "--train", data, "--no-cache", "--device",
+         "cpu", "--quiet"]
     return [
         ("kimg batch 0", [*t, "--kimg", 1, "--batch", 0, *fresh], "--batch"),
         ("batch 0", [*t, "--steps", 2, "--batch", 0, *fresh], "--batch"),
@@ -144,6 +146,32 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
         ("sweep jobs", ["sweep", "--jobs", 0, "--out", root / "sweep"], "--jobs"),
         ("sweep steps", ["sweep", "--steps", 0, "--out", root / "sweep"], "--steps"),
         ("t2i sample steps", ["t2i", "sample", "--run", root / "run", "--out", root / "t2i", "--steps", 0], "--steps"),
+        # issue 21: what got through with a traceback, no refusal, or after work and writes
+        ("train out under a file", [*t, "--steps", 2, "--out", root / "a-file" / "run"], "a-file is a file"),
+        ("train resolution memory cannot hold", ["train", "--data", "builtin:digits", "--resolution", 100000, *TINY,
+                                                 *fresh], "--resolution 100000"),
+        ("sample n memory cannot hold", [*s, "--out", root / "s.npz", "--n", 10**12], "--n 1000000000000"),
+        ("sample out under a file", [*s, "--out", root / "a-file" / "s.npz"], "a-file is a file"),
+        ("audit batch 0", [*a, "--batch", 0, "--out", root / "audit"], "--batch"),
+        ("audit image-size 0", [*a, "--image-size", 0, "--out", root / "audit"], "--image-size"),
+        ("audit out under a file", [*a, "--out", root / "a-file" / "audit"], "a-file is a file"),
+        ("audit out inside train", ["audit", "--samples", root / "samples.npz", "--train", root / "photos",
+                                    "--out", root / "photos" / "audit"], "inside the data --train"),
+        ("fid resize memory cannot hold", [*f, "--samples", root / "samples.npz", "--ref", data, "--resolution",
+                                           100000, "--resize"], "--resolution 100000 with --resize"),
+        ("sweep out under a file", ["sweep", "--steps", 2, "--subset", 20, "--out", root / "a-file" / "sweep"], "a-file is a file"),
+        ("compare n-samples 0", ["compare", run, "--n-samples", 0], "--n-samples"),
+        ("compare sample-steps 0", ["compare", run, "--sample-steps", 0], "--sample-steps"),
+        ("compare copy-threshold", ["compare", run, "--copy-threshold", 5], "--copy-threshold"),
+        ("compare out unwritable", ["compare", run, "--features", "pixels", "--quality-features", "pixels",
+                                    "--n-samples", 4, "--sample-steps", 2, "--out", UNWRITABLE / "c"], str(UNWRITABLE)),
+        ("compare out under a file", ["compare", run, "--features", "pixels", "--quality-features", "pixels",
+                                      "--n-samples", 4, "--sample-steps", 2, "--out", root / "a-file" / "c"],
+         "a-file is a file"),
+        ("theory commitment window", ["theory", "commitment", "--high", 2, "--out", root / "commit"], "--high"),
+        ("theory commitment low above high", ["theory", "commitment", "--low", 0.95, "--high", 0.5,
+                                              "--out", root / "commit"], "--low"),
+        ("t2i sample out under a file", ["t2i", "sample", "--run", run, "--out", root / "a-file" / "t2i"], "a-file"),
     ]
 
 

@@ -139,10 +139,19 @@ def test_gray_and_rgb_mix_becomes_rgb(tmp_path: Path) -> None:
     rgba = _rand_images(1, 4, 4, 4, seed=3)[0]
     _write_png(tmp_path / "0_gray.png", gray)
     Image.fromarray(rgba).save(tmp_path / "1_rgba.png")
-    ds = load_images(str(tmp_path))
+    with pytest.warns(UserWarning, match="mixes gray and RGB images .*'0_gray.png' is gray.* converting its 1 gray "
+                      "image to RGB"):
+        ds = load_images(str(tmp_path))
     assert ds.channels == 3
     np.testing.assert_array_equal(ds.images[0], np.repeat(gray, 3, axis=-1))
     np.testing.assert_array_equal(ds.images[1], rgba[..., :3])  # alpha dropped
+
+
+def test_gray_or_rgb_only_folder_says_nothing(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    for i, c in enumerate((1, 1, 3)):
+        _write_png(tmp_path / ("rgb" if c == 3 else "gray") / f"{i}.png", _rand_images(1, 4, 4, c, seed=i)[0])
+    assert load_images(str(tmp_path / "gray")).channels == 1 and load_images(str(tmp_path / "rgb")).channels == 3
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_gray_only_folder_and_palette_and_16bit(tmp_path: Path) -> None:
@@ -384,3 +393,96 @@ def test_save_grid_size_and_content(tmp_path: Path) -> None:
     gray = save_grid(_rand_images(4, 3, 3, 1), tmp_path / "g.png", nrow=4, pad=0)
     with Image.open(gray) as g:
         assert g.mode == "L" and g.size == (12, 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# sizes the memory cannot hold, zip bombs, decompression bombs: refused before the bytes are allocated
+
+
+def _little_memory(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    from diffmem.data import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: room)
+
+
+def test_resolution_memory_cannot_hold_is_refused_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's `--resolution 100000` (about 90 TB) is refused at once; with 10 MB of memory, 64x64 digits
+    (1797 x 64 x 64 x 5 bytes = 36.8 MB) are refused and 16x16 ones (2.3 MB) load."""
+    with pytest.raises(DiffmemError, match=r"--resolution 100000 .* 1797 images of 100000x100000x1 need about "
+                                           r"89.8 TB .* choose a smaller --resolution"):
+        load_images("builtin:digits", 100000)
+    _little_memory(monkeypatch, 10 * 10**6)
+    with pytest.raises(DiffmemError, match=r"need about 36.8 MB .* more than the 10.0 MB of memory available"):
+        load_images("builtin:digits", 64)
+    assert load_images("builtin:digits", 16).resolution == 16
+
+
+def test_resize_memory_cannot_hold_is_refused_before_resizing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        _write_png(tmp_path / f"{i}.png", _rand_images(1, 6, 6, 3, seed=i)[0])
+    _little_memory(monkeypatch, 3 * 6 * 6 * 3 * 5)  # room for the 6x6 images as they are
+    monkeypatch.setattr(datasets, "_resize_square", lambda *a: pytest.fail("resized before the size was checked"))
+    with pytest.raises(DiffmemError, match="--resolution 64 with --resize .* 3 images of 64x64x3"):
+        load_images(str(tmp_path), 64, resize=True)
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "npz"])
+def test_decoded_images_past_memory_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    images = _rand_images(10, 8, 8, 1)
+    if kind == "npz":
+        spec = tmp_path / "d.npz"
+        np.savez(spec, images=images)
+    else:
+        spec = tmp_path / "imgs"
+        for i, im in enumerate(images):
+            _write_png(spec / f"{i}.png", im)
+        if kind == "zip":
+            with zipfile.ZipFile(tmp_path / "d.zip", "w") as zf:
+                for f in sorted(spec.iterdir()):
+                    zf.write(f, f.name)
+            spec = tmp_path / "d.zip"
+    _little_memory(monkeypatch, 3 * 64 * 5 + 1)  # three 8x8 gray images and their float copy fit, four do not
+    match = "'images' in .* 10 images of 8x8x1" if kind == "npz" else "first 4 of 10 images already need about 1.3 kB"
+    with pytest.raises(DiffmemError, match=match):
+        load_images(str(spec))
+
+
+def _zip_with(path: Path, name: str, size: int) -> Path:
+    """A zip holding `size` zero bytes under `name`, deflated (a few hundred kB for 256 MiB)."""
+    chunk = bytes(2**20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open(name, "w", force_zip64=True) as f:
+            for start in range(0, size, len(chunk)):
+                f.write(chunk[: min(len(chunk), size - start)])
+        zf.writestr("ok.png", b"")
+    return path
+
+
+def test_zip_member_past_the_cap_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's 2 GB big.png in a 2 MB zip, at the real cap (256 MiB + 1 byte here): refused from the zip's
+    directory, without inflating a byte."""
+    from diffmem.data import limits
+
+    spec = _zip_with(tmp_path / "bomb.zip", "big.png", limits.MAX_MEMBER_BYTES + 1)
+    assert spec.stat().st_size < 2 * 10**6
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a, **k: pytest.fail("a member was inflated"))
+    with pytest.raises(DiffmemError, match=r"bomb.zip:big.png' inflates to 268.4 MB, more than the 268.4 MB one image"):
+        load_images(str(spec))
+
+
+def test_zip_past_the_archive_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffmem.data import limits
+
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as zf:
+        for i in range(4):
+            zf.writestr(f"{i}.png", bytes(100))
+    monkeypatch.setattr(limits, "MAX_ARCHIVE_BYTES", 399)
+    with pytest.raises(DiffmemError, match="many.zip' inflates to 400 B, more than the 399 B a zip of images may"):
+        load_images(str(tmp_path / "many.zip"))
+
+
+def test_decompression_bomb_image_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_png(tmp_path / "imgs" / "huge.png", np.zeros((64, 64, 1), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this: 4096 pixels > 2000
+    with pytest.raises(DiffmemError, match="huge.png' is too large to decode .* decompression bomb"):
+        load_images(str(tmp_path / "imgs"))

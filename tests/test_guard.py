@@ -246,3 +246,12 @@ def test_a_guarded_run_resumes_only_with_the_same_guard(make_config, tmp_path: P
         _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE), n_samples=100)
     _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))  # the same settings resume
     assert _release(tmp_path / "run")["released"]["step"] == 4
+
+
+def test_overwrite_clears_the_release_with_the_run(make_config, tmp_path: Path) -> None:
+    cfg = make_config(steps=12)
+    run = _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))
+    (run / "release").mkdir(exist_ok=True)
+    assert (run / RELEASE_JSON).is_file()
+    train(cfg, run, progress=False, overwrite=True)
+    assert not (run / RELEASE_JSON).exists() and not (run / "release").exists()

@@ -154,9 +154,55 @@ def test_kill_while_sample_overwrites_a_png_folder(straight, tmp_path: Path, cap
         assert not out.exists()
     else:
         assert _pngs(out) == old
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pngs.")]  # the killed run's temporary
     assert run_cli(again, capsys)[0] == 0
     assert run_cli([*base, "--n", "6", "--seed", "1", "--out", str(tmp_path / "fresh")], capsys)[0] == 0
     assert _pngs(out) == _pngs(tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "pngs"]  # the re-run removed the leftovers
+
+
+DECOYS = (".s.npz.abc.tmp.npz", "s.npz.tmp", ".other.npz.abcdefgh.tmp.npz", ".s.npz.abcdefgh.tmp.npz.keep",
+          ".s.npz.ABCDEFGH.tmp.npz")  # names that are not our temporaries of s.npz: never removed
+
+
+@pytest.mark.parametrize("command", ["sample", "fid"])
+def test_a_killed_write_leaves_a_temporary_the_next_run_removes(straight, tmp_path: Path, capsys,
+                                                                command: str) -> None:
+    """kill -9 just before the rename of `sample --out s.npz` (a complete-looking hidden .npz) or of
+    `fid --save-stats s.npz`; the same command then succeeds and removes it, and only it."""
+    data, run = straight
+    out = tmp_path / "s.npz"
+    args = {"sample": ["sample", "--run", str(run), "--n", "2", "--steps", "2", "--device", "cpu", "--quiet",
+                       "--no-grid", "--out", str(out)],
+            "fid": ["fid", "--features", "pixels", "--ref", str(data), "--no-cache", "--device", "cpu", "--quiet",
+                    "--save-stats", str(out)]}[command]
+    for name in DECOYS:
+        (tmp_path / name).write_text("not ours")
+    _killed(args, "os", "replace", 1)
+    left = [p.name for p in tmp_path.iterdir() if p.name not in (*DECOYS, ".s.npz.lock")]
+    assert len(left) == 1 and left[0].startswith(".s.npz.") and left[0].endswith(".tmp.npz"), left
+    assert np.load(tmp_path / left[0]).files  # complete-looking: numpy reads it
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "s.npz"])
+
+
+def test_clean_leftovers_removes_only_our_names_and_restores_a_folder_moved_aside(tmp_path: Path) -> None:
+    from diffmem.utils.atomic import clean_leftovers
+
+    for name in DECOYS:
+        (tmp_path / name).write_text("not ours")
+    (tmp_path / ".s.npz.a1b2c3d_.tmp.npz").write_bytes(b"half")
+    (tmp_path / ".pngs.zzzzzzzz.tmp").mkdir()
+    (tmp_path / ".pngs.yyyyyyyy.old").mkdir()
+    (tmp_path / ".pngs.yyyyyyyy.old" / "000000.png").write_bytes(b"the previous set")
+    assert [p.name for p in clean_leftovers(tmp_path / "s.npz")] == [".s.npz.a1b2c3d_.tmp.npz"]
+    clean_leftovers(tmp_path / "pngs")  # pngs absent: the folder moved aside before a kill comes back
+    assert (tmp_path / "pngs" / "000000.png").read_bytes() == b"the previous set"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "pngs"])
+    (tmp_path / ".pngs.xxxxxxxx.old").mkdir()  # pngs present: a swap killed before it deleted the old set
+    clean_leftovers(tmp_path / "pngs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "pngs"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -284,17 +330,63 @@ def test_cli_extends_by_kimg(straight, tmp_path: Path, capsys) -> None:
                           range(1, 7))
 
 
-@pytest.mark.parametrize("command", ["demo", "sweep", "fid", "t2i-sample"])
+@pytest.mark.parametrize("command", ["demo", "sweep", "fid", "fid-stats", "audit", "t2i-sample"])
 def test_every_writing_command_takes_the_lock_of_its_output(straight, tmp_path: Path, capsys, command: str) -> None:
     data, run = straight
-    out = tmp_path / ("fid.json" if command == "fid" else "out")
+    out = tmp_path / ("fid.json" if command == "fid" else "stats.npz" if command == "fid-stats" else "out")
+    fid = ["fid", "--features", "pixels", "--ref", str(data), "--no-cache", "--device", "cpu", "--quiet"]
     args = {"demo": ["demo", "--steps", "2", "--batch", "4", "--n-samples", "4", "--device", "cpu", "--quiet"],
             "sweep": ["sweep", "--steps", "2", "--batch", "4", "--subset", "20", "--sigma-n", "0.5", "--device", "cpu",
                       "--quiet"],
-            "fid": ["fid", "--features", "pixels", "--samples", str(data), "--ref", str(data), "--no-cache",
-                    "--device", "cpu", "--quiet"],
+            "fid": [*fid, "--samples", str(data)],
+            "fid-stats": [*fid, "--save-stats", str(out)],
+            "audit": ["audit", "--features", "pixels", "--samples", str(data), "--train", str(data), "--no-cache",
+                      "--device", "cpu", "--quiet"],
             "t2i-sample": ["t2i", "sample", "--run", str(tmp_path / "no-run"), "--device", "cpu", "--quiet"]}[command]
     with locked(out):
-        code, _, err = run_cli([*args, "--out", str(out)], capsys)
+        code, _, err = run_cli(args if command == "fid-stats" else [*args, "--out", str(out)], capsys)
     assert code == 2 and f"{out} is in use by process {os.getpid()}" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before writing anything
+
+
+def test_second_audit_into_one_out_is_refused(straight, tmp_path: Path, capsys) -> None:
+    """The issue's two audits into one --out: while another process audits into it, a second is refused,
+    naming that process, and the first one's output stays as it was."""
+    data, _ = straight
+    out = tmp_path / "audit"
+    args = ["audit", "--features", "pixels", "--samples", str(data), "--train", str(data), "--no-cache", "--device",
+            "cpu", "--quiet", "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and f"{out} is in use by process {holder.pid}" in err and err.count("\n") == 1, err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli(args, capsys)[0] == 0  # the killed holder's lock is free again
+
+
+def test_holds_lock_decorator_for_frontier(tmp_path: Path) -> None:
+    """`@holds_lock("out")` (the one line for sweep/frontier.py's run_frontier) holds --out's lock for the call."""
+    from diffmem.lock import holds_lock
+    from diffmem.sweep.frontier import run_frontier
+
+    seen = []
+
+    @holds_lock("out")
+    def write(fc, out, *, echo=print):
+        seen.append(lock_path(out).exists())
+        return out
+
+    assert write(None, tmp_path / "f") == tmp_path / "f" and seen == [True] and not lock_path(tmp_path / "f").exists()
+    with locked(tmp_path / "f"):
+        with pytest.raises(DiffmemError, match=f"in use by process {os.getpid()}"):
+            write(None, out=tmp_path / "f")
+        with pytest.raises(DiffmemError, match="in use"):  # refused before the configuration is even read
+            holds_lock("out")(run_frontier)("not a config", tmp_path / "f")
+    with pytest.raises(TypeError, match="no parameter 'output'"):
+        holds_lock("output")(run_frontier)

@@ -179,3 +179,60 @@ def test_noisy_only_samples_stop_at_sigma_n(npz_data: str) -> None:
     x = edm_sample(empirical_denoiser(points), torch.randn((6, 1, 1, 2), generator=torch.Generator().manual_seed(0)),
                    sig, denoise_last=True).to(torch.float64)
     assert (torch.cdist(x.flatten(1), points.flatten(1)).min(dim=1).values < 1e-6).all()
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Tiny runs trained for 30 steps: plain EDM, class-conditional, and masking (per-sample masks)."""
+    from conftest import single_thread, write_npz
+    from diffmem.train import loop
+    from diffmem.train.checkpoint import load_denoiser
+
+    root = tmp_path_factory.mktemp("trained")
+    data = str(write_npz(root / "data.npz", n=16))
+    runs = {}
+    with single_thread():
+        for name, extra in (("edm", {}), ("cond", {"cond": True, "num_classes": 3}),
+                            ("masking", {"name": "masking", "mask_p": 0.2})):
+            loop.train(tiny_config(data, steps=30, checkpoint_every=30, log_every=30, **extra), root / name,
+                       progress=False)
+            runs[name] = load_denoiser(root / name)
+    return runs
+
+
+@pytest.mark.parametrize("run", ["edm", "cond", "masking"])
+@pytest.mark.parametrize("churn", [0.0, 5.0])
+def test_samples_are_bitwise_the_same_for_every_batch_size(trained_runs, monkeypatch: pytest.MonkeyPatch,
+                                                           run: str, churn: float) -> None:
+    """The issue's `sample --n 16 --seed 3` against `--batch 5` (and 1): the same bits before rounding to
+    uint8, not only the same pixels (a network evaluated in batches of other sizes differs in the last bits)."""
+    import diffmem.generate as gen
+
+    net, cfg, meta = trained_runs[run]
+    floats: list[torch.Tensor] = []
+    real = gen.to_uint8
+    monkeypatch.setattr(gen, "to_uint8", lambda x: (floats.append(x.clone()), real(x))[1])
+    opts = SampleOptions(steps=6, s_churn=churn)
+    images = {b: generate(net, cfg, meta, 16, seed=3, batch=b, opts=opts, progress=False) for b in (16, 5, 1)}
+    by_batch = {16: floats[:1], 5: floats[1:5], 1: floats[5:]}
+    x = {b: torch.cat(parts) for b, parts in by_batch.items()}
+    assert x[16].shape == (16, meta["channels"], 8, 8) and len(floats) == 1 + 4 + 16
+    assert torch.equal(x[16], x[5]) and torch.equal(x[16], x[1])
+    assert np.array_equal(images[16], images[5]) and np.array_equal(images[16], images[1])
+    tail = generate(net, cfg, meta, 3, seed=3, batch=2, opts=opts, start=13, progress=False)
+    assert np.array_equal(tail, images[16][13:])  # indices 13..15 alone
+
+
+def test_fixed_rows_pads_to_one_shape_and_drops_the_padding() -> None:
+    from diffmem.diffusion.samplers import fixed_rows
+
+    shapes = []
+
+    def fn(x, lab, none):
+        shapes.append((tuple(x.shape), tuple(lab.shape), none))
+        return x * 2 + lab.reshape(-1, 1)
+
+    x, lab = torch.arange(14.0).reshape(7, 2), torch.arange(7.0)
+    out = fixed_rows(fn, 3)(x, lab, None)
+    assert torch.equal(out, x * 2 + lab.reshape(-1, 1))
+    assert shapes == [((3, 2), (3,), None)] * 3  # 3 + 3 + 1 padded to 3

@@ -15,6 +15,7 @@ from diffmem.errors import DiffmemError
 
 EXTENSIONS = "extensions"  # config.json key: how a finished run was extended (`diffmem train` with more steps)
 RELEASE_JSON = "release.json"  # a run's release certificate (diffmem.release), naming the released step
+RELEASE_DIR = "release"  # the folder of a run's released and last checked samples (diffmem.release)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Generate images from a trained denoiser with the EDM samplers, per method.
 
 Sample i depends only on (seed, i): its initial noise, churn noise and (masking) inference mask come
-from a generator seeded by both, so the batch size and the number of processes never change it.
+from a generator seeded by both, and the network always runs on NET_ROWS rows at a time
+(`diffusion.samplers.fixed_rows`), so the batch size and the number of processes never change it, to the
+last bit (on one device type: a GPU's arithmetic differs from a CPU's).
 """
 
 from __future__ import annotations
@@ -12,11 +14,22 @@ from tqdm.auto import tqdm
 
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import to_uint8
+from diffmem.data.limits import check_fits
 from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
-from diffmem.diffusion.samplers import edm_sample, karras_sigmas, per_sample_noise, sample_seed
+from diffmem.diffusion.samplers import edm_sample, fixed_rows, karras_sigmas, per_sample_noise, sample_seed
 from diffmem.errors import DiffmemError
+
+# Rows per network call while sampling, whatever --batch is (the last call of a batch is padded): small on
+# a CPU, where a few samples should not cost a full batch; a GPU's default batch on accelerators.
+NET_ROWS = {"cpu": 16}
+NET_ROWS_ACCELERATOR = SAMPLE_BATCH
+
+
+def net_rows(device: str | torch.device) -> int:
+    """The rows of every network call `generate` makes on `device` (its type decides)."""
+    return NET_ROWS.get(torch.device(device).type, NET_ROWS_ACCELERATOR)
 
 
 def method_sigmas(cfg: TrainConfig, opts: SampleOptions) -> tuple[torch.Tensor, bool]:
@@ -48,6 +61,8 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
     if n < 1:
         raise DiffmemError(f"--n must be a positive integer, got {n}")
     c, res = meta["channels"], meta["resolution"]
+    check_fits(n, res, res, c, what=f"--n {n}", per_value=2, held="the uint8 samples, then all of them in one array",
+               fix="ask for fewer samples (several runs with --seed give more)")
     conditional = cfg.network.num_classes > 0
     if conditional and labels is None:
         labels = (np.arange(start, start + n) % cfg.network.num_classes).astype(np.int64)
@@ -59,6 +74,13 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
     method = method_of(cfg.method)
     sigmas, denoise_last = method_sigmas(cfg, opts)
     draws = 1 + (len(sigmas) - 1 if opts.s_churn > 0 else 0)
+
+    def network(x: torch.Tensor, sigma: torch.Tensor, lab: torch.Tensor | None, extra: torch.Tensor | None):
+        if extra is not None:
+            return net(extra * x, sigma, lab, extra=extra, observed=extra)
+        return net(x, sigma, lab)
+
+    rows = fixed_rows(network, net_rows(device))
     out = []
     bar = tqdm(total=n, disable=not progress, unit="img", desc="sample")
     for lo in range(start, start + n, batch):
@@ -68,9 +90,7 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
         extra = _inference_masks(cfg, seed, idx, (res, res)).to(device) if method.needs_masks else None
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if extra is not None:
-                return net(extra * x, sigma, lab, extra=extra, observed=extra)
-            return net(x, sigma, lab)
+            return rows(x, sigma, lab, extra)
 
         x = edm_sample(denoiser, noise[0], sigmas.to(device), solver=opts.solver, s_churn=opts.s_churn,
                        s_tmin=opts.s_tmin, s_tmax=opts.s_tmax, s_noise=opts.s_noise,

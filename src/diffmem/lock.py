@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from diffmem.errors import DiffmemError, as_diffmem_error
+from diffmem.utils.atomic import clean_leftovers
+from diffmem.utils.outdir import file_on_the_way
 
-__all__ = ["lock_path", "locked", "is_main_process"]
+__all__ = ["lock_path", "locked", "holds_lock", "is_main_process"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def lock_path(target: str | Path) -> Path:
@@ -71,13 +77,17 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
     """Hold the lock of `target` (a run folder or an output file) for the duration of the block.
 
     A second process gets a DiffmemError "TARGET is in use by process N (started ...)". `enabled=False`
-    (e.g. a non-zero rank of a distributed job) makes this a no-op.
+    (e.g. a non-zero rank of a distributed job) makes this a no-op. Once the lock is held, the temporaries a
+    killed writer of `target` left beside it are removed (`diffmem.utils.atomic.clean_leftovers`).
     """
     if not enabled:
         yield
         return
     target = Path(target)
     path = lock_path(target)
+    blocked = file_on_the_way(path)
+    if blocked is not None:  # e.g. `--out F/run` with F a file: mkdir would raise FileExistsError
+        raise DiffmemError(f"cannot use {target}: {blocked} is a file, not a folder; choose another output")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -86,8 +96,33 @@ def locked(target: str | Path, enabled: bool = True) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "time": time.time()}).encode(), 0)
+        clean_leftovers(target)  # the temporaries a killed writer of `target` left (no live writer has it now)
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # while still locked: a waiting opener then sees a new inode and retries
         os.close(fd)
+
+
+def holds_lock(argument: str) -> Callable[[F], F]:
+    """Decorator: the decorated function holds the lock of the output its parameter `argument` names for
+    the whole call (rank 0 alone, as `locked(..., enabled=is_main_process())`), so a second call on the
+    same output, in any process, is refused before it does anything. E.g. `@holds_lock("out")` above
+    `def run_frontier(fc, out, ...)`."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        if argument not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} has no parameter {argument!r} to lock")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            target = bound.arguments[argument]
+            with locked(target, enabled=target is not None and is_main_process()):
+                return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate

@@ -20,13 +20,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from diffmem.config import RELEASE_JSON
+from diffmem.config import RELEASE_DIR, RELEASE_JSON
 from diffmem.errors import DiffmemError
 
 __all__ = ["RELEASE_JSON", "RELEASE_DIR", "DENSE_P", "check_due", "checks_of", "choose_release", "stop_reason", "release_record",
            "read_release", "release_sentence", "safe_quality"]
 
-RELEASE_DIR = "release"
 
 
 def checks_of(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

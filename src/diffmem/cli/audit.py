@@ -34,7 +34,7 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
     --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1. `thresholds` None: the
     feature space's own (`diffmem.evaluate.options.fixed_thresholds`)."""
     check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
-                       max_heldout=max_heldout, flags=True)
+                       max_heldout=max_heldout, flags=True, batch=batch, image_size=image_size)
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0) if thresholds is not None else None
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
     if backend not in AUDIT_BACKENDS:
@@ -130,7 +130,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
         run_dir=run_dir, train_spec=train_spec, heldout_spec=heldout_spec, features=features, thresholds=thresholds,
         calibrate=calibrate, ratio_k=ratio_k, max_heldout=max_heldout, resolution=resolution, resize=resize,
         image_size=image_size, xflip=xflip, n_pictures=n_pictures, backend=backend, batch=batch)
-    check_out_dir(out)
+    check_out_dir(out, {"--samples": samples, "--train": train_spec, "--heldout": heldout_spec})
     check_sample_source(samples, run_dir, checkpoint, n_samples)
     from diffmem.utils.distributed import init_world
 

@@ -135,12 +135,17 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
     from diffmem.sweep.pareto import choose_sigma_n, rule_of_thumb_text
     from diffmem.sweep.results import format_table
     from diffmem.sweep.runner import write_outputs
+    from diffmem.sweep.spec import validate_eval
+    from diffmem.outputs import check_output
 
     if not tolerance >= 0:
         raise DiffmemError(f"--tolerance must be >= 0, got {tolerance}")
     opts = eval_options_from_flags(n_samples=n_samples, sample_steps=sample_steps, sample_seed=sample_seed,
                                    features=features, quality_features=quality_features, thresholds=thresholds,
                                    copy_threshold=copy_threshold, no_pictures=no_pictures)
+    validate_eval(opts)  # before any run is measured, as is --out (under a file, or not writable)
+    if out is not None:
+        check_output(out, "--out", overwrite=True, folder_ok=True)
     rows = collect_rows(paths, opts, device=device_name(device), cache_dir=cache_dir, progress=not quiet,
                         echo=click.echo)
     click.echo(format_table(rows))

@@ -235,6 +235,8 @@ def commitment(data: str, resolution: int | None, resize: bool, subset: int | No
     levels = list(DEFAULT_SIGMAS) if sigmas is None else _float_list(sigmas, "--sigmas")
     if repeats < 1 or max_heldout < 0:
         raise DiffmemError(f"--repeats must be >= 1 and --max-heldout >= 0, got {repeats}, {max_heldout}")
+    if not 0 < low < high < 1:  # the window of the suggestion (suggest_sigma_n): refused before any work
+        raise DiffmemError(f"--low and --high must satisfy 0 < low < high < 1, got --low {low}, --high {high}")
     out_dir = _prepare_out(out, ["commitment.png", "commitment.json"], overwrite)
     train, held, info = _load(data, resolution, resize, subset, subset_seed)
     curve = commitment_curve(train, held, levels, torch.Generator().manual_seed(seed), repeats, max_heldout)

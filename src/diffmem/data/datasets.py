@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffmem.data.limits import check_fits
 from diffmem.data.readers import IMAGE_EXTENSIONS, read_folder, read_npz, read_zip
 from diffmem.errors import DiffmemError
 
@@ -174,6 +176,7 @@ def _load_builtin(spec: str, resolution: int | None) -> ImageDataset:
         )
     pixels, labels = _digits_arrays()
     res = DIGITS_DEFAULT_RESOLUTION if resolution is None else int(resolution)
+    check_fits(len(pixels), res, res, 1, what=f"--resolution {res} for '{spec}'", fix="choose a smaller --resolution")
     raw = pixels * (255.0 / 16.0)  # [N, 8, 8] in 0..255
     if res == raw.shape[1]:
         out = np.rint(raw)
@@ -236,7 +239,12 @@ def _to_common_array(
 ) -> np.ndarray:
     """Bring decoded images to one channel count and one size; stack to uint8 `[N, H, W, C]`."""
     if isinstance(images, list):
-        if any(im.shape[-1] == 3 for im in images):  # gray + RGB mixed: make everything RGB
+        gray = [i for i, im in enumerate(images) if im.shape[-1] == 1]
+        if gray and len(gray) < len(images):  # gray + RGB mixed: make everything RGB, and say so
+            rgb = next(i for i, im in enumerate(images) if im.shape[-1] == 3)
+            warnings.warn(f"'{spec}' mixes gray and RGB images (e.g. '{names[gray[0]]}' is gray, '{names[rgb]}' "
+                          f"is RGB): converting its {len(gray)} gray image{'s' if len(gray) > 1 else ''} to RGB "
+                          "(gray copied to the three channels)", stacklevel=4)
             images = [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in images]
         sizes = [im.shape[:2] for im in images]
     else:
@@ -247,6 +255,9 @@ def _to_common_array(
     target = None if resolution is None else (int(resolution), int(resolution))
     if resize:
         assert target is not None
+        channels = images.shape[-1] if isinstance(images, np.ndarray) else images[0].shape[-1]
+        check_fits(len(images), *target, channels, what=f"--resolution {target[0]} with --resize for '{spec}'",
+                   fix="choose a smaller --resolution")
         if other is None and first == target:
             return images if isinstance(images, np.ndarray) else np.stack(images)
         return np.stack([_resize_square(im, target[0]) for im in images])

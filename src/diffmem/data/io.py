@@ -24,7 +24,7 @@ __all__ = ["read_image_file", "save_images", "save_grid", "PAD_VALUE"]
 
 PAD_VALUE = 224  # gray level of the gaps in `save_grid` (white-ish, so black digits and white pictures both show)
 _SAMPLE_NAME = re.compile(r"^\d{6}\.png$")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
 def read_image_file(path: str | Path | BinaryIO, *, name: str | None = None) -> np.ndarray:
@@ -58,6 +58,9 @@ def read_image_file(path: str | Path | BinaryIO, *, name: str | None = None) -> 
         raise
     except FileNotFoundError as exc:
         raise DiffmemError(f"image file '{label}' does not exist") from exc
+    except Image.DecompressionBombError as exc:  # PIL's cap on one image's pixels: raised before decoding
+        raise DiffmemError(f"image file '{label}' is too large to decode ({exc}); it may be a decompression bomb. "
+                           "Shrink or remove it") from None
     except _DECODE_ERRORS as exc:
         raise DiffmemError(
             f"cannot read image file '{label}': {exc}. The file is corrupt or not an image; "
@@ -202,10 +205,10 @@ def save_grid(
 ) -> Path:
     """Tile images with `make_grid` and write the picture; return the path written.
 
-    The format follows the file extension (PNG when there is none). Existing files are replaced.
+    The format follows the file extension (PNG when there is none). Existing files are replaced, whole
+    (a temporary file, then a rename: a kill never leaves half a picture).
     """
     canvas = make_grid(images, nrow, pad, scale)
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _to_pil(canvas).save(path, format=None if path.suffix else "PNG")
-    return path
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return save_atomic(path, lambda tmp: _to_pil(canvas).save(tmp, format=fmt))

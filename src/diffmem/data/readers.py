@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from diffmem.data.io import read_image_file
+from diffmem.data.limits import DecodeBudget, check_fits, check_zip_sizes
 from diffmem.errors import DiffmemError
 
 __all__ = ["IMAGE_EXTENSIONS", "read_folder", "read_zip", "read_npz"]
@@ -37,7 +38,11 @@ def read_folder(root: Path) -> tuple[list[np.ndarray], np.ndarray | None, list[s
         raise DiffmemError(
             f"no images found in folder '{root}' (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
-    images = [read_image_file(root / n, name=str(root / n)) for n in names]
+    budget = DecodeBudget(str(root), len(names))
+    images = []
+    for n in names:
+        images.append(read_image_file(root / n, name=str(root / n)))
+        budget.add(images[-1].size)
     labels = None
     meta_path = root / _LABELS_FILE
     if meta_path.is_file():
@@ -58,7 +63,9 @@ def read_zip(path: Path) -> tuple[list[np.ndarray], np.ndarray | None, list[str]
             raise DiffmemError(
                 f"no images found in zip file '{path}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
-        images = []
+        labels_member = [members[_LABELS_FILE]] if _LABELS_FILE in members else []
+        check_zip_sizes(path, [members[n] for n in names] + labels_member)
+        images, budget = [], DecodeBudget(str(path), len(names))
         for n in names:
             label = f"{path}:{n}"
             try:
@@ -66,6 +73,7 @@ def read_zip(path: Path) -> tuple[list[np.ndarray], np.ndarray | None, list[str]
             except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:  # includes CRC errors
                 raise DiffmemError(f"cannot read '{label}': {exc}; the zip archive is damaged") from exc
             images.append(read_image_file(io.BytesIO(data), name=label))
+            budget.add(images[-1].size)
         labels = None
         if _LABELS_FILE in members:
             label = f"{path}:{_LABELS_FILE}"
@@ -118,6 +126,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
             if "images" not in keys:
                 raise DiffmemError(f"'{path}' has no 'images' array (it has: {', '.join(keys) or 'nothing'}); "
                                    "save the pixels as images=uint8 [N, H, W, C]")
+            _check_npz_images_fit(npz, path)
             images = npz["images"]
             labels = npz["labels"] if "labels" in keys else None
     except DiffmemError:
@@ -148,3 +157,18 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
             )
         labels = labels.astype(np.int64)
     return images, labels, [f"{i}" for i in range(images.shape[0])]
+
+
+def _check_npz_images_fit(npz: Any, path: Path) -> None:
+    """Refuse an `images` array whose declared shape (read from its .npy header, nothing inflated) will not
+    fit in memory with its float32 copy; a header that cannot be read is left to np.load to report."""
+    try:
+        with npz.zip.open("images.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except (KeyError, AttributeError, OSError, ValueError, zipfile.BadZipFile):
+        return
+    if len(shape) in (3, 4):
+        check_fits(*shape[:3], shape[3] if len(shape) == 4 else 1, what=f"'images' in '{path}'",
+                   fix="store fewer or smaller images")

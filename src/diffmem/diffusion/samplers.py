@@ -2,7 +2,8 @@
 
 Every sampler takes a `denoiser(x, sigma) -> E[x0 | x]` callable, so the same code drives a trained
 network and the closed-form optimal denoisers of `diffmem.theory`. Randomness comes from
-`per_sample_noise`, which makes sample i depend only on (seed, i), never on the batch it is in.
+`per_sample_noise`, which makes sample i depend only on (seed, i), never on the batch it is in; and a
+network runs through `fixed_rows`, so that its arithmetic does not depend on the batch either.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 
 from diffmem.diffusion.sample_options import SOLVERS
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B,...], sigma [B]) -> x0_hat [B,...]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RowsFn = Callable[..., torch.Tensor]  # (t1 [B, ...], t2 [B, ...] or None, ...) -> [B, ...]  # (x [B,...], sigma [B]) -> x0_hat [B,...]
 NoiseFn = Callable[[int], torch.Tensor]  # step index -> standard normal noise shaped like x
 
 
@@ -48,6 +50,36 @@ def per_sample_noise(seed: int, indices: torch.Tensor | list[int], shape: tuple[
         g = torch.Generator().manual_seed(sample_seed(seed, idx))
         cols.append(torch.stack([torch.randn(shape, generator=g) for _ in range(num_draws)]))
     return torch.stack(cols, dim=1)
+
+
+def fixed_rows(fn: RowsFn, rows: int) -> RowsFn:
+    """`fn(*tensors)` (a network call on tensors of B rows each, or None) evaluated on chunks of exactly
+    `rows` rows: the last chunk is padded with copies of its last row, the padding's outputs dropped.
+
+    The same row of a network's input gives bitwise the same output in any batch of the same shape (its
+    position and the other rows do not matter), but not in a batch of another size: CPU and GPU kernels
+    choose their blocking, vector tails and threads' shares by the shape, which changes the last bits of
+    float32 sums, and a sampler carries such bits into a pixel now and then. Running every sample in
+    batches of one shape makes sample i independent of how many samples were asked for together."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+
+    def call(*tensors: torch.Tensor | None) -> torch.Tensor:
+        n = next(t for t in tensors if t is not None).shape[0]
+        outs = []
+        for lo in range(0, n, rows):
+            take = min(rows, n - lo)
+            chunk = [None if t is None else _pad_rows(t[lo : lo + take], rows) for t in tensors]
+            outs.append(fn(*chunk)[:take])
+        return torch.cat(outs)
+
+    return call
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    if t.shape[0] == rows:
+        return t
+    return torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])])
 
 
 @torch.no_grad()

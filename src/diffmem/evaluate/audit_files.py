@@ -3,23 +3,26 @@
 A folder is taken as an audit only if it holds `report.json` and nothing but audit outputs, so an
 audit never writes into (or replaces) a folder of other files. The new output set is written next to
 the target (`.NAME.tmp-PID`) and swapped in with two renames: a kill at any moment leaves either the
-previous complete audit, the new complete one, or (between the renames) none, never a mixture.
+previous complete audit, the new complete one, or (between the renames) none, never a mixture. One audit
+at a time writes into an --out: it holds the lock of `--out` (`diffmem.lock`) from the check to the swap.
 Also: `nearest.csv` (which file copies which) and the file names of images.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from diffmem.errors import DiffmemError
+from diffmem.lock import locked
 from diffmem.utils.atomic import atomic_dir
-from diffmem.utils.outdir import check_out_folder
+from diffmem.utils.outdir import check_apart, check_out_folder
 
 __all__ = ["AUDIT_FILES", "is_audit_dir", "check_out_dir", "output_folder", "image_names", "write_nearest_csv",
            "write_error"]
@@ -41,27 +44,39 @@ def is_audit_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / REPORT).is_file() and set(_entries(p)) <= AUDIT_FILES
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix)."""
+def check_out_dir(out: str | Path, inputs: Mapping[str, str | Path | None] | None = None) -> Path:
+    """Refuse an output path that is a file or a non-empty folder that is not an audit (one line, the fix),
+    and, given the `inputs` (flag -> images), an --out inside one of them or holding one: an audit written
+    into its training folder would be read back as training images (`utils.outdir.check_apart`)."""
     p = Path(out)
+    check_apart(p, inputs or {})
     check_out_folder(p, kind="diffmem audit", is_own=is_audit_dir, known=AUDIT_FILES, ignore_hidden=True)
     return p
 
 
-def output_folder(out: str | Path) -> ContextManager[Path]:
+@contextlib.contextmanager
+def output_folder(out: str | Path) -> Iterator[Path]:
     """A temporary folder beside `out` to write an audit into, swapped in place of the previous audit (if
     any) when the block succeeds, removed when it fails (`diffmem.utils.atomic.atomic_dir`).
 
-    Calling it checks `out` and clears what a killed audit left beside it; entering creates the temporary,
-    so an unwritable --out fails before any work. quality.json of the previous audit is kept."""
+    Entering checks `out`, takes its lock for the whole block (`diffmem.lock.locked`: a second audit into
+    the same --out is refused, naming the first one's process), clears what a killed audit left beside it
+    and creates the temporary, so an unwritable --out fails before any work. quality.json of the previous
+    audit is kept."""
     out = check_out_dir(out)
     try:
-        _clean_stale(out)
+        out.parent.mkdir(parents=True, exist_ok=True)  # where the lock file goes: an error names the audit's --out
     except OSError as err:
         raise write_error(out, err) from None
-    pid = os.getpid()
-    return atomic_dir(out, tmp_name=f".{out.name}.tmp-{pid}", old_name=f".{out.name}.old-{pid}",
-                      before_swap=_keep_files, on_os_error=lambda err: write_error(out, err))
+    with locked(out):
+        try:
+            _clean_stale(out)
+        except OSError as err:
+            raise write_error(out, err) from None
+        pid = os.getpid()
+        with atomic_dir(out, tmp_name=f".{out.name}.tmp-{pid}", old_name=f".{out.name}.old-{pid}",
+                        before_swap=_keep_files, on_os_error=lambda err: write_error(out, err)) as tmp:
+            yield tmp
 
 
 def write_error(out: Path | str, err: OSError, fix: str = "choose a folder you can write to") -> DiffmemError:

@@ -119,17 +119,20 @@ class TraceOptions:
 
 # The names of the audit's inputs as the command line and the Python API (diffmem.audit) spell them.
 _FLAG_NAMES = {"run": "--run DIR", "train": "--train SPEC", "heldout": "--heldout", "ratio_k": "--ratio-k",
-               "n_pictures": "--n-pictures", "max_heldout": "--max-heldout"}
+               "n_pictures": "--n-pictures", "max_heldout": "--max-heldout", "batch": "--batch",
+               "image_size": "--image-size"}
 _API_NAMES = {"run": "run (a training run directory)", "train": "train (training images)", "heldout": "heldout",
               "ratio_k": "ratio_k (--ratio-k)", "n_pictures": "n_pictures (--n-pictures)",
-              "max_heldout": "max_heldout (--max-heldout)"}
+              "max_heldout": "max_heldout (--max-heldout)", "batch": "batch_size (--batch)",
+              "image_size": "image_size (--image-size)"}
 
 
 def check_audit_inputs(*, run: Any, train: Any, heldout: Any, ratio_k: int | None, n_pictures: int,
-                       max_heldout: int | None, flags: bool) -> None:
+                       max_heldout: int | None, flags: bool, batch: int | None = None,
+                       image_size: int | None = None) -> None:
     """The audit's rules on its inputs, written once for `diffmem audit` (`flags=True`: messages name the
     flags) and `diffmem.audit` (the keyword arguments): exactly one of run or train; heldout only with train;
-    ratio_k, n_pictures and max_heldout at least 1."""
+    ratio_k, n_pictures and max_heldout at least 1; batch and image_size (when given) positive."""
     n = _FLAG_NAMES if flags else _API_NAMES
     if (run is None) == (train is None):
         first, second = (n["run"], n["train"]) if flags else (n["train"], n["run"])
@@ -139,3 +142,6 @@ def check_audit_inputs(*, run: Any, train: Any, heldout: Any, ratio_k: int | Non
         raise DiffmemError(f"{n['heldout']} goes with {what} the held-out set is the rest of the run's data")
     if (ratio_k is not None and ratio_k < 1) or n_pictures < 1 or (max_heldout is not None and max_heldout < 1):
         raise DiffmemError(f"{n['ratio_k']}, {n['n_pictures']} and {n['max_heldout']} must be at least 1")
+    for key, value in (("batch", batch), ("image_size", image_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DiffmemError(f"{n[key]} must be a positive integer, got {value!r}")

@@ -30,6 +30,7 @@ from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.guard import GuardConfig
+from diffmem.lock import holds_lock
 from diffmem.train.checks import validate_config
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
@@ -226,6 +227,7 @@ def _log_means(run: Path) -> dict[str, float | None]:
     return {k: (float(np.mean(v)) if v else None) for k, v in vals.items()}
 
 
+@holds_lock("out")
 def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
                  echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
     """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json and the

@@ -101,7 +101,16 @@ def validate_sweep(sc: SweepConfig) -> None:
         raise DiffmemError("--subset is empty; give training-set sizes, e.g. 300")
     if any(s is not None and s < 2 for s in sc.subsets):
         raise DiffmemError(f"--subset values must be integers >= 2, got {list(sc.subsets)}")
-    e = sc.eval
+    validate_eval(sc.eval)
+    if sc.monitor_every < 0 or sc.monitor_samples < 2:
+        raise DiffmemError("--monitor-every must be >= 0 and --monitor-samples >= 2")
+    if not sc.tolerance >= 0:
+        raise DiffmemError(f"--tolerance must be >= 0, got {sc.tolerance}")
+    validate_config(sc.base)
+
+
+def validate_eval(e: EvalOptions) -> None:
+    """Refuse measurement settings a user got wrong (`diffmem sweep` and `diffmem compare`), naming the flag."""
     if e.n_samples < 2:
         raise DiffmemError(f"--n-samples must be at least 2 (a Frechet distance needs two images), got {e.n_samples}")
     if e.sample_steps < 1:
@@ -110,11 +119,6 @@ def validate_sweep(sc: SweepConfig) -> None:
         raise DiffmemError("--features is empty; give at least one feature space, e.g. pixels")
     if e.copy_threshold is not None and not -1 <= e.copy_threshold <= 1:
         raise DiffmemError(f"--copy-threshold is a cosine similarity in [-1, 1], got {e.copy_threshold}")
-    if sc.monitor_every < 0 or sc.monitor_samples < 2:
-        raise DiffmemError("--monitor-every must be >= 0 and --monitor-samples >= 2")
-    if not sc.tolerance >= 0:
-        raise DiffmemError(f"--tolerance must be >= 0, got {sc.tolerance}")
-    validate_config(sc.base)
 
 
 def _check_positive(values: Iterable[float], flag: str) -> None:

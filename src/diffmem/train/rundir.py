@@ -17,6 +17,8 @@ RUN/
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -24,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from diffmem.config import EXTENSIONS, TrainConfig, json_ready
+from diffmem.config import EXTENSIONS, RELEASE_DIR, RELEASE_JSON, TrainConfig, json_ready
 from diffmem.errors import DiffmemError
 from diffmem.train.checks import validate_config
 from diffmem.utils import atomic
-from diffmem.utils.outdir import OWN, check_out_folder
+from diffmem.utils.outdir import OWN, check_apart, check_out_folder
 
 CONFIG = "config.json"
 SUBSET = "subset.json"
@@ -37,6 +39,10 @@ LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
 DONE = "done.json"
+# Inside checkpoints/step-XXXXXXXX/ (written by train/checkpoint.py): the files a resume reads back.
+WEIGHT_FILES = ("model.safetensors", "ema.safetensors")
+STATE_FILE = "state.pt"
+STATE_KEYS = ("optimizer", "generator", "torch_rng", "step")
 # What evaluation writes into a run (demo, sweep, monitor): stale once the run is retrained.
 DERIVED_FILES = ("samples.npz", "samples.json", "quality.json", "result.json", "monitor.png")
 DERIVED_GLOBS = ("audit-*",)
@@ -102,14 +108,49 @@ def load_train_config(run_dir: str | Path) -> TrainConfig:
     """The run's configuration as a TrainConfig, type- and range-checked; a hand-edited config.json with
     a bad value is refused naming the file and the key."""
     path = check_run_dir(run_dir) / CONFIG
+    stored = read_json(path)
     try:
-        cfg = TrainConfig.from_dict(read_json(path))
+        cfg = TrainConfig.from_dict(stored)
         validate_config(cfg)
     except DiffmemError as err:
         if str(err).startswith(str(path)):
             raise
-        raise DiffmemError(f"{path}: {err}; correct the value (or train the run again)") from None
+        keys = _faulty_keys(stored)
+        where = f" (key {', '.join(keys)})" if keys and not any(k in str(err) for k in keys) else ""
+        raise DiffmemError(f"{path}: {err}{where}; correct the value (or train the run again)") from None
     return cfg
+
+
+def _faulty_keys(stored: Any) -> list[str]:
+    """The dotted keys of a stored configuration whose value alone makes it fail its check: each leaf is
+    put back to its default in turn, and the keys whose reset lets the check pass are the culprits (none
+    for a configuration that passes)."""
+    if not isinstance(stored, dict) or _passes(stored):
+        return []
+    default = json_ready(TrainConfig().to_dict())
+    found = []
+    for part, value in stored.items():
+        if isinstance(value, dict) and isinstance(default.get(part), dict):
+            keys: list[str | None] = [k for k in value if k in default[part]]
+        else:
+            keys = [None] if part in default else []
+        for key in keys:
+            trial = json.loads(json.dumps(stored))
+            if key is None:
+                trial[part] = default[part]
+            else:
+                trial[part][key] = default[part][key]
+            if _passes(trial):
+                found.append(part if key is None else f"{part}.{key}")
+    return found
+
+
+def _passes(stored: dict) -> bool:
+    try:
+        validate_config(TrainConfig.from_dict(stored))
+    except (DiffmemError, TypeError, ValueError):
+        return False
+    return True
 
 
 def run_datasets(run_dir: str | Path):
@@ -196,8 +237,9 @@ def only_own_partial_files(out: Path) -> bool:
 
 
 def clear_run(out: Path) -> None:
-    """Delete a run's own files (weights, logs, the evaluations of its weights); leave anything else."""
-    for name in (*OWN_FILES, *DERIVED_FILES):
+    """Delete a run's own files (weights, logs, the evaluations of its weights, a guard's release); leave
+    anything else."""
+    for name in (*OWN_FILES, *DERIVED_FILES, RELEASE_JSON, RELEASE_DIR):
         for path in (out / name, out / (name + ".tmp")):
             if path.is_dir():
                 shutil.rmtree(path)
@@ -218,23 +260,83 @@ def clear_derived(out: Path) -> None:
 def plan_run(out: Path, new: dict, overwrite: bool, resume: bool) -> str:
     """Read-only decision on `--out` for training the configuration `new` (a JSON-ready dict): NEW (an
     absent or empty folder, a start killed before config.json, or `overwrite`), RESUME (the same
-    configuration, unfinished) or EXTEND (the same configuration but for more optim.steps). Refuses a
-    file, a folder that is not a run, another configuration, fewer steps and a finished run."""
+    configuration, unfinished) or EXTEND (the same configuration but for more optim.steps). Refuses an
+    `--out` inside the data folder (or holding it), a file, a folder that is not a run, a stored
+    configuration that fails its check, another configuration, fewer steps, a finished run, and a newest
+    checkpoint that cannot be resumed from: all before anything is changed."""
+    check_apart(out, {"--data": (new.get("data") or {}).get("spec")})
     if _starts_new(out, overwrite, resume, "run", partial_is_empty=True):
         return NEW
+    load_train_config(out)  # a hand-edited config.json (e.g. optim.steps -5) is refused, naming the key
     old = stored_config(out / CONFIG)
     if old != new:
         diff = config_diff(old, new)
         steps_old, steps_new = (old.get("optim") or {}).get("steps"), (new.get("optim") or {}).get("steps")
         if len(diff) == 1 and diff[0].startswith("optim.steps:") and isinstance(steps_old, int):
             if steps_new > steps_old:
+                check_checkpoint(out)
                 return EXTEND
             raise DiffmemError(f"{out} holds a run of {steps_old} steps; it cannot be shortened to {steps_new}. "
                                f"Sample its last checkpoint, ask for more steps to extend it, or use --overwrite")
         raise _other_configuration(out, "run", diff)
     if (out / DONE).is_file():
         raise _finished(out, "run", "diffmem sample", extend="ask for more --steps (or --kimg) to extend it, ")
+    check_checkpoint(out)
     return RESUME
+
+
+def check_checkpoint(out: Path) -> None:
+    """The newest checkpoint of the run in `out` can be resumed from: LATEST names a complete folder whose
+    weights are safetensors files and whose training state loads with `weights_only` (tensors and plain
+    containers, never code) and holds what a resume restores. One line otherwise; reads, writes nothing.
+    Run before a resume or an extension changes the run, so that a bad file leaves the run as it was."""
+    pointer = out / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return  # killed before its first checkpoint: the run starts from step 0
+    ckpt = out / CHECKPOINTS / pointer.read_text().strip()
+    if not (ckpt / "meta.json").is_file():
+        raise DiffmemError(f"{pointer} names {ckpt.name}, which is incomplete; delete {pointer} to start over")
+    from safetensors import safe_open
+
+    for name in WEIGHT_FILES:
+        try:
+            with safe_open(str(ckpt / name), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types for corrupt headers
+            raise _bad_checkpoint(ckpt / name, f"it is not a readable safetensors file ({_first_line(err)})") from None
+    state = _load_state_quietly(ckpt / STATE_FILE)
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise _bad_checkpoint(ckpt / STATE_FILE,
+                              f"it is not a training state diffmem wrote (no {', '.join(missing)})")
+
+
+def _load_state_quietly(path: Path) -> Any:
+    """torch.load(weights_only=True) without torch's warnings; a file it refuses becomes one line."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal says enough
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise _bad_checkpoint(path, "the file is missing") from None
+    except Exception as err:  # UnpicklingError for anything beyond tensors and plain containers
+        what = ("it holds pickled objects other than tensors, which could run code, so it was not loaded"
+                if isinstance(err, pickle.UnpicklingError) else f"it cannot be read ({_first_line(err)})")
+        raise _bad_checkpoint(path, what) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split("\n")[0].split())
+    return f"{type(err).__name__}: {text[:160]}"
+
+
+def _bad_checkpoint(path: Path, what: str) -> DiffmemError:
+    return DiffmemError(f"cannot resume from {path}: {what}; the run was left unchanged. Restore the "
+                        "checkpoint, or train again with --overwrite")
 
 
 def record_extension(out: Path, new: dict) -> None:

@@ -3,7 +3,9 @@
 A reader (or a run resumed after a kill) sees either the old file or the new one, never half of one.
 Folders (`atomic_dir`) are written into a temporary folder and swapped in with two renames.
 Permission, read-only, disk-full and bad-path errors become one-line DiffmemErrors naming the file
-(`diffmem.errors.as_diffmem_error`); other OSErrors keep their traceback.
+(`diffmem.errors.as_diffmem_error`); other OSErrors keep their traceback. A kill leaves the temporary
+behind under a name of ours (`.NAME.XXXXXXXX.tmp...`); `clean_leftovers`, run by the next writer of the
+same output while it holds the output's lock (`diffmem.lock.locked`), removes exactly those names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from diffmem.errors import as_diffmem_error
 
-__all__ = ["atomic_path", "atomic_dir", "save_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "atomic_dir", "save_atomic", "write_text_atomic", "write_json_atomic", "clean_leftovers"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: files written through a temporary get the usual mode, not mkstemp's 0600
@@ -167,3 +170,40 @@ def _swap(final: Path, tmp: Path, old_name: str | None) -> None:
         os.replace(old, final)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _leftover_pattern(target: Path) -> re.Pattern[str]:
+    """The unique temporary names `atomic_path` and `atomic_dir` give `target`'s temporaries: mkstemp's and
+    mkdtemp's eight characters between `.NAME.` and `.tmp` (then `target`'s suffix for a file) or `.old`."""
+    suffix = re.escape(target.suffix)
+    return re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.(tmp(?:{suffix})?|old)")
+
+
+def clean_leftovers(target: str | Path) -> list[Path]:
+    """Remove what killed writers of `target` left beside it: temporary files and folders named as
+    `atomic_path` and `atomic_dir` name them, and nothing else. A previous folder moved aside just before
+    a kill (`.NAME.XXXXXXXX.old` while `target` is absent) is moved back instead. Call it only while holding
+    `target`'s lock (a live writer's temporary has the same name). Returns the paths removed or moved back."""
+    target = Path(target)
+    pattern = _leftover_pattern(target)
+    try:
+        found = sorted((p for p in target.parent.iterdir() if pattern.fullmatch(p.name)),
+                       key=lambda p: p.lstat().st_mtime)
+    except OSError:
+        return []
+    olds = [p for p in found if p.name.endswith(".old") and p.is_dir() and not p.is_symlink()]
+    done = []
+    if olds and not os.path.lexists(target):
+        with contextlib.suppress(OSError):
+            os.replace(olds[-1], target)  # the newest set moved aside: the folder as it was before the kill
+            done.append(olds.pop())
+    for p in found:
+        if p in done:
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            done.append(p)
+    return done

@@ -8,12 +8,13 @@ naming some of what it holds, so a command never writes into (or replaces) someo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Mapping
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["ABSENT", "EMPTY", "OWN", "check_out_folder"]
+__all__ = ["ABSENT", "EMPTY", "OWN", "check_apart", "check_out_folder", "file_on_the_way"]
 
 ABSENT, EMPTY, OWN = "absent", "empty", "own"
 
@@ -36,6 +37,9 @@ def check_out_folder(out: str | Path, *, kind: str, is_own: Callable[[Path], boo
     if out.exists() and not out.is_dir():
         raise DiffmemError(f"{name} is a file, not a folder; {choose}")
     if not out.exists():
+        blocked = file_on_the_way(out)
+        if blocked is not None:  # `--out F/run` with F a file: the folder can never be made
+            raise DiffmemError(f"{name}: {blocked} is a file, not a folder; {choose}")
         return ABSENT
     try:
         entries = sorted(p.name for p in out.iterdir() if not (ignore_hidden and p.name.startswith(".")))
@@ -49,3 +53,28 @@ def check_out_folder(out: str | Path, *, kind: str, is_own: Callable[[Path], boo
     listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
     raise DiffmemError(f"{name} holds other files ({listed}) and is not a {kind}; {choose} "
                        f"(a new or empty folder, or an earlier {kind})")
+
+
+def file_on_the_way(path: str | Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is a file (so `path` cannot be created), else None."""
+    for parent in Path(path).parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_apart(out: str | Path, inputs: Mapping[str, str | Path | None], *, flag: str = "--out") -> None:
+    """Refuse an output folder `out` inside one of the `inputs` (flag -> path; None and `builtin:` specs are
+    skipped), and an input inside `out`: written into a data folder, the output would be read back as data
+    the next time (`--data DIR --out DIR/run`); holding the data, the output's replacement could touch it.
+    Symbolic links are followed."""
+    where = Path(os.path.realpath(Path(out).expanduser()))
+    for name, spec in inputs.items():
+        if spec is None or str(spec).startswith("builtin:"):
+            continue
+        data = Path(os.path.realpath(Path(spec).expanduser()))
+        if where == data or data in where.parents:
+            raise DiffmemError(f"{flag} {out} is inside the data {name} {spec}; the next read of the data would "
+                               f"take the output's files for images. Choose a {flag} outside it")
+        if where in data.parents:
+            raise DiffmemError(f"{name} {spec} is inside {flag} {out}; choose a {flag} that does not hold the data")
