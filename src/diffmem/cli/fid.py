@@ -125,8 +125,9 @@ def _print_report(report: dict, as_json: bool) -> None:
 def _check_flags(samples: str | None, ref_spec: str, out: str | None, save_stats: str | None, overwrite: bool,
                  kid_subsets: int, kid_subset_size: int, pr_k: int, batch: int, resolution: int | None,
                  image_size: int | None) -> None:
-    """Refuse bad flags and unwritable or existing outputs before any image is loaded."""
-    if samples is None and checkpoint is None and save_stats is None:
+    """Refuse bad flags and unwritable or existing outputs before any image is loaded (`samples`: --samples or
+    --checkpoint, whichever gives the samples)."""
+    if samples is None and save_stats is None:
         raise DiffmemError("give --samples (or --run with --checkpoint) to compare, or --save-stats to only write "
                            "reference statistics")
     if kid_subsets < 1 or kid_subset_size < 2 or pr_k < 1:
