@@ -335,7 +335,7 @@ def test_every_writing_command_takes_the_lock_of_its_output(straight, tmp_path: 
     data, run = straight
     out = tmp_path / ("fid.json" if command == "fid" else "stats.npz" if command == "fid-stats" else "out")
     fid = ["fid", "--features", "pixels", "--ref", str(data), "--no-cache", "--device", "cpu", "--quiet"]
-    args = {"demo": ["demo", "--steps", "2", "--batch", "4", "--n-samples", "4", "--device", "cpu", "--quiet"],
+    args = {"demo": ["demo", "--steps", "2", "--batch", "4", "--n-samples", "50", "--device", "cpu", "--quiet"],
             "sweep": ["sweep", "--steps", "2", "--batch", "4", "--subset", "20", "--sigma-n", "0.5", "--device", "cpu",
                       "--quiet"],
             "fid": [*fid, "--samples", str(data)],

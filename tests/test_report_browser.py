@@ -71,8 +71,22 @@ def _measure(browser: str, html: Path, width: int, height: int, shot: Path | Non
     return json.loads(found.group(1).replace("&quot;", '"'))
 
 
+def _fake_release(run: Path, copies: tuple[int, ...], n: int) -> None:
+    """A guard's release.json for checks at steps 100, 200, ... with these copy counts of n samples."""
+    from diffmem.release import checks_of, release_record
+    from diffmem.safety import Calibration, safety_test
+
+    cal = Calibration(0.9, 360)
+    records = [{"step": 100 * (i + 1), "monitor": {"features": "pixels", "n_samples": n, "calibration": cal.to_dict(),
+                                                  "safety": safety_test(k, n, cal).to_dict(),
+                                                  "quality": {"metric": "KID_digits-net", "value": 1.0 / (i + 1)}}}
+               for i, k in enumerate(copies)]
+    (run / "release.json").write_text(json.dumps(release_record(checks_of(records), {"n_samples": n})))
+
+
 def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.ndarray) -> Path:
-    """A run folder as the demo's report reads it: config.json, subset.json and samples.npz."""
+    """A run folder as the demo's report reads it: config.json, subset.json, release.json and the released
+    samples (release/released.npz)."""
     from diffmem.data import load_images
 
     run.mkdir(parents=True)
@@ -80,8 +94,10 @@ def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.nd
     (run / "subset.json").write_text(json.dumps({
         "source": str(spec), "n_source": n_source, "content_hash": load_images(str(spec)).content_hash(),
         "train_indices": list(range(n_train)), "heldout_indices": list(range(n_train, n_source))}))
-    np.savez(run / "samples.npz", images=samples)
-    return run / "samples.npz"
+    (run / "release").mkdir()
+    np.savez(run / "release" / "released.npz", images=samples)
+    _fake_release(run, (0, 1, 20, 40), len(samples))
+    return run / "release" / "released.npz"
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,12 @@ class DemoConfig:
     patience: int = 2
 
     def guard(self) -> GuardConfig:
-        """The guard both runs train with: n_samples per check, digits-net KID, the stopping rule."""
+        """The guard both runs train with: n_samples per check, digits-net KID, the stopping rule (off when a
+        short demo has too few checkpoints for it)."""
+        checks = self.steps // max(1, min(self.checkpoint_every, self.steps // 4))
+        patience = self.patience if checks > self.patience else 0
         return GuardConfig(n_samples=self.n_samples, quality_features="digits-net", quality_metric="kid",
-                           patience=self.patience, every=self.guard_every)
+                           patience=patience, every=self.guard_every)
 
 
 DEMO_OUT = "runs/demo"  # where `diffmem demo` writes when --out is not given

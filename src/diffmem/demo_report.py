@@ -127,7 +127,7 @@ def _paths_figure(out: Path, release: dict[str, dict[str, Any]]) -> Path:
 
     from diffmem.utils.atomic import save_atomic
 
-    fig = Figure(figsize=(6.4, 5.2), dpi=110)
+    fig = Figure(figsize=(4.8, 4.6), dpi=110)  # narrow enough to be shown at >= 0.7 of its size on a phone
     top, bottom = fig.subplots(2, 1, sharex=True)
     for i, (method, rec) in enumerate(release.items()):
         checks, best, color = rec["checks"], rec.get("released"), f"C{i}"
@@ -167,9 +167,9 @@ def _write_report(out: Path, results: dict[str, dict[str, tuple[Any, dict | None
              f"only noisy copies at high noise. {COPY_DEFINITION} At its checkpoints each run was checked (copies "
              "against the held-out digits, safety test, quality); its best safe checkpoint is released, and "
              "training stopped once copying had set in. Below: the released samples, audited.")
-    doc.figure(_paths_figure(out, release), "Each run's checks over training: copies (top; the dashed line is what "
-               "unseen digits score) and quality (bottom; lower is better). Filled: safe checks; the star is the "
-               "release.")
+    doc.figure(_paths_figure(out, release), "Copy fraction and quality at each run's checks over training: copies "
+               "(top; the dashed line is what unseen digits score) and quality (bottom; lower is better). Filled: "
+               "safe checks; the star is the release.")
     pics, grids = _pictures(out, results)
     doc.figure_row([(p, c) for c, p in grids.items()])
     for space in SPACES:
