@@ -22,7 +22,8 @@ SUMMARY = ROOT / "docs" / "figures" / "demo_summary.json"
 
 
 def _demo_section(text: str) -> str:
-    return text[text.index("## What `make demo` does"): text.index("\n## Training")]
+    start = text.index("## What `make demo` does")
+    return text[start: text.index("\n## ", start + 3)]
 
 
 def test_readme_quotes_the_committed_demo_summary() -> None:
@@ -41,11 +42,11 @@ def test_publish_summary_rewrites_readme_and_copy(tmp_path: Path) -> None:
     (tmp_path / "docs" / "figures").mkdir(parents=True)
     shutil.copy(README, tmp_path / "README.md")
     summary = json.loads(SUMMARY.read_text())
-    summary["edm"]["pixels"]["audit"]["fraction_above_calibrated"]["heldout_p99"] = 0.5
+    summary["release"]["edm"]["released"]["step"] = 12345
     summary["edm"]["pixels"]["audit"]["sources"] = {"samples": "/somewhere/runs/demo/edm/samples.npz"}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     sentence = publish_summary(tmp_path / "summary.json", tmp_path)
-    assert "(baseline 50.0%," in sentence
+    assert sentence.startswith("Released: the baseline at step 12345,")
     assert f"{README_START}{sentence}{README_END}" in (tmp_path / "README.md").read_text()
     copied = (tmp_path / "docs" / "figures" / "demo_summary.json").read_text()
     assert "/somewhere" not in copied and json.loads(copied)["headline"]["sentence"] == sentence
