@@ -93,7 +93,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     """How much do `samples` copy `train`? Give `train` (and ideally `heldout`: unseen real images of the same
     kind, which calibrate what "copy" means), or `run` (a training run: its subset and the rest of its data).
     `xflip` also matches mirrored images. With `out`, writes report.json/.html/.md, nearest.csv and pictures.
-    `thresholds` None: `AuditOptions.thresholds` (0.85 ... 0.95).
+    `thresholds` None: the feature space's own (`evaluate.options.fixed_thresholds`: 0.9 ... 0.99 for pixels, 0.85 ... 0.95 else).
     """
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import get_extractor
