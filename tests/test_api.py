@@ -82,3 +82,20 @@ def test_train_run_and_sample(tmp_path: Path) -> None:
     images = diffmem.sample(run, 3, seed=1)
     assert images.shape == (3, 8, 8, 1) and images.dtype == np.uint8
     assert np.array_equal(images, diffmem.sample(run, 3, seed=1))
+
+
+def test_audit_out_inside_its_training_folder_is_refused(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    import diffmem
+
+    (tmp_path / "train").mkdir()
+    np.savez(tmp_path / "train" / "t.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(diffmem.DiffmemError, match="inside the data train"):
+        diffmem.audit(np.zeros((4, 8, 8, 1), np.uint8), train=str(tmp_path / "train" / "t.npz"),
+                      out=str(tmp_path / "train" / "t.npz" / "audit"))
+    with pytest.raises(diffmem.DiffmemError, match="inside the data train"):
+        diffmem.audit(np.zeros((4, 8, 8, 1), np.uint8), train=str(tmp_path / "train"),
+                      out=str(tmp_path / "train" / "audit"))
+    assert not (tmp_path / "train" / "audit").exists()

@@ -103,7 +103,9 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     if out is not None and (world is None or world.main):
         from diffmem.evaluate.audit_files import check_out_dir
 
-        check_out_dir(out)  # before loading anything
+        paths = {name: v for name, v in (("samples", samples), ("train", train), ("heldout", heldout))
+                 if isinstance(v, (str, Path))}
+        check_out_dir(out, paths)  # before loading anything; never inside the images it reads
     sample_set = _images(samples, "samples")
     if run is not None:
         from diffmem.train.rundir import run_datasets
