@@ -10,7 +10,7 @@ import torch
 
 from conftest import tiny_config
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.diffusion.samplers import edm_sample, karras_sigmas, per_sample_noise
+from diffmem.diffusion.samplers import karras_sigmas, per_sample_noise, sample_euler, sample_heun
 from diffmem.generate import SampleOptions, generate, method_sigmas
 from diffmem.models.unet import build_unet
 
@@ -61,7 +61,7 @@ def test_empirical_optimal_denoiser_sampling_returns_training_points() -> None:
     den = empirical_denoiser(points)
     n = 40
     x_init = per_sample_noise(123, list(range(n)), (1, 4, 4), 1)[0]
-    out = edm_sample(den, x_init, karras_sigmas(18), solver="heun").to(torch.float64)
+    out = sample_heun(den, x_init, karras_sigmas(18)).to(torch.float64)
     dist = torch.cdist(out.flatten(1), points.flatten(1))  # [n, K]
     nearest = dist.min(dim=1)
     assert (nearest.values < 1e-3).all(), nearest.values.max()
@@ -98,16 +98,16 @@ def test_heun_on_a_gaussian_follows_the_exact_ode(mu: float, s0: float) -> None:
         return float(((out.to(torch.float64) - exact) / (exact - mu)).abs().max())
 
     s18, s36 = karras_sigmas(18), karras_sigmas(36)
-    out18 = edm_sample(den, z, s18, solver="heun")
+    out18 = sample_heun(den, z, s18)
     assert out18.dtype == torch.float32 and out18.shape == z.shape
     torch.testing.assert_close(out18.to(torch.float64), reference_heun(den, z, s18), rtol=1e-5, atol=1e-5)
-    e18, e36 = rel_err(out18), rel_err(edm_sample(den, z, s36, solver="heun"))
+    e18, e36 = rel_err(out18), rel_err(sample_heun(den, z, s36))
     assert e18 < 0.07
     assert e18 / e36 > 3.5  # second order: doubling the steps divides the error by ~4
-    eu18, eu36 = rel_err(edm_sample(den, z, s18, solver="euler")), rel_err(edm_sample(den, z, s36, solver="euler"))
+    eu18, eu36 = rel_err(sample_euler(den, z, s18)), rel_err(sample_euler(den, z, s36))
     assert eu18 > 2 * e18 and 1.6 < eu18 / eu36 < 2.6  # Euler: first order, clearly worse
 
-    out = edm_sample(den, z, karras_sigmas(100), solver="heun").to(torch.float64)
+    out = sample_heun(den, z, karras_sigmas(100)).to(torch.float64)
     assert rel_err(out) < 5e-3
     # the distribution: mean mu and std s0 (within Monte Carlo error on 8000 values, plus the tiny bias
     # of starting at sigma_T z instead of mu + sigma_T z)
@@ -121,11 +121,49 @@ def test_edm_sample_churn_needs_noise_and_uses_it() -> None:
     z = per_sample_noise(0, [0, 1], (1, 2, 2), 19)  # [19, 2, 1, 2, 2]
     sigmas = karras_sigmas(18)
     with pytest.raises(ValueError, match="churn_noise"):
-        edm_sample(den, z[0], sigmas, s_churn=10.0)
-    a = edm_sample(den, z[0], sigmas, s_churn=10.0, churn_noise=lambda k: z[k])
-    b = edm_sample(den, z[0], sigmas, s_churn=10.0, churn_noise=lambda k: z[k])
-    c = edm_sample(den, z[0], sigmas)
+        sample_heun(den, z[0], sigmas, s_churn=10.0)
+    a = sample_heun(den, z[0], sigmas, s_churn=10.0, churn_noise=lambda k: z[k])
+    b = sample_heun(den, z[0], sigmas, s_churn=10.0, churn_noise=lambda k: z[k])
+    c = sample_heun(den, z[0], sigmas)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_samplers_share_one_signature_and_the_solver_names() -> None:
+    import inspect
+
+    from diffmem.diffusion.sample_options import SOLVERS
+    from diffmem.diffusion.samplers import SAMPLERS, sampler
+
+    assert tuple(SAMPLERS) == SOLVERS and sampler("euler") is sample_euler and sampler("heun") is sample_heun
+    assert inspect.signature(sample_heun) == inspect.signature(sample_euler)
+    with pytest.raises(ValueError, match="heun, euler"):
+        sampler("dpm")
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_callback_sees_every_step_and_changes_nothing(solver: str) -> None:
+    """The callback gets {x, i, sigma, sigma_hat, sigma_next, denoised} once per step, before it (k-diffusion's
+    shape); denoised is D(x; sigma_hat) of the state it is given, and the samples are bitwise those without it."""
+    from diffmem.diffusion.samplers import sampler
+
+    den = gaussian_denoiser(0.3, 0.7)
+    z = per_sample_noise(0, [0, 1, 2], (1, 2, 2), 7)
+    sigmas = karras_sigmas(6)
+    steps: list[dict] = []
+    kw = dict(s_churn=2.0, churn_noise=lambda k: z[k])
+    out = sampler(solver)(den, z[0], sigmas, callback=steps.append, **kw)
+    assert torch.equal(out, sampler(solver)(den, z[0], sigmas, **kw))
+    assert [s["i"] for s in steps] == list(range(6))
+    assert set(steps[0]) == {"x", "i", "sigma", "sigma_hat", "sigma_next", "denoised"}
+    for k, s in enumerate(steps):
+        assert s["sigma"] == sigmas[k] and s["sigma_next"] == sigmas[k + 1] and s["sigma_hat"] >= s["sigma"]
+        expected = den(s["x"].to(torch.float32), s["sigma_hat"].to(torch.float32).expand(3)).to(torch.float64)
+        torch.testing.assert_close(s["denoised"], expected)
+    assert steps[0]["sigma_hat"] > steps[0]["sigma"]  # churn raised the level, and x is the churned state
+    plain: list[dict] = []
+    sampler(solver)(den, z[0], sigmas, callback=plain.append)
+    assert torch.equal(plain[0]["x"], z[0].to(torch.float64) * sigmas[0])  # no churn: the scaled start
+    assert all(p["sigma_hat"] == p["sigma"] for p in plain)
 
 
 def test_per_sample_noise_is_independent_of_the_batch() -> None:
@@ -176,7 +214,7 @@ def test_noisy_only_samples_stop_at_sigma_n(npz_data: str) -> None:
     # well separated points at a small sigma_n, exactly a training point
     points = torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=torch.float64).reshape(2, 1, 1, 2)
     sig = karras_sigmas(10, 0.05, 80.0)[:-1]
-    x = edm_sample(empirical_denoiser(points), torch.randn((6, 1, 1, 2), generator=torch.Generator().manual_seed(0)),
+    x = sample_heun(empirical_denoiser(points), torch.randn((6, 1, 1, 2), generator=torch.Generator().manual_seed(0)),
                    sig, denoise_last=True).to(torch.float64)
     assert (torch.cdist(x.flatten(1), points.flatten(1)).min(dim=1).values < 1e-6).all()
 

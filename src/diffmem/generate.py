@@ -18,7 +18,7 @@ from diffmem.data.limits import check_fits
 from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
-from diffmem.diffusion.samplers import edm_sample, fixed_rows, karras_sigmas, per_sample_noise, sample_seed
+from diffmem.diffusion.samplers import fixed_rows, karras_sigmas, per_sample_noise, sample_seed, sampler
 from diffmem.errors import DiffmemError
 
 # Rows per network call while sampling, whatever --batch is (the last call of a batch is padded): small on
@@ -93,9 +93,9 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return rows(x, sigma, lab, extra)
 
-        x = edm_sample(denoiser, noise[0], sigmas.to(device), solver=opts.solver, s_churn=opts.s_churn,
-                       s_tmin=opts.s_tmin, s_tmax=opts.s_tmax, s_noise=opts.s_noise,
-                       churn_noise=lambda k: noise[k], denoise_last=denoise_last)
+        x = sampler(opts.solver)(denoiser, noise[0], sigmas.to(device), s_churn=opts.s_churn, s_tmin=opts.s_tmin,
+                                 s_tmax=opts.s_tmax, s_noise=opts.s_noise, churn_noise=lambda k: noise[k],
+                                 denoise_last=denoise_last)
         out.append(to_uint8(x.cpu()))
         bar.update(len(idx))
     bar.close()

@@ -1,7 +1,9 @@
-"""EDM samplers (Karras et al. 2022, Algorithm 2) as pure functions with injectable randomness.
+"""EDM samplers (Karras et al. 2022, Algorithms 1 and 2) as pure functions with injectable randomness.
 
-Every sampler takes a `denoiser(x, sigma) -> E[x0 | x]` callable, so the same code drives a trained
-network and the closed-form optimal denoisers of `diffmem.theory`. Randomness comes from
+Every sampler has one signature (`Sampler`; `SAMPLERS` names them for `--solver`, as k-diffusion's) and takes a
+`denoiser(x, sigma) -> E[x0 | x]` callable, so the same code drives a trained network
+and the closed-form optimal denoisers of `diffmem.theory`; a `callback` sees each step's state and denoised
+estimate (`diffmem trace` records the latter). Randomness comes from
 `per_sample_noise`, which makes sample i depend only on (seed, i), never on the batch it is in; and a
 network runs through `fixed_rows`, so that its arithmetic does not depend on the batch either.
 """
@@ -9,14 +11,14 @@ network runs through `fixed_rows`, so that its arithmetic does not depend on the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
 from diffmem.diffusion.sample_options import SOLVERS
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-RowsFn = Callable[..., torch.Tensor]  # (t1 [B, ...], t2 [B, ...] or None, ...) -> [B, ...]  # (x [B,...], sigma [B]) -> x0_hat [B,...]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, ...], sigma [B]) -> x0_hat [B, ...]
+RowsFn = Callable[..., torch.Tensor]  # (t1 [B, ...], t2 [B, ...] or None, ...) -> [B, ...]
 NoiseFn = Callable[[int], torch.Tensor]  # step index -> standard normal noise shaped like x
 
 
@@ -82,51 +84,98 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])])
 
 
-@torch.no_grad()
-def edm_sample(
-    denoiser: Denoiser,
-    x_init: torch.Tensor,  # [B, ...] standard normal; scaled by sigmas[0] here
-    sigmas: torch.Tensor,  # [N+1] decreasing, e.g. karras_sigmas(); the last may be 0 or sigma_stop
-    solver: str = "heun",
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
-    s_noise: float = 1.0,
-    churn_noise: NoiseFn | None = None,
-    denoise_last: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """EDM Algorithm 2: Euler or Heun (2nd order) steps of the probability-flow ODE, optional churn.
+Callback = Callable[[dict[str, Any]], None]  # sees {x, i, sigma, sigma_hat, sigma_next, denoised} each step
 
-    With `denoise_last`, the result is D(x; sigmas[-1]) instead of x (for stopping at sigma_n > 0,
-    as the noise-only method samples). Computation is in float64 on the state, float32 in the net.
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be 'heun' or 'euler', got {solver!r}")
-    n = len(sigmas) - 1
+
+class Sampler(Protocol):
+    """The one signature of every sampler here (k-diffusion's shape): `denoiser`, the initial standard normal
+    `x_init` [B, ...] (scaled by sigmas[0] inside), the decreasing noise levels `sigmas` [N+1] (e.g.
+    `karras_sigmas()`; the last may be 0 or a stopping level), EDM's churn settings, `denoise_last` and
+    `callback`. Returns float32 [B, ...]."""
+
+    def __call__(self, denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, *, s_churn: float = 0.0,
+                 s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+                 churn_noise: NoiseFn | None = None, denoise_last: bool = False,
+                 callback: Callback | None = None) -> torch.Tensor: ...
+
+
+def _denoise(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """D(x; s): the state is float64, the network runs in float32."""
+    sig = s.to(torch.float32).expand(x.shape[0])
+    return denoiser(x.to(torch.float32), sig).to(torch.float64)
+
+
+def _churn(x: torch.Tensor, i: int, sigmas: torch.Tensor, s_churn: float, s_tmin: float, s_tmax: float,
+           s_noise: float, churn_noise: NoiseFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 2, lines 4-6: raise the noise from sigma_i to sigma_hat = (1 + gamma_i) sigma_i with fresh
+    noise (draw i + 1 of `churn_noise`); gamma_i = min(S_churn / N, sqrt(2) - 1) inside [S_tmin, S_tmax]."""
+    n, s_cur = len(sigmas) - 1, sigmas[i]
+    gamma = min(s_churn / n, math.sqrt(2) - 1) if (s_churn > 0 and s_tmin <= s_cur <= s_tmax) else 0.0
+    s_hat = s_cur * (1 + gamma)
+    if gamma > 0:
+        if churn_noise is None:
+            raise ValueError("s_churn > 0 needs churn_noise")
+        eps = churn_noise(i + 1).to(x)
+        x = x + (s_hat**2 - s_cur**2).sqrt() * s_noise * eps
+    return x, s_hat
+
+
+def _run(second_order: bool, denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, s_churn: float,
+         s_tmin: float, s_tmax: float, s_noise: float, churn_noise: NoiseFn | None, denoise_last: bool,
+         callback: Callback | None) -> torch.Tensor:
+    """The loop of Algorithm 2: churn, an Euler step (line 8), with `second_order` Heun's correction
+    (lines 9-11, skipped on a step to sigma = 0); then, with `denoise_last`, D(x; sigmas[-1])."""
     x = x_init.to(torch.float64) * sigmas[0]
-
-    def d(x_: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        sig = s.to(torch.float32).expand(x_.shape[0])
-        return denoiser(x_.to(torch.float32), sig).to(torch.float64)
-
-    for i in range(n):
-        s_cur, s_next = sigmas[i], sigmas[i + 1]
-        gamma = min(s_churn / n, math.sqrt(2) - 1) if (s_churn > 0 and s_tmin <= s_cur <= s_tmax) else 0.0
-        s_hat = s_cur * (1 + gamma)
-        if gamma > 0:
-            if churn_noise is None:
-                raise ValueError("s_churn > 0 needs churn_noise")
-            eps = churn_noise(i + 1).to(x)
-            x = x + (s_hat**2 - s_cur**2).sqrt() * s_noise * eps
-        d_cur = (x - d(x, s_hat)) / s_hat
+    for i in range(len(sigmas) - 1):
+        x, s_hat = _churn(x, i, sigmas, s_churn, s_tmin, s_tmax, s_noise, churn_noise)
+        s_next = sigmas[i + 1]
+        denoised = _denoise(denoiser, x, s_hat)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": s_hat, "sigma_next": s_next,
+                      "denoised": denoised})
+        d_cur = (x - denoised) / s_hat
         x_next = x + (s_next - s_hat) * d_cur
-        if solver == "heun" and s_next > 0:
-            d_next = (x_next - d(x_next, s_next)) / s_next
+        if second_order and s_next > 0:
+            d_next = (x_next - _denoise(denoiser, x_next, s_next)) / s_next
             x_next = x + (s_next - s_hat) * (0.5 * d_cur + 0.5 * d_next)
         x = x_next
-        if progress is not None:
-            progress(i)
     if denoise_last:
-        x = d(x, sigmas[-1])
+        x = _denoise(denoiser, x, sigmas[-1])
     return x.to(torch.float32)
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, *, s_churn: float = 0.0,
+                s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+                churn_noise: NoiseFn | None = None, denoise_last: bool = False,
+                callback: Callback | None = None) -> torch.Tensor:
+    """EDM's stochastic sampler (Karras et al. 2022, Algorithm 2; Algorithm 1, the deterministic one, when
+    `s_churn` is 0): Heun's second-order steps of the probability-flow ODE, the last step to sigma = 0 an Euler
+    step. `churn_noise(k)`: the standard normal noise of churn draw k (needed when `s_churn` > 0).
+    `denoise_last`: return D(x; sigmas[-1]) instead of x (for stopping at sigma_n > 0, as the noise-only
+    method samples). `callback` is called once per step, before it, with {x: the state at sigma_hat, i,
+    sigma: sigmas[i], sigma_hat: the level after churn (sigmas[i] without), sigma_next: sigmas[i + 1],
+    denoised: D(x; sigma_hat)} (float64 tensors). The state is float64, the network float32."""
+    return _run(True, denoiser, x_init, sigmas, s_churn, s_tmin, s_tmax, s_noise, churn_noise, denoise_last,
+                callback)
+
+
+@torch.no_grad()
+def sample_euler(denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, *, s_churn: float = 0.0,
+                 s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+                 churn_noise: NoiseFn | None = None, denoise_last: bool = False,
+                 callback: Callback | None = None) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 2 with first-order (Euler) steps only: line 8 without Heun's correction
+    (lines 9-11); one network call per step. Arguments and `callback` as `sample_heun`."""
+    return _run(False, denoiser, x_init, sigmas, s_churn, s_tmin, s_tmax, s_noise, churn_noise, denoise_last,
+                callback)
+
+
+SAMPLERS: dict[str, Sampler] = {"heun": sample_heun, "euler": sample_euler}  # keys: sample_options.SOLVERS
+
+
+def sampler(solver: str) -> Sampler:
+    """The sampler of a `--solver` name (`SOLVERS`: heun, euler)."""
+    if solver not in SAMPLERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    return SAMPLERS[solver]

@@ -19,7 +19,7 @@ import torch
 
 from diffmem.data.datasets import to_model_range, to_uint8
 from diffmem.diffusion.methods import METHOD_CLASSES, method_of
-from diffmem.diffusion.samplers import edm_sample
+from diffmem.diffusion.samplers import sampler
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
 from diffmem.evaluate.options import TraceOptions
@@ -60,23 +60,16 @@ def _unit_pixels(x: torch.Tensor) -> torch.Tensor:
 def identity_trajectory(denoiser: Denoiser, x_init: torch.Tensor, sigmas: torch.Tensor, train: np.ndarray,
                         solver: str = "heun", refs: torch.Tensor | None = None) -> Trajectory:
     """Sample from `x_init` (standard normal `[B, C, H, W]`) along `sigmas` with the EDM sampler and record,
-    at each step, the nearest of the uint8 `train` images `[M, H, W, C]` to the step's first estimate D.
+    at each step, the nearest of the uint8 `train` images `[M, H, W, C]` to the step's estimate D(x_i; sigma_i)
+    (the sampler's `callback`).
     `refs`: their pixel features when already computed (tracing in batches)."""
     refs = _unit_pixels(to_model_range(train)) if refs is None else refs
     recorded: list[tuple[float, torch.Tensor]] = []
-    fresh = [True]
 
-    def watched(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        out = denoiser(x, sigma)
-        if fresh[0]:  # the first evaluation of a step is D(x_i; sigma_i)
-            recorded.append((float(sigma.reshape(-1)[0]), out.detach().cpu()))
-            fresh[0] = False
-        return out
+    def record(step: dict[str, Any]) -> None:  # the sampler's callback: D(x_i; sigma_i), once per step
+        recorded.append((float(step["sigma_hat"]), step["denoised"].to(torch.float32).cpu()))
 
-    def step_done(_: int) -> None:
-        fresh[0] = True
-
-    x = edm_sample(watched, x_init, sigmas, solver=solver, progress=step_done)
+    x = sampler(solver)(denoiser, x_init, sigmas, callback=record)
     final = to_model_range(to_uint8(x.cpu()))
     idx, sim = [], []
     for _, d in recorded:

@@ -2,7 +2,7 @@
 
 - denoisers.py: closed-form optimal denoisers of a finite set (baseline `empirical_denoiser`, Algorithm 1's
   `ambient_denoiser`), their posterior (`empirical_posterior`) and the exact samplers they drive
-  (`baseline_sample`, `ambient_sample` (Lemma 4.1), `algorithm1_sample`), all through `edm_sample`.
+  (`baseline_sample`, `ambient_sample` (Lemma 4.1), `algorithm1_sample`), all through the EDM samplers of `diffusion.samplers`.
 - closed_form.py: `closed_form_check`, where the exact optima's samples land, measured (all of Algorithm 1's on
   some training image; the share on the source of the copy they passed).
 - leakage.py: mutual information of training data and m generated samples (Lemma 4.2, Appendix C.1.3), exact

@@ -14,7 +14,7 @@ Notation (Shah et al. 2025, Sec. 2.2-2.3 and Alg. 1; EDM variance-exploding form
 All softmaxes are computed in float64, in log space, streaming over chunks of the training set (a running
 max / running sums, like an online softmax), so memory stays bounded for large sets.
 
-The samplers reuse `diffmem.diffusion.samplers.edm_sample` (EDM Algorithm 2) unchanged.
+The samplers reuse samplers of `diffmem.diffusion.samplers` (EDM Algorithm 2) unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffmem.diffusion.samplers import Denoiser, edm_sample, karras_sigmas
+from diffmem.diffusion.samplers import Denoiser, karras_sigmas, sampler
 
 __all__ = [
     "Posterior",
@@ -131,7 +131,7 @@ def empirical_denoiser(points: torch.Tensor, chunk: int | None = None) -> Denois
     """The baseline's optimal denoiser of the finite set `points` [N, ...] (Shah et al. 2025, Sec. 2.2).
 
     `D*(x; s) = sum_i softmax_i(-|x - x_i|^2 / (2 s^2)) x_i`; returns a `denoiser(x [B, ...], sigma [B])` callable
-    for `edm_sample`. Its output has x's shape and dtype.
+    for the samplers of `diffusion.samplers`. Its output has x's shape and dtype.
     """
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -168,19 +168,19 @@ def ambient_denoiser(noisy_copies: torch.Tensor, sigma_n: float, chunk: int | No
 
 def baseline_sample(
     train: torch.Tensor,  # [N, ...] training images
-    x_init: torch.Tensor,  # [B, ...] standard normal latents (edm_sample scales them by sigma_max)
+    x_init: torch.Tensor,  # [B, ...] standard normal latents (the sampler scales them by sigma_max)
     num_steps: int = 32,
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     rho: float = 7.0,
     solver: str = "heun",
 ) -> torch.Tensor:
-    """Sample with the baseline's optimal denoiser from sigma_max to 0 (EDM Algorithm 2 via `edm_sample`).
+    """Sample with the baseline's optimal denoiser from sigma_max to 0 (EDM Algorithm 2, `diffusion.samplers`).
 
     The result lands on training points (total memorization; Shah et al. 2025, Sec. 2.2). Returns [B, ...] float32.
     """
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho)
-    return edm_sample(empirical_denoiser(train), x_init, sigmas, solver=solver)
+    return sampler(solver)(empirical_denoiser(train), x_init, sigmas)
 
 
 def ambient_sample(
@@ -199,7 +199,7 @@ def ambient_sample(
     The probability-flow ODE `dx/ds = (x - E[x0|x_s]) / s` with the ambient E[x0|x_s] equals, after the change of
     time `tau = sqrt(s^2 - sigma_n^2)`, the EDM ODE `dx/dtau = (x - E[y|x]) / tau` of the empirical distribution
     of the copies {y_i}, its softmax at temperature tau (substitute the identity of `ambient_denoiser`).
-    Integrating in tau from sqrt(sigma_max^2 - sigma_n^2) to 0 with `edm_sample` avoids the 1/(s^2 - sigma_n^2)
+    Integrating in tau from sqrt(sigma_max^2 - sigma_n^2) to 0 with the EDM sampler avoids the 1/(s^2 - sigma_n^2)
     singularity at s = sigma_n and ends exactly at s = sigma_n, on the y_i. `sigma_min` is the smallest tau of the
     Karras grid before 0. `s_stop` (> sigma_n): stop at s = s_stop instead, i.e. at tau = sqrt(s_stop^2 - sigma_n^2)
     (`num_steps` Karras steps down to it, no final step to 0); there the state can be compared with the s-ODE
@@ -214,8 +214,8 @@ def ambient_sample(
         taus = karras_sigmas(num_steps, (s_stop**2 - sigma_n**2) ** 0.5, tau_max, rho)[:-1]
     else:
         raise ValueError(f"need sigma_n < s_stop < sigma_max, got s_stop={s_stop}")
-    # edm_sample starts at x_init * taus[0]; the forward process at s = sigma_max has std sigma_max.
-    return edm_sample(empirical_denoiser(noisy_copies), x_init * (sigma_max / tau_max), taus, solver=solver)
+    # the sampler starts at x_init * taus[0]; the forward process at s = sigma_max has std sigma_max.
+    return sampler(solver)(empirical_denoiser(noisy_copies), x_init * (sigma_max / tau_max), taus)
 
 
 def algorithm1_sample(
@@ -236,5 +236,5 @@ def algorithm1_sample(
     """
     x_n = ambient_sample(noisy_copies, sigma_n, x_init, num_steps, sigma_min, sigma_max, rho, solver)
     sigmas = karras_sigmas(num_steps, min(sigma_min, sigma_n / 2), sigma_n, rho)
-    x0 = edm_sample(empirical_denoiser(train), x_n.to(torch.float64) / sigmas[0], sigmas, solver=solver)
+    x0 = sampler(solver)(empirical_denoiser(train), x_n.to(torch.float64) / sigmas[0], sigmas)
     return x_n, x0
