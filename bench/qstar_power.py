@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from diffmem.sweep.frontier_report import aggregate, verdicts
+from diffmem.report.frontier import aggregate, verdicts
 from diffmem.sweep.safe_quality import qstar_verdicts
 from diffmem.sweep.synthetic import PathModel, synthetic_frontier
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from diffmem.demo import DemoConfig, demo_configs, run_demo
-from diffmem.demo_report import audit_demo
+from diffmem.report.demo import audit_demo
 from diffmem.errors import DiffmemError
 
 TOY = DemoConfig(subset=20, steps=2, batch=8, n_samples=50, resolution=8, patience=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from diffmem.sweep.frontier_report import aggregate, compare_paths, markdown, summary_rows, verdicts
+from diffmem.report.frontier import aggregate, compare_paths, markdown, summary_rows, verdicts
 
 
 def _path(role: str, pts: list[tuple[float, float]], label: str = "x", held: float = 0.01,

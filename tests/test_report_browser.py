@@ -104,7 +104,7 @@ def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.nd
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A standalone audit's, a comparison's and the demo's report (the demo's runs faked: no training)."""
     import diffmem
-    from diffmem.demo_report import audit_demo
+    from diffmem.report.demo import audit_demo
     from diffmem.sweep.compare import collect_rows
     from diffmem.sweep.runner import write_outputs
 

@@ -44,7 +44,7 @@ def demo(out, subset, steps, batch, resolution, sigma_n, ambient_weight, weight_
          overwrite, quiet) -> None:
     """Train the baseline and Algorithm 1 on built-in digits with one budget, sample, compare, report."""
     from diffmem.demo import run_demo
-    from diffmem.demo_report import audit_demo
+    from diffmem.report.demo import audit_demo
     from diffmem.lock import is_main_process, locked
 
     cfg = demo_config_from_flags(subset=subset, steps=steps, batch=batch, resolution=resolution, sigma_n=sigma_n,

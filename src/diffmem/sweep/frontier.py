@@ -234,7 +234,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     report; returns the collected data. Re-running resumes unfinished runs and skips finished ones.
     `report_only`: train nothing; report the runs that have finished so far."""
     from diffmem.train.rundir import DONE
-    from diffmem.sweep.frontier_report import write_report
+    from diffmem.report.frontier import write_report
 
     validate_frontier(fc)
     out = Path(out)

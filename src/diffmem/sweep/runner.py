@@ -281,7 +281,7 @@ def write_outputs(rows: list[dict[str, Any]], out: str | Path, tolerance: float 
         path = plot_copy_curves(monitor, out / "monitor.png")
         if path is not None:
             files["monitor"] = path
-    from diffmem.sweep.report import write_sweep_report
+    from diffmem.report.sweep import write_sweep_report
 
     files["report_md"], files["report"] = write_sweep_report(rows, out, dict(files), choices, title)
     return files

@@ -257,7 +257,7 @@ def _without_sources(obj: Any) -> Any:
 
 def publish_summary(summary_path: str | Path, root: str | Path = ".") -> str:
     """Copy a demo's summary.json to docs/figures/demo_summary.json and put its headline into README.md between
-    the demo-headline markers; returns the sentence. `python -m diffmem.demo_report runs/demo/summary.json`."""
+    the demo-headline markers; returns the sentence. `python -m diffmem.report.demo runs/demo/summary.json`."""
     from diffmem.errors import DiffmemError
 
     root = Path(root)
@@ -273,7 +273,7 @@ def publish_summary(summary_path: str | Path, root: str | Path = ".") -> str:
     return sentence
 
 
-if __name__ == "__main__":  # python -m diffmem.demo_report runs/demo/summary.json
+if __name__ == "__main__":  # python -m diffmem.report.demo runs/demo/summary.json
     import sys
 
     print(publish_summary(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/summary.json"))

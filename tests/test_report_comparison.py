@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.memorization import memorization_report
-from diffmem.evaluate.report import audit_row, heldout_row, write_report
+from diffmem.report.comparison import audit_row, heldout_row, write_report
 
 
 def test_rows_and_files(tmp_path: Path) -> None:
