@@ -108,6 +108,8 @@ def pick_sigmas(rows: list[dict], tolerance: float) -> dict[int, tuple[float, st
 def main(argv: list[str] | None = None) -> int:
     from diffmem.errors import DiffmemError
     from diffmem.sweep.pareto import plot_pareto
+    from diffmem.report.sweep import write_sweep_report
+    from diffmem.sweep.pareto import choose_sigma_n
     from diffmem.sweep.runner import run_sweep, write_outputs
     from diffmem.sweep.spec import SweepPoint, sweep_points
 
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = res.rows
-    write_outputs(rows, out, args.tolerance)
+    files = write_outputs(rows, out, args.tolerance)
+    write_sweep_report(rows, out, files, choose_sigma_n(rows, args.tolerance))
     focus = 300 if 300 in args.subsets else args.subsets[len(args.subsets) // 2]
     plot_pareto([r for r in rows if r["subset"] == focus], out / f"pareto-{focus}.png",
                 title=f"{focus} digits: quality vs copying, same budget for every run")
@@ -150,7 +153,8 @@ def trace_focus(rows: list[dict], chosen: dict[int, tuple[float, str]], focus: i
     where along sampling the copies are decided. Writes OUT/decision-FOCUS.png and .json."""
     import json
 
-    from diffmem.evaluate.decision import decision_plot, trace_run
+    from diffmem.evaluate.decision import trace_run
+    from diffmem.report.trace import decision_plot
 
     seed = args.seeds[0]
     runs = sorted((r for r in rows if r["subset"] == focus and r["seed"] == seed and r["method"] in ("edm", "ambient")),
@@ -217,7 +221,7 @@ def _trace_lines(traced: list[dict], focus: int) -> list[str]:
     """The trace table: at which noise level the copies were decided (`diffmem trace`)."""
     if not traced:
         return []
-    from diffmem.evaluate.decision import decision_table
+    from diffmem.report.trace import decision_table
 
     return [f"## Where copies are decided ({focus} digits, `diffmem trace`, {traced[0]['n']} samples)", "",
             *decision_table(traced), "", f"![decision levels](decision-{focus}.png)", ""]

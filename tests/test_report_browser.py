@@ -106,13 +106,15 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import diffmem
     from diffmem.report.demo import audit_demo
     from diffmem.sweep.compare import collect_rows
+    from diffmem.report.sweep import write_sweep_report
     from diffmem.sweep.runner import write_outputs
 
     d = diffmem.load_images("builtin:digits", 16).images
     root = tmp_path_factory.mktemp("browser")
     samples = np.concatenate([d[:10], d[10:20, :, ::-1], d[600:620]])
     diffmem.audit(samples, train=d[:40], heldout=d[100:600], features="pixels", out=root / "audit", xflip=True)
-    write_outputs(collect_rows([root / "audit"]), root / "compare")
+    rows = collect_rows([root / "audit"])
+    write_sweep_report(rows, root / "compare", write_outputs(rows, root / "compare"), [])
     spec = root / "source.npz"
     np.savez(spec, images=d[:400])
     runs = {"edm": _fake_run(root / "demo" / "edm", spec, 400, 40, np.concatenate([d[:30], d[500:530]])),

@@ -97,6 +97,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     """
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import get_extractor
+    from diffmem.report.audit import write_audit_report
 
     check_audit_inputs(run=run, train=train, heldout=heldout, ratio_k=ratio_k, n_pictures=n_pictures,
                        max_heldout=max_heldout, flags=False)
@@ -117,6 +118,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     res = int(getattr(train_set, "resolution", 0) or np.asarray(getattr(train_set, "images", train_set)).shape[1])
     extractor = get_extractor(features, device, image_size=image_size, resolution=res)
     data = audit_to(out, sample_set, train_set, heldout_set, extractor, n_pictures=n_pictures, world=world,
+                    report=write_audit_report,
                     thresholds=tuple(thresholds) if thresholds is not None else AUDIT.thresholds,
                     calibration_percentiles=tuple(calibrate), ratio_k=ratio_k, device=device,
                     batch_size=batch_size, cache_dir=cache_dir, backend=backend, max_heldout=max_heldout,

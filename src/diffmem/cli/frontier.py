@@ -52,6 +52,7 @@ def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_
              quality_features, quality_metric, patience, check_every, jobs, device, report_only, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
+    from diffmem.report.frontier import write_report
     from diffmem.sweep.frontier import run_frontier
 
     fc = frontier_config_from_flags(
@@ -62,5 +63,6 @@ def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_
         quality_metric=quality_metric, patience=patience, check_every=check_every)
     check_jobs(jobs)
     data = run_frontier(fc, out, device=device_name(device), jobs=jobs, echo=click.echo, report_only=report_only)
+    data["files"] = write_report(data, out)
     click.echo((data["files"]["markdown"]).read_text().split("\n## ")[0].rstrip())
     click.echo("wrote " + ", ".join(str(p) for p in data["files"].values()))

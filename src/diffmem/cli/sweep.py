@@ -91,6 +91,7 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
           cache_dir, quiet, out) -> None:
     """Train, sample, audit and measure every (method, sigma_n, subset, seed) with one budget; write
     results.csv/json, the Pareto plot and the rule of thumb for sigma_n."""
+    from diffmem.report.sweep import write_sweep_report
     from diffmem.sweep.runner import run_sweep
 
     check_jobs(jobs)
@@ -113,6 +114,8 @@ def sweep(data_spec, resolution, resize, subsets, subset_seed, xflip, methods, s
     dev = device_name(device)
     with locked(out, enabled=is_main_process()):  # one sweep per folder (each run inside has its own lock too)
         result = run_sweep(sc, out, device=dev, jobs=jobs, cache_dir=cache_dir, progress=not quiet, echo=click.echo)
+        result.files["report_md"], result.files["report"] = write_sweep_report(result.rows, out, dict(result.files),
+                                                                               result.choices)
     click.echo("")
     click.echo(result.table.rstrip())
     click.echo("")
@@ -134,6 +137,7 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
     from diffmem.sweep.compare import audit_warnings, collect_rows
     from diffmem.sweep.pareto import choose_sigma_n, rule_of_thumb_text
     from diffmem.sweep.results import format_table
+    from diffmem.report.sweep import write_sweep_report
     from diffmem.sweep.runner import write_outputs
     from diffmem.sweep.spec import validate_eval
     from diffmem.outputs import check_output
@@ -158,4 +162,5 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
 
         runs = {p.name: p for kind, p in expand_paths(paths) if kind == "run"}
         files = write_outputs(rows, out, tolerance, monitor=runs)
+        files["report_md"], files["report"] = write_sweep_report(rows, out, dict(files), choose_sigma_n(rows, tolerance))
         click.echo("wrote " + ", ".join(str(p) for p in files.values()))

@@ -31,7 +31,8 @@ def trace(runs, n, seed, steps, copy_threshold, batch, out, overwrite, device, q
     """Follow samples of baseline / Algorithm 1 runs and report the noise level at which each one's nearest
     training image is fixed: copies decided above sigma_n were made by the part of the network trained
     only on noisy copies. Writes decision.json and decision.png."""
-    from diffmem.evaluate.decision import decision_plot, decision_table, trace_run
+    from diffmem.evaluate.decision import trace_run
+    from diffmem.report.trace import decision_plot, decision_table
 
     if n < 1 or steps < 1 or batch < 1:
         raise DiffmemError("--n, --steps and --batch must be at least 1")

@@ -1,4 +1,4 @@
-"""Evaluation: feature extractors, nearest neighbours, memorization audits, FD/FID/KID, pictures, reports.
+"""Evaluation: feature extractors, nearest neighbours, memorization audits, FD/FID/KID, pictures.
 
 Public API (see each module; importing this package loads no model library):
 - `FeatureExtractor`, `get_extractor(name, device)`, `embed_dataset(extractor, data, cache_dir)`  -- features.py
@@ -6,10 +6,10 @@ Public API (see each module; importing this package loads no model library):
 - `nearest_neighbours(queries, refs, k)`                                 -- neighbours.py
 - `memorization_report(sample_feats, train_feats, heldout_feats)`        -- memorization.py
 - `feature_statistics`, `frechet_distance`, `kid`, `precision_recall`    -- quality.py
-- `run_audit(...)`, `compute_audit`, `write_audit` (report.json/.html/.md, nearest.csv/.npz, pictures) -- audit.py
+- `run_audit(...)`, `compute_audit`, `write_audit` (report.json, nearest.csv/.npz, pictures; the report.html/.md
+  of `diffmem.report.audit` when given as `report`) -- audit.py
 - `run_fid(...)`, `quality_report`, `save_statistics`, `load_statistics`  -- fid.py
 - `similarity_chart`, `marked_grid`, `neighbours_picture`                -- pictures.py
-- `write_report(out_dir, rows, pictures, title)`, `audit_row`, `heldout_row` -- report.py
 - feature cache location: `$DIFFMEM_CACHE` or `~/.cache/diffmem`          -- cache.py
 """
 
@@ -22,7 +22,6 @@ _EXPORTS = {
     "run_audit": "audit", "compute_audit": "audit", "write_audit": "audit", "run_fid": "fid",
     "quality_report": "fid", "save_statistics": "fid", "load_statistics": "fid",
     "similarity_chart": "pictures", "marked_grid": "pictures", "neighbours_picture": "pictures",
-    "write_report": "report", "audit_row": "report", "heldout_row": "report",
 }
 __all__ = list(_EXPORTS)
 

@@ -7,9 +7,11 @@ OUT/nearest.npz      per-sample nn_index, nn_similarity, nn_mirrored, ratio (+ h
 OUT/histogram.png    nearest-training similarity, samples and held-out images in one chart, threshold lines
 OUT/samples.png      the first samples, copies framed in red
 OUT/neighbours.png   the most similar samples beside their nearest training images, with file names
-OUT/report.html/.md  the finding in one sentence, table, glossary, warnings and the pictures
+OUT/report.html/.md  the finding in one sentence, table, glossary, warnings and the pictures (given `report`)
 ```
-The set is written into a temporary folder and swapped in (see audit_files.py): complete or absent.
+The set is written into a temporary folder and swapped in (see audit_files.py): complete or absent. The report
+document is written by the report layer above (`diffmem.report.audit.write_audit_report`), which the callers
+above (`diffmem.audit`, the demo) pass in as `report`, so this module never imports it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -143,8 +145,13 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
     return AuditData(report, arrays, s_img, t_img, image_names(samples, len(s_img)), image_names(train, len(t_img)))
 
 
-def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16, html: bool = True) -> Path:
-    """Write the output set of `data` into `folder` (an existing, empty folder; see output_folder)."""
+ReportWriter = Callable[[Path, AuditData], Any]  # (folder, data) -> writes report.html/.md there
+
+
+def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16,
+                report: ReportWriter | None = None) -> Path:
+    """Write the output set of `data` into `folder` (an existing, empty folder; see output_folder); `report`
+    (e.g. `diffmem.report.audit.write_audit_report`) writes report.html/.md beside it, last."""
     from diffmem.evaluate.pictures import marked_grid, neighbours_picture, similarity_chart
 
     out = Path(folder)
@@ -164,15 +171,13 @@ def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16, ht
         n=n_pictures, sample_names=data.sample_names, train_names=data.train_names,
         mirrored=arrays.get("nn_mirrored"), copy_threshold=thr,
     )
-    if html:
-        from diffmem.report.audit import write_audit_report
-
-        write_audit_report(out, data)
+    if report is not None:
+        report(out, data)
     return out
 
 
 def audit_to(out_dir: str | Path | None, samples: Any, train: Any, heldout: Any | None,
-             features: str | FeatureExtractor, *, n_pictures: int = 16, html: bool = True,
+             features: str | FeatureExtractor, *, n_pictures: int = 16, report: ReportWriter | None = None,
              world: World | None = None, **kwargs: Any) -> AuditData:
     """`compute_audit`, then (with `out_dir`, on rank 0) the output set written whole into `out_dir`.
 
@@ -182,7 +187,7 @@ def audit_to(out_dir: str | Path | None, samples: Any, train: Any, heldout: Any 
         data = compute_audit(samples, train, heldout, features, world=world, **kwargs)
         if tmp is not None:
             try:
-                write_audit(tmp, data, n_pictures=n_pictures, html=html)
+                write_audit(tmp, data, n_pictures=n_pictures, report=report)
             except OSError as err:
                 raise write_error(out_dir, err, "free some space or choose another folder") from None
     return data
@@ -195,7 +200,7 @@ def run_audit(samples: Any, train: Any, heldout: Any | None, features: str | Fea
     `features`: an extractor or its name (see `get_extractor`; `digits-net` takes the training images'
     resolution). Keyword arguments as `compute_audit` (thresholds, calibration_percentiles, ratio_k, device,
     batch_size, cache_dir, backend, max_heldout, seed, xflip, progress, world) and `audit_to` (n_pictures,
-    html). With `out_dir`, the output set is written there whole. `world` (torchrun): every rank embeds and
+    report: the writer of report.html/.md). With `out_dir`, the output set is written there whole. `world` (torchrun): every rank embeds and
     searches a contiguous share; only rank 0 writes.
     """
     return audit_to(out_dir, samples, train, heldout, features, **kwargs).report

@@ -6,6 +6,7 @@ sample's *decision level* is the largest sigma from which on the nearest trainin
 longer changes, i.e. stays the one the final sample is nearest to. For Algorithm 1 this tells whether
 a copy was decided above sigma_n (by the part of the network that only ever saw the noisy copies) or
 below it (by the part trained on clean images), which is the mechanism the paper's argument is about.
+Its table and plot are `diffmem.report.trace`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import numpy as np
 import torch
 
 from diffmem.data.datasets import to_model_range, to_uint8
-from diffmem.diffusion.methods import METHOD_CLASSES, method_of
+from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.samplers import sampler
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
 from diffmem.evaluate.options import TraceOptions
 
-__all__ = ["Trajectory", "identity_trajectory", "decision_summary", "decision_table", "trace_run", "decision_plot"]
+__all__ = ["Trajectory", "identity_trajectory", "decision_summary", "trace_run"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TRACE = TraceOptions()  # trace_run's defaults, shared with `diffmem trace`
@@ -156,48 +157,3 @@ def trace_run(run_dir: str | Path, n: int = TRACE.n, seed: int = TRACE.seed, ste
                settled_copies=settled[:, copies].mean(axis=1).tolist() if copies.any() else None,
                settled_others=settled[:, ~copies].mean(axis=1).tolist() if (~copies).any() else None)
     return out
-
-
-def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """For each traced run: the share of copies (solid) and other samples (dashed) whose final nearest
-    training image is already the nearest of D(x; sigma), against sigma; sigma_n dotted."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.2))
-    ax = fig.subplots()
-    for r in rows:
-        cls = METHOD_CLASSES[r["method"]]
-        label = cls.short + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
-        label = f"{Path(r['run']).name}: {label}"
-        color = None
-        if r["settled_copies"] is not None:
-            color = ax.plot(r["sigmas"], r["settled_copies"], marker="o", ms=3,
-                            label=f"{label}, copies ({r['copies']:.0%})")[0].get_color()
-        if r["settled_others"] is not None:
-            color = ax.plot(r["sigmas"], r["settled_others"], ls="--", color=color,
-                            label=f"{label}, the others")[0].get_color()
-        if r.get("sigma_n"):
-            ax.axvline(r["sigma_n"], color=color, ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("noise level sigma along the sampler (dotted: sigma_n)")
-    ax.set_ylabel("share whose final nearest training\nimage is already fixed")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def decision_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines: one row per traced run (`trace_run` results)."""
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    lines = ["| run | method | sigma_n | copies | median decision sigma of copies | of the others | "
-             "copies decided at or above sigma_n |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {Path(r['run']).name} | {r['method']} | {fmt(r.get('sigma_n'))} | {r['copies']:.3f} | "
-                     f"{fmt(r['median_level_copies'])} | {fmt(r['median_level_others'])} | "
-                     f"{fmt(r.get('copies_decided_above_sigma_n'))} |")
-    return lines

@@ -12,11 +12,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from diffmem.report.document import PIXEL_MARK  # the PNG text chunk that tells reports not to smooth a picture
-
 __all__ = ["similarity_chart", "similarity_histogram", "marked_grid", "neighbours_picture", "COPY_COLOUR",
            "PIXEL_MARK", "save_pixel_picture", "side_by_side_grid"]
 
+PIXEL_MARK = ("diffmem", "pixels")  # the PNG text chunk that tells reports (report/document.py) not to smooth a picture
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
 COPY_COLOUR = (220, 30, 30)

@@ -38,12 +38,14 @@ def _audit_method(run: Path, path: Path, space: str) -> tuple[Any, dict | None]:
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import embed_dataset, get_extractor
     from diffmem.evaluate.fid import quality_report
+    from diffmem.report.audit import write_audit_report
     from diffmem.train.rundir import run_datasets
 
     train, heldout = run_datasets(run)
     images = load_images(str(path))
     extractor = get_extractor(space, resolution=int(train.images.shape[1]))
-    data = audit_to(run / f"audit-{space}", images, train, heldout, extractor, thresholds=SPACES[space])
+    data = audit_to(run / f"audit-{space}", images, train, heldout, extractor, thresholds=SPACES[space],
+                    report=write_audit_report)
     quality = None
     if space == QUALITY_SPACE:
         quality = quality_report(embed_dataset(extractor, images), embed_dataset(extractor, heldout),

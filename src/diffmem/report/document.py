@@ -12,7 +12,7 @@ from typing import Any
 from diffmem.errors import DiffmemError
 from diffmem.utils.atomic import write_text_atomic
 
-__all__ = ["Document", "VERDICT_COLOURS", "PIXEL_MARK", "is_pixel_picture"]
+__all__ = ["Document", "VERDICT_COLOURS", "is_pixel_picture"]
 
 VERDICT_COLOURS = {"copies": "#c62828", "reduced": "#ef6c00", "none beyond unseen images": "#2e7d32"}
 _CSS = (
@@ -34,13 +34,13 @@ _CSS = (
     "white-space:normal;overflow-wrap:anywhere;text-align:right}.scroll td::before{content:attr(data-label);"
     "font-weight:600;color:#555;text-align:left;overflow-wrap:normal}.scroll td:first-child{font-weight:600}}"
 )
-PIXEL_MARK = ("diffmem", "pixels")  # PNG text chunk of pictures made of images (evaluate/pictures.py)
-
 
 def is_pixel_picture(path: str | Path) -> bool:
     """Whether a PNG carries `PIXEL_MARK`: a grid of images, shown with nearest-neighbour scaling in HTML
     (charts are smoothed instead)."""
     from PIL import Image
+
+    from diffmem.evaluate.pictures import PIXEL_MARK
 
     with Image.open(path) as im:
         return im.info.get(PIXEL_MARK[0]) == PIXEL_MARK[1]

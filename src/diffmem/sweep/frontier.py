@@ -7,12 +7,13 @@ subsets and seeds with one budget, and at `checkpoints` evenly spaced steps draw
 from the EMA model (the same sampler seeds every time) and records their quality (Frechet distance to
 the held-out images) and copy fraction (share above the held-out 99th percentile of nearest-training
 similarity). Each run is then a path in the (quality, copies) plane; the baseline's own path is its
-early-stopped control. `diffmem.sweep.frontier_report` turns the paths into a table, a plot and a verdict.
+early-stopped control. `diffmem.report.frontier` turns the paths into a table, a plot and a verdict (called
+from above, by `diffmem frontier`: the report layer sits above the sweep, docs/architecture.md).
 
 ```
 OUT/frontier.json        configuration, variants, commit, and every run's path
 OUT/runs/<run>/          one ordinary run directory per (subset, variant, seed); re-running resumes
-OUT/frontier.md, .png    the table, the plot and the verdict (frontier_report)
+OUT/frontier.md, .png    the table, the plot and the verdict (diffmem.report.frontier)
 ```
 """
 
@@ -230,11 +231,10 @@ def _log_means(run: Path) -> dict[str, float | None]:
 @holds_lock("out")
 def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
                  echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
-    """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json and the
-    report; returns the collected data. Re-running resumes unfinished runs and skips finished ones.
+    """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json; returns the
+    collected data, from which `diffmem.report.frontier.write_report` writes the report. Re-running resumes unfinished runs and skips finished ones.
     `report_only`: train nothing; report the runs that have finished so far."""
     from diffmem.train.rundir import DONE
-    from diffmem.report.frontier import write_report
 
     validate_frontier(fc)
     out = Path(out)
@@ -271,5 +271,4 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
          "path": run_paths(run), "qstar": run_qstar(run_checks(run)), "stopped": _stopped(run),
          **_log_means(run)} for v, n, s, run in runs]}
     write_json_atomic(out / FRONTIER_JSON, data)
-    data["files"] = write_report(data, out)
     return data

@@ -261,8 +261,9 @@ def _run_parallel(sc: SweepConfig, pending: list[SweepPoint], runs: Path, device
 
 def write_outputs(rows: list[dict[str, Any]], out: str | Path, tolerance: float = 0.1,
                   monitor: dict[str, Path] | None = None, title: str | None = None) -> dict[str, Path]:
-    """results.csv/json, results.md, summary.txt (table + rule of thumb), pareto.png, (monitor) monitor.png and
-    report.html/.md (headline and verdict, see diffmem.sweep.report)."""
+    """results.csv/json, results.md, summary.txt (table + rule of thumb), pareto.png and (monitor) monitor.png.
+    The report document beside them (report.html/.md: headline and verdict) is written from above, by
+    `diffmem.report.sweep.write_sweep_report` (the report layer sits above the sweep: docs/architecture.md)."""
     out = Path(out)
     csv_path, json_path = write_results(rows, out)
     files = {"csv": csv_path, "json": json_path}
@@ -281,7 +282,4 @@ def write_outputs(rows: list[dict[str, Any]], out: str | Path, tolerance: float 
         path = plot_copy_curves(monitor, out / "monitor.png")
         if path is not None:
             files["monitor"] = path
-    from diffmem.report.sweep import write_sweep_report
-
-    files["report_md"], files["report"] = write_sweep_report(rows, out, dict(files), choices, title)
     return files
