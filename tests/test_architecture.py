@@ -1,7 +1,8 @@
-"""The package's import graph has no cycle (docs/architecture.md), counting imports inside functions.
+"""The package's layers (docs/architecture.md): every import points to its own layer or a lower one, and the
+import graph has no cycle, counting imports inside functions and under `if TYPE_CHECKING:` (a type-only import
+upward is still a dependency upward: the type's module would have to be read to understand this one).
 
 Units are the top-level modules and subpackages of diffmem (diffmem.train, diffmem.evaluate, ...).
-Imports under `if TYPE_CHECKING:` are left out: they never run.
 """
 
 from __future__ import annotations
@@ -9,9 +10,29 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import diffmem
 
 ROOT = Path(diffmem.__file__).parent
+
+# docs/architecture.md's table, bottom first: a unit may import its own layer and the layers below it.
+LAYERS: dict[int, tuple[str, ...]] = {
+    0: ("errors", "utils", "safety", "config", "lock"),
+    1: ("data",),
+    2: ("diffusion",),
+    3: ("models",),
+    4: ("train",),
+    5: ("generate",),
+    6: ("evaluate",),
+    7: ("monitor", "release", "guard", "theory"),
+    8: ("sweep",),
+    9: ("demo", "t2i"),
+    10: ("report",),
+    11: ("api",),
+    12: ("cli", "__main__", ""),  # "": the package's own __init__ (diffmem.audit, ... from the API)
+}
+LAYER_OF = {f"diffmem.{u}" if u else "diffmem": k for k, units in LAYERS.items() for u in units}
 
 
 def _unit(module: str) -> str:
@@ -24,41 +45,38 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(tree: ast.AST) -> list[str]:
-    """Absolute diffmem imports anywhere in the tree, except inside `if TYPE_CHECKING:` blocks."""
+def imports_of(tree: ast.AST) -> list[str]:
+    """Absolute diffmem imports anywhere in the tree: module level, inside functions, under TYPE_CHECKING."""
     found: list[str] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("diffmem"):
             found.append(node.module)
             found.extend(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.extend(a.name for a in node.names if a.name.startswith("diffmem"))
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     return found
 
 
-def import_graph(per_module: bool = False) -> dict[str, set[str]]:
-    """unit -> the units it imports (at module level or inside functions); with `per_module`, module ->
-    the modules it imports, so that cycles inside a unit (e.g. between two modules of evaluate) count."""
+def _edges(per_module: bool = False) -> dict[str, dict[str, str]]:
+    """importer -> {imported: 'path:line of one such import'}, between units (or modules)."""
     modules = {_module(p) for p in ROOT.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for path in ROOT.rglob("*.py"):
+    edges: dict[str, dict[str, str]] = {}
+    for path in sorted(ROOT.rglob("*.py")):
         src = _module(path) if per_module else _unit(_module(path))
-        for target in _runtime_imports(ast.parse(path.read_text())):
-            name = target if target in modules else target.rsplit(".", 1)[0]
-            if name in modules:
-                dst = name if per_module else _unit(name)
-                if dst != src and dst != "diffmem":
-                    graph.setdefault(src, set()).add(dst)
-    return graph
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in imports_of(node) if isinstance(node, (ast.Import, ast.ImportFrom)) else ():
+                name = target if target in modules else target.rsplit(".", 1)[0]
+                if name in modules:
+                    dst = name if per_module else _unit(name)
+                    if dst != src and dst != "diffmem":
+                        edges.setdefault(src, {}).setdefault(dst, f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    return edges
+
+
+def import_graph(per_module: bool = False) -> dict[str, set[str]]:
+    """unit -> the units it imports (anywhere, TYPE_CHECKING included); with `per_module`, module -> the modules
+    it imports, so that cycles inside a unit (e.g. between two modules of evaluate) count."""
+    return {src: set(dsts) for src, dsts in _edges(per_module).items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -84,14 +102,55 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def upward_imports(edges: dict[str, dict[str, str]], layer_of: dict[str, int]) -> list[str]:
+    """'importer (layer a) -> imported (layer b > a) at path:line' for every import that points up."""
+    return [f"{src} (layer {layer_of[src]}) -> {dst} (layer {layer_of[dst]}) at {where}"
+            for src, dsts in sorted(edges.items()) for dst, where in sorted(dsts.items())
+            if layer_of[dst] > layer_of[src]]
+
+
 def test_find_cycle_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
 
 
-def test_imports_inside_functions_are_counted() -> None:
+def test_imports_inside_functions_and_under_type_checking_are_counted() -> None:
     tree = ast.parse("def f():\n    from diffmem.train.loop import train\nif TYPE_CHECKING:\n    import diffmem.sweep\n")
-    assert _runtime_imports(tree) == ["diffmem.train.loop", "diffmem.train.loop.train"]
+    assert imports_of(tree) == ["diffmem.train.loop", "diffmem.train.loop.train", "diffmem.sweep"]
+
+
+def test_upward_imports_finds_one() -> None:
+    edges = {"diffmem.evaluate": {"diffmem.report": "evaluate/audit.py:9", "diffmem.train": "evaluate/x.py:1"}}
+    layers = {"diffmem.evaluate": 6, "diffmem.report": 10, "diffmem.train": 4}
+    assert upward_imports(edges, layers) == ["diffmem.evaluate (layer 6) -> diffmem.report (layer 10) at "
+                                             "evaluate/audit.py:9"]
+
+
+def test_every_unit_has_a_layer() -> None:
+    """A new unit (a top-level module or subpackage) gets its row in LAYERS and in docs/architecture.md."""
+    units = {_unit(_module(p)) for p in ROOT.rglob("*.py")}
+    assert units - set(LAYER_OF) == set(), "place these units in LAYERS (and docs/architecture.md's table)"
+    assert set(LAYER_OF) - units == set(), "LAYERS names units that no longer exist"
+
+
+def test_every_import_points_to_the_same_or_a_lower_layer() -> None:
+    found = upward_imports(_edges(), LAYER_OF)
+    assert not found, "imports that point up a layer (docs/architecture.md):\n" + "\n".join(found)
+
+
+def test_architecture_doc_has_the_same_table() -> None:
+    """docs/architecture.md's table lists each layer's units as LAYERS does."""
+    doc = (ROOT.parents[1] / "docs" / "architecture.md").read_text()
+    rows: dict[int, set[str]] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            rows.setdefault(int(cells[0]), set()).update(
+                u.strip().strip("`") for u in cells[1].split(",") if u.strip().startswith("`"))
+    expected = {k: {u or "diffmem" for u in units} for k, units in LAYERS.items()}
+    if not rows:
+        pytest.skip("docs/architecture.md is not in this checkout")
+    assert rows == expected
 
 
 def test_package_import_graph_has_no_cycle() -> None:
@@ -143,6 +202,6 @@ def test_no_function_over_60_lines_no_module_over_400() -> None:
 
 def test_utils_is_the_bottom_layer() -> None:
     """diffmem.utils imports nothing from diffmem but diffmem.errors (docs/architecture.md)."""
-    imported = {t for p in (ROOT / "utils").rglob("*.py") for t in _runtime_imports(ast.parse(p.read_text()))
+    imported = {t for p in (ROOT / "utils").rglob("*.py") for t in imports_of(ast.parse(p.read_text()))
                 if not t.startswith("diffmem.utils")}
     assert all(t == "diffmem.errors" or t.startswith("diffmem.errors.") for t in imported), imported

@@ -12,8 +12,9 @@ from diffmem.api import fid as api_fid
 from diffmem.cli.audit import CHECKPOINT_SAMPLES, FEATURES_HELP, cache_option, check_sample_source, checkpoint_samples
 from diffmem.errors import DiffmemError, require_finite
 from diffmem.lock import is_main_process, locked
-from diffmem.outputs import atomic_path, check_output, write_text_atomic
+from diffmem.utils.atomic import atomic_path, write_text_atomic
 from diffmem.utils.flags import defaults_of, device_name
+from diffmem.utils.outdir import check_output
 
 FID = defaults_of(api_fid)  # the defaults of diffmem.fid (features, KID subsets, k, seed, batch)
 

@@ -10,8 +10,8 @@ import click
 from diffmem.api import sample as api_sample
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SOLVERS, SampleOptions
 from diffmem.errors import DiffmemError, as_diffmem_error
-from diffmem.outputs import check_output
 from diffmem.utils.flags import defaults_of, device_name
+from diffmem.utils.outdir import check_output
 
 SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults; n and seed of diffmem.sample
 

@@ -140,7 +140,7 @@ def compare(paths, out, n_samples, sample_steps, sample_seed, features, quality_
     from diffmem.report.sweep import write_sweep_report
     from diffmem.sweep.runner import write_outputs
     from diffmem.sweep.spec import validate_eval
-    from diffmem.outputs import check_output
+    from diffmem.utils.outdir import check_output
 
     if not tolerance >= 0:
         raise DiffmemError(f"--tolerance must be >= 0, got {tolerance}")

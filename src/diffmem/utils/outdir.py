@@ -4,17 +4,20 @@ A file is refused; a missing or empty folder is free; a non-empty folder is acce
 holds the command's own kind of output (a run, a sweep, an audit, ...), which the caller then resumes,
 replaces or refuses by its own rules (`--resume`, `--overwrite`). A folder of anything else is refused,
 naming some of what it holds, so a command never writes into (or replaces) someone's files.
+An output file (`check_output`) is refused when it exists, unless --overwrite, and checked writable before the
+work; it is then written whole or not at all (`utils.atomic`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Collection, Mapping
 
-from diffmem.errors import DiffmemError
+from diffmem.errors import DiffmemError, as_diffmem_error
 
-__all__ = ["ABSENT", "EMPTY", "OWN", "check_apart", "check_out_folder", "file_on_the_way"]
+__all__ = ["ABSENT", "EMPTY", "OWN", "check_apart", "check_out_folder", "check_output", "file_on_the_way"]
 
 ABSENT, EMPTY, OWN = "absent", "empty", "own"
 
@@ -78,3 +81,33 @@ def check_apart(out: str | Path, inputs: Mapping[str, str | Path | None], *, fla
                                f"take the output's files for images. Choose a {flag} outside it")
         if where in data.parents:
             raise DiffmemError(f"{name} {spec} is inside {flag} {out}; choose a {flag} that does not hold the data")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
+def check_output(path: str | Path, flag: str, overwrite: bool, *, folder_ok: bool = False) -> Path:
+    """Refuse an existing `path` without `overwrite` (and a folder where a file is wanted), and check that
+    its folder can be written, before any work is done. Creates nothing."""
+    path = Path(path)
+    if path.is_dir() and not folder_ok:
+        raise DiffmemError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not overwrite and not (path.is_dir() and not any(path.iterdir())):
+        raise DiffmemError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another path")
+    where = path.parent if path.parent.exists() else _existing_ancestor(path)
+    if not where.is_dir():
+        raise DiffmemError(f"{flag} {path}: {where} is a file, not a folder; choose another path")
+    try:  # the one sure test of writability (os.access says yes to root on a read-only mount)
+        fd, probe = tempfile.mkstemp(prefix=".diffmem-probe-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        if as_diffmem_error(err) is err:
+            raise
+        raise DiffmemError(f"cannot write {flag} {path}: no file can be created in {where} ({err.strerror}); "
+                           "choose another path, change its permissions or free space") from None
+    return path
