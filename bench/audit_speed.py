@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.search import nearest_neighbours
 
 
 def _sync(device: torch.device) -> None:

@@ -5,7 +5,7 @@
     python bench/weighting_tails.py --runs RUN [RUN ...] --n 100000   # trained networks on their own data
 
 Gaussian data (sd 0.5 per pixel, 64 pixels), the exact denoiser, s from EDM's training log-normal
-(diffmem.diffusion.tails), at sigma_n 1 (the frontier's, docs/results.md) and 0.5. Columns: mean and median
+(diffmem.theory.tails), at sigma_n 1 (the frontier's, docs/results.md) and 0.5. Columns: mean and median
 per-sample loss, the Hill tail index of the loss (below 2: infinite variance, below 1: infinite mean) from its
 k = n/1000 largest draws with the bootstrap standard deviation of that estimate (20 resamples of the n draws),
 the same estimate at k = 100 and k = 10^4 (a tail index that drifts with k is not yet a power law's), the share
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmem.diffusion.tails import adam_toy, hill_tail_index, optimum_draws
+from diffmem.theory.tails import adam_toy, hill_tail_index, optimum_draws
 from diffmem.diffusion.weighting import WEIGHTINGS, make_weighting
 
 

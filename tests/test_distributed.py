@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config, write_npz
 from diffmem.errors import DiffmemError
-from diffmem.train.distributed import World, check_batch, gather_in_order, local_slice
+from diffmem.utils.distributed import World, check_batch, gather_in_order, local_slice
 
 
 def _config(spec: str):

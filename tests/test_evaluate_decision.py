@@ -45,7 +45,7 @@ def test_trace_follows_the_samples_of_diffmem_sample(tmp_path) -> None:
     from conftest import tiny_config, write_npz
     from diffmem.diffusion.samplers import per_sample_noise
     from diffmem.evaluate.features import PixelFeatures
-    from diffmem.evaluate.neighbours import nearest_neighbours
+    from diffmem.evaluate.search import nearest_neighbours
     from diffmem.generate import generate
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import train

@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffmem.errors import DiffmemError
 from diffmem.t2i.config import T2IConfig
-from diffmem.t2i.sample import SampleOptions, generate, load_trained, read_prompts, sample_run
+from diffmem.t2i.sample import T2ISampleOptions, generate, load_trained, read_prompts, sample_run
 from diffmem.t2i.train import train_t2i
 
 try:
@@ -20,7 +20,7 @@ try:
 except ImportError:  # tests/ collected as a package
     from tests.t2i_fixtures import CAPTIONS, sscd_like, tiny_clip, tiny_sd, tiny_sd_v, write_captioned  # noqa: F401
 
-FAST = SampleOptions(steps=3, batch=4)
+FAST = T2ISampleOptions(steps=3, batch=4)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,12 @@ def test_default_prompts_are_the_training_captions(run: Path, tmp_path: Path) ->
 @pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
 def test_samples_do_not_depend_on_the_batch(run: Path, tmp_path: Path, scheduler: str) -> None:
     prompts = ["a red cat", "the blue dog"]
-    a = sample_run(run, tmp_path / "a", prompts, 2, seed=3, opts=SampleOptions(steps=3, batch=1, scheduler=scheduler),
-                   progress=False)
-    b = sample_run(run, tmp_path / "b", prompts, 2, seed=3, opts=SampleOptions(steps=3, batch=8, scheduler=scheduler),
-                   progress=False)
+    a = sample_run(run, tmp_path / "a", prompts, 2, seed=3,
+                   opts=T2ISampleOptions(steps=3, batch=1, scheduler=scheduler), progress=False)
+    b = sample_run(run, tmp_path / "b", prompts, 2, seed=3,
+                   opts=T2ISampleOptions(steps=3, batch=8, scheduler=scheduler), progress=False)
     np.testing.assert_array_equal(read_pngs(a, 4), read_pngs(b, 4))
-    c = sample_run(run, tmp_path / "c", prompts, 2, seed=4, opts=SampleOptions(steps=3, scheduler=scheduler),
+    c = sample_run(run, tmp_path / "c", prompts, 2, seed=4, opts=T2ISampleOptions(steps=3, scheduler=scheduler),
                    progress=False)
     assert not np.array_equal(read_pngs(a, 4), read_pngs(c, 4))
 
@@ -82,9 +82,9 @@ def test_weights_choice_changes_the_unet(run: Path) -> None:
 def test_w24_prompt_optimisation_lowers_the_first_step_score(run: Path) -> None:
     parts, cfg = load_trained(run)
     prompts = ["a photo of a red cat", "a big dog on the tree"]
-    plain = generate(parts, prompts, 2, cfg.resolution, opts=SampleOptions(steps=2), progress=False)
+    plain = generate(parts, prompts, 2, cfg.resolution, opts=T2ISampleOptions(steps=2), progress=False)
     opt = generate(parts, prompts, 2, cfg.resolution,
-                   opts=SampleOptions(steps=2, w24_optimize=True, w24_lr=0.1, w24_iters=5), progress=False)
+                   opts=T2ISampleOptions(steps=2, w24_optimize=True, w24_lr=0.1, w24_iters=5), progress=False)
     before = np.array([plain.w24_first[plain.prompt_index == p].mean() for p in range(2)])
     assert opt.w24_optimized is not None and (opt.w24_optimized < before).all()
     after = np.array([opt.w24_first[opt.prompt_index == p].mean() for p in range(2)])

@@ -20,7 +20,7 @@ from diffmem.theory.denoisers import (
     empirical_denoiser,
     empirical_posterior,
 )
-from diffmem.theory.neighbors import median_nn_distance, nearest
+from diffmem.theory.distances import median_nn_distance, nearest
 
 SHAPE = (1, 4, 4)  # d = 16
 

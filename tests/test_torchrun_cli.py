@@ -89,7 +89,7 @@ def test_each_rank_embeds_and_searches_only_its_share(monkeypatch) -> None:
     import diffmem.evaluate.memorization as memo
     import diffmem.utils.distributed as distributed
     from diffmem.evaluate.features import PixelFeatures, embed_dataset
-    from diffmem.train.distributed import World
+    from diffmem.utils.distributed import World
 
     seen: list[int] = []
 

@@ -16,7 +16,7 @@ import torch
 from conftest import RecordingBackbone, run_cli
 from diffmem.diffusion.losses import ambient_loss, edm_weight
 from diffmem.diffusion.precond import EDMPrecond
-from diffmem.diffusion.tails import hill_tail_index, optimum_draws
+from diffmem.theory.tails import hill_tail_index, optimum_draws
 from diffmem.diffusion.weighting import WEIGHTINGS, Capped, make_weighting
 from diffmem.errors import DiffmemError
 

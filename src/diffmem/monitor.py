@@ -57,7 +57,7 @@ class CopyMonitor:
                  quality_features: str | None = None, quality_metric: str = "fd",
                  level: float = SAFETY_LEVEL) -> None:
         from diffmem.evaluate.features import embed_dataset, get_extractor
-        from diffmem.evaluate.neighbours import nearest_neighbours
+        from diffmem.evaluate.search import nearest_neighbours
         from diffmem.evaluate.options import EvalOptions
 
         if n_samples < 2:
@@ -110,7 +110,7 @@ class CopyMonitor:
 
     def __call__(self, step: int, ema_model: torch.nn.Module) -> dict[str, Any]:
         """Sample, embed, compare; returns the record logged under "monitor" in log.jsonl."""
-        from diffmem.evaluate.neighbours import nearest_neighbours
+        from diffmem.evaluate.search import nearest_neighbours
         from diffmem.generate import SampleOptions, generate
 
         t0 = time.perf_counter()

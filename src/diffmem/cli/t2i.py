@@ -115,7 +115,7 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
     import torch
 
     from diffmem.lock import is_main_process, locked
-    from diffmem.t2i.sample import SampleOptions, read_prompts, sample_run
+    from diffmem.t2i.sample import T2ISampleOptions, read_prompts, sample_run
 
     for flag, value in (("--n-per-prompt", n_per_prompt), ("--steps", steps), ("--batch", batch),
                         ("--w24-iters", w24_iters)):
@@ -133,8 +133,8 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
 
             prompts = list(load_captioned(run_config(run_dir).data).captions)
         prompts = prompts[:n_prompts]
-    opts = SampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
-                         w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
+    opts = T2ISampleOptions(steps=steps, guidance=guidance, scheduler=scheduler, batch=batch, w24_optimize=w24_optimize,
+                            w24_lr=w24_lr, w24_iters=w24_iters, w24_target=w24_target)
     dev = device_name(device)
     with locked(out, enabled=is_main_process()):
         path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, dev, getattr(torch, dtype),

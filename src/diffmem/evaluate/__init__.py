@@ -3,7 +3,7 @@
 Public API (see each module; importing this package loads no model library):
 - `FeatureExtractor`, `get_extractor(name, device)`, `embed_dataset(extractor, data, cache_dir)`  -- features.py
   (DINOv2/CLIP in hub.py, FID Inception-v3 in inception.py, `digits-net` in digits_net.py)
-- `nearest_neighbours(queries, refs, k)`                                 -- neighbours.py
+- `nearest_neighbours(queries, refs, k)`                                 -- search.py
 - `memorization_report(sample_feats, train_feats, heldout_feats)`        -- memorization.py
 - `feature_statistics`, `frechet_distance`, `kid`, `precision_recall`    -- quality.py
 - `run_audit(...)`, `compute_audit`, `write_audit` (report.json, nearest.csv/.npz, pictures; the report.html/.md
@@ -17,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "FeatureExtractor": "features", "get_extractor": "features", "embed_dataset": "features",
-    "nearest_neighbours": "neighbours", "memorization_report": "memorization",
+    "nearest_neighbours": "search", "memorization_report": "memorization",
     "feature_statistics": "quality", "frechet_distance": "quality", "kid": "quality", "precision_recall": "quality",
     "run_audit": "audit", "compute_audit": "audit", "write_audit": "audit", "run_fid": "fid",
     "quality_report": "fid", "save_statistics": "fid", "load_statistics": "fid",

@@ -22,7 +22,7 @@ from diffmem.data.datasets import to_model_range, to_uint8
 from diffmem.diffusion.methods import method_of
 from diffmem.diffusion.samplers import sampler
 from diffmem.evaluate.features import PixelFeatures
-from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.search import nearest_neighbours
 from diffmem.evaluate.options import TraceOptions
 
 __all__ = ["Trajectory", "identity_trajectory", "decision_summary", "trace_run"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.search import nearest_neighbours
 from diffmem.evaluate.options import CALIBRATION_PERCENTILES, DEFAULT_THRESHOLDS, fixed_thresholds
 from diffmem.utils.distributed import World, gather_in_order, local_slice
 

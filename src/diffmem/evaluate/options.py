@@ -23,7 +23,7 @@ __all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLD
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.85, 0.875, 0.9, 0.925, 0.95)
 CALIBRATION_PERCENTILES: tuple[float, ...] = (99.0, 99.9)
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3  # KID's subsets and their size; precision/recall's k
-AUDIT_BACKENDS: tuple[str, ...] = ("torch", "faiss")  # nearest-neighbour search (diffmem.evaluate.neighbours)
+AUDIT_BACKENDS: tuple[str, ...] = ("torch", "faiss")  # nearest-neighbour search (diffmem.evaluate.search)
 
 # Fixed cosine thresholds for pixel features (our 16x16 digits measurements report > 0.98 / > 0.99, docs/results.md;
 # held-out digits already exceed 0.95 often, so pixels need higher thresholds than DINOv2's 0.85 ... 0.95).

@@ -102,7 +102,7 @@ def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
               batch: int = 64, device: str | torch.device = "cpu", progress: bool = False) -> list[AuditRow]:
     """One row per sample folder; training features are computed once and shared by all rows."""
     from diffmem.evaluate.features import fd_name, get_extractor
-    from diffmem.evaluate.neighbours import nearest_neighbours
+    from diffmem.evaluate.search import nearest_neighbours
     from diffmem.evaluate.quality import feature_statistics, frechet_distance
 
     folders = [Path(s) for s in samples]

@@ -35,7 +35,7 @@ from diffmem.t2i.mitigations import w24_optimize_prompt, w24_score
 from diffmem.utils.atomic import atomic_dir
 from diffmem.utils.outdir import OWN, check_out_folder
 
-__all__ = ["SampleOptions", "T2ISamples", "load_trained", "generate", "save_samples", "read_prompts", "SCHEDULERS"]
+__all__ = ["T2ISampleOptions", "T2ISamples", "load_trained", "generate", "save_samples", "read_prompts", "SCHEDULERS"]
 
 SCHEDULERS = ("ddim", "ddpm")
 WEIGHTS = ("ema", "raw", "pretrained")
@@ -43,7 +43,9 @@ _STEP_NOISE_TAG = 0x5354455053  # per-sample generator of the stochastic (ddpm) 
 
 
 @dataclass(frozen=True)
-class SampleOptions:
+class T2ISampleOptions:
+    """Stable Diffusion sampling: scheduler steps, guidance, batch and the W24 prompt-embedding mitigation."""
+
     steps: int = 50
     guidance: float = 7.5
     scheduler: str = "ddim"  # ddim (eta 0) | ddpm
@@ -126,7 +128,7 @@ def _scheduler(parts: SDComponents, name: str):
 
 @torch.no_grad()
 def generate(parts: SDComponents, prompts: list[str], n_per_prompt: int, resolution: int, seed: int = 0,
-             opts: SampleOptions = SampleOptions(), device: str | torch.device = "cpu",
+             opts: T2ISampleOptions = T2ISampleOptions(), device: str | torch.device = "cpu",
              progress: bool = True) -> T2ISamples:
     """`n_per_prompt` images for every prompt (sample j = prompt j // K, seed sample_seed(seed, j))."""
     if n_per_prompt < 1 or not prompts:
@@ -178,7 +180,7 @@ def generate(parts: SDComponents, prompts: list[str], n_per_prompt: int, resolut
 
 
 def _optimize_prompts(eps: Callable, sched: Any, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-                      k: int, opts: SampleOptions) -> list[float]:
+                      k: int, opts: T2ISampleOptions) -> list[float]:
     """W24's mitigation at inference: optimize each prompt embedding of `cond` [G, L, D] in place (for its
     `k` samples of `x`) until its first-step score falls to the target; returns the scores after."""
     t0 = sched.timesteps[0]
@@ -194,7 +196,7 @@ def _optimize_prompts(eps: Callable, sched: Any, x: torch.Tensor, cond: torch.Te
 
 
 def _denoise(unet: torch.nn.Module, sched: Any, x: torch.Tensor, emb: torch.Tensor, alphas: torch.Tensor,
-             ptype: str, opts: SampleOptions, seeds: list[int], device: torch.device
+             ptype: str, opts: T2ISampleOptions, seeds: list[int], device: torch.device
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the scheduler from noise `x` [B, C, h, w] with classifier-free guidance (`emb` = [uncond; cond],
     [2B, L, D]); returns (final latents, W24 scores per step [steps, B])."""
@@ -243,7 +245,7 @@ def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bo
 
 
 def sample_run(run_dir: str | Path, out: str | Path, prompts: list[str] | None = None, n_per_prompt: int = 1,
-               seed: int = 0, opts: SampleOptions = SampleOptions(), weights: str = "ema",
+               seed: int = 0, opts: T2ISampleOptions = T2ISampleOptions(), weights: str = "ema",
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, overwrite: bool = False,
                progress: bool = True) -> Path:
     """Sample a run into the folder `out`; prompts default to the run's training captions."""

@@ -11,7 +11,7 @@
   subpopulation model merged by noise (Theorem 4.3).
 - commitment.py: the commitment curve of a data set and an empirical sigma_n heuristic (`commitment_curve`,
   `suggest_sigma_n`, `default_sigma_grid`).
-- neighbors.py: exact nearest neighbours. plots.py: the figures (imports matplotlib; not re-exported here).
+- distances.py: exact Euclidean nearest neighbours. plots.py: the figures (imports matplotlib; not re-exported here).
 """
 
 from diffmem.theory.closed_form import closed_form_check
@@ -35,7 +35,7 @@ from diffmem.theory.leakage import (
     monte_carlo_leakage,
 )
 from diffmem.theory.mixtures import gaussian_tv, mixtures_report, simulate_subpopulations
-from diffmem.theory.neighbors import median_nn_distance, nearest
+from diffmem.theory.distances import median_nn_distance, nearest
 
 __all__ = [
     "DEFAULT_SIGMAS",

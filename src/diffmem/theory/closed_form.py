@@ -13,7 +13,7 @@ import torch
 from diffmem.data.corruption import draw_noisy_copies
 from diffmem.diffusion.samplers import per_sample_noise
 from diffmem.theory.denoisers import algorithm1_sample, baseline_sample
-from diffmem.theory.neighbors import median_nn_distance, nearest
+from diffmem.theory.distances import median_nn_distance, nearest
 
 __all__ = ["ON_POINT_TOL", "closed_form_check", "landing_numbers"]
 

@@ -27,7 +27,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.theory.denoisers import empirical_posterior
-from diffmem.theory.neighbors import median_nn_distance, nearest
+from diffmem.theory.distances import median_nn_distance, nearest
 
 __all__ = ["DEFAULT_SIGMAS", "commitment_curve", "default_sigma_grid", "suggest_sigma_n"]
 

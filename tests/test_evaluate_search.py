@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.neighbours import nearest_neighbours
+from diffmem.evaluate.search import nearest_neighbours
 
 
 def _brute(q: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
