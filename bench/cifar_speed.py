@@ -24,7 +24,7 @@ from diffmem.config import MethodConfig, NetworkConfig, OptimConfig, TrainConfig
 from diffmem.generate import generate
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
-from diffmem.train.ema import EMA, ema_beta
+from diffmem.train.stack import EMA, ema_beta
 from diffmem.train.loop import TrainData, draw_batch, training_step
 
 RES, CH = 32, 3

@@ -23,7 +23,8 @@ import time
 import torch
 
 from diffmem.t2i.config import T2IConfig
-from diffmem.t2i.train import EMAWeights, loss_step, trainable_state
+from diffmem.t2i.train import loss_step, trainable_state
+from diffmem.train.stack import EMA
 
 UNETS = {
     # SD 2(-base) UNet: 865M parameters, text embeddings 77 x 1024
@@ -89,7 +90,7 @@ def bench(unet_name: str, resolution: int, batch: int, steps: int, warmup: int, 
     def measure_diffmem() -> tuple[float, float, int]:
         unet, opt = make()
         params = trainable_state(unet)
-        ema = EMAWeights(params)
+        ema = EMA(params)
 
         def step() -> None:
             t = torch.randint(0, 1000, (batch,), generator=gen).to(device)

@@ -19,7 +19,7 @@ from diffmem.config import PRESETS, MethodConfig, OptimConfig, TrainConfig
 from diffmem.diffusion.losses import noise_levels
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.models.denoiser import build_denoiser
-from diffmem.train.ema import EMA, ema_beta
+from diffmem.train.stack import EMA, ema_beta
 from diffmem.train.loop import TrainData, draw_batch, training_step
 
 

@@ -23,7 +23,7 @@ from diffmem.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from diffmem.train.ema import EMA, ema_beta
+from diffmem.train.stack import EMA, ema_beta
 from diffmem.train.loop import draw_batch, load_train_data, train
 
 def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
@@ -249,10 +249,14 @@ def test_corrupt_weights_are_refused(tmp_path: Path) -> None:
         load_weights(tmp_path / "nothing.safetensors")
 
 
+def _files(model: torch.nn.Module, ema: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    return {MODEL: model.state_dict(), EMA_FILE: ema.state_dict()}
+
+
 def test_interrupted_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     state = {"step": torch.tensor(2)}
-    first = save_checkpoint(tmp_path, 2, model, ema, state, {"resolution": 8, "channels": 1})
+    first = save_checkpoint(tmp_path, 2, _files(model, ema), state, {"resolution": 8, "channels": 1})
     assert latest_checkpoint(tmp_path) == first
     assert (tmp_path / rundir.CHECKPOINTS / rundir.LATEST).read_text().strip() == "step-00000002"
 
@@ -263,7 +267,7 @@ def test_interrupted_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypat
     with torch.no_grad():
         model.weight.add_(1.0)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, 4, model, ema, {"step": torch.tensor(4)}, {"resolution": 8, "channels": 1})
+        save_checkpoint(tmp_path, 4, _files(model, ema), {"step": torch.tensor(4)}, {"resolution": 8, "channels": 1})
     monkeypatch.undo()
     leftover = tmp_path / rundir.CHECKPOINTS / "step-00000004.tmp"
     assert leftover.is_dir() and (leftover / MODEL).is_file()  # half written, under the temporary name
@@ -272,7 +276,7 @@ def test_interrupted_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypat
     assert not torch.equal(load_weights(first / MODEL)["weight"], model.weight.detach())
     # the next save succeeds, cleans the leftover, and pruning keeps the newest complete folders
     for step in (4, 6, 8):
-        save_checkpoint(tmp_path, step, model, ema, {"step": torch.tensor(step)}, {"resolution": 8, "channels": 1})
+        save_checkpoint(tmp_path, step, _files(model, ema), {"step": torch.tensor(step)}, {"resolution": 8, "channels": 1})
     names = sorted(p.name for p in (tmp_path / rundir.CHECKPOINTS).iterdir())
     assert names == ["LATEST", "step-00000006", "step-00000008"]
     assert latest_checkpoint(tmp_path).name == "step-00000008"

@@ -13,24 +13,21 @@ RUN/
 ```
 `unet.safetensors` / `ema.safetensors` hold the TRAINED parameters only (the whole UNet, or the LoRA
 adapters); the rest comes from `--pretrained`. `state.pt` (optimizer, run generator, step, loss-scaler)
-is loaded with `torch.load(weights_only=True)`. Checkpoints are written under a temporary name and
-renamed when complete.
+is loaded with `torch.load(weights_only=True)`. Checkpoints are written, pruned and read back by the
+pixel runs' code (`diffmem.train.checkpoint.save_checkpoint`, `diffmem.train.stack`): under a temporary
+name, renamed when complete.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from diffmem.errors import DiffmemError
-from diffmem.train.checkpoint import META, STATE, latest_checkpoint, load_state, load_weights, write_checkpoint
+from diffmem.train.checkpoint import META, STATE, latest_checkpoint, load_state, load_weights
 from diffmem.train.rundir import CHECKPOINTS, CONFIG, DONE, LOG, read_json, trim_log, write_json_atomic
 
-__all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "save_checkpoint",
-           "latest_checkpoint", "load_state", "load_weights", "read_json", "write_json_atomic", "check_run",
-           "trim_log", "CHECKPOINTS"]
+__all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "latest_checkpoint",
+           "load_state", "load_weights", "read_json", "write_json_atomic", "check_run", "trim_log", "CHECKPOINTS"]
 
 INFO = "info.json"
 LATENTS = "latents.safetensors"
@@ -46,9 +43,3 @@ def check_run(run_dir: str | Path) -> Path:
                            "`diffmem t2i train`")
     return run
 
-
-def save_checkpoint(run_dir: Path, step: int, unet: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
-                    state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically (temp folder + rename), point LATEST at it, keep the newest two
-    (`diffmem.train.checkpoint.write_checkpoint`, shared with the diffusion runs)."""
-    return write_checkpoint(run_dir, step, {UNET: unet, EMA: ema}, state, meta)

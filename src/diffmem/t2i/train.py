@@ -30,10 +30,13 @@ from diffmem.t2i.data import CaptionedImages, load_captioned
 from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
 from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
 from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
-from diffmem.t2i.weights import EMAWeights, add_lora, apply_trained_weights, trainable_state
+from diffmem.t2i.weights import add_lora, apply_trained_weights, trainable_state
+from diffmem.train.checkpoint import save_checkpoint
+from diffmem.train.stack import (EMA, ema_warmup_beta, log_record, reduce_window, restore_training_state, training_state,
+                                 world_of)
 
 __all__ = ["train_t2i", "loss_step", "add_lora", "trainable_state", "apply_trained_weights", "draw_step", "StepDraw",
-           "draw_noisy_latents", "encode_dataset", "resolve_config", "EMAWeights", "read_log", "run_config"]
+           "draw_noisy_latents", "encode_dataset", "resolve_config", "read_log", "run_config"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,24 +110,25 @@ def _prepare_unet(unet: torch.nn.Module, cfg: T2IConfig, device: torch.device) -
     return trainable_state(unet)
 
 
-def _log_record(stats: torch.Tensor, score_max: float, step: int, lr: float, rate: float, w24: bool,
-                device: torch.device) -> dict[str, Any]:
-    """One log.jsonl line from the summed window statistics (see `_window_stats`)."""
-    loss, loss_high, n_high, n_dropped, score_sum, n = (float(v) for v in stats)
-    rec = {"step": step, "loss": loss / n, "loss_high": loss_high / n_high if n_high else None,
-           "frac_high": n_high / n, "lr": lr, "images_per_s": rate, "time": time.time()}
-    if w24:
-        rec.update(w24_frac_dropped=n_dropped / n, w24_score_mean=score_sum / n, w24_score_max=score_max)
-    if device.type == "cuda":
-        rec["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return rec
-
-
-def _window_stats(res: LossOutput, keep: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-    """[loss sum, ambient-branch loss sum, ambient count, W24-dropped count, score sum, batch size]."""
+def _micro_stats(res: LossOutput, keep: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """[loss sum, ambient-branch loss sum, ambient count, W24-dropped count, W24 score sum] of a micro-batch."""
     loss, hi = res.loss.detach(), res.high.float()
-    return torch.stack([loss.sum(), (loss * hi).sum(), hi.sum(), (1 - keep).sum(), score.sum(),
-                        torch.tensor(float(len(loss)), device=loss.device)])
+    return torch.stack([loss.sum(), (loss * hi).sum(), hi.sum(), (1 - keep).sum(), score.sum()])
+
+
+def _step(run: _Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step of `cfg.grad_accum` micro-steps at learning rate `lr`. Returns the step's row of
+    the log window (`diffmem.train.stack`: the mean loss of this process's share first) and its top W24 score."""
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    rows, scores = [], []
+    for _ in range(run.cfg.grad_accum):  # micro-steps; accelerate syncs and steps on the last one
+        res, keep, score = _micro_step(run)
+        rows.append(_micro_stats(res, keep, score))
+        scores.append(score.max())
+    row = torch.stack(rows).sum(0)
+    row[0] /= run.micro * run.cfg.grad_accum
+    return row, torch.stack(scores).max()
 
 
 @dataclass
@@ -143,7 +147,7 @@ class _Run:
     text_encoder: torch.nn.Module
     params: dict[str, torch.Tensor]  # the trained parameters by name
     opt: Any
-    ema: EMAWeights | None  # main process only
+    ema: EMA | None  # main process only
     g: torch.Generator  # all per-step randomness, identical on every process
     unet: Any  # wrapped by accelerate
     raw_unet: torch.nn.Module
@@ -186,19 +190,15 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     try:
         while run.step < end:
             lr = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
-            for group in run.opt.param_groups:
-                group["lr"] = lr
-            for _ in range(cfg.grad_accum):  # micro-steps; accelerate syncs and steps on the last one
-                res, keep, score = _micro_step(run)
-                window.append(_window_stats(res, keep, score))
-                scores.append(score.max())
+            row, score_max = _step(run, lr)
+            window.append(row)
+            scores.append(score_max)
             run.step += 1
             if run.ema is not None:
-                run.ema.update(run.params, EMAWeights.beta(run.step, cfg.ema_decay))
+                run.ema.update(run.params, ema_warmup_beta(run.step, cfg.ema_decay))
             if run.step % cfg.log_every == 0 or run.step == end or run.step % cfg.checkpoint_every == 0:
                 now = time.perf_counter()
-                rec = _log_window(run, window, scores, lr, (run.step - step_last) * cfg.batch / max(now - t_last, 1e-9),
-                                  log)
+                rec = _log_window(run, window, scores, lr, now - t_last, run.step - step_last, log)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 bar.update(run.step - bar.n)
                 t_last, step_last = now, run.step
@@ -225,18 +225,14 @@ def _setup_training(cfg: T2IConfig, out: Path, accelerator: Any, parts: SDCompon
     params = _prepare_unet(parts.unet, cfg, device)
     torch.manual_seed(cfg.seed)  # global RNG, again after the adapters' start: only dropout (0 in SD) draws from it
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    ema = EMAWeights(params) if accelerator.is_main_process else None  # only the main process saves checkpoints
+    ema = EMA(params) if accelerator.is_main_process else None  # only the main process saves checkpoints
     g = torch.Generator().manual_seed(cfg.seed)
     step, state = 0, {}
     ckpt = rundir.latest_checkpoint(out)
     if ckpt is not None:
-        apply_trained_weights(parts.unet, rundir.load_weights(ckpt / rundir.UNET), str(ckpt / rundir.UNET))
-        state = rundir.load_state(ckpt / rundir.STATE)
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        step = int(state["step"])
-        if ema is not None:
-            ema.shadow = {k: v.to(device) for k, v in rundir.load_weights(ckpt / rundir.EMA).items()}
+        loaders = {rundir.UNET: lambda w: apply_trained_weights(parts.unet, w, str(ckpt / rundir.UNET)),
+                   **({rundir.EMA: ema.load_state_dict} if ema is not None else {})}
+        step, state = restore_training_state(ckpt, loaders, opt, g)
     unet, opt = accelerator.prepare(parts.unet, opt)
     if accelerator.scaler is not None and "scaler" in state:
         accelerator.scaler.load_state_dict(state["scaler"])
@@ -276,19 +272,20 @@ def _micro_step(run: _Run) -> tuple[LossOutput, torch.Tensor, torch.Tensor]:
     return res, keep, score
 
 
-def _log_window(run: _Run, window: list[torch.Tensor], scores: list[torch.Tensor], lr: float, rate: float,
-                log: Any) -> dict[str, Any]:
-    """Sum the window's statistics over processes, refuse a non-finite loss, write one log.jsonl line
-    (main process) and empty the window; returns the record."""
+def _log_window(run: _Run, window: list[torch.Tensor], scores: list[torch.Tensor], lr: float, seconds: float,
+                steps_timed: int, log: Any) -> dict[str, Any]:
+    """The shared log record of the window (`diffmem.train.stack.log_record`, after its NaN guard) with W24's
+    figures, written as one log.jsonl line (main process); empties the window and returns the record."""
     acc = run.accelerator
-    stats = acc.reduce(torch.stack(window).sum(0), reduction="sum").cpu()  # over processes
+    stats = reduce_window(window, world_of(acc))  # over processes
     score_max = float(acc.gather(torch.stack(scores).max().reshape(1)).max())
     window.clear()
     scores.clear()
-    if not torch.isfinite(stats[0]):
-        raise DiffmemError(f"the loss became {float(stats[0])} by step {run.step}; the last good checkpoint "
-                           f"is kept in {run.out / rundir.CHECKPOINTS}. Lower --lr or check the data")
-    rec = _log_record(stats, score_max, run.step, lr, rate, run.empty is not None, acc.device)
+    rec = log_record(stats, run.step, run.out, run.cfg.batch, lr, seconds, steps_timed, run.opt)
+    if run.empty is not None:
+        n = len(stats) * run.cfg.batch
+        rec.update(w24_frac_dropped=float(stats[:, 3].sum()) / n, w24_score_mean=float(stats[:, 4].sum()) / n,
+                   w24_score_max=score_max)
     if log is not None:
         log.write(json.dumps(rec) + "\n")
         log.flush()
@@ -300,11 +297,8 @@ def _save_checkpoint(run: _Run, meta: dict[str, Any]) -> None:
     acc = run.accelerator
     acc.wait_for_everyone()
     if acc.is_main_process:
-        state = {"optimizer": run.opt.state_dict(), "generator": run.g.get_state(), "step": torch.tensor(run.step),
-                 "torch_rng": torch.get_rng_state()}
-        if acc.scaler is not None:
-            state["scaler"] = acc.scaler.state_dict()
-        rundir.save_checkpoint(run.out, run.step, trainable_state(run.raw_unet), run.ema.shadow, state, meta)
+        weights = {rundir.UNET: trainable_state(run.raw_unet), rundir.EMA: run.ema.state_dict()}
+        save_checkpoint(run.out, run.step, weights, training_state(run.opt, run.g, run.step, acc.scaler), meta)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:

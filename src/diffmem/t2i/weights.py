@@ -1,4 +1,6 @@
-"""The trained weights of a t2i run: LoRA adapters or the full UNet, loading them back, and their EMA."""
+"""The trained weights of a t2i run: LoRA adapters or the full UNet, and loading them back.
+
+Their EMA is the pixel runs' one (`diffmem.train.stack.EMA`, built on the dict of trained parameters)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import torch
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["add_lora", "trainable_state", "apply_trained_weights", "EMAWeights"]
+__all__ = ["add_lora", "trainable_state", "apply_trained_weights"]
 
 
 def add_lora(unet: torch.nn.Module, rank: int, seed: int | None = None) -> None:
@@ -40,19 +42,3 @@ def apply_trained_weights(unet: torch.nn.Module, weights: dict[str, torch.Tensor
                            f"unexpected {sorted(unexpected)[:3]}); was the run trained from another model?")
     unet.load_state_dict(weights, strict=False)
 
-
-class EMAWeights:
-    """Exponential moving average (float32) of the trained parameters: p_ema <- p_ema + (1 - beta)(p - p_ema)."""
-
-    def __init__(self, params: dict[str, torch.Tensor]) -> None:
-        self.shadow = {k: v.detach().float().clone() for k, v in params.items()}
-
-    @staticmethod
-    def beta(step: int, decay: float) -> float:
-        """Per-step decay, warmed up as min(decay, (1 + step) / (10 + step)) (diffusers' EMAModel)."""
-        return min(decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor], beta: float) -> None:
-        for k, p in params.items():
-            self.shadow[k].lerp_(p.detach().float(), 1 - beta)

@@ -3,7 +3,9 @@
 A checkpoint is a folder `checkpoints/step-XXXXXXXX/` written under a temporary name and renamed
 when complete (`diffmem.utils.atomic.atomic_dir`); `checkpoints/LATEST` (replaced atomically) names the newest. A crash at any moment
 leaves the previous checkpoint intact. Loading never executes code: safetensors for weights and
-`torch.load(weights_only=True)` for optimizer / RNG state.
+`torch.load(weights_only=True)` for optimizer / RNG state. Pixel runs (`model.safetensors`, `ema.safetensors`)
+and t2i runs (`unet.safetensors`, `ema.safetensors`) both write through `save_checkpoint`, with the state
+of `diffmem.train.stack.training_state`.
 """
 
 from __future__ import annotations
@@ -31,20 +33,12 @@ KEEP = 2  # complete checkpoints kept on disk (besides those a guard protects); 
 CHECKPOINT_CHOICES = "release, latest or step-N"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module,
+def save_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
                     state: dict[str, Any], meta: dict[str, Any], keep: int = KEEP,
                     protect: frozenset[int] = frozenset()) -> Path:
-    """Write checkpoint `step` atomically and prune all but the newest `keep` and the `protect`ed steps."""
-    weights = {MODEL: model.state_dict(), EMA_FILE: ema.state_dict()}
-    return write_checkpoint(run_dir, step, weights, state, meta, keep, protect)
-
-
-def write_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
-                     state: dict[str, Any], meta: dict[str, Any], keep: int = KEEP,
-                     protect: frozenset[int] = frozenset()) -> Path:
-    """Write `checkpoints/step-XXXXXXXX/` (a safetensors file per `weights` entry, STATE, META) into
-    `step-XXXXXXXX.tmp`, rename it into place, point LATEST at it and prune all but the newest `keep`
-    (0: none pruned) and the steps in `protect` (a guard's released checkpoint).
+    """The one checkpoint writer of pixel and t2i runs: write `checkpoints/step-XXXXXXXX/` (a safetensors
+    file per `weights` entry, STATE, META) into `step-XXXXXXXX.tmp`, rename it into place, point LATEST at
+    it and prune all but the newest `keep` (0: none pruned) and the steps in `protect` (a guard's release).
 
     A failed write (a full disk: one line naming the temporary) removes the temporary; an interrupt or
     a kill leaves it, and the next save (or a resumed run) clears it. The previous checkpoint stays intact."""

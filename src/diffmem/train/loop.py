@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -32,10 +31,9 @@ from diffmem.lock import locked
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train import rundir
-from diffmem.train.checkpoint import KEEP, latest_checkpoint, load_state, load_weights, save_checkpoint
+from diffmem.train.checkpoint import EMA_FILE, KEEP, MODEL, latest_checkpoint, save_checkpoint
 from diffmem.train.checks import validate_config
-from diffmem.train.diagnostics import adam_update_rms
-from diffmem.train.ema import EMA, ema_beta
+from diffmem.train.stack import EMA, ema_beta, log_record, reduce_window, restore_training_state, training_state
 from diffmem.train.watch import Watch
 from diffmem.utils.atomic import save_atomic
 from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
@@ -263,36 +261,7 @@ def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.op
     ckpt = latest_checkpoint(out) if resuming else None
     if ckpt is None:
         return 0
-    net.load_state_dict(load_weights(ckpt / "model.safetensors"))
-    ema.model.load_state_dict(load_weights(ckpt / "ema.safetensors"))
-    state = load_state(ckpt / "state.pt")
-    opt.load_state_dict(state["optimizer"])
-    g.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
-
-
-def _log_record(window: list[torch.Tensor], step: int, world: World, out: Path, batch: int, lr: float,
-                seconds: float, steps_timed: int, opt: torch.optim.Optimizer) -> dict:
-    """The log.jsonl record of the steps in `window`; refuses a non-finite loss naming its step."""
-    stats = torch.stack(window)
-    if world.size > 1:  # every rank sees the global figures, so all stop together on NaN
-        dist.all_reduce(stats)
-        stats[:, 0] /= world.size
-    stats = stats.cpu()
-    bad = (~torch.isfinite(stats[:, 0])).nonzero()
-    if len(bad):
-        first = step - len(window) + int(bad[0]) + 1
-        raise DiffmemError(f"the loss became {float(stats[int(bad[0]), 0])} at step {first}; "
-                           f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}. "
-                           "Lower --lr or check the data")
-    n_high = float(stats[:, 2].sum())
-    return {"step": step, "kimg": step * batch / 1000, "loss": float(stats[:, 0].mean()),
-            "loss_high": float(stats[:, 1].sum() / n_high) if n_high else None,
-            "frac_high": n_high / (len(window) * batch), "lr": lr,
-            "images_per_s": steps_timed * batch / max(seconds, 1e-9),
-            "loss_std": float(stats[:, 0].std()) if len(window) > 1 else None,
-            "update_rms": adam_update_rms(opt), "time": time.time()}
+    return restore_training_state(ckpt, {MODEL: net.load_state_dict, EMA_FILE: ema.load_state_dict}, opt, g)[0]
 
 
 def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
@@ -328,7 +297,8 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
                 now = time.perf_counter()
-                rec = _log_record(window, step, world, out, o.batch, lr, now - t_last, step - step_last, opt)
+                stats = reduce_window(window, world)  # the NaN guard: every rank stops at once, naming the step
+                rec = log_record(stats, step, out, o.batch, lr, now - t_last, step - step_last, opt)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.0f}")
@@ -336,9 +306,8 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
                 window.clear()
                 t_last, step_last = now, step
             if world.main and (step % cfg.checkpoint_every == 0 or step == o.steps):
-                state = {"optimizer": opt.state_dict(), "generator": g.get_state(),
-                         "torch_rng": torch.get_rng_state(), "step": torch.tensor(step)}
-                save_checkpoint(out, step, net, ema.model, state, meta, keep, watch.keep_steps())
+                save_checkpoint(out, step, {MODEL: net.state_dict(), EMA_FILE: ema.state_dict()},
+                                training_state(opt, g, step), meta, keep, watch.keep_steps())
             if watch.due(step):
                 if world.main:
                     watch.check(step, ema.model, log)
