@@ -58,3 +58,30 @@ def test_weighting_tails_reports_k_and_a_bootstrap_spread(capsys) -> None:
     assert "sigma_n 1, 4000 draws, seed 0; Hill k = 10" in out and "loss tail index (k = 10)" in out
     assert "at k = 100 / 10^4" in out and out.count(" ± ") >= 3 * 3
     assert bench.parse_args([]).sigma_n == [1.0, 0.5]
+
+
+def test_frontier_evidence_keeps_finished_runs_small_files_and_restores_them(tmp_path: Path) -> None:
+    """keep: only finished runs, only their JSON and log (no checkpoints); restore: back into a new frontier
+    folder, refusing one that already holds them."""
+    bench = _bench("frontier_evidence")
+    fr = tmp_path / "fr"
+    for name, done in (("n50-edm-lr1-seed0", True), ("n50-edm-lr1-seed1", False)):
+        run = fr / "runs" / name
+        (run / "checkpoints" / "step-00000050").mkdir(parents=True)
+        (run / "checkpoints" / "step-00000050" / "model.safetensors").write_bytes(b"x" * 100)
+        (run / "log.jsonl").write_text('{"step": 50}\n')
+        (run / "config.json").write_text("{}")
+        if done:
+            (run / "done.json").write_text('{"step": 50, "stopped": null}')
+    (fr / "frontier.json").write_text('{"config": {}, "runs": null}')
+    ev = tmp_path / "ev"
+    assert bench.keep(fr, ev) == 1
+    kept = ev / "runs" / "n50-edm-lr1-seed0"
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "done.json", "log.jsonl"]
+    assert not (ev / "runs" / "n50-edm-lr1-seed1").exists() and (ev / "frontier.json").is_file()
+    new = tmp_path / "new"
+    assert bench.restore(ev, new) == 1
+    assert (new / "runs" / "n50-edm-lr1-seed0" / "log.jsonl").read_text() == '{"step": 50}\n'
+    assert (new / "frontier.json").is_file()
+    with pytest.raises(SystemExit, match="already holds n50-edm-lr1-seed0"):
+        bench.restore(ev, new)
