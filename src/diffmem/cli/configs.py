@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
-from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
+from diffmem.config import FLAT_METHOD_DEFAULTS, DataConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
+from diffmem.diffusion.methods import METHOD_CLASSES, method_config
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import EvalOptions
@@ -24,16 +26,20 @@ from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, pa
 from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, joined, str_list
 
-__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "FRONTIER",
+__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "SWEEP_VALUES", "EVAL", "FRONTIER",
            "MONITOR_SAMPLES", "duration", "data_resolution", "network_from_flags", "train_config_from_flags",
            "check_monitor_flags", "eval_options_from_flags", "sweep_config_from_flags",
            "frontier_config_from_flags"]
 
 # the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec,
 # diffmem.sweep.frontier)
-DATA, METHOD, NETWORK, OPTIM, TRAIN, EVAL = (DataConfig(), MethodConfig(), NetworkConfig(), OptimConfig(),
-                                            TrainConfig(), EvalOptions())
+DATA, NETWORK, OPTIM, TRAIN, EVAL = DataConfig(), NetworkConfig(), OptimConfig(), TrainConfig(), EvalOptions()
+# the method flags (--method, --sigma-n, --ambient-weight, --weight-cap, --mask-p, --mask-delta) and their
+# defaults: each method takes from them the settings its class declares (`Method.settings_of`)
+METHOD = SimpleNamespace(name=TRAIN.method.name, **FLAT_METHOD_DEFAULTS)
 SWEEP = SweepConfig(base=TRAIN)
+# a sweep's default values of each swept setting, declared by the classes (None: the data's grid of sigma_n)
+SWEEP_VALUES = {cls.param_field: cls.sweep_values for cls in METHOD_CLASSES.values() if cls.param_field}
 MONITOR_SAMPLES = SWEEP.monitor_samples  # samples per copy-monitor check
 FRONTIER = FrontierConfig(base=TRAIN, variants=())  # its field defaults: subsets, seeds, checkpoints, samples
 
@@ -95,8 +101,8 @@ def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     cfg = TrainConfig(
         data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution), resize=resize,
                         subset=subset, subset_seed=subset_seed, xflip=xflip, cond=cond),
-        method=MethodConfig(name=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
-                            mask_p=mask_p, mask_delta=mask_delta),
+        method=method_config(method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
+                             mask_p=mask_p, mask_delta=mask_delta),
         network=net,
         optim=OptimConfig(steps=duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
@@ -132,7 +138,7 @@ def eval_options_from_flags(*, n_samples: int = EVAL.n_samples, sample_steps: in
 def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                             resize: bool = DATA.resize, subsets: str | None = None, subset_seed: int = DATA.subset_seed,
                             xflip: bool = DATA.xflip, methods: str = joined(SWEEP.methods),
-                            sigma_ns: str | None = None, mask_ps: str = joined(SWEEP.mask_ps),
+                            sigma_ns: str | None = None, mask_ps: str = joined(SWEEP_VALUES["mask_p"]),
                             mask_delta: float = METHOD.mask_delta, ambient_weight: str = METHOD.ambient_weight,
                             weight_cap: float = METHOD.weight_cap, seeds: str = joined(SWEEP.seeds),
                             preset: str = NETWORK.preset, channels: str | None = None,
@@ -156,13 +162,13 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     base = TrainConfig(
         data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution), resize=resize, subset=None,
                         subset_seed=subset_seed, xflip=xflip, cond=False),
-        method=MethodConfig(name="edm", sigma_n=0.0, ambient_weight=ambient_weight, mask_p=0.0, mask_delta=mask_delta,
-                            weight_cap=weight_cap),
         network=net,
         optim=OptimConfig(steps=n_steps, batch=batch, lr=lr, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         checkpoint_every=checkpoint_every if checkpoint_every is not None else max(1, n_steps // 4),
     )
-    sc = SweepConfig(base=base, methods=method_list, sigma_ns=sigmas, mask_ps=masks, subsets=subset_list,
+    sc = SweepConfig(base=base, methods=method_list, values={"sigma_n": sigmas, "mask_p": masks},
+                     settings={"ambient_weight": ambient_weight, "weight_cap": weight_cap, "mask_delta": mask_delta},
+                     subsets=subset_list,
                      seeds=seed_list, monitor_every=monitor_every, monitor_samples=monitor_samples, tolerance=tolerance,
                      eval=eval if eval is not None else eval_options_from_flags())
     validate_sweep(sc)

@@ -52,6 +52,7 @@ class Method:
     extra_channels: ClassVar[int] = 0  # input channels beyond the image's
     param_field: ClassVar[str | None] = None  # the setting a sweep varies (sigma_n, mask_p)
     param_tag: ClassVar[str] = ""  # its short name in run folders, e.g. `sn` in n300-ambient-sn0.5-seed0
+    sweep_values: ClassVar[tuple[float, ...] | None] = None  # a sweep's values when it is given none
     p_mean: float = field(default=TrainConfig.p_mean, kw_only=True, metadata=_RUN)  # ln(s) ~ N(p_mean, p_std^2)
     p_std: float = field(default=TrainConfig.p_std, kw_only=True, metadata=_RUN)
 
@@ -187,6 +188,7 @@ class Masking(Method):
     extra_channels: ClassVar[int] = 1  # the mask A~ as an input channel
     param_field: ClassVar[str | None] = "mask_p"
     param_tag: ClassVar[str] = "p"
+    sweep_values: ClassVar[tuple[float, ...] | None] = (0.2,)
     mask_p: float = 0.2  # probability a pixel is erased in the fixed mask A
     mask_delta: float = 0.1  # probability a shown pixel is erased again at each step (B)
 

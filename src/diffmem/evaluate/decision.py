@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from diffmem.data.datasets import to_model_range, to_uint8
-from diffmem.diffusion.methods import METHOD_CLASSES, method_of
+from diffmem.diffusion.methods import method_of
+from diffmem.report.methods import short
 from diffmem.diffusion.samplers import edm_sample
 from diffmem.evaluate.features import PixelFeatures
 from diffmem.evaluate.neighbours import nearest_neighbours
@@ -173,8 +174,7 @@ def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for r in rows:
-        cls = METHOD_CLASSES[r["method"]]
-        label = cls.short + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
+        label = short(r["method"]) + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
         label = f"{Path(r['run']).name}: {label}"
         color = None
         if r["settled_copies"] is not None:

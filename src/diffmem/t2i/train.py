@@ -27,7 +27,7 @@ from diffmem.t2i import rundir
 from diffmem.t2i.components import SDComponents, encode_text, load_components
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
-from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
+from diffmem.t2i.losses import LatentLossOutput as LossOutput, eps_from_prediction, t2i_loss
 from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
 from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
 from diffmem.t2i.weights import EMAWeights, add_lora, apply_trained_weights, trainable_state
