@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from diffmem.config import FLAT_METHOD_DEFAULTS, DataConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
 from diffmem.diffusion.methods import METHOD_CLASSES, method_config
-from diffmem.diffusion.weighting import WEIGHTINGS
+from diffmem.diffusion.weighting import WEIGHTINGS, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import EvalOptions
 from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
@@ -27,7 +27,7 @@ from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, joined, str_list
 
 __all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "SWEEP_VALUES", "EVAL", "FRONTIER",
-           "MONITOR_SAMPLES", "duration", "data_resolution", "network_from_flags", "train_config_from_flags",
+           "MONITOR_SAMPLES", "duration", "check_method_flags", "data_resolution", "network_from_flags", "train_config_from_flags",
            "check_monitor_flags", "eval_options_from_flags", "sweep_config_from_flags",
            "frontier_config_from_flags"]
 
@@ -77,6 +77,20 @@ def network_from_flags(preset: str = NETWORK.preset, channels: str | None = None
     return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_method_flags(sigma_n: float = METHOD.sigma_n, ambient_weight: str = METHOD.ambient_weight,
+                       weight_cap: float = METHOD.weight_cap, mask_p: float = METHOD.mask_p,
+                       mask_delta: float = METHOD.mask_delta) -> None:
+    """Refuse a method flag out of its range even where the chosen method does not take it (its section holds
+    only its own settings, which its class checks further: Algorithm 1 needs a positive --sigma-n)."""
+    if not (math.isfinite(sigma_n) and sigma_n >= 0):
+        raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {sigma_n}")
+    if not 0 <= mask_p < 1:
+        raise DiffmemError(f"--mask-p must be in [0, 1), got {mask_p}")
+    if not 0 <= mask_delta < 1:
+        raise DiffmemError(f"--mask-delta must be in [0, 1), got {mask_delta}")
+    make_weighting(ambient_weight, weight_cap)  # an unknown --ambient-weight, a bad --weight-cap
+
+
 def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                             resize: bool = DATA.resize, subset: int | None = DATA.subset,
                             subset_seed: int = DATA.subset_seed, cond: bool = DATA.cond, xflip: bool = DATA.xflip,
@@ -93,6 +107,7 @@ def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
                             log_every: int = TRAIN.log_every) -> TrainConfig:
     """The validated TrainConfig of `diffmem train`'s flags. With --cond the network gets one class per
     label of --data (`diffmem.data.datasets.count_classes`)."""
+    check_method_flags(sigma_n, ambient_weight, weight_cap, mask_p, mask_delta)
     net = network_from_flags(preset, channels, layers_per_block, attn_resolutions, dropout)
     if cond:
         from diffmem.data.datasets import count_classes
@@ -153,6 +168,7 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     (subsets = (None,)); --checkpoint-every defaults to a quarter of the steps; `eval`: see
     `eval_options_from_flags` (default: its defaults)."""
     method_list = parse_methods(methods)
+    check_method_flags(ambient_weight=ambient_weight, weight_cap=weight_cap, mask_delta=mask_delta)
     sigmas = parse_float_list(sigma_ns, "--sigma-n")
     masks = parse_float_list(mask_ps, "--mask-p") or ()
     seed_list = parse_int_list(seeds, "--seeds")
