@@ -58,9 +58,10 @@ def test_a_section_holds_its_methods_settings_only() -> None:
     assert method_config("masking", mask_p=0.3).settings == {"mask_p": 0.3, "mask_delta": 0.1}  # its defaults
     assert method_of(MethodConfig("edm")).param is None
     assert isinstance(validate_config(TrainConfig(method=MethodConfig("noisy-only", sigma_n=1.0))), NoiseOnly)
-    with pytest.raises(DiffmemError, match="--method edm has no setting sigma_n"):
+    with pytest.raises(DiffmemError, match="method.sigma_n is not a setting of --method edm"):
         method_of(MethodConfig("edm", sigma_n=0.5))
-    with pytest.raises(DiffmemError, match=r"--method ambient has no setting sigma \(its settings: sigma_n, "):
+    with pytest.raises(DiffmemError, match=r"method.sigma is not a setting of --method ambient \(its settings: "
+                                           r"sigma_n, "):
         method_of(MethodConfig("ambient", sigma=0.5))
     with pytest.raises(DiffmemError, match="'method.sigma_n' must be a number"):
         method_of(MethodConfig("ambient", sigma_n="0.5"))
@@ -122,6 +123,9 @@ def test_an_older_flat_method_section_still_loads() -> None:
         old["method"] = {"name": name, **flat}
         cfg = TrainConfig.from_dict(old)
         assert cfg.method == want and cfg.to_dict()["method"] == {"name": name, **want.settings}
+    old["method"] = {"name": "edm", "sigma_n": float("nan")}  # not the flat union: a setting edm does not take
+    with pytest.raises(DiffmemError, match="method.sigma_n is not a setting of --method edm"):
+        validate_config(TrainConfig.from_dict(old))
     old["method"] = {"name": "ambient", **flat, "weight_cap": 3.0}
     assert TrainConfig.from_dict(old).method == method_config("ambient", sigma_n=0.5, ambient_weight="capped",
                                                               weight_cap=3.0)

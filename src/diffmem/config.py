@@ -53,9 +53,9 @@ class DataConfig:
 
 # Configuration files written before each method had its own fields kept one flat method section, the union
 # of every method's settings: these keys, with these defaults (also the command line's flag defaults). Each of
-# the four methods of that time read only its own, as listed; reading such a file keeps those and drops the
-# rest, and a key a still older file lacks (weight_cap) takes its default, which by design reproduces the
-# older behaviour.
+# the four methods of that time read only its own, as listed; reading such a section (it holds all the keys
+# but weight_cap) keeps those and drops the rest, and a key of its own a file lacks (weight_cap, which older
+# files did not write) takes its default, which by design reproduces the older behaviour.
 FLAT_METHOD_DEFAULTS: dict[str, Any] = {"sigma_n": 0.0, "ambient_weight": "plain", "mask_p": 0.0, "mask_delta": 0.1,
                                         "weight_cap": 4.0}
 _FLAT_METHOD_FIELDS: dict[str, tuple[str, ...]] = {
@@ -123,10 +123,11 @@ class MethodConfig:
             if not (value is None or isinstance(value, (str, int, float, bool))):
                 raise DiffmemError(f"configuration key {prefix + key!r} must be a number, a string, true, false "
                                    f"or null, got {value!r}")
-        if name in _FLAT_METHOD_FIELDS:  # the four methods of the flat era: their keys, their old defaults
+        if name in _FLAT_METHOD_FIELDS:  # the four methods of the flat era: their own keys, their old defaults
             own = _FLAT_METHOD_FIELDS[name]
+            flat = set(FLAT_METHOD_DEFAULTS) - {"weight_cap"} <= set(d)  # the flat union: keep only its own
             d = {**{k: d.get(k, FLAT_METHOD_DEFAULTS[k]) for k in own},
-                 **{k: v for k, v in d.items() if k not in FLAT_METHOD_DEFAULTS}}
+                 **{k: v for k, v in d.items() if k not in own and not (flat and k in FLAT_METHOD_DEFAULTS)}}
         return cls(name, **d)
 
 

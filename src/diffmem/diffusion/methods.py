@@ -68,8 +68,8 @@ class Method:
         settings = m.settings
         unknown = sorted(set(settings) - set(own))
         if unknown:
-            raise DiffmemError(f"--method {cls.name} has no setting {', '.join(unknown)} (its settings: "
-                               f"{', '.join(own) or 'none'})")
+            raise DiffmemError(f"{', '.join('method.' + k for k in unknown)} is not a setting of --method {cls.name} "
+                               f"(its settings: {', '.join(own) or 'none'})")
         for key, value in settings.items():
             check_type(f"method.{key}", own[key].type, value)
         return cls(**settings, **run)
