@@ -22,6 +22,7 @@ import torch
 
 from diffmem.config import MethodConfig, NetworkConfig, OptimConfig, TrainConfig
 from diffmem.generate import generate
+from diffmem.diffusion.methods import build_method
 from diffmem.models.denoiser import build_denoiser
 from diffmem.models.unet import count_parameters
 from diffmem.train.stack import EMA, ema_beta
@@ -48,10 +49,11 @@ class Candidate:
     def __init__(self, name: str, batch: int, sigma_n: float) -> None:
         channels, layers, attn = CANDIDATES[name]
         self.cfg = TrainConfig(network=NetworkConfig(name, channels, layers, attn, 0.0),
-                               optim=OptimConfig(batch=batch), method=MethodConfig("ambient", sigma_n))
+                               optim=OptimConfig(batch=batch), method=MethodConfig("ambient", sigma_n=sigma_n))
+        self.method = build_method(self.cfg)
         gen = torch.Generator().manual_seed(0)
         x0 = torch.rand((300, CH, RES, RES), generator=gen) * 2 - 1  # 300 images: the paper's Table 1 size
-        self.data = TrainData(x0, None, x0 + sigma_n * torch.randn(x0.shape, generator=gen), None)
+        self.data = TrainData(x0, None, {"y": x0 + sigma_n * torch.randn(x0.shape, generator=gen)})
         torch.manual_seed(0)
         self.net = build_denoiser(self.cfg, RES, CH)
         self.ema = EMA(self.net)
@@ -63,8 +65,8 @@ class Candidate:
     def train_rate(self, steps: int) -> tuple[float, float]:
         """Training images per wall second and per CPU second over `steps` steps (after one warm-up step)."""
         dev = torch.device("cpu")
-        step = lambda: training_step(self.cfg, self.net, self.ema, self.opt,  # noqa: E731
-                                     draw_batch(self.data, self.cfg, self.g, dev), 1e-4, self.beta)
+        step = lambda: training_step(self.method, self.net, self.ema, self.opt,  # noqa: E731
+                                     draw_batch(self.data, self.cfg, self.method, self.g, dev), 1e-4, self.beta)
         step()
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):

@@ -82,8 +82,9 @@ def configs(args: argparse.Namespace):
     )
     ev = EvalOptions(n_samples=args.n_samples, features=tuple(f for f in args.features.split(",") if f),
                      quality_features="digits-net", sample_steps=8 if args.smoke else 18)
-    return SweepConfig(base, methods=("edm", "ambient", "masking"), sigma_ns=tuple(args.sigma_n),
-                       mask_ps=(args.mask_p,), subsets=tuple(args.subsets), seeds=tuple(args.seeds), eval=ev,
+    return SweepConfig(base, methods=("edm", "ambient", "masking"),
+                       values={"sigma_n": tuple(args.sigma_n), "mask_p": (args.mask_p,)},
+                       subsets=tuple(args.subsets), seeds=tuple(args.seeds), eval=ev,
                        monitor_every=args.monitor_every, tolerance=args.tolerance)
 
 

@@ -18,6 +18,7 @@ import torch
 from diffmem.config import PRESETS, MethodConfig, OptimConfig, TrainConfig
 from diffmem.diffusion.losses import noise_levels
 from diffmem.diffusion.precond import EDMPrecond
+from diffmem.diffusion.methods import build_method
 from diffmem.models.denoiser import build_denoiser
 from diffmem.train.stack import EMA, ema_beta
 from diffmem.train.loop import TrainData, draw_batch, training_step
@@ -31,10 +32,11 @@ def _sync(device: torch.device) -> None:
 def bench(preset: str, res: int, ch: int, batch: int, steps: int, warmup: int, device: torch.device,
           method: str, precision: str = "fp32", compile: bool = False) -> tuple[float, float, int]:
     cfg = TrainConfig(network=PRESETS[preset], optim=OptimConfig(batch=batch),
-                      method=MethodConfig(method, 0.5 if method == "ambient" else 0.0))
+                      method=MethodConfig(method, sigma_n=0.5) if method == "ambient" else MethodConfig(method))
+    loss = build_method(cfg)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand((512, ch, res, res), generator=gen) * 2 - 1
-    data = TrainData(x0, None, x0 + 0.5 * torch.randn(x0.shape, generator=gen) if method == "ambient" else None, None)
+    data = TrainData(x0, None, {"y": x0 + 0.5 * torch.randn(x0.shape, generator=gen)} if method == "ambient" else {})
 
     torch.manual_seed(0)
     net = build_denoiser(cfg, res, ch).to(device)
@@ -46,7 +48,7 @@ def bench(preset: str, res: int, ch: int, batch: int, steps: int, warmup: int, d
     train_net = EDMPrecond(torch.compile(net.backbone), cfg.sigma_data) if compile else None
 
     def diffmem_step() -> None:
-        training_step(cfg, net, ema, opt, draw_batch(data, cfg, g, device), 1e-4, beta, train_net, precision)
+        training_step(loss, net, ema, opt, draw_batch(data, cfg, loss, g, device), 1e-4, beta, train_net, precision)
 
     bare_net = build_denoiser(cfg, res, ch).to(device)
     if compile:

@@ -31,24 +31,35 @@ from diffmem.diffusion.weighting import WEIGHTINGS, make_weighting
 
 def run_draws(run: str, n: int, seed: int) -> "torch.Tensor":
     """n per-sample losses of a trained run's own objective at its EMA weights (no gradient)."""
-    from diffmem.diffusion.methods import compute_loss
+    from diffmem.diffusion.methods import build_method
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.train.loop import draw_batch, load_train_data
 
     net, cfg, _ = load_denoiser(run)
-    data = load_train_data(cfg, Path(run), True)
+    method = build_method(cfg)
+    data = load_train_data(cfg, Path(run), True, method=method)
     g = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
         for _ in range(max(1, n // 1000)):
-            batch = draw_batch(data, cfg, g, torch.device("cpu"))
+            batch = draw_batch(data, cfg, method, g, torch.device("cpu"))
             while batch.x0.shape[0] < 1000:  # widen to 1000 rows by drawing more batches
-                more = draw_batch(data, cfg, g, torch.device("cpu"))
-                batch = type(batch)(**{k: (torch.cat([getattr(batch, k), getattr(more, k)])
-                                           if getattr(batch, k) is not None else None)
+                more = draw_batch(data, cfg, method, g, torch.device("cpu"))
+                batch = type(batch)(**{k: _cat(getattr(batch, k), getattr(more, k))
                                        for k in batch.__dataclass_fields__})
-            out.append(compute_loss(cfg, net, batch).loss[:1000].double())
+            out.append(method(net, batch).loss[:1000].double())
     return torch.cat(out)
+
+
+def _cat(a, b):
+    """Rows of two batches' field together (tensors, the method's dicts of tensors, or None)."""
+    import torch
+
+    if a is None:
+        return None
+    if isinstance(a, dict):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+    return torch.cat([a, b])
 
 
 def runs_table(runs: list[str], n: int, seed: int) -> None:

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, TrainConfig
+from diffmem.config import DataConfig, NetworkConfig, OptimConfig, TrainConfig
+from diffmem.diffusion.methods import method_config
 
 TINY_NET = NetworkConfig("test", (8, 16), 1, (), 0.0, 0)
 
@@ -20,20 +21,21 @@ TINY_NET = NetworkConfig("test", (8, 16), 1, (), 0.0, 0)
 def tiny_config(spec: str, **overrides: Any) -> TrainConfig:
     """A TrainConfig that trains in well under a second on CPU: 8x8 images, a 2-level 8/16-channel UNet.
 
-    `overrides` may name any field of TrainConfig or of its parts (data, method, network, optim),
+    `overrides` may name any field of TrainConfig or of its parts (data, network, optim); `name` and any other
+    key are the method's (its section takes the settings its class declares, the others their defaults),
     e.g. `tiny_config(spec, name="ambient", sigma_n=0.5, steps=6)`.
     """
     parts: dict[str, dict[str, Any]] = {"data": {}, "method": {}, "network": {}, "optim": {}, "top": {}}
-    owners = {"data": DataConfig, "method": MethodConfig, "network": NetworkConfig, "optim": OptimConfig}
+    owners = {"data": DataConfig, "network": NetworkConfig, "optim": OptimConfig, "top": TrainConfig}
     for key, value in overrides.items():
         for part, cls in owners.items():
-            if key in {f.name for f in dataclasses.fields(cls)}:
+            if key in {f.name for f in dataclasses.fields(cls)} and key != "method":
                 parts[part][key] = value
                 break
         else:
-            parts["top"][key] = value
+            parts["method"][key] = value
     data = DataConfig(**{"spec": spec, "resolution": 8, **parts["data"]})
-    method = MethodConfig(**parts["method"])
+    method = method_config(parts["method"].pop("name", "edm"), **parts["method"])
     network = dataclasses.replace(TINY_NET, **parts["network"])
     optim = OptimConfig(**{"steps": 4, "batch": 4, "lr": 1e-3, "ema_decay": 0.9, **parts["optim"]})
     top = {"checkpoint_every": 2, "log_every": 1, **parts["top"]}

@@ -42,6 +42,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(root / "run", root / name)
         cfg = json.loads((root / name / "config.json").read_text())
         cfg[edit[0]][edit[1]] = edit[2]
+        if name == "bad-sigma":  # a setting of Algorithm 1's section (the baseline's has none)
+            cfg["method"]["name"] = "ambient"
         (root / name / "config.json").write_text(json.dumps(cfg))
     rng = np.random.default_rng(0)
     np.savez(root / "samples.npz", images=rng.integers(0, 256, (6, 8, 8, 1), dtype=np.uint8))
@@ -266,11 +268,15 @@ def test_fid_outputs_are_replaced_only_with_overwrite_and_whole(tree: Path, tmp_
 
 
 def test_method_flags_land_in_their_config_keys(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """--mask-p, --mask-delta and --weight-cap reach the fields they name (not their neighbours')."""
-    out = tmp_path / "run"
-    code, _, err = run_cli(["train", "--data", str(tree / "data.npz"), "--resolution", "8", "--steps", "1",
-                            "--batch", "4", *TINY, "--method", "masking", "--mask-p", "0.2", "--mask-delta", "0.05",
-                            "--weight-cap", "3", "--out", str(out)], capsys)
-    assert code == 0, err
-    method = json.loads((out / "config.json").read_text())["method"]
-    assert (method["mask_p"], method["mask_delta"], method["weight_cap"]) == (0.2, 0.05, 3.0)
+    """--mask-p, --mask-delta and --weight-cap reach the settings they name (not their neighbours'), in the
+    section of the method that takes them."""
+    sections = {}
+    for method in ("masking", "ambient"):
+        out = tmp_path / method
+        code, _, err = run_cli(["train", "--data", str(tree / "data.npz"), "--resolution", "8", "--steps", "1",
+                                "--batch", "4", *TINY, "--method", method, "--mask-p", "0.2", "--mask-delta", "0.05",
+                                "--sigma-n", "0.5", "--weight-cap", "3", "--out", str(out)], capsys)
+        assert code == 0, err
+        sections[method] = json.loads((out / "config.json").read_text())["method"]
+    assert sections["masking"] == {"name": "masking", "mask_p": 0.2, "mask_delta": 0.05}
+    assert sections["ambient"] == {"name": "ambient", "sigma_n": 0.5, "ambient_weight": "plain", "weight_cap": 3.0}

@@ -69,11 +69,11 @@ def test_validation_names_the_flag() -> None:
 
 def test_sweep_defaults() -> None:
     sc = sweep_config_from_flags()
-    assert sc.methods == ("edm", "ambient") and sc.subsets == (None,) and sc.seeds == (0,) and sc.mask_ps == (0.2,)
+    assert sc.methods == ("edm", "ambient") and sc.subsets == (None,) and sc.seeds == (0,) and sc.values["mask_p"] == (0.2,)
     assert sc.base.checkpoint_every == sc.base.optim.steps // 4 and sc.base.data.resolution == 16
     assert sc.eval == EvalOptions() and sc.base.network == PRESETS["tiny"]
     sc = sweep_config_from_flags(methods="edm,masking", mask_ps="0.3", subsets="10,20", seeds="1,2", steps=8)
-    assert sc.mask_ps == (0.3,) and sc.subsets == (10, 20) and sc.seeds == (1, 2) and sc.base.checkpoint_every == 2
+    assert sc.values["mask_p"] == (0.3,) and sc.subsets == (10, 20) and sc.seeds == (1, 2) and sc.base.checkpoint_every == 2
     with pytest.raises(DiffmemError, match="--methods: unknown method 'edn'"):
         sweep_config_from_flags(methods="edn")
 

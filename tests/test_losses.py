@@ -18,7 +18,7 @@ from diffmem.diffusion.losses import (
     masking_loss,
     noise_levels,
 )
-from diffmem.diffusion.methods import compute_loss
+from diffmem.diffusion.methods import build_method
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.weighting import Compensated, Plain
 from diffmem.models.unet import build_unet
@@ -270,9 +270,9 @@ def test_noisy_only_never_uses_clean_pixels_or_low_noise(npz_data: str) -> None:
     b = 64
     y = torch.rand((b, 1, 8, 8), generator=g) * 2 - 1
     batch = Batch(x0=torch.full((b, 1, 8, 8), 1e6), u=torch.rand(b, generator=g),
-                  noise=torch.randn((b, 1, 8, 8), generator=g), y=y)
+                  noise=torch.randn((b, 1, 8, 8), generator=g), fixed={"y": y})
     bb = RecordingBackbone()
-    out = compute_loss(cfg, EDMPrecond(bb, sigma_data=SD), batch)
+    out = build_method(cfg)(EDMPrecond(bb, sigma_data=SD), batch)
     assert out.high.all()
     sigma_seen = torch.exp(4 * bb.c_noise[0].to(torch.float64))  # c_noise = ln(s) / 4
     assert (sigma_seen >= sn * (1 - 1e-5)).all()
@@ -281,7 +281,7 @@ def test_noisy_only_never_uses_clean_pixels_or_low_noise(npz_data: str) -> None:
     # the ambient method with the same batch does use x0 below sigma_n
     cfg_amb = tiny_config(npz_data, name="ambient", sigma_n=sn)
     bb2 = RecordingBackbone()
-    out2 = compute_loss(cfg_amb, EDMPrecond(bb2, sigma_data=SD), batch)
+    out2 = build_method(cfg_amb)(EDMPrecond(bb2, sigma_data=SD), batch)
     assert (~out2.high).any() and bb2.inputs[0].abs().max() > 1e3
 
 

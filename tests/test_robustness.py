@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import tiny_config
+from diffmem.diffusion.methods import Baseline
 from diffmem.errors import DiffmemError
 from diffmem.train import loop
 from diffmem.train.checkpoint import latest_checkpoint
@@ -58,16 +59,16 @@ def test_kill_9_then_rerun_matches_uninterrupted(tmp_path: Path) -> None:
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path, npz_data: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = loop.compute_loss
+    real = Baseline.__call__
 
-    def poisoned(cfg, net, batch):
+    def poisoned(self, net, batch):
         calls["n"] += 1
-        out = real(cfg, net, batch)
+        out = real(self, net, batch)
         if calls["n"] == 3:
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(loop, "compute_loss", poisoned)
+    monkeypatch.setattr(Baseline, "__call__", poisoned)
     cfg = tiny_config(npz_data, steps=6, checkpoint_every=2, log_every=2)
     with pytest.raises(DiffmemError, match="at step 3"):
         loop.train(cfg, tmp_path / "run", progress=False)

@@ -18,7 +18,7 @@ EVAL = EvalOptions(n_samples=12, sample_steps=2, quality_features="pixels", pict
 
 def _sweep_config(data: str, checkpoint_every: int = 3, **kw) -> SweepConfig:
     base = tiny_config(data, steps=3, batch=4, checkpoint_every=checkpoint_every, log_every=1)
-    args = {"methods": ("edm", "ambient"), "sigma_ns": (0.5,), "subsets": (12,), "seeds": (0,), "eval": EVAL}
+    args = {"methods": ("edm", "ambient"), "values": {"sigma_n": (0.5,)}, "subsets": (12,), "seeds": (0,), "eval": EVAL}
     args.update(kw)
     return SweepConfig(base, **args)
 
@@ -39,15 +39,15 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_points_grid_and_names() -> None:
-    sc = _sweep_config("x.npz", methods=("edm", "ambient", "masking", "noisy-only"), sigma_ns=(1.0, 0.5),
-                       mask_ps=(0.2,), subsets=(100, 300), seeds=(0, 1))
+    sc = _sweep_config("x.npz", methods=("edm", "ambient", "masking", "noisy-only"),
+                       values={"sigma_n": (1.0, 0.5), "mask_p": (0.2,)}, subsets=(100, 300), seeds=(0, 1))
     points = sweep_points(sc)
     assert len(points) == 2 * 2 * (1 + 2 + 1 + 2)
     names = [p.name for p in points]
     assert len(set(names)) == len(names)
     assert names[:4] == ["n100-edm-seed0", "n100-ambient-sn0.5-seed0", "n100-ambient-sn1-seed0",
                          "n100-masking-p0.2-seed0"]
-    cfg = point_config(sc, SweepPoint("ambient", 0.5, 0.0, 300, 1))
+    cfg = point_config(sc, SweepPoint("ambient", 0.5, 300, 1))
     assert (cfg.method.name, cfg.method.sigma_n, cfg.data.subset, cfg.seed) == ("ambient", 0.5, 300, 1)
     assert cfg.optim == sc.base.optim and cfg.network == sc.base.network  # the same budget for every point
 
@@ -87,7 +87,7 @@ def test_sweep_extends_grid_without_retraining(swept, tmp_path: Path) -> None:
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     before = _mtimes(copy / RUNS)
-    sc2 = _sweep_config(sc.base.data.spec, sigma_ns=(0.5, 2.0), methods=("edm", "ambient"))
+    sc2 = _sweep_config(sc.base.data.spec, values={"sigma_n": (0.5, 2.0)}, methods=("edm", "ambient"))
     res = run_sweep(sc2, copy, cache_dir=out.parent / "cache", progress=False, echo=lambda s: None)
     assert res.trained == ["n12-ambient-sn2-seed0"]
     assert res.skipped == ["n12-edm-seed0", "n12-ambient-sn0.5-seed0"]
@@ -153,12 +153,16 @@ def test_compare_refuses_unknown_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("change, message", [
     ({"methods": ()}, "--methods is empty"),
     ({"methods": ("edm", "dpm")}, "unknown method 'dpm'"),
-    ({"sigma_ns": ()}, "--sigma-n is empty"),
-    ({"sigma_ns": (0.5, -1.0)}, "must be positive"),
-    ({"sigma_ns": (0.0,)}, "must be positive"),
+    ({"values": {"sigma_n": ()}}, "--sigma-n is empty"),
+    ({"values": {"sigma_n": (0.5, -1.0)}}, "needs a positive --sigma-n.*got -1"),
+    ({"values": {"sigma_n": (0.0,)}}, "needs a positive --sigma-n"),
+    ({"methods": ("noisy-only",), "values": {"sigma_n": (float("nan"),)}}, "needs a positive --sigma-n"),
     ({"seeds": ()}, "--seeds is empty"),
     ({"subsets": (1,)}, "--subset"),
-    ({"methods": ("masking",), "mask_ps": (1.5,)}, "--mask-p"),
+    ({"methods": ("masking",), "values": {"mask_p": (1.5,)}}, "--mask-p in \\(0, 1\\).*got 1.5"),
+    ({"methods": ("masking",), "values": {"mask_p": ()}}, "--mask-p is empty"),
+    ({"methods": ("masking",), "settings": {"mask_delta": 1.0}}, "--mask-delta must be in"),
+    ({"settings": {"ambient_weight": "heavy"}}, "--ambient-weight must be one of"),
 ])
 def test_validate_sweep_refuses_bad_input(change: dict, message: str) -> None:
     with pytest.raises(DiffmemError, match=message):

@@ -24,7 +24,7 @@ TINY = ["--resolution", "8", "--channels", "8,16", "--layers-per-block", "1", "-
 @pytest.mark.parametrize("flags, message", [
     (["--sigma-n", ""], "--sigma-n is empty"),
     (["--sigma-n", ","], "--sigma-n is empty"),
-    (["--sigma-n", "0.5,-1"], "--sigma-n values must be positive"),
+    (["--sigma-n", "0.5,-1"], "--method ambient needs a positive --sigma-n"),
     (["--sigma-n", "0.5,abc"], "--sigma-n takes comma-separated numbers"),
     (["--methods", "edm,diffusion"], "unknown method 'diffusion'"),
     (["--methods", ""], "--methods is empty"),
@@ -79,7 +79,7 @@ def test_default_grid_from_commitment_curve(tmp_path: Path) -> None:
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid
 
     data = str(write_npz(tmp_path / "data.npz", n=20))
-    sc = SweepConfig(tiny_config(data), methods=("edm", "ambient"), sigma_ns=None, subsets=(12,))
+    sc = SweepConfig(tiny_config(data), methods=("edm", "ambient"), subsets=(12,))
     messages: list[str] = []
     grids = default_grids(sc, tmp_path, messages.append)
     source = load_images(data, 8)

@@ -170,7 +170,7 @@ def test_reproduce_bench_picks_sigma_n() -> None:
     spec.loader.exec_module(bench)
     args = bench.parse_args(["--out", "x", "--subsets", "100,300", "--sigma-n", "0.25,0.5"])
     sc = bench.configs(args)
-    assert sc.subsets == (100, 300) and sc.sigma_ns == (0.25, 0.5) and sc.eval.quality_features == "digits-net"
+    assert sc.subsets == (100, 300) and sc.values["sigma_n"] == (0.25, 0.5) and sc.eval.quality_features == "digits-net"
     assert bench.parse_args(["--out", "x"]).subsets == (100, 300, 1000)
     rows = _trade_off() + [_row("edm", 10.0, 0.1, subset=1000), _row("ambient", 14.0, 0.1, 0.5, subset=1000),
                            _row("ambient", 12.0, 0.1, 1.0, subset=1000)]
@@ -194,11 +194,14 @@ def test_weightings_and_learning_rates_are_never_averaged_together() -> None:
 
 
 def test_reporting_asks_the_method_classes() -> None:
-    """Tables label and group methods by what their class declares (diffusion/methods.py), not by name."""
+    """Tables group methods by what their class declares (diffusion/methods.py), not by name, and label them
+    from the report layer (method_looks.py), which names every registered method."""
     from diffmem.diffusion.methods import METHOD_CLASSES
-    from diffmem.sweep.results import METHOD_LABELS, param_column
+    from diffmem.method_looks import METHOD_LOOKS, title
+    from diffmem.sweep.results import param_column
 
-    assert METHOD_LABELS == {n: c.title for n, c in METHOD_CLASSES.items()}
+    assert set(METHOD_LOOKS) == set(METHOD_CLASSES) and title("ambient") == "Algorithm 1 (ambient)"
+    assert title("new-method") == "new-method"  # an unlisted method reports under its own name
     assert {m: param_column(m) for m in METHOD_CLASSES} == {"edm": None, "ambient": "sigma_n", "masking": "mask_p",
                                                             "noisy-only": "sigma_n"}
     assert param_column("unknown") is None and param_column(None) is None

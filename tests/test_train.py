@@ -24,6 +24,7 @@ from diffmem.train.checkpoint import (
     save_checkpoint,
 )
 from diffmem.train.stack import EMA, ema_beta
+from diffmem.diffusion.methods import build_method
 from diffmem.train.loop import draw_batch, load_train_data, train
 
 def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
@@ -66,21 +67,21 @@ def test_batches_take_rows_of_the_fixed_copies(make_config, tmp_path: Path, xfli
     cfg = make_config(name="ambient", sigma_n=0.5, batch=16, xflip=xflip)
     (tmp_path / "run").mkdir()
     data = load_train_data(cfg, tmp_path / "run", resuming=False)
-    assert data.y is not None and data.y.shape == data.x0.shape
-    y_before = data.y.clone()
+    assert data.fixed["y"] is not None and data.fixed["y"].shape == data.x0.shape
+    y_before = data.fixed["y"].clone()
     g = torch.Generator().manual_seed(0)
     flipped = 0
     for _ in range(6):  # several "epochs" worth of batches
-        batch = draw_batch(data, cfg, g, torch.device("cpu"))
-        for x0_row, y_row in zip(batch.x0, batch.y):
+        batch = draw_batch(data, cfg, build_method(cfg), g, torch.device("cpu"))
+        for x0_row, y_row in zip(batch.x0, batch.fixed["y"]):
             # the image is row j of the data (maybe flipped); its copy must be row j of y, flipped alike
             hits = [(j, False) for j in range(len(data.x0)) if torch.equal(x0_row, data.x0[j])]
             hits += [(j, True) for j in range(len(data.x0)) if torch.equal(x0_row, data.x0[j].flip(-1))]
             assert len(hits) == 1
             j, flip = hits[0]
             flipped += flip
-            assert torch.equal(y_row, data.y[j].flip(-1) if flip else data.y[j])
-    assert torch.equal(data.y, y_before)  # the copies themselves never change
+            assert torch.equal(y_row, data.fixed["y"][j].flip(-1) if flip else data.fixed["y"][j])
+    assert torch.equal(data.fixed["y"], y_before)  # the copies themselves never change
     assert (flipped > 0) == xflip
 
 
@@ -91,18 +92,18 @@ def test_noisy_copies_same_for_same_seed_and_kept_on_resume(make_config, tmp_pat
     raw = (tmp_path / "a" / rundir.CORRUPTION).read_bytes()
     # the copies on disk are the run's y: x0 plus sigma_n times the run-seeded noise
     data = load_train_data(cfg, tmp_path / "a", resuming=True)
-    assert torch.equal(data.y, saved)
+    assert torch.equal(data.fixed["y"], saved)
     torch.testing.assert_close((saved - data.x0) / 0.5, draw_noisy_copies(data.x0, 1.0, cfg.seed) - data.x0)
     train(cfg, tmp_path / "a", progress=False)  # resume to the end
     assert (tmp_path / "a" / rundir.CORRUPTION).read_bytes() == raw  # reloaded, not redrawn or rewritten
     # a resumed run takes its copies from the file (so they survive any change of how they are drawn)
     save_file({"y": saved + 1.0}, str(tmp_path / "a" / rundir.CORRUPTION))
-    assert torch.equal(load_train_data(cfg, tmp_path / "a", resuming=True).y, saved + 1.0)
+    assert torch.equal(load_train_data(cfg, tmp_path / "a", resuming=True).fixed["y"], saved + 1.0)
     # two runs with the same seed draw the same copies; another seed draws others
     (tmp_path / "b").mkdir()
     (tmp_path / "c").mkdir()
-    same = load_train_data(cfg, tmp_path / "b", resuming=False).y
-    other = load_train_data(make_config(name="ambient", sigma_n=0.5, seed=1), tmp_path / "c", resuming=False).y
+    same = load_train_data(cfg, tmp_path / "b", resuming=False).fixed["y"]
+    other = load_train_data(make_config(name="ambient", sigma_n=0.5, seed=1), tmp_path / "c", resuming=False).fixed["y"]
     assert torch.equal(same, saved)
     assert not torch.allclose(other, saved)
 

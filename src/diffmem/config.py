@@ -51,16 +51,89 @@ class DataConfig:
     cond: bool = False
 
 
-@dataclass(frozen=True)
-class MethodConfig:
-    """Which loss (docs/method.md) and its parameters."""
+# Configuration files written before each method had its own fields kept one flat method section, the union
+# of every method's settings: these keys, with these defaults (also the command line's flag defaults). Each of
+# the four methods of that time read only its own, as listed; reading such a section (it holds all the keys
+# but weight_cap) keeps those and drops the rest, and a key of its own a file lacks (weight_cap, which older
+# files did not write) takes its default, which by design reproduces the older behaviour.
+FLAT_METHOD_DEFAULTS: dict[str, Any] = {"sigma_n": 0.0, "ambient_weight": "plain", "mask_p": 0.0, "mask_delta": 0.1,
+                                        "weight_cap": 4.0}
+_FLAT_METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "edm": (), "ambient": ("sigma_n", "ambient_weight", "weight_cap"),
+    "noisy-only": ("sigma_n", "ambient_weight", "weight_cap"), "masking": ("mask_p", "mask_delta")}
 
-    name: str = "edm"
-    sigma_n: float = 0.0  # Algorithm 1 threshold, on the data's [-1, 1] scale
-    ambient_weight: str = "plain"  # plain | compensated | capped (diffusion/weighting.py)
-    mask_p: float = 0.0  # masking: probability a pixel is erased in the fixed mask
-    mask_delta: float = 0.1  # masking: extra erase probability during training
-    weight_cap: float = 4.0  # ambient_weight "capped": the largest gain over plain (diffusion/weighting.py)
+
+class MethodConfig:
+    """Which method (docs/method.md) and its own settings: `MethodConfig("ambient", sigma_n=0.5)`.
+
+    The settings are the fields the method's class declares (`diffmem.diffusion.methods`), which checks their
+    names, types and ranges; this section holds them as given, in JSON as {"name": ..., setting: value, ...}.
+    Frozen and hashable like the other parts of a TrainConfig; `cfg.method.sigma_n` reads a setting.
+    """
+
+    __slots__ = ("name", "_settings")
+
+    def __init__(self, name: str = "edm", **settings: Any) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_settings", tuple(settings.items()))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The method's settings, by name (a copy)."""
+        return dict(self._settings)
+
+    def __getattr__(self, key: str) -> Any:
+        if not key.startswith("_"):
+            for k, v in self._settings:
+                if k == key:
+                    return v
+        raise AttributeError(f"method {self.name!r} has no setting {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {key!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MethodConfig):
+            return NotImplemented
+        return self.name == other.name and self.settings == other.settings
+
+    def __hash__(self) -> int:
+        return hash((self.name, frozenset(self._settings)))
+
+    def __repr__(self) -> str:
+        return f"MethodConfig({', '.join([repr(self.name)] + [f'{k}={v!r}' for k, v in self._settings])})"
+
+    def __reduce__(self) -> tuple:
+        return _method_config, (self.name, self._settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"name": ..., setting: value, ...} (JSON-ready)."""
+        return json_ready({"name": self.name, **self.settings})
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "method.") -> "MethodConfig":
+        """Inverse of `to_dict`; also reads the flat section of older files (FLAT_METHOD_DEFAULTS). Settings must
+        be JSON scalars here; their names and types are the method class's to check."""
+        if not isinstance(d, dict):
+            raise DiffmemError(f"configuration {prefix.rstrip('.')} must be a JSON object, got {d!r}")
+        d = dict(d)
+        name = d.pop("name", "edm")
+        check_type(prefix + "name", "str", name)
+        for key, value in d.items():
+            if not (value is None or isinstance(value, (str, int, float, bool))):
+                raise DiffmemError(f"configuration key {prefix + key!r} must be a number, a string, true, false "
+                                   f"or null, got {value!r}")
+        if name in _FLAT_METHOD_FIELDS:  # the four methods of the flat era: their own keys, their old defaults
+            own = _FLAT_METHOD_FIELDS[name]
+            flat = set(FLAT_METHOD_DEFAULTS) - {"weight_cap"} <= set(d)  # the flat union: keep only its own
+            d = {**{k: d.get(k, FLAT_METHOD_DEFAULTS[k]) for k in own},
+                 **{k: v for k, v in d.items() if k not in own and not (flat and k in FLAT_METHOD_DEFAULTS)}}
+        return cls(name, **d)
+
+
+def _method_config(name: str, settings: tuple[tuple[str, Any], ...]) -> MethodConfig:
+    """Unpickling (configurations travel to the processes of a sweep)."""
+    return MethodConfig(name, **dict(settings))
 
 
 @dataclass(frozen=True)
@@ -91,7 +164,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["method"] = self.method.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -111,8 +186,7 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-_SUBCONFIGS = {"DataConfig": DataConfig, "MethodConfig": MethodConfig, "NetworkConfig": NetworkConfig,
-               "OptimConfig": OptimConfig}
+_SUBCONFIGS = {"DataConfig": DataConfig, "NetworkConfig": NetworkConfig, "OptimConfig": OptimConfig}
 
 
 def _is_number(v: Any) -> bool:
@@ -132,7 +206,7 @@ _TYPES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _check_type(key: str, annotation: str, value: Any) -> None:
+def check_type(key: str, annotation: str, value: Any) -> None:
     """Raise a DiffmemError naming `key` when `value` (from JSON) does not fit the field's annotation."""
     optional = annotation.endswith(" | None")
     base = annotation.removesuffix(" | None")
@@ -154,11 +228,14 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for name, value in d.items():
         ftype = fields[name].type
-        sub = _SUBCONFIGS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        if sub is not None:
+        tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
+        sub = _SUBCONFIGS.get(tname)
+        if tname == "MethodConfig":
+            value = MethodConfig.from_dict(value, f"{prefix}{name}.")
+        elif sub is not None:
             value = _from_dict(sub, value, f"{prefix}{name}.")
         else:
-            _check_type(prefix + name, ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""), value)
+            check_type(prefix + name, tname, value)
             if isinstance(value, list):
                 value = tuple(value)
         kwargs[name] = value
@@ -171,16 +248,8 @@ def _finite(value: float) -> bool:
 
 def validate_fields(cfg: TrainConfig) -> None:
     """Check each field's range (types are checked on reading) and raise a DiffmemError that names the flag at
-    fault. The names of methods and weightings and what a method needs of its settings (a positive sigma_n, a
-    mask_p in (0, 1), a positive weight cap) are checked by the objects (`diffmem.diffusion.methods`,
-    `diffmem.diffusion.weighting`); `diffmem.train.checks.validate_config` runs all of them."""
-    m = cfg.method
-    if not _finite(m.sigma_n) or m.sigma_n < 0:
-        raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {m.sigma_n}")
-    if not 0 <= m.mask_p < 1:
-        raise DiffmemError(f"--mask-p must be in [0, 1), got {m.mask_p}")
-    if not 0 <= m.mask_delta < 1:
-        raise DiffmemError(f"--mask-delta must be in [0, 1), got {m.mask_delta}")
+    fault. The method's section is its class's to check (`diffmem.diffusion.methods`: the names, types and
+    ranges of its settings, with its weighting's); `diffmem.train.checks.validate_config` runs both."""
     _validate_optim(cfg.optim)
     for name, value in (("--checkpoint-every", cfg.checkpoint_every), ("--log-every", cfg.log_every)):
         if value < 1:

@@ -89,7 +89,7 @@ def demo_configs(d: DemoConfig) -> dict[str, TrainConfig]:
         seed=d.seed,
         checkpoint_every=max(1, min(d.checkpoint_every, d.steps // 4)),
     )
-    method = MethodConfig(Ambient.name, d.sigma_n, d.ambient_weight, weight_cap=d.weight_cap)
+    method = MethodConfig(Ambient.name, sigma_n=d.sigma_n, ambient_weight=d.ambient_weight, weight_cap=d.weight_cap)
     return {Baseline.name: base, Ambient.name: dataclasses.replace(base, method=method)}
 
 
@@ -109,6 +109,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     """Train both runs with the guard and compare their releases; returns {method: the released samples}.
     `audit` hooks in the evaluation."""
     from diffmem.diffusion.methods import METHOD_CLASSES, Baseline
+    from diffmem.method_looks import short, title
     from diffmem.train.rundir import CONFIG, DONE, run_datasets, stored_config
 
     out = Path(out)
@@ -145,7 +146,7 @@ def run_demo(out: str | Path, d: DemoConfig = DemoConfig(), device: str = "cpu",
     panels = {f"training digits ({d.subset})": train_set.images}
     for method, path in samples.items():
         cls = METHOD_CLASSES[method]
-        label = f"{cls.short} (sigma_n={d.sigma_n})" if cls.param_field == "sigma_n" else cls.title
+        label = f"{short(method)} (sigma_n={d.sigma_n})" if cls.param_field == "sigma_n" else title(method)
         panels[f"{label}, released"] = np.load(path)["images"]
     pic = side_by_side(panels, out / "side_by_side.png")
     echo(f"[demo] samples: {', '.join(str(p) for p in samples.values())}; picture: {pic}")

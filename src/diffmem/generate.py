@@ -1,4 +1,5 @@
-"""Generate images from a trained denoiser with the EDM samplers, per method.
+"""Generate images from a trained denoiser with the EDM samplers; the run's method says how its network is called
+(`Method.denoiser`, `sample_inputs`) and where sampling stops (`sample_stop`).
 
 Sample i depends only on (seed, i): its initial noise, churn noise and (masking) inference mask come
 from a generator seeded by both, and the network always runs on NET_ROWS rows at a time
@@ -15,10 +16,10 @@ from tqdm.auto import tqdm
 from diffmem.config import TrainConfig
 from diffmem.data.datasets import to_uint8
 from diffmem.data.limits import check_fits
-from diffmem.diffusion.methods import method_of
+from diffmem.diffusion.methods import Method, method_of
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
-from diffmem.diffusion.samplers import fixed_rows, karras_sigmas, per_sample_noise, sample_seed, sampler
+from diffmem.diffusion.samplers import fixed_rows, karras_sigmas, per_sample_noise, sampler
 from diffmem.errors import DiffmemError
 
 # Rows per network call while sampling, whatever --batch is (the last call of a batch is padded): small on
@@ -33,26 +34,14 @@ def net_rows(device: str | torch.device) -> int:
     return NET_ROWS.get(torch.device(device).type, NET_ROWS_ACCELERATOR)
 
 
-def method_sigmas(cfg: TrainConfig, opts: SampleOptions) -> tuple[torch.Tensor, bool]:
-    """The noise schedule for a run's method, and whether to return D(x; last sigma).
-
-    Noise-only models never learned below sigma_n: sample down to sigma_n and return E[x0 | x_{sigma_n}].
-    """
-    stop = method_of(cfg.method).sample_stop
+def method_sigmas(cfg: TrainConfig, opts: SampleOptions, method: Method | None = None) -> tuple[torch.Tensor, bool]:
+    """The noise schedule for a run's method (`method`, else built from `cfg`), and whether to return
+    D(x; last sigma): a method with a `sample_stop` (noise-only models never learned below sigma_n) is sampled
+    down to it and returns E[x0 | x_stop]."""
+    stop = (method if method is not None else method_of(cfg.method)).sample_stop
     if stop is not None:
         return karras_sigmas(opts.steps, stop, opts.sigma_max, opts.rho)[:-1], True
     return karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max, opts.rho), False
-
-
-def _inference_masks(cfg: TrainConfig, seed: int, indices: list[int], shape: tuple[int, int]) -> torch.Tensor:
-    """Masking method: one fixed mask per sample for the whole trajectory, erasing pixels with the
-    same probability as training's A~ = B A, i.e. 1 - (1 - p)(1 - delta)."""
-    keep_p = (1 - cfg.method.mask_p) * (1 - cfg.method.mask_delta)
-    masks = []
-    for i in indices:
-        g = torch.Generator().manual_seed(sample_seed(seed, i) ^ 0x5A5A5A5A)
-        masks.append((torch.rand((1, *shape), generator=g) < keep_p).float())
-    return torch.stack(masks)
 
 
 def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 0, batch: int = SAMPLE_BATCH,
@@ -73,25 +62,20 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
         if labels.min() < 0 or labels.max() >= cfg.network.num_classes:
             raise DiffmemError(f"--class must be in [0, {cfg.network.num_classes - 1}]")
     method = method_of(cfg.method)
-    sigmas, denoise_last = method_sigmas(cfg, opts)
+    sigmas, denoise_last = method_sigmas(cfg, opts, method)
     draws = 1 + (len(sigmas) - 1 if opts.s_churn > 0 else 0)
-
-    def network(x: torch.Tensor, sigma: torch.Tensor, lab: torch.Tensor | None, extra: torch.Tensor | None):
-        if extra is not None:
-            return net(extra * x, sigma, lab, extra=extra, observed=extra)
-        return net(x, sigma, lab)
-
-    rows = fixed_rows(network, net_rows(device))
+    rows = fixed_rows(method.denoiser(net), net_rows(device))  # (x, sigma, labels, per-sample inputs) -> D
     out = []
     bar = tqdm(total=n, disable=not progress, unit="img", desc="sample")
     for lo in range(start, start + n, batch):
         idx = list(range(lo, min(lo + batch, start + n)))
         noise = per_sample_noise(seed, idx, (c, res, res), draws).to(device)  # [draws, B, C, H, W]
         lab = torch.from_numpy(labels[idx[0] - start: idx[-1] - start + 1]).to(device) if labels is not None else None
-        extra = _inference_masks(cfg, seed, idx, (res, res)).to(device) if method.needs_masks else None
+        inputs = method.sample_inputs(seed, idx, (res, res))  # e.g. masking's inference masks
+        inputs = inputs.to(device) if inputs is not None else None
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return rows(x, sigma, lab, extra)
+            return rows(x, sigma, lab, inputs)
 
         x = sampler(opts.solver)(denoiser, noise[0], sigmas.to(device), s_churn=opts.s_churn, s_tmin=opts.s_tmin,
                                  s_tmax=opts.s_tmax, s_noise=opts.s_noise, churn_noise=lambda k: noise[k],

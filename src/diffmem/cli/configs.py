@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
-from diffmem.config import DataConfig, MethodConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
-from diffmem.diffusion.weighting import WEIGHTINGS
+from diffmem.config import FLAT_METHOD_DEFAULTS, DataConfig, NetworkConfig, OptimConfig, PRESETS, TrainConfig
+from diffmem.diffusion.methods import METHOD_CLASSES, method_config
+from diffmem.diffusion.weighting import WEIGHTINGS, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import EvalOptions
 from diffmem.sweep.frontier import (CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS,
@@ -24,16 +26,20 @@ from diffmem.sweep.spec import SweepConfig, parse_float_list, parse_int_list, pa
 from diffmem.train.checks import validate_config
 from diffmem.utils.flags import float_list, int_list, joined, str_list
 
-__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "EVAL", "FRONTIER",
-           "MONITOR_SAMPLES", "duration", "data_resolution", "network_from_flags", "train_config_from_flags",
+__all__ = ["DATA", "METHOD", "NETWORK", "OPTIM", "TRAIN", "SWEEP", "SWEEP_VALUES", "EVAL", "FRONTIER",
+           "MONITOR_SAMPLES", "duration", "check_method_flags", "data_resolution", "network_from_flags", "train_config_from_flags",
            "check_monitor_flags", "eval_options_from_flags", "sweep_config_from_flags",
            "frontier_config_from_flags"]
 
 # the defaults, written once in diffmem.config (and diffmem.evaluate.options, diffmem.sweep.spec,
 # diffmem.sweep.frontier)
-DATA, METHOD, NETWORK, OPTIM, TRAIN, EVAL = (DataConfig(), MethodConfig(), NetworkConfig(), OptimConfig(),
-                                            TrainConfig(), EvalOptions())
+DATA, NETWORK, OPTIM, TRAIN, EVAL = DataConfig(), NetworkConfig(), OptimConfig(), TrainConfig(), EvalOptions()
+# the method flags (--method, --sigma-n, --ambient-weight, --weight-cap, --mask-p, --mask-delta) and their
+# defaults: each method takes from them the settings its class declares (`Method.settings_of`)
+METHOD = SimpleNamespace(name=TRAIN.method.name, **FLAT_METHOD_DEFAULTS)
 SWEEP = SweepConfig(base=TRAIN)
+# a sweep's default values of each swept setting, declared by the classes (None: the data's grid of sigma_n)
+SWEEP_VALUES = {cls.param_field: cls.sweep_values for cls in METHOD_CLASSES.values() if cls.param_field}
 MONITOR_SAMPLES = SWEEP.monitor_samples  # samples per copy-monitor check
 FRONTIER = FrontierConfig(base=TRAIN, variants=())  # its field defaults: subsets, seeds, checkpoints, samples
 
@@ -71,6 +77,20 @@ def network_from_flags(preset: str = NETWORK.preset, channels: str | None = None
     return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def check_method_flags(sigma_n: float = METHOD.sigma_n, ambient_weight: str = METHOD.ambient_weight,
+                       weight_cap: float = METHOD.weight_cap, mask_p: float = METHOD.mask_p,
+                       mask_delta: float = METHOD.mask_delta) -> None:
+    """Refuse a method flag out of its range even where the chosen method does not take it (its section holds
+    only its own settings, which its class checks further: Algorithm 1 needs a positive --sigma-n)."""
+    if not (math.isfinite(sigma_n) and sigma_n >= 0):
+        raise DiffmemError(f"--sigma-n must be a finite number >= 0, got {sigma_n}")
+    if not 0 <= mask_p < 1:
+        raise DiffmemError(f"--mask-p must be in [0, 1), got {mask_p}")
+    if not 0 <= mask_delta < 1:
+        raise DiffmemError(f"--mask-delta must be in [0, 1), got {mask_delta}")
+    make_weighting(ambient_weight, weight_cap)  # an unknown --ambient-weight, a bad --weight-cap
+
+
 def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                             resize: bool = DATA.resize, subset: int | None = DATA.subset,
                             subset_seed: int = DATA.subset_seed, cond: bool = DATA.cond, xflip: bool = DATA.xflip,
@@ -87,6 +107,7 @@ def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
                             log_every: int = TRAIN.log_every) -> TrainConfig:
     """The validated TrainConfig of `diffmem train`'s flags. With --cond the network gets one class per
     label of --data (`diffmem.data.datasets.count_classes`)."""
+    check_method_flags(sigma_n, ambient_weight, weight_cap, mask_p, mask_delta)
     net = network_from_flags(preset, channels, layers_per_block, attn_resolutions, dropout)
     if cond:
         from diffmem.data.datasets import count_classes
@@ -95,8 +116,8 @@ def train_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     cfg = TrainConfig(
         data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution), resize=resize,
                         subset=subset, subset_seed=subset_seed, xflip=xflip, cond=cond),
-        method=MethodConfig(name=method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
-                            mask_p=mask_p, mask_delta=mask_delta),
+        method=method_config(method, sigma_n=sigma_n, ambient_weight=ambient_weight, weight_cap=weight_cap,
+                             mask_p=mask_p, mask_delta=mask_delta),
         network=net,
         optim=OptimConfig(steps=duration(steps, kimg, batch), batch=batch, lr=lr, weight_decay=weight_decay,
                           warmup_steps=warmup_steps, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
@@ -132,7 +153,7 @@ def eval_options_from_flags(*, n_samples: int = EVAL.n_samples, sample_steps: in
 def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                             resize: bool = DATA.resize, subsets: str | None = None, subset_seed: int = DATA.subset_seed,
                             xflip: bool = DATA.xflip, methods: str = joined(SWEEP.methods),
-                            sigma_ns: str | None = None, mask_ps: str = joined(SWEEP.mask_ps),
+                            sigma_ns: str | None = None, mask_ps: str = joined(SWEEP_VALUES["mask_p"]),
                             mask_delta: float = METHOD.mask_delta, ambient_weight: str = METHOD.ambient_weight,
                             weight_cap: float = METHOD.weight_cap, seeds: str = joined(SWEEP.seeds),
                             preset: str = NETWORK.preset, channels: str | None = None,
@@ -147,6 +168,7 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     (subsets = (None,)); --checkpoint-every defaults to a quarter of the steps; `eval`: see
     `eval_options_from_flags` (default: its defaults)."""
     method_list = parse_methods(methods)
+    check_method_flags(ambient_weight=ambient_weight, weight_cap=weight_cap, mask_delta=mask_delta)
     sigmas = parse_float_list(sigma_ns, "--sigma-n")
     masks = parse_float_list(mask_ps, "--mask-p") or ()
     seed_list = parse_int_list(seeds, "--seeds")
@@ -156,13 +178,13 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
     base = TrainConfig(
         data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution), resize=resize, subset=None,
                         subset_seed=subset_seed, xflip=xflip, cond=False),
-        method=MethodConfig(name="edm", sigma_n=0.0, ambient_weight=ambient_weight, mask_p=0.0, mask_delta=mask_delta,
-                            weight_cap=weight_cap),
         network=net,
         optim=OptimConfig(steps=n_steps, batch=batch, lr=lr, ema_halflife_kimg=ema_halflife, ema_decay=ema_decay),
         checkpoint_every=checkpoint_every if checkpoint_every is not None else max(1, n_steps // 4),
     )
-    sc = SweepConfig(base=base, methods=method_list, sigma_ns=sigmas, mask_ps=masks, subsets=subset_list,
+    sc = SweepConfig(base=base, methods=method_list, values={"sigma_n": sigmas, "mask_p": masks},
+                     settings={"ambient_weight": ambient_weight, "weight_cap": weight_cap, "mask_delta": mask_delta},
+                     subsets=subset_list,
                      seeds=seed_list, monitor_every=monitor_every, monitor_samples=monitor_samples, tolerance=tolerance,
                      eval=eval if eval is not None else eval_options_from_flags())
     validate_sweep(sc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, eval_options_from_flags,
+from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, SWEEP_VALUES, eval_options_from_flags,
                                   sweep_config_from_flags)
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
@@ -56,7 +56,7 @@ def _eval_flags(f):
 @click.option("--sigma-n", "sigma_ns", default=None,
               help="Algorithm 1 (and noisy-only) thresholds, comma-separated, e.g. 0.2,0.5,1,2,5 [default: a grid "
                    "spanning the data's commitment scale, from diffmem.theory].")
-@click.option("--mask-p", "mask_ps", default=joined(SWEEP.mask_ps), show_default=True, help="masking: erase probabilities, comma-separated.")
+@click.option("--mask-p", "mask_ps", default=joined(SWEEP_VALUES["mask_p"]), show_default=True, help="masking: erase probabilities, comma-separated.")
 @click.option("--mask-delta", type=float, default=METHOD.mask_delta, show_default=True)
 @click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=METHOD.ambient_weight, show_default=True,
               help="Weight of the high-noise branch: plain (lambda), compensated (lambda on D's error; "

@@ -8,7 +8,7 @@ import click
 
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
-from diffmem.t2i.config import MIXED_PRECISION, T2I_METHODS, T2IConfig
+from diffmem.t2i.config import MIXED_PRECISION, T2I_METHOD_NAMES, T2IConfig
 from diffmem.t2i.mitigations import MITIGATIONS
 from diffmem.utils.flags import device_name
 
@@ -27,7 +27,7 @@ def t2i() -> None:
               help="Folder of images with metadata.jsonl (file_name, text) or same-named .txt captions.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resolution", type=int, default=None, help="Image size (default: the UNet's native size).")
-@click.option("--method", type=click.Choice(T2I_METHODS), default=T2I.method, show_default=True)
+@click.option("--method", type=click.Choice(list(T2I_METHOD_NAMES)), default=T2I.method, show_default=True)
 @click.option("--t-n", "t_n", type=int, default=None,
               help="ambient: timestep of the fixed noisy latents; the model sees only them for t > t_n.")
 @click.option("--ambient-weight", type=click.Choice(list(WEIGHTINGS)), default=T2I.ambient_weight, show_default=True,

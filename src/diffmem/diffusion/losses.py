@@ -13,7 +13,7 @@ In the high-noise branch the network only ever sees x_s built from y: no clean p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,12 +26,13 @@ class Batch:
     """One training batch; every random draw already made by the training loop's generator."""
 
     x0: torch.Tensor  # [B, C, H, W] clean images (the masking method only uses pixels its mask shows)
-    u: torch.Tensor  # [B] uniform quantiles, turned into noise levels by `noise_levels`
+    u: torch.Tensor  # [B] uniform quantiles, turned into noise levels by the method (`noise_levels`)
     noise: torch.Tensor  # [B, C, H, W] standard normal
-    y: torch.Tensor | None = None  # [B, C, H, W] fixed noisy copies (ambient, noisy-only)
-    mask: torch.Tensor | None = None  # [B, 1, H, W] fixed inpainting masks A (masking)
-    extra_mask: torch.Tensor | None = None  # [B, 1, H, W] further corruption B (masking)
     labels: torch.Tensor | None = None  # [B] class labels
+    # the method's own tensors (diffusion/methods.py): rows of its fixed corruptions (`prepare`, e.g. the noisy
+    # copies y [B, C, H, W] or the masks A [B, 1, H, W]) and this step's draws (`draw`, e.g. masking's B)
+    fixed: dict[str, torch.Tensor] = field(default_factory=dict)
+    drawn: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from diffmem.config import MethodConfig
+from diffmem.config import FLAT_METHOD_DEFAULTS
 from diffmem.errors import DiffmemError
 
 if TYPE_CHECKING:  # tensor methods only: importing the registry (e.g. for --help) does not load torch
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # tensor methods only: importing the registry (e.g. for --hel
 __all__ = ["AmbientWeighting", "Plain", "Compensated", "Capped", "WEIGHTINGS", "make_weighting", "check_cap",
            "DEFAULT_WEIGHT_CAP"]
 
-DEFAULT_WEIGHT_CAP: float = MethodConfig.weight_cap  # written once, in diffmem.config
+DEFAULT_WEIGHT_CAP: float = FLAT_METHOD_DEFAULTS["weight_cap"]  # written once, in diffmem.config
 
 
 @dataclass(frozen=True)

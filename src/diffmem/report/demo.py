@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline
+from diffmem.diffusion.methods import Ambient, Baseline
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
+from diffmem.method_looks import short
 from diffmem.utils.atomic import write_json_atomic
 
 PIXEL_THRESHOLDS = (0.9, 0.95, 0.98, 0.99)  # 16x16 digits are close in pixel space: higher cut-offs
@@ -29,8 +30,7 @@ COPY_SPACE, QUALITY_SPACE = "pixels", "digits-net"  # which space answers which 
 
 
 def _label(method: str) -> str:
-    cls = METHOD_CLASSES.get(method)
-    return cls.short if cls is not None else method
+    return short(method)
 
 
 def _audit_method(run: Path, path: Path, space: str) -> tuple[Any, dict | None]:

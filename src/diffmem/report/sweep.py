@@ -15,10 +15,12 @@ __all__ = ["write_sweep_report", "row_label"]
 
 def row_label(s: dict[str, Any]) -> str:
     """'baseline (EDM)', 'Algorithm 1 (ambient) (sigma_n=0.5)' or an audit folder's name."""
-    from diffmem.sweep.results import METHOD_LABELS, _param_label
+    from diffmem.diffusion.methods import METHOD_CLASSES
+    from diffmem.method_looks import title
+    from diffmem.sweep.results import _param_label
 
-    label = METHOD_LABELS.get(s.get("method"), str(s.get("method")))
-    param = _param_label(s) if s.get("method") in METHOD_LABELS else ""
+    label = title(s.get("method"))
+    param = _param_label(s) if s.get("method") in METHOD_CLASSES else ""
     return label + (f" ({param})" if param else "")
 
 

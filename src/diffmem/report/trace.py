@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.method_looks import short
 
 __all__ = ["decision_plot", "decision_table"]
 
@@ -19,8 +19,7 @@ def decision_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for r in rows:
-        cls = METHOD_CLASSES[r["method"]]
-        label = cls.short + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
+        label = short(r["method"]) + (f", sigma_n {r['sigma_n']:g}" if r.get("sigma_n") is not None else "")
         label = f"{Path(r['run']).name}: {label}"
         color = None
         if r["settled_copies"] is not None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import CALIBRATION_PERCENTILES
-from diffmem.sweep.results import make_row, param_column
+from diffmem.sweep.results import make_row
 from diffmem.sweep.spec import EvalOptions, feature_dirname
 from diffmem.utils.atomic import save_atomic, write_json_atomic
 
@@ -65,24 +65,26 @@ def _train_seconds(run: Path) -> float | None:
     return round(total, 2) if found else None
 
 
+# the setting columns every row has (None where its method has no such setting), so that tables of a sweep
+# keep one column order whatever methods it holds
+SETTING_COLUMNS = ("sigma_n", "mask_p", "ambient_weight")
+
+
 def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
-    """What was run: name, method, sigma_n, mask_p, loss weighting, lr, subset (training images), seed, budget,
-    data."""
+    """What was run: name, method, the method's settings (its section of config.json, e.g. sigma_n and the loss
+    weighting, or mask_p), lr, subset (training images), seed, budget, data."""
+    from diffmem.config import MethodConfig
     from diffmem.train.rundir import SUBSET, check_run_dir, read_json
 
     run = check_run_dir(run_dir)
     cfg = read_json(run / "config.json")
     sub = _read_json(run / SUBSET) or {}
     n_train = len(sub["train_indices"]) if "train_indices" in sub else cfg["data"].get("subset")
-    m, o = cfg["method"], cfg["optim"]
-    noisy = param_column(m["name"]) == "sigma_n"  # trained on fixed noisy copies: sigma_n and the weighting
-    sigma = m["sigma_n"] if noisy else None
+    m, o = MethodConfig.from_dict(cfg["method"]), cfg["optim"]  # also the flat section of older runs
     return {
         "name": name or run.name,
-        "method": m["name"],
-        "sigma_n": sigma,
-        "mask_p": m["mask_p"] if param_column(m["name"]) == "mask_p" else None,
-        "ambient_weight": m.get("ambient_weight") if noisy else None,
+        "method": m.name,
+        **dict.fromkeys(SETTING_COLUMNS), **m.settings,
         "lr": o.get("lr"),
         "subset": n_train,
         "seed": cfg["seed"],

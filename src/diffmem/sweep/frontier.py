@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from diffmem.config import TrainConfig, json_ready
-from diffmem.diffusion.methods import Ambient, Baseline
+from diffmem.diffusion.methods import Ambient, Baseline, method_config
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.guard import GuardConfig
@@ -143,8 +143,7 @@ def run_config(fc: FrontierConfig, v: Variant, subset: int, seed: int) -> TrainC
     every = max(1, round(b.optim.steps / fc.checkpoints / v.lr_factor))
     return dataclasses.replace(
         b, data=dataclasses.replace(b.data, subset=subset, subset_seed=seed),
-        method=dataclasses.replace(b.method, name=v.method, sigma_n=v.sigma_n, ambient_weight=v.ambient_weight,
-                                   weight_cap=v.weight_cap),
+        method=method_config(v.method, sigma_n=v.sigma_n, ambient_weight=v.ambient_weight, weight_cap=v.weight_cap),
         optim=dataclasses.replace(b.optim, lr=b.optim.lr * v.lr_factor), seed=seed, checkpoint_every=every)
 
 

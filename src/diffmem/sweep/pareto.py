@@ -12,17 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline, Method
-from diffmem.sweep.results import METHOD_LABELS, context, param_column, summarize, variant_label
+from diffmem.diffusion.methods import Ambient, Baseline
+from diffmem.method_looks import style as _style, title
+from diffmem.sweep.results import context, param_column, summarize, variant_label
 from diffmem.utils.atomic import save_atomic
 
 __all__ = ["pareto_front", "plot_pareto", "choose_sigma_n", "rule_of_thumb_text"]
-
-
-def _style(method: str) -> tuple[str, str]:
-    """(colour, marker) of a method's points, declared by its class (gray crosses for an unknown one)."""
-    cls = METHOD_CLASSES.get(method)
-    return cls.style if cls is not None else Method.style
 
 
 def _finite(v: Any) -> bool:
@@ -206,7 +201,7 @@ def _plot_points(ax: Any, group: list[dict[str, Any]]) -> None:
         label = variant_label(r)
         ax.scatter(r["copy_frac"], r["quality"], marker=marker, color=color,
                    s=220 if base else 45, zorder=4 if base else 3, edgecolors="white" if base else None,
-                   label=None if m in seen else METHOD_LABELS.get(m, m))
+                   label=None if m in seen else title(m))
         seen.add(m)
         if param_column(m) == "sigma_n" and _finite(r.get("sigma_n")):
             note = f"{r['sigma_n']:g}" + label.replace(", compensated", "c").replace(", lr=", " lr ")

@@ -19,21 +19,20 @@ import numpy as np
 from diffmem.diffusion.methods import METHOD_CLASSES, Ambient
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, Plain, make_weighting
 from diffmem.errors import DiffmemError
+from diffmem.method_looks import param_label, title
 from diffmem.utils.atomic import atomic_path, write_json_atomic
 
-__all__ = ["RESULTS_CSV", "RESULTS_JSON", "COPY_KEY", "METHOD_LABELS", "param_column", "make_row", "write_results",
+__all__ = ["RESULTS_CSV", "RESULTS_JSON", "COPY_KEY", "param_column", "make_row", "write_results",
            "read_results", "summarize", "format_table", "markdown_tables", "columns"]
 
 RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 COPY_KEY = "heldout_p99"  # the calibrated threshold a copy must reach by default
-_PARAM_NAMES = {"sigma_n": "sigma_n", "mask_p": "p"}  # a swept parameter in table labels
-METHOD_LABELS = {name: cls.title for name, cls in METHOD_CLASSES.items()}  # the methods' labels in tables
 
 
 def param_column(method: str | None) -> str | None:
-    """The row column holding `method`'s swept parameter, asked of its class (`param_field`: sigma_n for the
-    methods trained on fixed noisy copies, mask_p for masking), None for the baseline (or a method this
-    version does not know)."""
+    """The row column holding `method`'s swept setting, asked of its class (`param_field`: sigma_n for the
+    methods trained on fixed noisy copies, mask_p for masking; a row holds every setting of its method, see
+    `diffmem.sweep.evaluation.run_info`), None for the baseline (or a method this version does not know)."""
     cls = METHOD_CLASSES.get(method or "")
     return None if cls is None else cls.param_field
 
@@ -142,10 +141,6 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and v is not None and math.isfinite(float(v)) else float("nan")
-
-
 def context(row: dict[str, Any]) -> str:
     """What a row's numbers mean and cost: copy measure, quality measure, budget, samples. Rows are only
     averaged or compared within one context."""
@@ -205,7 +200,7 @@ def variant_label(s: dict[str, Any]) -> str:
 
 def _param_label(s: dict[str, Any]) -> str:
     column = param_column(s["method"])
-    text = f"{_PARAM_NAMES[column]}={s['param']:g}" if column is not None else ""
+    text = f"{param_label(column)}={s['param']:g}" if column is not None and s.get("param") is not None else ""
     return (text + variant_label(s)).lstrip(", ")
 
 
@@ -286,7 +281,7 @@ def markdown_tables(rows: list[dict[str, Any]], features: str | None = None,
                    + " | ".join(_fmt(ref.get(c), None, 3) for c in held_cols) + " | "
                    + _fmt(ref.get(f"{features}:heldout_mean"), None, 4) + " |")
         for s in group:
-            label = METHOD_LABELS.get(s["method"], s["method"]) + (f" ({_param_label(s)})" if _param_label(s) else "")
+            label = title(s["method"]) + (f" ({_param_label(s)})" if _param_label(s) else "")
             cells = [label, str(s["seeds"]), _fmt(s.get("quality"), s.get("quality_std")),
                      _fmt(s.get("copy_frac"), s.get("copy_frac_std"), 3)]
             cells += [_fmt(s.get(c), None, 3) for c in thr_cols] + [_fmt(s.get(f"{features}:mean"), None, 4)]

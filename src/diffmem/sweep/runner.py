@@ -29,7 +29,7 @@ from diffmem.utils.processes import run_spawned, worker_device
 from diffmem.sweep.evaluation import evaluate_run, finished_result
 from diffmem.sweep.pareto import choose_sigma_n, plot_pareto, rule_of_thumb_text
 from diffmem.sweep.results import format_table, markdown_tables, param_column, write_results
-from diffmem.sweep.spec import SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
+from diffmem.sweep.spec import GRID_FIELD, SweepConfig, SweepPoint, point_config, sweep_points, validate_sweep
 from diffmem.utils.atomic import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
 
@@ -55,7 +55,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
     """The sigma_n grid of every subset from its commitment curve (`diffmem.theory.default_sigma_grid`).
 
     The curve is computed once per subset and kept in `out/commitment-n<N>.json`, so a resumed sweep
-    uses the same grid. Returns {} when no point needs sigma_n or `sc.sigma_ns` is given.
+    uses the same grid. Returns {} when no point needs sigma_n or `sc.values` gives it.
     """
     import torch
 
@@ -63,7 +63,7 @@ def default_grids(sc: SweepConfig, out: Path, echo: Callable[[str], None] = prin
     from diffmem.theory.commitment import DEFAULT_SIGMAS, commitment_curve, default_sigma_grid, suggest_sigma_n
     from diffmem.train.loop import select_train_images
 
-    if sc.sigma_ns is not None or not any(param_column(m) == "sigma_n" for m in sc.methods):
+    if sc.values.get(GRID_FIELD) is not None or not any(param_column(m) == GRID_FIELD for m in sc.methods):
         return {}
     grids: dict[int | None, tuple[float, ...]] = {}
     for subset in sc.subsets:
@@ -97,13 +97,13 @@ def run_point(sc: SweepConfig, point: SweepPoint, run_dir: str | Path, device: s
               cache_dir: str | Path | None = None, progress: bool = False) -> tuple[dict[str, Any], str]:
     """Train (or resume) and measure one point; returns (row, "trained" | "evaluated" | "skipped")."""
     from diffmem.train.loop import train
-    from diffmem.train.rundir import CONFIG, DONE
+    from diffmem.train.rundir import CONFIG, DONE, stored_config
 
     run = Path(run_dir)
     cfg = point_config(sc, point)
     want = json.loads(json.dumps(cfg.to_dict()))
     if (run / CONFIG).is_file():
-        have = json.loads((run / CONFIG).read_text())
+        have = stored_config(run / CONFIG)  # as written today (an older run's flat method section too)
         if have != want:
             from diffmem.train.rundir import config_diff
 
@@ -133,9 +133,11 @@ def run_point(sc: SweepConfig, point: SweepPoint, run_dir: str | Path, device: s
 
 def _finished(sc: SweepConfig, point: SweepPoint, run: Path) -> dict[str, Any] | None:
     """The stored row of a point that finished with this sweep's configuration and evaluation, else None."""
+    from diffmem.train.rundir import stored_config
+
     try:
-        have = json.loads((run / "config.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        have = stored_config(run / "config.json")
+    except DiffmemError:
         return None
     if have != json.loads(json.dumps(point_config(sc, point).to_dict())):
         return None

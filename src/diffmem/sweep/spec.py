@@ -1,20 +1,20 @@
-"""What a sweep runs: the grid of points (method x sigma_n / mask_p x subset x seed) and how each is measured.
+"""What a sweep runs: the grid of points (method x its swept setting x subset x seed) and how each is measured.
 
 Every point shares one training budget (steps, batch, network, optimizer) and one evaluation (the same
 number of samples from the same sampler seeds, the same feature spaces); only the method, its
-parameter, the training-set size and the seed differ.
+parameter, the training-set size and the seed differ. A method's swept setting is the one its class names
+(`param_field`: sigma_n, mask_p, or a new method's own); the sweep asks the class, never the name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from diffmem.config import DataConfig, TrainConfig, json_ready
-from diffmem.diffusion.methods import METHOD_CLASSES
+from diffmem.diffusion.methods import METHOD_CLASSES, Method, method_config
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import PIXEL_THRESHOLDS, EvalOptions
 from diffmem.train.checks import validate_config
@@ -24,13 +24,15 @@ __all__ = ["EvalOptions", "SweepConfig", "SweepPoint", "PIXEL_THRESHOLDS", "swee
            "parse_float_list", "parse_int_list", "parse_methods", "validate_sweep", "feature_dirname"]
 
 
+GRID_FIELD = "sigma_n"  # the setting whose values may come from the data (diffmem.theory.default_sigma_grid)
+
+
 @dataclass(frozen=True)
 class SweepPoint:
-    """One training run of a sweep."""
+    """One training run of a sweep: a method, the value of its swept setting (None: it has none), data, seed."""
 
     method: str
-    sigma_n: float = 0.0
-    mask_p: float = 0.0
+    param: float | None = None
     subset: int | None = None
     seed: int = 0
 
@@ -43,25 +45,23 @@ class SweepPoint:
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
 
-    @property
-    def param(self) -> float | None:
-        """The swept parameter: the field the method class names (sigma_n, mask_p), None for the baseline."""
-        field_name = METHOD_CLASSES[self.method].param_field
-        return None if field_name is None else getattr(self, field_name)
-
 
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep: `base` fixes data, network and budget; points vary method, parameter, subset and seed.
 
-    `sigma_ns=None`: each subset gets `diffmem.theory.default_sigma_grid` of its commitment curve.
+    `values`: the values of each swept setting by name, e.g. {"sigma_n": (0.5, 1.0), "mask_p": (0.2,)}; a
+    setting without values takes its class's `sweep_values`, and sigma_n (GRID_FIELD) without values gets
+    for each subset `diffmem.theory.default_sigma_grid` of its commitment curve.
+    `settings`: the other settings the points share (e.g. ambient_weight, weight_cap, mask_delta); each point's
+    method takes those its class declares.
     `monitor_every > 0`: every run logs copy statistics of `monitor_samples` EMA samples every K steps.
     """
 
     base: TrainConfig
     methods: tuple[str, ...] = ("edm", "ambient")
-    sigma_ns: tuple[float, ...] | None = None
-    mask_ps: tuple[float, ...] = (0.2,)
+    values: dict[str, tuple[float, ...] | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     subsets: tuple[int | None, ...] = (300,)
     seeds: tuple[int, ...] = (0,)
     eval: EvalOptions = field(default_factory=EvalOptions)
@@ -88,13 +88,8 @@ def validate_sweep(sc: SweepConfig) -> None:
     bad = [m for m in sc.methods if m not in METHOD_CLASSES]
     if bad:
         raise DiffmemError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHOD_CLASSES)}")
-    if sc.sigma_ns is not None:
-        _check_positive(sc.sigma_ns, "--sigma-n")
-    if any(METHOD_CLASSES[m].param_field == "mask_p" for m in sc.methods):
-        if not sc.mask_ps:
-            raise DiffmemError("--mask-p is empty; give erase probabilities in (0, 1), e.g. 0.2")
-        if any(not 0 < p < 1 for p in sc.mask_ps):
-            raise DiffmemError(f"--mask-p values must lie in (0, 1), got {list(sc.mask_ps)}")
+    for name in dict.fromkeys(sc.methods):  # each method checks its own settings, at every swept value
+        _check_values(sc, METHOD_CLASSES[name])
     if not sc.seeds:
         raise DiffmemError("--seeds is empty; give at least one seed, e.g. 0")
     if not sc.subsets:
@@ -106,7 +101,37 @@ def validate_sweep(sc: SweepConfig) -> None:
         raise DiffmemError("--monitor-every must be >= 0 and --monitor-samples >= 2")
     if not sc.tolerance >= 0:
         raise DiffmemError(f"--tolerance must be >= 0, got {sc.tolerance}")
-    validate_config(sc.base)
+    validate_config(dataclasses.replace(sc.base, method=method_config("edm")))
+
+
+def _check_values(sc: SweepConfig, cls: type[Method]) -> None:
+    """Build the method's configuration at each of its values, so that its class refuses a bad one."""
+    field_name = cls.param_field
+    values = _values(sc, cls)
+    if field_name is not None and values is not None and not values:
+        raise DiffmemError(f"--{field_name.replace('_', '-')} is empty; give the values of {field_name} to sweep "
+                           f"for --methods {cls.name}" + (", or leave the flag out to use the data set's default grid"
+                                                          if field_name == GRID_FIELD else ""))
+    for v in (values or ()) if field_name is not None else (None,):
+        base = dataclasses.replace(sc.base, method=_point_method(sc, cls, v))
+        validate_config(base)
+
+
+def _values(sc: SweepConfig, cls: type[Method], grid: tuple[float, ...] | None = None) -> tuple[float, ...] | None:
+    """The values of the method's swept setting: the data's grid (sigma_n), the sweep's, or its class's."""
+    if cls.param_field is None:
+        return None
+    if grid is not None and cls.param_field == GRID_FIELD:
+        return grid
+    given = sc.values.get(cls.param_field)
+    return tuple(given) if given is not None else cls.sweep_values
+
+
+def _point_method(sc: SweepConfig, cls: type[Method], value: float | None):
+    pool = dict(sc.settings)
+    if cls.param_field is not None and value is not None:
+        pool[cls.param_field] = float(value)
+    return method_config(cls.name, **pool)
 
 
 def validate_eval(e: EvalOptions) -> None:
@@ -121,44 +146,32 @@ def validate_eval(e: EvalOptions) -> None:
         raise DiffmemError(f"--copy-threshold is a cosine similarity in [-1, 1], got {e.copy_threshold}")
 
 
-def _check_positive(values: Iterable[float], flag: str) -> None:
-    values = list(values)
-    if not values:
-        raise DiffmemError(f"{flag} is empty; give comma-separated positive noise levels, e.g. 0.2,0.5,1, "
-                           "or leave the flag out to use the data set's default grid")
-    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
-    if bad:
-        raise DiffmemError(f"{flag} values must be positive noise levels (the baseline is --methods edm), "
-                           f"got {bad[0]:g}")
-
-
 def sweep_points(sc: SweepConfig, grids: dict[int | None, tuple[float, ...]] | None = None) -> list[SweepPoint]:
     """All points, in a stable order: subset, seed, method (as given), parameter ascending.
 
-    `grids`: sigma_n values per subset (overrides `sc.sigma_ns`, e.g. default grids from the data).
+    `grids`: sigma_n (GRID_FIELD) values per subset (overrides `sc.values`, e.g. default grids from the data).
     """
     points = []
     for subset in sc.subsets:
-        sigmas = (grids or {}).get(subset, sc.sigma_ns)
         for seed in sc.seeds:
             for method in dict.fromkeys(sc.methods):  # unique, in the given order
-                field_name = METHOD_CLASSES[method].param_field
-                if field_name is None:  # nothing to sweep: one point
+                cls = METHOD_CLASSES[method]
+                if cls.param_field is None:  # nothing to sweep: one point
                     points.append(SweepPoint(method, subset=subset, seed=seed))
                     continue
-                values = {"sigma_n": sigmas, "mask_p": sc.mask_ps}[field_name]
+                values = _values(sc, cls, (grids or {}).get(subset))
                 if not values:
-                    raise DiffmemError(f"--methods {method} needs --{field_name.replace('_', '-')} values")
-                points += [SweepPoint(method, subset=subset, seed=seed, **{field_name: float(v)})
-                           for v in sorted(set(values))]
+                    raise DiffmemError(f"--methods {method} needs --{cls.param_field.replace('_', '-')} values")
+                points += [SweepPoint(method, float(v), subset, seed) for v in sorted(set(values))]
     return points
 
 
 def point_config(sc: SweepConfig, point: SweepPoint) -> TrainConfig:
-    """The TrainConfig of one point: `base` with the point's method, parameter, subset and seed."""
+    """The TrainConfig of one point: `base` with the point's method (its settings from `sc.settings` and the
+    point's value of its swept setting), subset and seed."""
     base = sc.base
     data: DataConfig = dataclasses.replace(base.data, subset=point.subset)
-    method = dataclasses.replace(base.method, name=point.method, sigma_n=point.sigma_n, mask_p=point.mask_p)
+    method = _point_method(sc, METHOD_CLASSES[point.method], point.param)
     return dataclasses.replace(base, data=data, method=method, seed=point.seed)
 
 

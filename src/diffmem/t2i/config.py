@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffmem.config import json_ready
+from diffmem.diffusion.methods import METHOD_CLASSES, Ambient, Baseline, Method
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, AmbientWeighting, make_weighting
 from diffmem.errors import DiffmemError
 from diffmem.t2i.mitigations import MITIGATIONS, S23Config, parse_mitigation
 
-T2I_METHODS = ("baseline", "ambient")
+# `diffmem t2i train --method` (and T2IConfig.method, as a run's config.json holds it) -> the entry of the one
+# method registry (diffmem.diffusion.methods) whose loss diffmem.t2i.losses writes in the latent form
+T2I_METHOD_NAMES: dict[str, str] = {"baseline": Baseline.name, "ambient": Ambient.name}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -25,7 +28,7 @@ class T2IConfig:
     pretrained: str  # hub id or local folder in diffusers' pipeline layout
     data: str  # folder of captioned images (metadata.jsonl or .txt captions)
     resolution: int | None = None  # None: the UNet's native size (sample_size x VAE factor)
-    method: str = "baseline"  # baseline | ambient
+    method: str = "baseline"  # baseline | ambient (T2I_METHOD_NAMES)
     t_n: int | None = None  # ambient threshold timestep (0 .. num_train_timesteps-1)
     ambient_weight: str = "plain"  # plain | compensated | capped (diffmem.diffusion.weighting, diffmem.t2i.losses)
     weight_cap: float = DEFAULT_WEIGHT_CAP  # ambient_weight "capped": the largest gain over plain
@@ -60,9 +63,16 @@ class T2IConfig:
         return S23Config(variant, self.s23_prob, self.s23_words, self.s23_noise_std)
 
     @property
+    def method_class(self) -> type[Method]:
+        """The registry's class of --method (T2I_METHOD_NAMES)."""
+        if self.method not in T2I_METHOD_NAMES:
+            raise DiffmemError(f"--method {self.method!r} is not one of {', '.join(T2I_METHOD_NAMES)}")
+        return METHOD_CLASSES[T2I_METHOD_NAMES[self.method]]
+
+    @property
     def is_ambient(self) -> bool:
-        """Trained with the ambient loss above --t-n (on the fixed noisy latents)."""
-        return self.method == "ambient"
+        """Trained with Algorithm 1's ambient loss above --t-n (on the fixed noisy latents)."""
+        return issubclass(self.method_class, Ambient)
 
     @property
     def weighting(self) -> AmbientWeighting:
@@ -93,9 +103,7 @@ class T2IConfig:
 
 def validate(cfg: T2IConfig, num_train_timesteps: int | None = None) -> None:
     """Raise a DiffmemError naming the flag at fault."""
-    if cfg.method not in T2I_METHODS:
-        raise DiffmemError(f"--method {cfg.method!r} is not one of {', '.join(T2I_METHODS)}")
-    if cfg.is_ambient:
+    if cfg.is_ambient:  # also refuses a --method that is not one of T2I_METHOD_NAMES
         if cfg.t_n is None:
             raise DiffmemError("--method ambient needs --t-n, the timestep of the fixed noisy latents, e.g. --t-n 100")
         top = (num_train_timesteps - 2) if num_train_timesteps else None  # the ambient branch is t > t_n

@@ -103,7 +103,10 @@ def one_minus_rho(a_t: torch.Tensor, a_tn: float | torch.Tensor) -> torch.Tensor
 
 
 @dataclass
-class LossOutput:
+class LatentLossOutput:
+    """The latent loss of one batch, with what W24's filter and the log read (the pixel trainer's is
+    diffmem.diffusion.losses.LossOutput)."""
+
     loss: torch.Tensor  # [B] per-sample loss (mean over latent elements)
     high: torch.Tensor  # [B] bool: went through the ambient branch
     x_t: torch.Tensor  # [B, C, h, w] the network input
@@ -112,7 +115,7 @@ class LossOutput:
 
 def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
              prediction_type: str, x_tn: torch.Tensor | None = None, t_n: int | None = None,
-             weighting: AmbientWeighting = Plain()) -> LossOutput:
+             weighting: AmbientWeighting = Plain()) -> LatentLossOutput:
     """Per-sample loss; the baseline when `x_tn` is None, else the ambient loss for t > t_n (clean loss at and
     below `t_n`)."""
     a_t = alphas_cumprod[t].float()  # [B]
@@ -131,7 +134,7 @@ def t2i_loss(model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tenso
         y_hat = ambient_posterior_mean(x0_from_prediction(pred, x_t, a_t, prediction_type), x_t, a_t, a_tn)
         w = x0_weight(a_t, prediction_type) * weighting.gain_of_factor(one_minus_rho(a_t, a_tn))
         loss = torch.where(high, w * _mean(y_hat - x_tn) / a_tn, loss)  # the pixel loss of the VE-scaled latents
-    return LossOutput(loss, high, x_t, pred)
+    return LatentLossOutput(loss, high, x_t, pred)
 
 
 def _mean(diff: torch.Tensor) -> torch.Tensor:

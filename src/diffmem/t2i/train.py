@@ -27,7 +27,7 @@ from diffmem.t2i import rundir
 from diffmem.t2i.components import SDComponents, encode_text, load_components
 from diffmem.t2i.config import T2IConfig, validate
 from diffmem.t2i.data import CaptionedImages, load_captioned
-from diffmem.t2i.losses import LossOutput, eps_from_prediction, t2i_loss
+from diffmem.t2i.losses import LatentLossOutput, eps_from_prediction, t2i_loss
 from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
 from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
 from diffmem.t2i.weights import add_lora, apply_trained_weights, trainable_state
@@ -75,7 +75,7 @@ def loss_step(unet: torch.nn.Module, raw_unet: torch.nn.Module, x0: torch.Tensor
               t: torch.Tensor, noise: torch.Tensor, emb: torch.Tensor, empty: torch.Tensor | None,
               alphas: torch.Tensor, prediction_type: str, cfg: T2IConfig, processes: int = 1,
               reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
-              ) -> tuple[torch.Tensor, LossOutput, torch.Tensor, torch.Tensor]:
+              ) -> tuple[torch.Tensor, LatentLossOutput, torch.Tensor, torch.Tensor]:
     """The loss of one micro-batch: the method's per-sample loss, W24's filter (if `empty`, the embedding
     of the empty prompt, is given), mean over the kept samples of the global batch (`w24_kept_mean`, with
     `reduce_sum` summing over the `processes`). Returns (loss, per-sample output, keep mask [B], W24
@@ -110,7 +110,7 @@ def _prepare_unet(unet: torch.nn.Module, cfg: T2IConfig, device: torch.device) -
     return trainable_state(unet)
 
 
-def _micro_stats(res: LossOutput, keep: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+def _micro_stats(res: LatentLossOutput, keep: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """[loss sum, ambient-branch loss sum, ambient count, W24-dropped count, W24 score sum] of a micro-batch."""
     loss, hi = res.loss.detach(), res.high.float()
     return torch.stack([loss.sum(), (loss * hi).sum(), hi.sum(), (1 - keep).sum(), score.sum()])
@@ -244,7 +244,7 @@ def _setup_training(cfg: T2IConfig, out: Path, accelerator: Any, parts: SDCompon
                 micro=cfg.batch // (accelerator.num_processes * cfg.grad_accum), step=step)
 
 
-def _micro_step(run: _Run) -> tuple[LossOutput, torch.Tensor, torch.Tensor]:
+def _micro_step(run: _Run) -> tuple[LatentLossOutput, torch.Tensor, torch.Tensor]:
     """Draw one global micro-batch, take this process's slice, and backpropagate its loss (accelerate
     steps the optimizer on the last micro-step). Returns (per-sample output, keep mask, W24 scores)."""
     cfg, acc, device = run.cfg, run.accelerator, run.accelerator.device

@@ -8,6 +8,7 @@ run continues the exact same sequence and the result does not depend on the devi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -21,10 +22,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from diffmem.config import TrainConfig, json_ready
-from diffmem.data.corruption import draw_masks, draw_noisy_copies
 from diffmem.data.datasets import ImageDataset, load_images, split_subset, to_model_range
 from diffmem.diffusion.losses import Batch
-from diffmem.diffusion.methods import compute_loss, method_of
+from diffmem.diffusion.methods import Method, build_method
 from diffmem.diffusion.precond import EDMPrecond
 from diffmem.errors import DiffmemError, as_diffmem_error, os_error_message
 from diffmem.lock import locked
@@ -43,8 +43,7 @@ from diffmem.utils.distributed import World, barrier, broadcast_object, check_ba
 class TrainData:
     x0: torch.Tensor  # [N, C, H, W] clean training images in [-1, 1]
     labels: torch.Tensor | None  # [N] int64
-    y: torch.Tensor | None  # [N, C, H, W] fixed noisy copies (ambient, noisy-only)
-    mask: torch.Tensor | None  # [N, 1, H, W] fixed inpainting masks (masking)
+    fixed: dict[str, torch.Tensor]  # the method's fixed corruptions, one row per image (`Method.prepare`)
 
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, overwrite: bool, resume: bool) -> bool:
@@ -87,10 +86,13 @@ def select_train_images(cfg: TrainConfig) -> tuple[ImageDataset, np.ndarray, np.
 
 
 def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
-                    selected: tuple[ImageDataset, np.ndarray, np.ndarray] | None = None) -> TrainData:
-    """Take the seeded subset, draw (or reload) the fixed corruptions, record all of it.
+                    selected: tuple[ImageDataset, np.ndarray, np.ndarray] | None = None,
+                    method: Method | None = None) -> TrainData:
+    """Take the seeded subset, draw (or reload) the method's fixed corruptions, record all of it.
 
-    `selected` is the result of `select_train_images(cfg)` when the caller already has it.
+    `selected` is the result of `select_train_images(cfg)` when the caller already has it; `method` the run's
+    method object (built from `cfg` when not given). A resumed run reloads corruption.safetensors (its keys
+    are the method's: "y" the noisy copies, "mask" the masks), so its corruptions never change.
     """
     d = cfg.data
     source, train_idx, heldout_idx = selected if selected is not None else select_train_images(cfg)
@@ -111,51 +113,39 @@ def load_train_data(cfg: TrainConfig, out: Path, resuming: bool,
         assert train.labels is not None  # checked by select_train_images
         labels = torch.from_numpy(train.labels.astype(np.int64))
     x0 = to_model_range(train.images)
-    y = mask = None
-    m, method = cfg.method, method_of(cfg.method)
+    method = method if method is not None else build_method(cfg)
     path = out / rundir.CORRUPTION
-    if method.needs_noisy_copies or method.needs_masks:
-        if resuming and path.is_file():
-            saved = load_file(str(path))
-            y, mask = saved.get("y"), saved.get("mask")
-        else:
-            tensors = {}
-            if method.needs_noisy_copies:
-                y = tensors["y"] = draw_noisy_copies(x0, m.sigma_n, cfg.seed)
-            if method.needs_masks:
-                mask = tensors["mask"] = draw_masks(tuple(x0.shape), m.mask_p, cfg.seed)
-            save_atomic(path, lambda tmp: save_file(tensors, str(tmp)), fixed=True)
-    return TrainData(x0, labels, y, mask)
+    if resuming and path.is_file():
+        fixed = load_file(str(path))
+    else:
+        fixed = method.prepare(x0, cfg.seed)  # Algorithm 1, line 1: drawn once per run
+        if fixed:
+            save_atomic(path, lambda tmp: save_file(fixed, str(tmp)), fixed=True)
+    return TrainData(x0, labels, fixed)
 
 
-def draw_batch(data: TrainData, cfg: TrainConfig, g: torch.Generator, device: torch.device,
+def draw_batch(data: TrainData, cfg: TrainConfig, method: Method, g: torch.Generator, device: torch.device,
                part: slice = slice(None)) -> Batch:
-    """One global batch, every random choice from the run's generator `g`; `part` keeps this
-    process's rows of it (all processes draw the same global batch, so the split never changes it)."""
+    """One global batch, every random choice from the run's generator `g`, in this order: images, flips,
+    noise-level quantiles, noise, then the method's own draws (`Method.draw`); `part` keeps this process's
+    rows of it (all processes draw the same global batch, so the split never changes it)."""
     n = data.x0.shape[0]
     b = cfg.optim.batch
     idx = torch.randint(0, n, (b,), generator=g)[part]
     flip = (torch.rand(b, generator=g) < 0.5)[part] if cfg.data.xflip else None
     u = torch.rand(b, generator=g)[part]  # noise-level quantiles, turned into sigmas by the method
     noise = torch.randn((b, *data.x0.shape[1:]), generator=g)[part]
-    keep = torch.rand((b, 1, *data.x0.shape[2:]), generator=g)[part] if data.mask is not None else None
+    drawn = {k: v[part] for k, v in method.draw(g, b, tuple(data.x0.shape[1:])).items()}
 
-    def take(t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None:
-            return None
-        t = t[idx]
-        if flip is not None:  # x-flip acts on the image and its fixed corruption together
+    def flipped(t: torch.Tensor) -> torch.Tensor:
+        if flip is not None and t.ndim == 4:  # x-flip acts on the image and everything of the method alike
             t = torch.where(flip.reshape(-1, 1, 1, 1), t.flip(-1), t)
         return t.to(device)
 
-    extra_mask = None
-    if keep is not None:
-        if flip is not None:
-            keep = torch.where(flip.reshape(-1, 1, 1, 1), keep.flip(-1), keep)
-        extra_mask = (keep >= cfg.method.mask_delta).to(torch.float32).to(device)
     labels = data.labels[idx].to(device) if data.labels is not None else None
-    return Batch(x0=take(data.x0), y=take(data.y), mask=take(data.mask), extra_mask=extra_mask,
-                 labels=labels, u=u.to(device), noise=noise.to(device))
+    return Batch(x0=flipped(data.x0[idx]), u=u.to(device), noise=noise.to(device), labels=labels,
+                 fixed={k: flipped(v[idx]) for k, v in data.fixed.items()},
+                 drawn={k: flipped(v) for k, v in drawn.items()})
 
 
 def _autocast(device: torch.device, precision: str):
@@ -166,10 +156,12 @@ def _autocast(device: torch.device, precision: str):
     raise DiffmemError(f"--precision must be fp32 or bf16, got {precision!r}")
 
 
-def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
+def training_step(method: Method, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
                   lr: float, beta: float, train_net: EDMPrecond | None = None,
                   precision: str = "fp32") -> torch.Tensor:
     """One optimizer step on one batch; returns [loss, summed high-branch loss, high-branch count] on device.
+
+    `method` (the run's, `build_method`) gives the per-sample loss (Algorithm 1 for ambient).
 
     `train_net` (the same parameters behind a DDP and/or torch.compile wrapper) runs the forward pass.
     `precision="bf16"` runs the forward pass under bfloat16 autocast (weights and optimizer stay fp32).
@@ -177,7 +169,7 @@ def training_step(cfg: TrainConfig, net: torch.nn.Module, ema: EMA, opt: torch.o
     for group in opt.param_groups:
         group["lr"] = lr
     with _autocast(batch.x0.device, precision):
-        result = compute_loss(cfg, train_net if train_net is not None else net, batch)
+        result = method(train_net if train_net is not None else net, batch)
     loss = result.loss.float().mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -203,7 +195,8 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     `precision` ("fp32" | "bf16" autocast), `compile` (torch.compile) and `channels_last` change speed,
     not the configuration: a run may resume under other settings.
     """
-    validate_config(cfg)
+    method = validate_config(cfg)  # the run's method object, built once and passed down
+    cfg = dataclasses.replace(cfg, method=method.config())  # its section with every setting, as config.json holds it
     out = Path(out)
     device = torch.device(device)
     check_batch(cfg.optim.batch, world)
@@ -211,14 +204,14 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     selected = select_train_images(cfg)
     h, _, c = selected[0].shape
     torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
-    net = build_denoiser(cfg, h, c)
+    net = build_denoiser(cfg, h, c, method)
     outcome: tuple[str, object] = ("ok", False)
     held = contextlib.ExitStack()  # rank 0 holds the run's lock until training returns
     if world.main:  # rank 0 alone decides and writes; the others then read what it wrote
         try:
             held.enter_context(locked(out))
             resuming = prepare_run_dir(cfg, out, overwrite, resume)
-            load_train_data(cfg, out, resuming, selected)
+            load_train_data(cfg, out, resuming, selected, method)
             outcome = ("ok", resuming)
         except (DiffmemError, OSError) as err:  # every rank then raises the same one-line error
             held.close()
@@ -232,8 +225,8 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     with held:
         try:
             watch = Watch(monitor, monitor_every, cfg.optim.steps, cfg.optim.batch)
-            return _train_steps(cfg, out, selected, net, bool(outcome[1]), device, stop_after, watch, world,
-                                precision, compile, channels_last, progress, keep_checkpoints)
+            return _train_steps(cfg, method, out, selected, net, bool(outcome[1]), device, stop_after, watch,
+                                world, precision, compile, channels_last, progress, keep_checkpoints)
         except OSError as err:  # a full disk while logging: one line naming the run folder
             raise as_diffmem_error(err, out) from None
 
@@ -264,12 +257,12 @@ def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.op
     return restore_training_state(ckpt, {MODEL: net.load_state_dict, EMA_FILE: ema.load_state_dict}, opt, g)[0]
 
 
-def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
+def _train_steps(cfg: TrainConfig, method: Method, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
                  net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None, watch: Watch,
                  world: World, precision: str, compile: bool, channels_last: bool, progress: bool,
                  keep: int) -> Path:
     """The training loop proper, once the run folder is set up (and locked by rank 0)."""
-    data = load_train_data(cfg, out, True, selected)  # rereads the fixed corruptions rank 0 saved
+    data = load_train_data(cfg, out, True, selected, method)  # rereads the fixed corruptions rank 0 saved
     net, train_net = _wrap_for_training(net, cfg, device, world, compile, channels_last)
     ema, opt, g, step, meta = _start(cfg, out, resuming, net, data, selected)
     o = cfg.optim
@@ -291,9 +284,9 @@ def _train_steps(cfg: TrainConfig, out: Path, selected: tuple[ImageDataset, np.n
             watch.check(step, ema.model, log)
         stopped = _stop_reason(watch, step, world) if step > 0 else None
         while step < end and stopped is None:
-            batch = draw_batch(data, cfg, g, device, part)
+            batch = draw_batch(data, cfg, method, g, device, part)
             lr = o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
-            window.append(training_step(cfg, net, ema, opt, batch, lr, beta, train_net, precision))
+            window.append(training_step(method, net, ema, opt, batch, lr, beta, train_net, precision))
             step += 1
             if step % cfg.log_every == 0 or step == end or step % cfg.checkpoint_every == 0:
                 now = time.perf_counter()
