@@ -123,6 +123,9 @@ def test_the_blur_method_sweeps_and_reports(blur_registered: None, tmp_path: Pat
     assert [r.get("blur_sigma") for r in rows] == [None, 0.5, 1.5]  # a column of its own setting
     tables = (out / "results.md").read_text()
     assert "| blur (blur_sigma=0.5, lr=0.001) |" in tables and "| blur (blur_sigma=1.5, lr=0.001) |" in tables
+    from diffmem.report.sweep import write_sweep_report  # as `diffmem sweep` does after the sweep
+
+    write_sweep_report(result.rows, out, dict(result.files), result.choices)
     assert "blur (blur_sigma=1.5, lr=0.001)" in (out / "report.md").read_text()
     assert "blur" in result.table and (out / "pareto.png").is_file()
     with pytest.raises(DiffmemError, match="needs a positive blur_sigma"):
