@@ -205,28 +205,27 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device = "cpu",
     h, _, c = selected[0].shape
     torch.manual_seed(cfg.seed)  # only dropout draws from global state; it is saved in checkpoints
     net = build_denoiser(cfg, h, c, method)
-    outcome: tuple[str, object] = ("ok", False)
+    start = _Start()
     held = contextlib.ExitStack()  # rank 0 holds the run's lock until training returns
     if world.main:  # rank 0 alone decides and writes; the others then read what it wrote
         try:
             held.enter_context(locked(out))
-            resuming = prepare_run_dir(cfg, out, overwrite, resume)
-            load_train_data(cfg, out, resuming, selected, method)
-            outcome = ("ok", resuming)
+            start = _Start(resuming=prepare_run_dir(cfg, out, overwrite, resume))
+            load_train_data(cfg, out, start.resuming, selected, method)
         except (DiffmemError, OSError) as err:  # every rank then raises the same one-line error
             held.close()
             message = str(err) if isinstance(err, DiffmemError) else os_error_message(err, out)
             if message is None:
                 raise
-            outcome = ("error", message)
-    outcome = broadcast_object(outcome, world)
-    if outcome[0] == "error":
-        raise DiffmemError(str(outcome[1]))
+            start = _Start(error=message)
+    start = broadcast_object(start, world)
+    if start.error is not None:
+        raise DiffmemError(start.error)
     with held:
         try:
-            watch = Watch(monitor, monitor_every, cfg.optim.steps, cfg.optim.batch)
-            return _train_steps(cfg, method, out, selected, net, bool(outcome[1]), device, stop_after, watch,
-                                world, precision, compile, channels_last, progress, keep_checkpoints)
+            run = _PixelRun(cfg, method, out, selected, device, world, Watch(monitor, monitor_every, cfg.optim.steps,
+                       cfg.optim.batch), stop_after, progress, keep_checkpoints, precision, compile, channels_last)
+            return _train_steps(run, net, start.resuming)
         except OSError as err:  # a full disk while logging: one line naming the run folder
             raise as_diffmem_error(err, out) from None
 
@@ -257,13 +256,39 @@ def _restore(out: Path, resuming: bool, net: EDMPrecond, ema: EMA, opt: torch.op
     return restore_training_state(ckpt, {MODEL: net.load_state_dict, EMA_FILE: ema.load_state_dict}, opt, g)[0]
 
 
-def _train_steps(cfg: TrainConfig, method: Method, out: Path, selected: tuple[ImageDataset, np.ndarray, np.ndarray],
-                 net: EDMPrecond, resuming: bool, device: torch.device, stop_after: int | None, watch: Watch,
-                 world: World, precision: str, compile: bool, channels_last: bool, progress: bool,
-                 keep: int) -> Path:
+@dataclass(frozen=True)
+class _Start:
+    """Rank 0's answer to every rank: resume or start, or the one-line error all of them raise."""
+
+    resuming: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _PixelRun:
+    """What the loop proper needs, once `train` has checked the input and set the run folder up."""
+
+    cfg: TrainConfig
+    method: Method
+    out: Path
+    selected: tuple[ImageDataset, np.ndarray, np.ndarray]
+    device: torch.device
+    world: World
+    watch: Watch
+    stop_after: int | None
+    progress: bool
+    keep: int  # newest checkpoints kept on disk (0: all), besides the guard's
+    precision: str  # these three change speed, not the configuration
+    compile: bool
+    channels_last: bool
+
+
+def _train_steps(run: _PixelRun, net: EDMPrecond, resuming: bool) -> Path:
     """The training loop proper, once the run folder is set up (and locked by rank 0)."""
+    cfg, method, out, selected, device, world = run.cfg, run.method, run.out, run.selected, run.device, run.world
+    watch, stop_after, progress, keep, precision = run.watch, run.stop_after, run.progress, run.keep, run.precision
     data = load_train_data(cfg, out, True, selected, method)  # rereads the fixed corruptions rank 0 saved
-    net, train_net = _wrap_for_training(net, cfg, device, world, compile, channels_last)
+    net, train_net = _wrap_for_training(net, cfg, device, world, run.compile, run.channels_last)
     ema, opt, g, step, meta = _start(cfg, out, resuming, net, data, selected)
     o = cfg.optim
     beta = ema_beta(o.batch, o.ema_halflife_kimg, o.ema_decay)
