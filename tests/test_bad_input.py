@@ -153,6 +153,8 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
         ("train resolution memory cannot hold", ["train", "--data", "builtin:digits", "--resolution", 100000, *TINY,
                                                  *fresh], "--resolution 100000"),
         ("sample n memory cannot hold", [*s, "--out", root / "s.npz", "--n", 10**12], "--n 1000000000000"),
+        ("sample class n memory cannot hold", [*s, "--out", root / "s.npz", "--n", 10**12, "--class", 0],
+         "--n 1000000000000"),  # refused before the labels of 10**12 samples are allocated
         ("sample out under a file", [*s, "--out", root / "a-file" / "s.npz"], "a-file is a file"),
         ("audit batch 0", [*a, "--batch", 0, "--out", root / "audit"], "--batch"),
         ("audit image-size 0", [*a, "--image-size", 0, "--out", root / "audit"], "--image-size"),

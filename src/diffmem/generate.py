@@ -44,15 +44,21 @@ def method_sigmas(cfg: TrainConfig, opts: SampleOptions, method: Method | None =
     return karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max, opts.rho), False
 
 
-def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 0, batch: int = SAMPLE_BATCH,
-             opts: SampleOptions = SampleOptions(), labels: np.ndarray | None = None, start: int = 0,
-             device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
-    """n images (uint8 [n, H, W, C]) with indices start..start+n-1; labels [n] for conditional runs."""
+def check_sample_count(n: int, meta: dict) -> None:
+    """Refuse a sample count below 1, or one whose images would not fit in memory, before anything is allocated."""
     if n < 1:
         raise DiffmemError(f"--n must be a positive integer, got {n}")
     c, res = meta["channels"], meta["resolution"]
     check_fits(n, res, res, c, what=f"--n {n}", per_value=2, held="the uint8 samples, then all of them in one array",
                fix="ask for fewer samples (several runs with --seed give more)")
+
+
+def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 0, batch: int = SAMPLE_BATCH,
+             opts: SampleOptions = SampleOptions(), labels: np.ndarray | None = None, start: int = 0,
+             device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
+    """n images (uint8 [n, H, W, C]) with indices start..start+n-1; labels [n] for conditional runs."""
+    check_sample_count(n, meta)
+    c, res = meta["channels"], meta["resolution"]
     conditional = cfg.network.num_classes > 0
     if conditional and labels is None:
         labels = (np.arange(start, start + n) % cfg.network.num_classes).astype(np.int64)

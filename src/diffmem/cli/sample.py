@@ -42,7 +42,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     import numpy as np
 
     from diffmem.data.io import save_grid, save_images
-    from diffmem.generate import generate
+    from diffmem.generate import check_sample_count, generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
     from diffmem.utils.distributed import gather_in_order, init_world, local_slice
@@ -53,6 +53,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     grid_path = out_path.with_name(out_path.stem + "_grid.png") if out.endswith(".npz") else out_path.with_name(
         out_path.name + "_grid.png")
     net, cfg, meta = load_denoiser(run_dir, ema=not no_ema, device=dev, checkpoint=checkpoint)
+    check_sample_count(n, meta)  # before the labels of n samples are allocated
     labels = np.full(n, class_label, dtype=np.int64) if class_label is not None else None
     opts = SampleOptions(steps=steps, solver=solver, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     if out_path.exists() and not overwrite and (out_path.is_file() or any(out_path.iterdir())):
