@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
+from pathlib import Path
 
 import click
 
@@ -59,11 +61,29 @@ def cli() -> None:
     """diffmem: train diffusion models that create instead of copying, and measure copying."""
 
 
+def _one_line_warnings(previous):
+    """A `warnings.showwarning` that prints diffmem's own warnings as one line, `warning: ...` (Python's
+    default adds the file and the source line), and hands other libraries' warnings to `previous`."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(filename).startswith(_PACKAGE) and issubclass(category, UserWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # the diffmem package's folder
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI; a DiffmemError, or a permission / disk-full error, becomes a one-line
-    message and exit code 2."""
+    message and exit code 2. diffmem's own warnings print as one line."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            cli.main(args=argv, standalone_mode=False)
     except DiffmemError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
