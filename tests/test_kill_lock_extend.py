@@ -187,6 +187,21 @@ def test_a_killed_write_leaves_a_temporary_the_next_run_removes(straight, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*DECOYS, "s.npz"])
 
 
+def test_a_kill_while_writing_the_grid_leaves_a_temporary_the_next_sample_removes(straight, tmp_path: Path,
+                                                                                    capsys) -> None:
+    """kill -9 just before the rename of the contact sheet (s_grid.png, written after s.npz): the same command
+    with --overwrite succeeds and leaves no hidden temporary of the grid beside it."""
+    _, run = straight
+    out = tmp_path / "s.npz"
+    args = ["sample", "--run", str(run), "--n", "2", "--steps", "2", "--device", "cpu", "--quiet", "--grid",
+            "--out", str(out)]
+    _killed(args, "os", "replace", 2)
+    assert any(p.name.startswith(".s_grid.png.") for p in tmp_path.iterdir())
+    code, _, err = run_cli([*args, "--overwrite"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".s.npz.lock") == ["s.npz", "s_grid.png"]
+
+
 def test_clean_leftovers_removes_only_our_names_and_restores_a_folder_moved_aside(tmp_path: Path) -> None:
     from diffmem.utils.atomic import clean_leftovers
 

@@ -45,6 +45,7 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     from diffmem.generate import check_sample_count, generate
     from diffmem.lock import is_main_process, locked
     from diffmem.train.checkpoint import load_denoiser
+    from diffmem.utils.atomic import clean_leftovers
     from diffmem.utils.distributed import gather_in_order, init_world, local_slice
 
     _check_flags(n, steps, batch, churn, s_tmin, s_tmax, s_noise)
@@ -63,6 +64,8 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     check_output(out_path, "--out", overwrite=True, folder_ok=not out.endswith(".npz"))  # writable, before sampling
     world, dev = init_world(dev)
     with locked(out_path, enabled=world.main and is_main_process()):
+        if grid and world.main:
+            clean_leftovers(grid_path)  # what a killed writer of the grid left; the lock of --out covers it
         part = local_slice(n, world)  # each process samples a contiguous range of indices; gathered in order
         local = generate(net.to(dev), cfg, meta, part.stop - part.start, seed=seed, batch=batch, opts=opts,
                          labels=None if labels is None else labels[part], start=part.start, device=dev,
