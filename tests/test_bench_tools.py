@@ -85,3 +85,31 @@ def test_frontier_evidence_keeps_finished_runs_small_files_and_restores_them(tmp
     assert (new / "frontier.json").is_file()
     with pytest.raises(SystemExit, match="already holds n50-edm-lr1-seed0"):
         bench.restore(ev, new)
+
+
+def test_memoriser_quality_scores_copies_of_the_training_images_with_the_runs_guard(tmp_path: Path,
+                                                                                  capsys) -> None:
+    """The memoriser's "samples" are the run's own training images: scored in the guard's feature space
+    they beat random noise images by far, the same seed gives the same figure, and the table has its row."""
+    from diffmem.train.loop import train
+
+    run = tmp_path / "run"
+    train(tiny_config("builtin:digits", resolution=8, subset=10, steps=2), run, progress=False)
+    (run / "release.json").write_text('{"released": {"step": 2, "quality": 0.5}, "settings": '
+                                      '{"features": "pixels", "quality_features": "pixels", "quality_metric": "kid"}}')
+    bench = _bench("memoriser_quality")
+    metric, value = bench.memoriser_quality(run, 30, 0)
+    assert metric.startswith("KID") and value == bench.memoriser_quality(run, 30, 0)[1]
+    import json
+
+    from diffmem.config import TrainConfig
+    from diffmem.monitor import make_monitor
+    from diffmem.train.loop import select_train_images
+
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    selected = select_train_images(cfg)
+    mon = make_monitor(cfg, n_samples=30, selected=selected, quality_features="pixels", quality_metric="kid")
+    noise = np.random.default_rng(0).integers(0, 256, (30, *selected[0].images.shape[1:]), dtype=np.uint8)
+    assert value < mon._quality(noise)["value"] / 2
+    assert bench.main([str(run), "--n", "30"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith(f"| run | {metric} ")
