@@ -111,6 +111,8 @@ def test_summary_rows_by_hand() -> None:
     md = markdown([base, slow, cand], [], tolerance=0.1)
     assert "| cand | 2 | 1.90 ± 0.10 | 0.600 ± 0.010 | 1.90 (400) | 0.600 | 0.300 ± 0.010 (FD 2.10, step 200) |" in md
     assert "| slow | 2 |" in md and "never reached" in md and "FD <= 2.31" in md
+    kid = markdown([base, slow, cand], [], tolerance=0.1, quality="KID")  # a frontier measured in KID says so
+    assert "(KID 2.10, step 200)" in kid and "quality (KID, lower is better)" in kid and "FD" not in kid
 
 
 def _tiny_args(out: Path, steps: str, weighting: str) -> list[str]:

@@ -155,15 +155,15 @@ def summary_rows(paths: Sequence[dict[str, Any]], tolerance: float = 0.1) -> tup
     return bound, rows
 
 
-def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float) -> list[str]:
+def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float, q: str = "FD") -> list[str]:
     bound, rows = summary_rows(paths, tolerance)
     if bound is None:
         return []
-    lines = [f"| variant | seeds | final FD | final copies | best FD (step) | copies there | fewest copies at FD <= "
+    lines = [f"| variant | seeds | final {q} | final copies | best {q} (step) | copies there | fewest copies at {q} <= "
              f"{bound:.2f} ({1 + tolerance:g} x the reference's final) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         f, b, m = r["final"], r["best"], r["least"]
-        least = (f"{_pm(m['copies'], m['copies_std'])} (FD {m['quality']:.2f}, step {m['step']})" if m
+        least = (f"{_pm(m['copies'], m['copies_std'])} ({q} {m['quality']:.2f}, step {m['step']})" if m
                  else "never reached")
         lines.append(f"| {r['variant']} | {r['seeds']} | {_pm(f['quality'], f['quality_std'], 2)} | "
                      f"{_pm(f['copies'], f['copies_std'])} | {b['quality']:.2f} ({b['step']}) | {b['copies']:.3f} | "
@@ -209,9 +209,9 @@ def qstar_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "",
-             tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = ()) -> str:
+             tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = (), quality: str = "FD") -> str:
     """The verdict by safe quality (with `runs`), the earlier path rule's verdict, then per subset a summary
-    per variant, the path table and the mechanism table."""
+    per variant, the path table and the mechanism table; `quality` names the quality metric (FD or KID)."""
     lines = [f"# {title or 'Frontier over training'}", ""]
     lines += qstar_lines(runs)
     if verdict_rows:
@@ -224,8 +224,8 @@ def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, A
             lines.append(f"  - vs {ctrl}: {r['verdict']}; {r['why']}")
     for subset in sorted({p["subset"] for p in paths}):
         lines += ["", f"## {subset} training images", ""]
-        lines += _summary_lines([p for p in paths if p["subset"] == subset], tolerance)
-        lines += ["| variant | step | epochs | seeds | quality (FD, lower is better) | copies | held-out |",
+        lines += _summary_lines([p for p in paths if p["subset"] == subset], tolerance, quality)
+        lines += [f"| variant | step | epochs | seeds | quality ({quality}, lower is better) | copies | held-out |",
                   "|---|---|---|---|---|---|---|"]
         for p in [p for p in paths if p["subset"] == subset]:
             for a in p["points"]:
@@ -236,17 +236,20 @@ def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, A
                       "Adam update RMS |", "|---|---|---|---|"]
         for p in [p for p in paths if p["subset"] == subset]:
             lines.append(f"| {p['variant']} | {_g(p['loss'])} | {_g(p['loss_std'])} | {_g(p['update_rms'])} |")
-    lines += ["", "Quality: Frechet distance of the samples to the held-out images (mean ± std over seeds). "
+    lines += ["", f"Quality: {QUALITY_WORDS.get(quality, quality)} of the samples to the held-out images (mean ± std over seeds). "
               "Copies: share of samples more similar to their nearest training image than 99% of held-out "
               "images are (mean ± std over seeds); held-out: the same share for held-out images."]
     return "\n".join(lines) + "\n"
+
+
+QUALITY_WORDS = {"FD": "Frechet distance", "KID": "the unbiased kernel distance (KID, in the quality features)"}
 
 
 def _g(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
-def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
+def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str = "FD") -> Path:
     """One panel per subset: each variant's mean path (quality on x, copies on y), seed std as error bars."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
@@ -275,7 +278,7 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path) -> Path:
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("quality: FD to held-out images (log scale; lower is better)")
+        ax.set_xlabel(f"quality: {quality} to held-out images (log scale; lower is better)")
         ax.set_ylabel("copies: share above held-out p99")
         ax.set_title(f"{subset} training images: paths over training (dashed: controls)", fontsize=9)
         ax.grid(alpha=0.3)
@@ -290,5 +293,6 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     paths = aggregate(data["runs"])
     rows = verdicts(paths, tolerance)
     md = out / "frontier.md"
-    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"]))
-    return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png")}
+    quality = str((data.get("config") or {}).get("quality_metric") or "fd").upper()  # "KID" or "FD"
+    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"], quality=quality))
+    return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png", quality)}
