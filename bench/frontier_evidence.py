@@ -5,7 +5,7 @@ Usage:
     python bench/frontier_evidence.py restore EVIDENCE_DIR FRONTIER_DIR
 
 `keep` copies, for every finished run (it has done.json), the small JSON files and the training log
-(config.json, subset.json, done.json, release.json, log.jsonl) and the frontier's frontier.json: a few
+(config.json, done.json, release.json, log.jsonl) and the frontier's frontier.json: a few
 kilobytes per run, no checkpoints and no samples. That is all `diffmem frontier ... --report-only` reads,
 and all a re-run needs to skip a finished run. `restore` copies them back into a frontier folder (which
 must not hold those runs yet), so that re-running the same `diffmem frontier` command on a new machine
@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-FILES = ("config.json", "subset.json", "done.json", "release.json", "log.jsonl")
+FILES = ("config.json", "done.json", "release.json", "log.jsonl")  # subset.json: the seed redraws it
 
 
 def keep(frontier: Path, evidence: Path) -> int:
