@@ -287,6 +287,40 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str
     return save_atomic(out, fig.savefig)
 
 
+def plot_qstar(runs: Sequence[dict[str, Any]], out: str | Path) -> Path | None:
+    """The q* verdicts as a picture: per candidate and control, each seed's relative change of q* (dots;
+    below 0: the candidate's safe quality is better) and the mean with its 90% interval (bar); None when
+    no run has a q*."""
+    from matplotlib.figure import Figure
+
+    from diffmem.sweep.safe_quality import qstar_verdicts
+
+    rows = [(v, name, r) for v in qstar_verdicts([r for r in runs if r.get("qstar")])
+            for name, r in sorted(v["against"].items(), key=lambda kv: kv[0] != v["best_control"])
+            if r.get("change") is not None]
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.2, 0.9 + 0.42 * len(rows)), dpi=110)
+    ax = fig.subplots()
+    for y, (v, name, r) in enumerate(rows):
+        best = name == v["best_control"]
+        ax.scatter(100 * np.expm1(r["log_ratios"]), np.full(len(r["log_ratios"]), y), s=9, color="0.55", zorder=2)
+        ax.errorbar(100 * r["change"], y, xerr=[[100 * (r["change"] - r["change_low"])],
+                                                [100 * (r["change_high"] - r["change"])]],
+                    fmt="D", ms=5, capsize=4, color="tab:red" if best else "tab:blue", zorder=3)
+        ax.annotate(r["verdict"], (100 * r["change_high"], y), xytext=(6, -3), textcoords="offset points",
+                    fontsize=7)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{v['candidate']}\nvs {name}{' (best control)' if name == v['best_control'] else ''}"
+                                     for v, name, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("q* of the candidate relative to the control, % (below 0: better safe quality)")
+    ax.set_title("safe quality, paired by seed: dots are seeds, bars the 90% interval of the mean", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return save_atomic(out, fig.savefig)
+
+
 def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) -> dict[str, Path]:
     """frontier.md (verdict, tables) and frontier.png from run_frontier's data."""
     out = Path(out)
@@ -295,4 +329,6 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     md = out / "frontier.md"
     quality = str((data.get("config") or {}).get("quality_metric") or "fd").upper()  # "KID" or "FD"
     write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"], quality=quality))
-    return {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png", quality)}
+    files = {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png", quality)}
+    qplot = plot_qstar(data["runs"], out / "qstar.png")
+    return {**files, "qstar_plot": qplot} if qplot is not None else files
