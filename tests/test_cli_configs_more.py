@@ -69,6 +69,29 @@ def test_frontier_config() -> None:
     assert [v.slug for v in fc.variants] == ["edm-lr1", "ambient-capped2-sn0.5"]
     assert fc.base.optim.steps == 40 and fc.base.optim.lr == 2e-4 and fc.base.log_every == 2
     assert fc.base.network.channels == (8, 16) and fc.base.data.resolution == 8
+    assert fc.base.data.resize is False
+
+
+def test_frontier_config_runs_each_sigma_n_and_resizes() -> None:
+    """--sigma-n 1,2.7 gives one candidate per (sigma_n, weighting), sigma_n-major; --resize reaches the data."""
+    fc = frontier_config_from_flags(sigma_n="1, 2.7", weightings="plain,capped", lr_factors="1,0.5", resolution=8,
+                                    resize=True)
+    assert [v.slug for v in fc.variants] == ["edm-lr1", "edm-lr0.5", "ambient-plain-sn1", "ambient-capped4-sn1",
+                                             "ambient-plain-sn2.7", "ambient-capped4-sn2.7"]
+    assert [v.label for v in fc.variants if v.role == "candidate"][2] == "Algorithm 1, plain, sigma_n 2.7"
+    assert fc.base.data.resize is True and fc.base.data.resolution == 8
+    assert frontier_config_from_flags(sigma_n="0.5").variants == default_variants(0.5)
+
+
+@pytest.mark.parametrize("flags, match", [
+    ({"sigma_n": "1,0"}, "--sigma-n needs positive noise levels"),
+    ({"sigma_n": "1,x"}, "--sigma-n"),
+    ({"sigma_n": "1,1"}, "two variants share a name"),
+    ({"resize": True}, "--resize needs a target size"),
+])
+def test_frontier_sigma_n_and_resize_bad_input(flags, match) -> None:
+    with pytest.raises(DiffmemError, match=match):
+        frontier_config_from_flags(**flags)
 
 
 @pytest.mark.parametrize("flags, match", [

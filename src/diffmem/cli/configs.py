@@ -193,7 +193,8 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
 
 def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                                subsets: str = joined(FRONTIER.subsets), seeds: str = joined(FRONTIER.seeds),
-                               sigma_n: float = CANDIDATE_SIGMA_N, weightings: str = joined(CANDIDATE_WEIGHTINGS),
+                               sigma_n: float | str = CANDIDATE_SIGMA_N,
+                               weightings: str = joined(CANDIDATE_WEIGHTINGS),
                                weight_cap: float = METHOD.weight_cap, lr_factors: str = joined(CONTROL_LR_FACTORS),
                                preset: str = NETWORK.preset, channels: str | None = None,
                                layers_per_block: int | None = None, attn_resolutions: str | None = None,
@@ -203,17 +204,24 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
                                quality_features: str = FRONTIER.quality_features,
                                quality_metric: str = FRONTIER.quality_metric,
                                patience: int = FRONTIER.patience,
-                               check_every: int = FRONTIER.check_every) -> FrontierConfig:
+                               check_every: int = FRONTIER.check_every, resize: bool = False) -> FrontierConfig:
     """The validated FrontierConfig of `diffmem frontier`'s flags (`diffmem.sweep.frontier.validate_frontier`):
-    controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 with each --weightings."""
+    controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 at each --sigma-n (one value
+    or a comma-separated list) with each --weightings."""
+    sigmas = (float(sigma_n),) if isinstance(sigma_n, (int, float)) else parse_float_list(sigma_n, "--sigma-n")
+    if not sigmas or any(not sn > 0 for sn in sigmas):
+        raise DiffmemError(f"--sigma-n needs positive noise levels, e.g. 1 or 1,2.7; got {sigma_n!r}")
     wts = tuple(w.strip() for w in weightings.split(",") if w.strip())
     for w in wts:
         if w not in WEIGHTINGS:
             raise DiffmemError(f"--weightings: {w!r} is not one of {', '.join(WEIGHTINGS)}")
     net = network_from_flags(preset, channels, layers_per_block, attn_resolutions)
-    base = TrainConfig(data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution)), network=net,
+    if resize and resolution is None:
+        raise DiffmemError("--resize needs a target size: pass --resolution with it")
+    base = TrainConfig(data=DataConfig(spec=data_spec, resolution=data_resolution(data_spec, resolution), resize=resize),
+                       network=net,
                        optim=OptimConfig(steps=steps, batch=batch, lr=lr), log_every=max(1, min(50, steps // 20)))
-    variants = default_variants(sigma_n, wts, parse_float_list(lr_factors, "--lr-factors") or (), weight_cap)
+    variants = default_variants(sigmas, wts, parse_float_list(lr_factors, "--lr-factors") or (), weight_cap)
     fc = FrontierConfig(base, variants, subsets=parse_int_list(subsets, "--subset") or (),
                         seeds=parse_int_list(seeds, "--seeds") or (), checkpoints=checkpoints, n_samples=n_samples,
                         sample_steps=sample_steps, quality_features=quality_features, quality_metric=quality_metric,

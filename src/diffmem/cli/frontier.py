@@ -14,11 +14,12 @@ from diffmem.utils.flags import check_jobs, device_name, joined
 @click.command()
 @click.option("--data", "data_spec", default=DATA.spec, show_default=True)
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
+@click.option("--resize", is_flag=True, help="Resize (center-crop + Lanczos) images to --resolution.")
 @click.option("--subset", "subsets", default=joined(FRONTIER.subsets), show_default=True,
               help="Training-set sizes, e.g. 100,300.")
 @click.option("--seeds", default=joined(FRONTIER.seeds), show_default=True)
-@click.option("--sigma-n", type=float, default=CANDIDATE_SIGMA_N, show_default=True,
-              help="Algorithm 1's sigma_n for the candidates.")
+@click.option("--sigma-n", default=f"{CANDIDATE_SIGMA_N:g}", show_default=True,
+              help="Algorithm 1's sigma_n for the candidates; a comma-separated list runs each, e.g. 1,2.7.")
 @click.option("--weightings", default=joined(CANDIDATE_WEIGHTINGS), show_default=True,
               help=f"Candidate weightings of Algorithm 1 (of {', '.join(WEIGHTINGS)}).")
 @click.option("--weight-cap", type=float, default=METHOD.weight_cap, show_default=True, help="The capped weighting's cap.")
@@ -47,7 +48,7 @@ from diffmem.utils.flags import check_jobs, device_name, joined
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-running resumes).")
-def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
+def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
              layers_per_block, attn_resolutions, steps, batch, lr, checkpoints, n_samples, sample_steps,
              quality_features, quality_metric, patience, check_every, jobs, device, report_only, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
@@ -60,7 +61,7 @@ def frontier(data_spec, resolution, subsets, seeds, sigma_n, weightings, weight_
         weightings=weightings, weight_cap=weight_cap, lr_factors=lr_factors, preset=preset, channels=channels,
         layers_per_block=layers_per_block, attn_resolutions=attn_resolutions, steps=steps, batch=batch, lr=lr,
         checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps, quality_features=quality_features,
-        quality_metric=quality_metric, patience=patience, check_every=check_every)
+        quality_metric=quality_metric, patience=patience, check_every=check_every, resize=resize)
     check_jobs(jobs)
     data = run_frontier(fc, out, device=device_name(device), jobs=jobs, echo=click.echo, report_only=report_only)
     data["files"] = write_report(data, out)

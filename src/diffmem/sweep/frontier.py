@@ -74,13 +74,16 @@ class Variant:
         return f"{self.method}-{w}-sn{self.sigma_n:g}{lr}"
 
 
-def default_variants(sigma_n: float = CANDIDATE_SIGMA_N, weightings: tuple[str, ...] = CANDIDATE_WEIGHTINGS,
+def default_variants(sigma_n: float | tuple[float, ...] = CANDIDATE_SIGMA_N,
+                     weightings: tuple[str, ...] = CANDIDATE_WEIGHTINGS,
                      lr_factors: tuple[float, ...] = CONTROL_LR_FACTORS,
                      weight_cap: float = DEFAULT_WEIGHT_CAP) -> tuple[Variant, ...]:
-    """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at `sigma_n` with each weighting."""
+    """Controls: the baseline at lr x each factor. Candidates: Algorithm 1 at each `sigma_n` (one value or
+    several) with each weighting, sigma_n-major."""
+    sigmas = (sigma_n,) if isinstance(sigma_n, (int, float)) else tuple(sigma_n)
     controls = [Variant(f"baseline, lr x{f:g}", Baseline.name, lr_factor=f) for f in lr_factors]
-    cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sigma_n:g}",
-                     Ambient.name, sigma_n, w, weight_cap, role="candidate") for w in weightings]
+    cands = [Variant(f"Algorithm 1, {make_weighting(w, weight_cap).label()}, sigma_n {sn:g}",
+                     Ambient.name, sn, w, weight_cap, role="candidate") for sn in sigmas for w in weightings]
     return (*controls, *cands)
 
 
