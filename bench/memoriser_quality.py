@@ -34,7 +34,7 @@ def memoriser_quality(run: Path, n: int, seed: int) -> tuple[str, float]:
                        quality_metric=settings.get("quality_metric", "kid"))
     pick = np.random.default_rng(seed).integers(0, len(train_idx), n)
     images = source.subset(train_idx).images[pick]
-    q = mon._quality(images)
+    q = mon.quality_of(images)
     return q["metric"], q["value"]
 
 

@@ -110,6 +110,6 @@ def test_memoriser_quality_scores_copies_of_the_training_images_with_the_runs_gu
     selected = select_train_images(cfg)
     mon = make_monitor(cfg, n_samples=30, selected=selected, quality_features="pixels", quality_metric="kid")
     noise = np.random.default_rng(0).integers(0, 256, (30, *selected[0].images.shape[1:]), dtype=np.uint8)
-    assert value < mon._quality(noise)["value"] / 2
+    assert value < mon.quality_of(noise)["value"] / 2
     assert bench.main([str(run), "--n", "30"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith(f"| run | {metric} ")

@@ -133,11 +133,11 @@ class CopyMonitor:
             rec["calibration"] = self.calibration.to_dict()
             rec["safety"] = safety_test(k, len(sims), self.calibration, self.level).to_dict()
         if self.quality is not None:
-            rec["quality"] = self._quality(images)
+            rec["quality"] = self.quality_of(images)
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         return rec
 
-    def _quality(self, images: np.ndarray) -> dict[str, Any]:
+    def quality_of(self, images: np.ndarray) -> dict[str, Any]:
         """FD or KID (unbiased; 100 subsets of up to 1000, seed 0) of `images` against the held-out images."""
         from diffmem.evaluate.features import fd_name
         from diffmem.evaluate.quality import feature_statistics, frechet_distance, kid
