@@ -193,7 +193,7 @@ def sweep_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | Non
 
 def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | None = DATA.resolution,
                                subsets: str = joined(FRONTIER.subsets), seeds: str = joined(FRONTIER.seeds),
-                               sigma_n: float | str = CANDIDATE_SIGMA_N,
+                               sigma_n: float | str = joined((CANDIDATE_SIGMA_N,)),
                                weightings: str = joined(CANDIDATE_WEIGHTINGS),
                                weight_cap: float = METHOD.weight_cap, lr_factors: str = joined(CONTROL_LR_FACTORS),
                                preset: str = NETWORK.preset, channels: str | None = None,

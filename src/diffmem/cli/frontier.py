@@ -18,7 +18,7 @@ from diffmem.utils.flags import check_jobs, device_name, joined
 @click.option("--subset", "subsets", default=joined(FRONTIER.subsets), show_default=True,
               help="Training-set sizes, e.g. 100,300.")
 @click.option("--seeds", default=joined(FRONTIER.seeds), show_default=True)
-@click.option("--sigma-n", default=f"{CANDIDATE_SIGMA_N:g}", show_default=True,
+@click.option("--sigma-n", default=joined((CANDIDATE_SIGMA_N,)), show_default=True,
               help="Algorithm 1's sigma_n for the candidates; a comma-separated list runs each, e.g. 1,2.7.")
 @click.option("--weightings", default=joined(CANDIDATE_WEIGHTINGS), show_default=True,
               help=f"Candidate weightings of Algorithm 1 (of {', '.join(WEIGHTINGS)}).")
