@@ -139,3 +139,33 @@ def test_kill_during_audit_leaves_previous_audit(folders, tmp_path, capsys) -> N
     assert _audit(folders, out, capsys, "--thresholds", "0.5")[0] == 0  # the same command then completes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]  # and clears what the kill left
     assert json.loads((out / "report.json").read_text())["thresholds"] == [0.5]
+
+
+def test_shift_catches_moved_copies_and_says_by_how_much(tmp_path, capsys) -> None:
+    """Copies moved by one pixel: most are missed in plain pixels, all found with --shift 1, each named with
+    its move; the held-out images are matched the same way, so unseen digits stay below the threshold."""
+    d = _digits()
+    train, held, new = d[:40], d[100:600], d[600:620]
+    padded = np.pad(train[:20], ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    moved = np.concatenate([padded[:10, 2:18, 1:17], padded[10:20, 1:17, 0:16]])  # content moved up 1; right 1
+    root = tmp_path / "in"
+    paths = {}
+    for name, arr in (("train", train), ("heldout", held), ("samples", np.concatenate([moved, new]))):
+        paths[name] = root / name
+        paths[name].mkdir(parents=True)
+        for i, im in enumerate(arr):
+            Image.fromarray(im[..., 0]).save(paths[name] / f"{name[0]}{i:03d}.png")
+    code, err = _audit(paths, tmp_path / "shift", capsys, "--shift", "1")
+    assert code == 0, err
+    rows = _rows(tmp_path / "shift")
+    assert [int(r["copy"]) for r in rows] == [1] * 20 + [0] * 20
+    assert all(rows[i]["nearest_train"] == f"t{i:03d}.png" for i in range(20))
+    with np.load(tmp_path / "shift" / "nearest.npz") as z:
+        assert z["nn_shift"][:10].tolist() == [[-1, 0]] * 10 and z["nn_shift"][10:20].tolist() == [[0, 1]] * 10
+    rep = json.loads((tmp_path / "shift" / "report.json").read_text())
+    assert rep["shift"] == 1 and rep["fraction_shifted"] >= 0.5
+    code, err = _audit(paths, tmp_path / "plain", capsys)
+    assert code == 0, err
+    assert sum(int(r["copy"]) for r in _rows(tmp_path / "plain")[:20]) <= 10  # moved copies mostly missed
+    code, err = _audit(paths, tmp_path / "bad", capsys, "--shift", "-1")
+    assert code == 2 and "--shift must be 0 to 4 pixels" in err and len(err.strip().splitlines()) == 1

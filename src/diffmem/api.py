@@ -85,14 +85,14 @@ class AuditResult:
 def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = "pixels", out: str | Path | None = None,
           *, run: str | Path | None = None, thresholds: Sequence[float] | None = None,
           calibrate: Sequence[float] = AUDIT.calibrate, ratio_k: int | None = AUDIT.ratio_k,
-          xflip: bool = AUDIT.xflip, max_heldout: int | None = AUDIT.max_heldout,
+          xflip: bool = AUDIT.xflip, shift: int = AUDIT.shift, max_heldout: int | None = AUDIT.max_heldout,
           resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
           image_size: int | None = AUDIT.image_size, device: str = "cpu", batch_size: int = AUDIT.batch,
           cache_dir: str | Path | None = None, backend: str = AUDIT.backend, n_pictures: int = AUDIT.n_pictures,
           progress: bool = False, world: Any = None) -> AuditResult:
     """How much do `samples` copy `train`? Give `train` (and ideally `heldout`: unseen real images of the same
     kind, which calibrate what "copy" means), or `run` (a training run: its subset and the rest of its data).
-    `xflip` also matches mirrored images. With `out`, writes report.json/.html/.md, nearest.csv and pictures.
+    `xflip` also matches mirrored images, `shift` training images moved by up to that many pixels. With `out`, writes report.json/.html/.md, nearest.csv and pictures.
     `thresholds` None: the feature space's own (`evaluate.options.fixed_thresholds`: 0.9 ... 0.99 for pixels, 0.85 ... 0.95 else).
     """
     from diffmem.evaluate.audit import audit_to
@@ -122,7 +122,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
                     thresholds=tuple(thresholds) if thresholds is not None else AUDIT.thresholds,
                     calibration_percentiles=tuple(calibrate), ratio_k=ratio_k, device=device,
                     batch_size=batch_size, cache_dir=cache_dir, backend=backend, max_heldout=max_heldout,
-                    xflip=xflip, progress=progress)
+                    xflip=xflip, shift=shift, progress=progress)
     return AuditResult(data.report, _nearest_rows(data), Path(out) if out is not None else None)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import (AUDIT_BACKENDS, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
+from diffmem.evaluate.options import (AUDIT_BACKENDS, MAX_SHIFT, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
                                      check_audit_inputs)
 from diffmem.utils.flags import device_name, joined, parse_floats
 
@@ -28,6 +28,7 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
                              ratio_k: int | None = AUDIT.ratio_k, max_heldout: int = AUDIT.max_heldout,
                              resolution: int | None = AUDIT.resolution, resize: bool = AUDIT.resize,
                              image_size: int | None = AUDIT.image_size, xflip: bool = AUDIT.xflip,
+                             shift: int = AUDIT.shift,
                              n_pictures: int = AUDIT.n_pictures, backend: str = AUDIT.backend,
                              batch: int = AUDIT.batch) -> AuditOptions:
     """The AuditOptions of `diffmem audit`'s flags; refuses exactly-one-of --run/--train broken, --heldout with
@@ -37,11 +38,13 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
                        max_heldout=max_heldout, flags=True, batch=batch, image_size=image_size)
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0) if thresholds is not None else None
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
+    if shift < 0 or shift > MAX_SHIFT:
+        raise DiffmemError(f"--shift must be 0 to {MAX_SHIFT} pixels, got {shift}")
     if backend not in AUDIT_BACKENDS:
         raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
     return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,
-                        max_heldout=max_heldout, xflip=xflip, resolution=resolution, resize=resize,
-                        image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)
+                        max_heldout=max_heldout, xflip=xflip, shift=shift, resolution=resolution,
+                        resize=resize, image_size=image_size, n_pictures=n_pictures, backend=backend, batch=batch)
 
 
 CHECKPOINT_SAMPLES = 1000  # samples drawn from a run's checkpoint by audit/fid --checkpoint
@@ -103,6 +106,9 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--image-size", type=int, default=None, help="Model input size for dinov2/clip/torchscript.")
 @click.option("--xflip", is_flag=True,
               help="Also match mirrored images: each image's similarity is the maximum over it and its mirror.")
+@click.option("--shift", type=int, default=AUDIT.shift, show_default=True,
+              help="Also match training images moved by up to this many pixels along each axis (the maximum "
+                   "over every position; held-out images too, so the calibration stays fair).")
 @click.option("--n-pictures", type=int, default=AUDIT.n_pictures, show_default=True,
               help="Pairs shown in neighbours.png.")
 @click.option("--backend", type=click.Choice(AUDIT_BACKENDS), default=AUDIT.backend, show_default=True,
@@ -117,7 +123,7 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
               help="Samples drawn with --checkpoint (seed 0).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
-          resolution, resize, image_size, xflip, n_pictures, backend, batch, device, cache_dir, no_cache, checkpoint,
+          resolution, resize, image_size, xflip, shift, n_pictures, backend, batch, device, cache_dir, no_cache, checkpoint,
           n_samples, quiet) -> None:
     """Compare samples with their nearest training images; write report.html/.md/.json, nearest.csv and pictures.
 
@@ -129,7 +135,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
     opts = audit_options_from_flags(
         run_dir=run_dir, train_spec=train_spec, heldout_spec=heldout_spec, features=features, thresholds=thresholds,
         calibrate=calibrate, ratio_k=ratio_k, max_heldout=max_heldout, resolution=resolution, resize=resize,
-        image_size=image_size, xflip=xflip, n_pictures=n_pictures, backend=backend, batch=batch)
+        image_size=image_size, xflip=xflip, shift=shift, n_pictures=n_pictures, backend=backend, batch=batch)
     check_out_dir(out, {"--samples": samples, "--train": train_spec, "--heldout": heldout_spec})
     check_sample_source(samples, run_dir, checkpoint, n_samples)
     from diffmem.utils.distributed import init_world
@@ -139,7 +145,7 @@ def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds,
         samples = checkpoint_samples(run_dir, checkpoint, n_samples, dev, progress=not quiet and world.main)
     result = api_audit(
         samples, train_spec, heldout_spec, opts.features, out, run=run_dir, thresholds=opts.fixed(),
-        calibrate=opts.calibrate, ratio_k=opts.ratio_k, xflip=opts.xflip, max_heldout=opts.max_heldout,
+        calibrate=opts.calibrate, ratio_k=opts.ratio_k, xflip=opts.xflip, shift=opts.shift, max_heldout=opts.max_heldout,
         resolution=opts.resolution, resize=opts.resize, image_size=opts.image_size, device=dev,
         batch_size=opts.batch, cache_dir=cache_option(cache_dir, no_cache), backend=opts.backend,
         n_pictures=opts.n_pictures, progress=not quiet, world=world,

@@ -3,7 +3,7 @@
 ```
 OUT/report.json      memorization_report (+ sources, xflip); see diffmem.evaluate.memorization
 OUT/nearest.csv      per sample: its file, the nearest training file, similarity, mirrored, copy (>= held-out p99)
-OUT/nearest.npz      per-sample nn_index, nn_similarity, nn_mirrored, ratio (+ heldout_* for held-out images)
+OUT/nearest.npz      per-sample nn_index, nn_similarity, nn_mirrored, nn_shift, ratio (+ heldout_* for held-out images)
 OUT/histogram.png    nearest-training similarity, samples and held-out images in one chart, threshold lines
 OUT/samples.png      the first samples, copies framed in red
 OUT/neighbours.png   the most similar samples beside their nearest training images, with file names
@@ -89,15 +89,41 @@ def _check_shapes(features: FeatureExtractor, samples: Any, train: Any, heldout:
                            f"training images {_shape(t_img)}; pixels features need one shape")
 
 
-def _unmirror(report: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int) -> None:
-    """After a search against [train, mirrored train]: indices into train, and which matches were mirrored."""
+def _variants(images: np.ndarray, xflip: bool, shift: int) -> list[tuple[np.ndarray, bool, tuple[int, int]]]:
+    """The training images as searched: each as it is, mirrored (`xflip`), and translated by up to `shift`
+    pixels along each axis (edges replicated), as (images, mirrored, (dy, dx)); the first is the images."""
+    bases = [(images, False)] + ([(np.ascontiguousarray(images[:, :, ::-1]), True)] if xflip else [])
+    out = []
+    for base, flip in bases:
+        out.append((base, flip, (0, 0)))
+    if shift > 0:
+        h, w = images.shape[1:3]
+        padded_bases = [(np.pad(b, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge"), f) for b, f in bases]
+        for padded, flip in padded_bases:
+            for dy in range(-shift, shift + 1):
+                for dx in range(-shift, shift + 1):
+                    if (dy, dx) != (0, 0):  # image content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
+                        crop = padded[:, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
+                        out.append((np.ascontiguousarray(crop), flip, (dy, dx)))
+    return out
+
+
+def _unvariant(report: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int,
+               variants: list[tuple[np.ndarray, bool, tuple[int, int]]]) -> None:
+    """After a search against every variant of the training images: indices into train, and which matches
+    were mirrored (`nn_mirrored`) or translated (`nn_shift`, (dy, dx) in pixels)."""
+    flips = np.array([v[1] for v in variants])
+    moves = np.array([v[2] for v in variants], dtype=np.int64)
     for prefix in ("", "heldout_"):
         if f"{prefix}nn_index" in arrays:
             idx = arrays[f"{prefix}nn_index"]
-            arrays[f"{prefix}nn_mirrored"] = idx >= n_train
+            which = idx // n_train
+            arrays[f"{prefix}nn_mirrored"] = flips[which]
+            arrays[f"{prefix}nn_shift"] = moves[which]
             arrays[f"{prefix}nn_index"] = idx % n_train
     report["n_train"] = n_train
     report["fraction_mirrored"] = float(arrays["nn_mirrored"].mean())
+    report["fraction_shifted"] = float(np.any(arrays["nn_shift"] != 0, axis=1).mean())
 
 
 def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str | FeatureExtractor, *,
@@ -105,9 +131,11 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
                   calibration_percentiles: tuple[float, ...] = CALIBRATION_PERCENTILES, ratio_k: int | None = None,
                   device: str = "cpu", batch_size: int = 256, cache_dir: str | Path | None = None,
                   backend: str = "torch", max_heldout: int | None = None, seed: int = 0, xflip: bool = False,
-                  progress: bool = False, world: World | None = None) -> AuditData:
+                  shift: int = 0, progress: bool = False, world: World | None = None) -> AuditData:
     """Embed, search and summarize (no files). `xflip`: each image is also matched against mirrored training
     images, and its similarity is the maximum over the two (held-out images too, so calibration is fair).
+    `shift`: likewise against the training images translated by up to `shift` pixels along each axis (the
+    maximum over (2 shift + 1)^2 positions), so a copy moved by a pixel or two is still found.
     `ratio_k` None: 50, or a tenth of the training images when there are fewer than 500."""
     world = world or World()
     s_img, t_img = images_of(samples), images_of(train)
@@ -119,12 +147,14 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
         heldout = _subsample(heldout, max_heldout, seed)
     _check_shapes(features, samples, train, heldout)
     kw = {"batch_size": batch_size, "progress": progress and world.main, "world": world}
+    if shift < 0:
+        raise DiffmemError(f"shift must be 0 or more pixels, got {shift}")
     train_f = embed_dataset(features, train, cache_dir, **kw)
-    if xflip:
+    variants = _variants(t_img, xflip, shift)
+    if len(variants) > 1:
         import torch
 
-        mirrored = np.ascontiguousarray(t_img[:, :, ::-1])
-        train_f = torch.cat([train_f, embed_dataset(features, mirrored, cache_dir, **kw)])
+        train_f = torch.cat([train_f, *(embed_dataset(features, v, cache_dir, **kw) for v, _, _ in variants[1:])])
     held_f = embed_dataset(features, heldout, cache_dir, **kw) if heldout is not None else None
     sample_f = embed_dataset(features, samples, None, **kw)
     report, arrays = memorization_analysis(
@@ -133,8 +163,9 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
         world=world,
     )
     report["xflip"] = bool(xflip)
-    if xflip:
-        _unmirror(report, arrays, len(t_img))
+    report["shift"] = int(shift)
+    if len(variants) > 1:
+        _unvariant(report, arrays, len(t_img), variants)
     report["sources"] = {
         "samples": _source(samples, "array"),
         "train": _source(train, "array"),
@@ -169,7 +200,7 @@ def write_audit(folder: str | Path, data: AuditData, *, n_pictures: int = 16,
     neighbours_picture(
         out / NEIGHBOURS, data.sample_images, data.train_images, arrays["nn_similarity"], arrays["nn_index"],
         n=n_pictures, sample_names=data.sample_names, train_names=data.train_names,
-        mirrored=arrays.get("nn_mirrored"), copy_threshold=thr,
+        mirrored=arrays.get("nn_mirrored"), copy_threshold=thr, shifts=arrays.get("nn_shift"),
     )
     if report is not None:
         report(out, data)
@@ -199,7 +230,7 @@ def run_audit(samples: Any, train: Any, heldout: Any | None, features: str | Fea
 
     `features`: an extractor or its name (see `get_extractor`; `digits-net` takes the training images'
     resolution). Keyword arguments as `compute_audit` (thresholds, calibration_percentiles, ratio_k, device,
-    batch_size, cache_dir, backend, max_heldout, seed, xflip, progress, world) and `audit_to` (n_pictures,
+    batch_size, cache_dir, backend, max_heldout, seed, xflip, shift, progress, world) and `audit_to` (n_pictures,
     report: the writer of report.html/.md). With `out_dir`, the output set is written there whole. `world` (torchrun): every rank embeds and
     searches a contiguous share; only rank 0 writes.
     """

@@ -14,7 +14,7 @@ from typing import Any
 from diffmem.config import json_ready
 from diffmem.errors import DiffmemError
 
-__all__ = ["EvalOptions", "AuditOptions", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
+__all__ = ["EvalOptions", "AuditOptions", "MAX_SHIFT", "PIXEL_THRESHOLDS", "DEFAULT_THRESHOLDS", "CALIBRATION_PERCENTILES",
            "fixed_thresholds",
            "AUDIT_BACKENDS", "check_audit_inputs", "KID_SUBSETS", "KID_SUBSET_SIZE", "PR_K", "TraceOptions"]
 
@@ -36,6 +36,9 @@ def fixed_thresholds(features: str | None) -> tuple[float, ...]:
     if str(features or "").split(":", 1)[0].split("@", 1)[0] == "pixels":
         return PIXEL_THRESHOLDS
     return DEFAULT_THRESHOLDS
+
+
+MAX_SHIFT = 4  # --shift's largest value: (2 * 4 + 1)^2 = 81 positions per training image
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class AuditOptions:
     ratio_k: int | None = None
     max_heldout: int | None = 10000
     xflip: bool = False
+    shift: int = 0  # also match training images moved by up to this many pixels
     resolution: int | None = None
     resize: bool = False
     image_size: int | None = None

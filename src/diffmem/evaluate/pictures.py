@@ -133,9 +133,10 @@ def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images
                        nn_similarity: np.ndarray, nn_index: np.ndarray, n: int = 16, pairs_per_row: int = 2,
                        title: str = "", *, sample_names: list[str] | None = None,
                        train_names: list[str] | None = None, mirrored: np.ndarray | None = None,
-                       copy_threshold: float | None = None) -> Path:
+                       copy_threshold: float | None = None, shifts: np.ndarray | None = None) -> Path:
     """The `n` most similar samples, each left of its nearest training image; below: similarity (red when a
-    copy), the sample's and the training image's file names, and "mirrored" for matches of a mirror image.
+    copy), the sample's and the training image's file names, "mirrored" for matches of a mirror image and
+    "moved dy,dx" for matches of a translated one (`shifts`, pixels).
 
     Two pairs per row and labels of at least 14 px: for images up to 87 px the picture is 382 px wide, so a
     phone (412 px) shows it unscaled; larger tiles get larger labels, as a phone shrinks them more.
@@ -163,7 +164,9 @@ def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images
         canvas.paste(_tile(train_images[j], size), (x + size + 2, y))
         copy = copy_threshold is not None and sim >= copy_threshold
         flip = mirrored is not None and bool(mirrored[i])
-        head = f"{sim:.3f}" + ("  copy" if copy else "") + ("  mirrored" if flip else "")
+        move = tuple(int(v) for v in shifts[i]) if shifts is not None else (0, 0)
+        head = (f"{sim:.3f}" + ("  copy" if copy else "") + ("  mirrored" if flip else "")
+                + (f"  moved {move[0]},{move[1]}" if move != (0, 0) else ""))
         draw.text((x, y + size + 3), head, fill=COPY_COLOUR if copy else _INK, font=font)
         s_name = sample_names[i] if sample_names else f"#{i}"
         t_name = train_names[j] if train_names else f"#{j}"
