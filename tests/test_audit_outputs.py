@@ -169,3 +169,12 @@ def test_shift_catches_moved_copies_and_says_by_how_much(tmp_path, capsys) -> No
     assert sum(int(r["copy"]) for r in _rows(tmp_path / "plain")[:20]) <= 10  # moved copies mostly missed
     code, err = _audit(paths, tmp_path / "bad", capsys, "--shift", "-1")
     assert code == 2 and "--shift must be 0 to 4 pixels" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("shift", [-1, 5, 1.5, True])
+def test_the_api_refuses_a_bad_shift_before_loading(shift, tmp_path) -> None:
+    import diffmem
+    from diffmem.errors import DiffmemError
+
+    with pytest.raises(DiffmemError, match=r"shift \(--shift\) must be 0 to 4 pixels"):
+        diffmem.audit(str(tmp_path / "missing"), train=str(tmp_path / "also-missing"), shift=shift)

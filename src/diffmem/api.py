@@ -92,7 +92,8 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
           progress: bool = False, world: Any = None) -> AuditResult:
     """How much do `samples` copy `train`? Give `train` (and ideally `heldout`: unseen real images of the same
     kind, which calibrate what "copy" means), or `run` (a training run: its subset and the rest of its data).
-    `xflip` also matches mirrored images, `shift` training images moved by up to that many pixels. With `out`, writes report.json/.html/.md, nearest.csv and pictures.
+    `xflip` also matches mirrored images, `shift` training images moved by up to that many pixels.
+    With `out`, writes report.json/.html/.md, nearest.csv and pictures.
     `thresholds` None: the feature space's own (`evaluate.options.fixed_thresholds`: 0.9 ... 0.99 for pixels, 0.85 ... 0.95 else).
     """
     from diffmem.evaluate.audit import audit_to
@@ -100,7 +101,7 @@ def audit(samples: Any, train: Any = None, heldout: Any = None, features: str = 
     from diffmem.report.audit import write_audit_report
 
     check_audit_inputs(run=run, train=train, heldout=heldout, ratio_k=ratio_k, n_pictures=n_pictures,
-                       max_heldout=max_heldout, flags=False)
+                       max_heldout=max_heldout, flags=False, shift=shift)
     if out is not None and (world is None or world.main):
         from diffmem.evaluate.audit_files import check_out_dir
 

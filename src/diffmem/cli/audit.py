@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from diffmem.errors import DiffmemError
-from diffmem.evaluate.options import (AUDIT_BACKENDS, MAX_SHIFT, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
+from diffmem.evaluate.options import (AUDIT_BACKENDS, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
                                      check_audit_inputs)
 from diffmem.utils.flags import device_name, joined, parse_floats
 
@@ -35,11 +35,9 @@ def audit_options_from_flags(*, run_dir: str | None = None, train_spec: str | No
     --run, thresholds outside [-1, 1], percentiles outside [0, 100], and counts below 1. `thresholds` None: the
     feature space's own (`diffmem.evaluate.options.fixed_thresholds`)."""
     check_audit_inputs(run=run_dir, train=train_spec, heldout=heldout_spec, ratio_k=ratio_k, n_pictures=n_pictures,
-                       max_heldout=max_heldout, flags=True, batch=batch, image_size=image_size)
+                       max_heldout=max_heldout, flags=True, batch=batch, image_size=image_size, shift=shift)
     fixed = parse_floats(thresholds, "--thresholds", -1.0, 1.0) if thresholds is not None else None
     percentiles = parse_floats(calibrate, "--calibrate", 0.0, 100.0)
-    if shift < 0 or shift > MAX_SHIFT:
-        raise DiffmemError(f"--shift must be 0 to {MAX_SHIFT} pixels, got {shift}")
     if backend not in AUDIT_BACKENDS:
         raise DiffmemError(f"--backend must be one of {', '.join(AUDIT_BACKENDS)}, got {backend!r}")
     return AuditOptions(features=features, thresholds=fixed, calibrate=percentiles, ratio_k=ratio_k,

@@ -93,18 +93,14 @@ def _variants(images: np.ndarray, xflip: bool, shift: int) -> list[tuple[np.ndar
     """The training images as searched: each as it is, mirrored (`xflip`), and translated by up to `shift`
     pixels along each axis (edges replicated), as (images, mirrored, (dy, dx)); the first is the images."""
     bases = [(images, False)] + ([(np.ascontiguousarray(images[:, :, ::-1]), True)] if xflip else [])
-    out = []
-    for base, flip in bases:
-        out.append((base, flip, (0, 0)))
-    if shift > 0:
-        h, w = images.shape[1:3]
-        padded_bases = [(np.pad(b, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge"), f) for b, f in bases]
-        for padded, flip in padded_bases:
-            for dy in range(-shift, shift + 1):
-                for dx in range(-shift, shift + 1):
-                    if (dy, dx) != (0, 0):  # image content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
-                        crop = padded[:, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
-                        out.append((np.ascontiguousarray(crop), flip, (dy, dx)))
+    out = [(base, flip, (0, 0)) for base, flip in bases]
+    h, w = images.shape[1:3]
+    moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1) if (dy, dx) != (0, 0)]
+    for base, flip in bases if moves else ():
+        padded = np.pad(base, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+        for dy, dx in moves:  # content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
+            crop = padded[:, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
+            out.append((np.ascontiguousarray(crop), flip, (dy, dx)))
     return out
 
 
@@ -147,8 +143,6 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
         heldout = _subsample(heldout, max_heldout, seed)
     _check_shapes(features, samples, train, heldout)
     kw = {"batch_size": batch_size, "progress": progress and world.main, "world": world}
-    if shift < 0:
-        raise DiffmemError(f"shift must be 0 or more pixels, got {shift}")
     train_f = embed_dataset(features, train, cache_dir, **kw)
     variants = _variants(t_img, xflip, shift)
     if len(variants) > 1:

@@ -124,19 +124,20 @@ class TraceOptions:
 # The names of the audit's inputs as the command line and the Python API (diffmem.audit) spell them.
 _FLAG_NAMES = {"run": "--run DIR", "train": "--train SPEC", "heldout": "--heldout", "ratio_k": "--ratio-k",
                "n_pictures": "--n-pictures", "max_heldout": "--max-heldout", "batch": "--batch",
-               "image_size": "--image-size"}
+               "image_size": "--image-size", "shift": "--shift"}
 _API_NAMES = {"run": "run (a training run directory)", "train": "train (training images)", "heldout": "heldout",
               "ratio_k": "ratio_k (--ratio-k)", "n_pictures": "n_pictures (--n-pictures)",
               "max_heldout": "max_heldout (--max-heldout)", "batch": "batch_size (--batch)",
-              "image_size": "image_size (--image-size)"}
+              "image_size": "image_size (--image-size)", "shift": "shift (--shift)"}
 
 
 def check_audit_inputs(*, run: Any, train: Any, heldout: Any, ratio_k: int | None, n_pictures: int,
                        max_heldout: int | None, flags: bool, batch: int | None = None,
-                       image_size: int | None = None) -> None:
+                       image_size: int | None = None, shift: int = 0) -> None:
     """The audit's rules on its inputs, written once for `diffmem audit` (`flags=True`: messages name the
     flags) and `diffmem.audit` (the keyword arguments): exactly one of run or train; heldout only with train;
-    ratio_k, n_pictures and max_heldout at least 1; batch and image_size (when given) positive."""
+    ratio_k, n_pictures and max_heldout at least 1; batch and image_size (when given) positive; shift 0 to
+    MAX_SHIFT pixels."""
     n = _FLAG_NAMES if flags else _API_NAMES
     if (run is None) == (train is None):
         first, second = (n["run"], n["train"]) if flags else (n["train"], n["run"])
@@ -149,3 +150,5 @@ def check_audit_inputs(*, run: Any, train: Any, heldout: Any, ratio_k: int | Non
     for key, value in (("batch", batch), ("image_size", image_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise DiffmemError(f"{n[key]} must be a positive integer, got {value!r}")
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= MAX_SHIFT:
+        raise DiffmemError(f"{n['shift']} must be 0 to {MAX_SHIFT} pixels, got {shift!r}")
