@@ -3,6 +3,7 @@
 Usage:
     python bench/frontier_evidence.py keep FRONTIER_DIR EVIDENCE_DIR
     python bench/frontier_evidence.py restore EVIDENCE_DIR FRONTIER_DIR
+    python bench/frontier_evidence.py merge OUT_DIR FRONTIER_JSON [FRONTIER_JSON ...]
 
 `keep` copies, for every finished run (it has done.json), the small JSON files and the training log
 (config.json, done.json, release.json, log.jsonl) and the frontier's frontier.json: a few
@@ -10,11 +11,19 @@ kilobytes per run, no checkpoints and no samples. That is all `diffmem frontier 
 and all a re-run needs to skip a finished run. `restore` copies them back into a frontier folder (which
 must not hold those runs yet), so that re-running the same `diffmem frontier` command on a new machine
 trains only the runs that are missing. Unfinished runs are not kept: they restart from step 0 there.
+
+`merge` joins the frontier.json of one pre-registered frontier whose seeds were trained as separate
+commands (other sessions, other machines: `--seeds 0,1` here, `--seeds 2,3,4` there) and writes the
+report of all of them, as `--report-only` would on one folder. It refuses frontiers whose configuration
+differs in anything but the seeds, and a run that appears twice. A run's training depends only on the
+configuration and its own seed, so the split changes no run. Given one frontier.json, it rebuilds that
+frontier's report from the JSON alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -49,12 +58,55 @@ def restore(evidence: Path, frontier: Path) -> int:
     return len(runs)
 
 
+def merge(out: Path, sources: list[Path]) -> dict:
+    """One frontier's data from several frontier.json that differ only in their seeds; writes
+    OUT/frontier.json and the report (diffmem.report.frontier.write_report). Returns the merged data."""
+    from diffmem.utils.atomic import write_json_atomic
+    from diffmem.report.frontier import write_report
+
+    parts = [json.loads(Path(s).read_text()) for s in sources]
+    for s, d in zip(sources, parts):
+        if not d.get("runs"):
+            sys.exit(f"{s} holds no finished runs; run its frontier with --report-only first")
+    same = [{k: v for k, v in d["config"].items() if k != "seeds"} for d in parts]
+    for s, c in zip(sources[1:], same[1:]):
+        if c != same[0]:
+            diff = sorted(k for k in set(c) | set(same[0]) if c.get(k) != same[0].get(k))
+            sys.exit(f"{s} is another frontier than {sources[0]} (its {', '.join(diff)} differ); "
+                     "merge only the seeds of one command")
+    runs = [r for d in parts for r in d["runs"]]
+    names = [r["name"] for r in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        sys.exit(f"run {twice[0]} is in more than one of {', '.join(map(str, sources))}; merge each run once")
+    seeds = sorted({int(x) for d in parts for x in d["config"]["seeds"]})
+    order = {r["name"]: (r["subset"], r["seed"], i) for i, r in enumerate(runs)}
+    runs.sort(key=lambda r: order[r["name"]])  # subset, then seed, as one frontier command orders them
+    data = {"config": {**parts[0]["config"], "seeds": seeds}, "seconds": sum(d.get("seconds") or 0 for d in parts),
+            "merged_from": [str(s) for s in sources], "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "frontier.json", data)
+    write_report(data, out)
+    return data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("keep", "restore"))
-    ap.add_argument("source", type=Path)
-    ap.add_argument("dest", type=Path)
+    ap.add_argument("action", choices=("keep", "restore", "merge"))
+    ap.add_argument("source", type=Path, help="keep: FRONTIER_DIR; restore: EVIDENCE_DIR; merge: OUT_DIR")
+    ap.add_argument("dest", type=Path, nargs="+", help="keep: EVIDENCE_DIR; restore: FRONTIER_DIR; "
+                    "merge: the frontier.json files")
     a = ap.parse_args()
+    if a.action == "merge":
+        missing = [str(p) for p in a.dest if not p.is_file()]
+        if missing:
+            sys.exit(f"{missing[0]} is not a file; pass each part's frontier.json")
+        data = merge(a.source, a.dest)
+        print(f"merge: {len(data['runs'])} runs, seeds {data['config']['seeds']} -> {a.source}/frontier.md")
+        return
+    if len(a.dest) != 1:
+        sys.exit(f"{a.action} takes one destination folder")
+    a.dest = a.dest[0]
     if not a.source.is_dir():
         sys.exit(f"{a.source} is not a folder; pass the frontier's --out (keep) or the evidence folder (restore)")
     n = keep(a.source, a.dest) if a.action == "keep" else restore(a.source, a.dest)

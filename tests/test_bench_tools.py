@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -12,7 +13,8 @@ import torch
 
 from conftest import tiny_config, write_npz
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
 
 
 def _bench(name: str) -> ModuleType:
@@ -113,3 +115,50 @@ def test_memoriser_quality_scores_copies_of_the_training_images_with_the_runs_gu
     assert value < mon.quality_of(noise)["value"] / 2
     assert bench.main([str(run), "--n", "30"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith(f"| run | {metric} ")
+
+
+def test_frontier_evidence_merge_of_a_frontier_split_by_seed_reports_as_the_whole(tmp_path: Path) -> None:
+    """A kept frontier split into one part per seed and merged back gives the same runs, in the same order,
+    and the same report as the whole; parts of another frontier, or a run given twice, are refused."""
+    from diffmem.report.frontier import write_report
+
+    bench = _bench("frontier_evidence")
+    whole = json.loads((REPO / "docs" / "evidence" / "cifar16" / "frontier.json").read_text())
+    seeds = sorted({r["seed"] for r in whole["runs"]})
+    assert len(seeds) >= 2
+    parts = []
+    for s in reversed(seeds):  # given out of order: the merge puts them back
+        part = {"config": {**whole["config"], "seeds": [s]}, "seconds": 1.0,
+                "runs": [r for r in whole["runs"] if r["seed"] == s]}
+        parts.append(tmp_path / f"seed{s}.json")
+        parts[-1].write_text(json.dumps(part))
+    merged = bench.merge(tmp_path / "merged", parts)
+    assert [r["name"] for r in merged["runs"]] == [r["name"] for r in whole["runs"]]
+    assert merged["config"] == {**whole["config"], "seeds": seeds} and merged["seconds"] == len(seeds)
+    write_report(whole, tmp_path / "whole")
+    assert (tmp_path / "merged" / "frontier.md").read_text() == (tmp_path / "whole" / "frontier.md").read_text()
+    assert json.loads((tmp_path / "merged" / "frontier.json").read_text())["runs"] == merged["runs"]
+
+    other = json.loads(parts[0].read_text())
+    other["config"]["n_samples"] = 7
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="n_samples differ"):
+        bench.merge(tmp_path / "bad", [parts[1], tmp_path / "other.json"])
+    with pytest.raises(SystemExit, match="is in more than one"):
+        bench.merge(tmp_path / "bad", [parts[0], parts[0]])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_kept_evidence_runs_are_not_ignored_by_git() -> None:
+    """bench/frontier_evidence.py keeps runs under docs/evidence/<name>/runs/: git must track them (a `runs/`
+    ignore pattern once matched there too, and the kept runs of two frontiers never reached the repository)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    kept = "docs/evidence/any/runs/n300-edm-lr1-seed0/log.jsonl"
+    r = subprocess.run(["git", "check-ignore", "-q", kept], cwd=REPO, capture_output=True)
+    assert r.returncode == 1, f"git ignores {kept}"
+    r = subprocess.run(["git", "check-ignore", "-q", "runs/cifar16/frontier.json"], cwd=REPO, capture_output=True)
+    assert r.returncode == 0, "the working runs/ folder should stay ignored"
