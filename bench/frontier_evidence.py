@@ -102,7 +102,8 @@ def main() -> None:
         if missing:
             sys.exit(f"{missing[0]} is not a file; pass each part's frontier.json")
         data = merge(a.source, a.dest)
-        print(f"merge: {len(data['runs'])} runs, seeds {data['config']['seeds']} -> {a.source}/frontier.md")
+        seeds = sorted({r['seed'] for r in data['runs']})
+        print(f"merge: {len(data['runs'])} finished runs of seeds {seeds} -> {a.source}/frontier.md")
         return
     if len(a.dest) != 1:
         sys.exit(f"{a.action} takes one destination folder")

@@ -171,16 +171,23 @@ def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float, q: str = "
     return lines + [""]
 
 
-def qstar_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """The verdict by safe quality (docs/method.md, "Deciding between methods by safe quality"): per
-    candidate, the paired comparison of q* with the best control, then q* per variant and seed."""
+def _qstar_verdicts(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """diffmem.sweep.safe_quality.qstar_verdicts over the runs that have a q*."""
     from diffmem.sweep.safe_quality import qstar_verdicts
 
+    rows = [r for r in runs if r.get("qstar")]
+    return qstar_verdicts(rows) if rows else []
+
+
+def qstar_lines(runs: Sequence[dict[str, Any]], verdicts_: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """The verdict by safe quality (docs/method.md, "Deciding between methods by safe quality"): per
+    candidate, the paired comparison of q* with the best control, then q* per variant and seed.
+    `verdicts_`: `_qstar_verdicts(runs)` when the caller has it already."""
     rows = [r for r in runs if r.get("qstar")]
     if not rows:
         return []
     lines = ["## Verdict by safe quality (q*: the best quality of a safe check; lower is better)", ""]
-    for v in qstar_verdicts(rows):
+    for v in _qstar_verdicts(runs) if verdicts_ is None else verdicts_:
         c = v["verdict"]
         if c.get("change") is None:
             lines.append(f"- **{v['subset']} images, {v['candidate']}: {c['verdict']}** against "
@@ -209,11 +216,12 @@ def qstar_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "",
-             tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = (), quality: str = "FD") -> str:
+             tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = (), quality: str = "FD",
+             qstar_verdicts_: Sequence[dict[str, Any]] | None = None) -> str:
     """The verdict by safe quality (with `runs`), the earlier path rule's verdict, then per subset a summary
     per variant, the path table and the mechanism table; `quality` names the quality metric (FD or KID)."""
     lines = [f"# {title or 'Frontier over training'}", ""]
-    lines += qstar_lines(runs)
+    lines += qstar_lines(runs, qstar_verdicts_)
     if verdict_rows:
         lines += ["## The earlier rule: excess copies at equal quality (reported for comparison)", ""]
     for v in verdict_rows:
@@ -250,7 +258,8 @@ def _g(v: float | None) -> str:
 
 
 def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str = "FD") -> Path:
-    """One panel per subset: each variant's mean path (quality on x, copies on y), seed std as error bars."""
+    """One panel per subset: each variant's mean path (quality on x, copies on y), seed std as error bars;
+    hollow markers where only some of its seeds reached that checkpoint."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -268,6 +277,12 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str
             ax.errorbar([a["quality"] for a in pts], [a["copies"] for a in pts],
                         xerr=[a["quality_std"] for a in pts], yerr=[a["copies_std"] for a in pts],
                         fmt="--o" if ctrl else "-o", ms=3, lw=1.2, capsize=2, color=color, label=p["variant"])
+            # once the guard has stopped some seeds, the mean is over the seeds still training: hollow
+            # markers say so, since such a mean can jump back and forth (its survivors differ)
+            few = [a for a in pts if a["seeds"] < len(p["seeds"])]
+            if few:
+                ax.plot([a["quality"] for a in few], [a["copies"] for a in few], "o", ms=5, mfc="white",
+                        color=color, zorder=3)
             ax.annotate("end", (pts[-1]["quality"], pts[-1]["copies"]), fontsize=6, color=color,
                         xytext=(3, 3), textcoords="offset points")
             ci += 1
@@ -280,22 +295,22 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"quality: {quality} to held-out images (log scale; lower is better)")
         ax.set_ylabel("copies: share above held-out p99")
-        ax.set_title(f"{subset} training images: paths over training (dashed: controls)", fontsize=9)
+        ax.set_title(f"{subset} training images: paths over training (dashed: controls)\nhollow: the "
+                     "mean of only the seeds not yet stopped", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
     return save_atomic(out, fig.savefig)
 
 
-def plot_qstar(runs: Sequence[dict[str, Any]], out: str | Path) -> Path | None:
+def plot_qstar(runs: Sequence[dict[str, Any]], out: str | Path,
+               verdicts_: Sequence[dict[str, Any]] | None = None) -> Path | None:
     """The q* verdicts as a picture: per candidate and control, each seed's relative change of q* (dots;
     below 0: the candidate's safe quality is better) and the mean with its 90% interval (bar); None when
-    no run has a q*."""
+    no run has a q*. `verdicts_`: `_qstar_verdicts(runs)` when the caller has it already."""
     from matplotlib.figure import Figure
 
-    from diffmem.sweep.safe_quality import qstar_verdicts
-
-    rows = [(v, name, r) for v in qstar_verdicts([r for r in runs if r.get("qstar")])
+    rows = [(v, name, r) for v in (_qstar_verdicts(runs) if verdicts_ is None else verdicts_)
             for name, r in sorted(v["against"].items(), key=lambda kv: kv[0] != v["best_control"])
             if r.get("change") is not None]
     if not rows:
@@ -328,7 +343,9 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     rows = verdicts(paths, tolerance)
     md = out / "frontier.md"
     quality = str((data.get("config") or {}).get("quality_metric") or "fd").upper()  # "KID" or "FD"
-    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"], quality=quality))
+    qv = _qstar_verdicts(data["runs"])
+    write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"], quality=quality,
+                                   qstar_verdicts_=qv))
     files = {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png", quality)}
-    qplot = plot_qstar(data["runs"], out / "qstar.png")
+    qplot = plot_qstar(data["runs"], out / "qstar.png", qv)
     return {**files, "qstar_plot": qplot} if qplot is not None else files
