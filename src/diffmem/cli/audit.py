@@ -9,6 +9,7 @@ import click
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import (AUDIT_BACKENDS, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
                                      check_audit_inputs)
+from diffmem.evaluate.report_fields import ratio_tests_of
 from diffmem.utils.flags import device_name, joined, parse_floats
 
 __all__ = ["audit", "audit_options_from_flags", "cache_option", "FEATURES_HELP", "AUDIT"]
@@ -168,19 +169,9 @@ def _summary(report: dict, out: str) -> None:
         cal = report["calibrated_thresholds"]
         frac = report["fraction_above_calibrated"]
         click.echo("  calibrated: " + "  ".join(f"{k} = {cal[k]:.4f} -> samples above: {frac[k]:.3f}" for k in cal))
-    for name, rt in _ratio_tests(report).items():
+    for name, rt in ratio_tests_of(report).items():
         click.echo(f"  ratio test {name}: fraction flagged {rt['fraction_below']:.3f}")
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {out}/report.html (open it), report.md, report.json, nearest.csv, nearest.npz, histogram.png, "
                "samples.png, neighbours.png")
-
-
-def _ratio_tests(report: dict) -> dict[str, dict]:
-    """The ratio test(s) of a report, by name; read defensively (one test, or several named definitions)."""
-    rt = report.get("ratio_test") or report.get("ratio_tests")
-    if not isinstance(rt, dict):
-        return {}
-    if "fraction_below" in rt:
-        return {f"(k={rt.get('k')})": rt}
-    return {str(k): v for k, v in rt.items() if isinstance(v, dict) and "fraction_below" in v}

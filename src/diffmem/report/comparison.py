@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.report_fields import ratio_tests_of
 
 __all__ = ["audit_row", "heldout_row", "write_report"]
 
@@ -27,12 +28,8 @@ def audit_row(method: str, audit: dict[str, Any], quality: dict[str, Any] | None
     row.update({f"> {k}": v for k, v in audit["fraction_above"].items()})
     for key, value in (audit.get("fraction_above_calibrated") or {}).items():
         row[f"> {key.replace('heldout_', 'held-out ')}"] = value
-    for name, rt in (audit.get("ratio_tests") or {}).items():  # each definition under its own name
-        if rt is None:
-            continue
+    for name, rt in ratio_tests_of(audit).items():  # each definition under its own name
         row[f"ratio {name} < {rt.get('threshold', 1 / 3):.3g}"] = rt["fraction_below"]
-    if not audit.get("ratio_tests") and audit.get("ratio_test"):
-        row["ratio (Carlini) < 1/3"] = audit["ratio_test"]["fraction_below"]
     return row
 
 
@@ -42,7 +39,8 @@ def heldout_row(audit: dict[str, Any], quality: dict[str, Any] | None = None) ->
     if not h:
         return None
     pseudo = {"n_samples": h["n"], "similarity": h["similarity"], "fraction_above": h["fraction_above"],
-              "fraction_above_calibrated": h.get("fraction_above_calibrated"), "ratio_test": h.get("ratio_test")}
+              "fraction_above_calibrated": h.get("fraction_above_calibrated"), "ratio_tests": h.get("ratio_tests"),
+              "ratio_test": h.get("ratio_test")}
     return audit_row("held-out real images", pseudo, quality)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from diffmem.diffusion.methods import METHOD_CLASSES, Ambient
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, Plain, make_weighting
 from diffmem.errors import DiffmemError
+from diffmem.evaluate.report_fields import ratio_tests_of
 from diffmem.method_looks import param_label, title
 from diffmem.utils.atomic import atomic_path, write_json_atomic
 
@@ -93,12 +94,8 @@ def make_row(info: dict[str, Any], reports: dict[str, dict[str, Any]], quality: 
             row[f"{feats}:heldout_mean"] = held["similarity"]["mean"]
             for k, v in held["fraction_above"].items():
                 row[f"{feats}:heldout>{k}"] = v
-        for name, rt in (rep.get("ratio_tests") or {}).items():  # each definition under its own name
-            if rt is None:
-                continue
+        for name, rt in ratio_tests_of(rep).items():  # each definition under its own name
             row[f"{feats}:ratio_{name}"] = rt["fraction_below"]
-        if not rep.get("ratio_tests") and rep.get("ratio_test"):
-            row[f"{feats}:ratio_carlini"] = rep["ratio_test"]["fraction_below"]
     return row
 
 
