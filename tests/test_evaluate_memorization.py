@@ -205,3 +205,32 @@ def test_unlike_data_rule_is_the_heldout_first_percentile() -> None:
     assert "0.200" in unlike_data_warning(samples, held)[0]
     assert unlike_data_warning(np.concatenate([np.full(5, 0.2), np.full(6, 0.9)]), held) == []
     assert unlike_data_warning(np.zeros(0), held) == [] == unlike_data_warning(held, np.zeros(0))
+
+
+def test_variants_of_one_image_count_once_so_the_ratio_tests_compare_distinct_images() -> None:
+    """Training features given as variants (e.g. shifted copies: blocks of n images): the neighbours of the
+    ratio tests are distinct images, each at its best variant, as a brute-force max over the variants of
+    every image gives; without `n_images` a sample's second "neighbour" is often its own image again."""
+    from diffmem.evaluate.memorization import carlini_ratio, memorization_analysis, nn1_nn2_ratio
+
+    g = torch.Generator().manual_seed(3)
+    n, variants, dim, k = 30, 4, 12, 6
+    base = torch.randn(n, dim, generator=g)
+    train = torch.cat([base + 0.3 * torch.randn(n, dim, generator=g) for _ in range(variants)])  # near each other
+    samples = torch.cat([base[:8] + 0.2 * torch.randn(8, dim, generator=g), torch.randn(12, dim, generator=g)])
+    rep, arr = memorization_analysis(samples, train, None, ratio_k=k, n_images=n)
+
+    unit = torch.nn.functional.normalize
+    sims = (unit(samples, dim=1) @ unit(train, dim=1).T).numpy().reshape(len(samples), variants, n)
+    best = sims.max(axis=1)  # brute force: each image at its most similar variant
+    top = np.sort(best, axis=1)[:, ::-1]
+    assert np.allclose(arr["nn_similarity"], top[:, 0], atol=1e-6)
+    assert (arr["nn_index"] % n == best.argmax(axis=1)).all()
+    assert np.allclose(arr["ratio"], carlini_ratio(top[:, :k]), atol=1e-5)
+    assert np.allclose(arr["ratio_nn1_nn2"], nn1_nn2_ratio(top), atol=1e-5)
+    assert rep["n_train"] == n and rep["ratio_tests"]["carlini"]["k"] == k
+
+    _, plain = memorization_analysis(samples, train, None, ratio_k=k)  # the variants as separate images
+    assert np.median(plain["ratio_nn1_nn2"]) > np.median(arr["ratio_nn1_nn2"]) + 0.1
+    with pytest.raises(ValueError, match="not blocks of variants of 7 images"):
+        memorization_analysis(samples, train, None, n_images=7)

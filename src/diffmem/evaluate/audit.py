@@ -153,8 +153,9 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
     sample_f = embed_dataset(features, samples, None, **kw)
     report, arrays = memorization_analysis(
         sample_f, train_f, held_f, thresholds, calibration_percentiles=tuple(calibration_percentiles),
-        ratio_k=ratio_k if ratio_k is not None else default_ratio_k(len(train_f)), features=features.name, backend=backend, device=device, progress=progress and world.main,
-        world=world,
+        ratio_k=ratio_k if ratio_k is not None else default_ratio_k(len(t_img)), features=features.name,
+        backend=backend, device=device, progress=progress and world.main, world=world,
+        n_images=len(t_img) if len(variants) > 1 else None,
     )
     report["xflip"] = bool(xflip)
     report["shift"] = int(shift)

@@ -144,12 +144,34 @@ def _block(sims: np.ndarray, ratios: dict[str, np.ndarray | None], thresholds: t
     return out
 
 
-def _search(feats: torch.Tensor, train: torch.Tensor, k: int, world: World,
+def _search(feats: torch.Tensor, train: torch.Tensor, k: int, world: World, n_images: int | None = None,
             **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Each rank searches its contiguous share of the queries; all get every result, in query order."""
+    """Each rank searches its contiguous share of the queries; all get every result, in query order.
+    `n_images`: `train` holds variants of that many images (see `memorization_analysis`); the `k`
+    neighbours are then `k` distinct images, each at its most similar variant."""
     part = local_slice(int(feats.shape[0]), world)
-    sims, idx = nearest_neighbours(feats[part], train, k=k, **kw)
-    return gather_in_order(sims.numpy(), world), gather_in_order(idx.numpy(), world)
+    n_refs = int(train.shape[0])
+    variants = n_refs // n_images if n_images else 1
+    # k distinct images are among the k * variants nearest references: each image has `variants` of them
+    sims, idx = nearest_neighbours(feats[part], train, k=min(k * variants, n_refs), **kw)
+    sims, idx = sims.numpy(), idx.numpy()
+    if variants > 1:
+        sims, idx = distinct_images(sims, idx, n_images, k)
+    return gather_in_order(sims, world), gather_in_order(idx, world)
+
+
+def distinct_images(sims: np.ndarray, idx: np.ndarray, n_images: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From neighbours sorted by similarity (rows of `sims`, `idx` into variant blocks of `n_images`), the
+    first `k` of distinct images: a later variant of an image already listed is dropped, so the ratio tests
+    compare a sample's nearest training image with *other* training images, not with its own shifted or
+    mirrored versions. Indices stay those of the variants found (`idx // n_images` says which)."""
+    img = idx % n_images
+    order = np.argsort(img, axis=1, kind="stable")  # each image's variants together, best (earliest) first
+    by_img = np.take_along_axis(img, order, axis=1)
+    dup = np.zeros(img.shape, dtype=bool)
+    np.put_along_axis(dup, order[:, 1:], by_img[:, 1:] == by_img[:, :-1], axis=1)
+    keep = np.argsort(dup, axis=1, kind="stable")[:, :k]  # first k non-duplicates, in similarity order
+    return np.take_along_axis(sims, keep, axis=1), np.take_along_axis(idx, keep, axis=1)
 
 
 def memorization_analysis(
@@ -166,18 +188,25 @@ def memorization_analysis(
     device: str | torch.device | None = None,
     progress: bool = False,
     world: World | None = None,
+    n_images: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio` (Carlini et al.'s),
     `ratio_nn1_nn2`, and the same with `heldout_`). The search runs on `device` (default: where
     `sample_feats` are), training features moved there a block at a time; with a `world` of several
     processes each searches a share of the queries and every rank returns the whole result.
     `thresholds` None: the feature space's fixed thresholds (`fixed_thresholds(features)`).
+    `n_images`: `train_feats` are variants (mirrored, shifted) of that many training images, in blocks
+    (variant v of image i at row v * n_images + i); each image counts once, at its most similar variant,
+    so the neighbours of the ratio tests are distinct images. `nn_index` stays the row of the variant.
     """
     world = world or World()
     thresholds = tuple(thresholds) if thresholds is not None else fixed_thresholds(features)
-    n_train = int(train_feats.shape[0])
+    n_rows = int(train_feats.shape[0])
+    if n_images is not None and (n_images < 1 or n_rows % n_images):
+        raise ValueError(f"{n_rows} training features are not blocks of variants of {n_images} images")
+    n_train = int(n_images) if n_images else n_rows
     k = min(int(ratio_k), n_train)  # Carlini et al.'s n, capped at the training-set size
-    kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress}
+    kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress, "n_images": n_images}
     if device is not None:
         sample_feats = sample_feats.to(device)
         heldout_feats = heldout_feats.to(device) if heldout_feats is not None else None
