@@ -62,10 +62,13 @@ def test_samples_do_not_depend_on_the_batch(run: Path, tmp_path: Path, scheduler
                    opts=T2ISampleOptions(steps=3, batch=1, scheduler=scheduler), progress=False)
     b = sample_run(run, tmp_path / "b", prompts, 2, seed=3,
                    opts=T2ISampleOptions(steps=3, batch=8, scheduler=scheduler), progress=False)
-    np.testing.assert_array_equal(read_pngs(a, 4), read_pngs(b, 4))
+    # the same noise per image whatever the batch; batched convolutions may round differently in float32
+    # (by CPU kernel), which can move a pixel across a uint8 level: at most 1 level, on a few pixels
+    diff = np.abs(read_pngs(a, 4).astype(int) - read_pngs(b, 4).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 1e-3
     c = sample_run(run, tmp_path / "c", prompts, 2, seed=4, opts=T2ISampleOptions(steps=3, scheduler=scheduler),
                    progress=False)
-    assert not np.array_equal(read_pngs(a, 4), read_pngs(c, 4))
+    assert np.abs(read_pngs(a, 4).astype(int) - read_pngs(c, 4).astype(int)).mean() > 1  # another seed: others
 
 
 def test_weights_choice_changes_the_unet(run: Path) -> None:

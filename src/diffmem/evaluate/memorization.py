@@ -160,6 +160,25 @@ def _search(feats: torch.Tensor, train: torch.Tensor, k: int, world: World, n_im
     return gather_in_order(sims, world), gather_in_order(idx, world)
 
 
+def _images_in(n_rows: int, n_images: int | None) -> int:
+    """How many training images `n_rows` features hold (all distinct when `n_images` is None)."""
+    if n_images is not None and (n_images < 1 or n_rows % n_images):
+        raise ValueError(f"{n_rows} training features are not blocks of variants of {n_images} images")
+    return int(n_images) if n_images else n_rows
+
+
+def _neighbours(feats: torch.Tensor, train: torch.Tensor, search_k: int, k: int, world: World,
+                kw: dict[str, Any], prefix: str, arrays: dict[str, np.ndarray]
+                ) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+    """Search, then the per-image arrays (nearest index and similarity, the ratios) into `arrays` under
+    `prefix`; returns the neighbour similarities and the ratios."""
+    sims, idx = _search(feats, train, search_k, world, **kw)
+    ratios = _ratios(sims, k)
+    arrays.update({f"{prefix}nn_index": idx[:, 0], f"{prefix}nn_similarity": sims[:, 0].astype(np.float32),
+                   **_ratio_arrays(ratios, prefix)})
+    return sims, ratios
+
+
 def distinct_images(sims: np.ndarray, idx: np.ndarray, n_images: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """From neighbours sorted by similarity (rows of `sims`, `idx` into variant blocks of `n_images`), the
     first `k` of distinct images: a later variant of an image already listed is dropped, so the ratio tests
@@ -195,35 +214,26 @@ def memorization_analysis(
     `sample_feats` are), training features moved there a block at a time; with a `world` of several
     processes each searches a share of the queries and every rank returns the whole result.
     `thresholds` None: the feature space's fixed thresholds (`fixed_thresholds(features)`).
-    `n_images`: `train_feats` are variants (mirrored, shifted) of that many training images, in blocks
-    (variant v of image i at row v * n_images + i); each image counts once, at its most similar variant,
-    so the neighbours of the ratio tests are distinct images. `nn_index` stays the row of the variant.
+    `n_images`: `train_feats` are blocks of variants (row v * n_images + i: variant v of image i); each
+    image counts once, at its best variant (`distinct_images`); `nn_index` stays the variant's row.
     """
     world = world or World()
     thresholds = tuple(thresholds) if thresholds is not None else fixed_thresholds(features)
-    n_rows = int(train_feats.shape[0])
-    if n_images is not None and (n_images < 1 or n_rows % n_images):
-        raise ValueError(f"{n_rows} training features are not blocks of variants of {n_images} images")
-    n_train = int(n_images) if n_images else n_rows
+    n_train = _images_in(int(train_feats.shape[0]), n_images)
     k = min(int(ratio_k), n_train)  # Carlini et al.'s n, capped at the training-set size
     kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress, "n_images": n_images}
     if device is not None:
         sample_feats = sample_feats.to(device)
         heldout_feats = heldout_feats.to(device) if heldout_feats is not None else None
     search_k = min(max(k, 2), n_train)  # the NN1/NN2 ratio needs 2 even when ratio_k is 1
-    s_sims, s_idx = _search(sample_feats, train_feats, search_k, world, **kw)
-    arrays: dict[str, np.ndarray] = {"nn_index": s_idx[:, 0], "nn_similarity": s_sims[:, 0].astype(np.float32)}
-    s_ratios = _ratios(s_sims, k)
-    arrays.update(_ratio_arrays(s_ratios, ""))
+    arrays: dict[str, np.ndarray] = {}
+    s_sims, s_ratios = _neighbours(sample_feats, train_feats, search_k, k, world, kw, "", arrays)
 
     warnings: list[str] = ["no held-out images: no reference scores and no calibrated thresholds"]  # else replaced
     calibrated: dict[str, float] = {}
     h_block = None
     if heldout_feats is not None and heldout_feats.shape[0] > 0:
-        h_sims, h_idx = _search(heldout_feats, train_feats, search_k, world, **kw)
-        h_ratios = _ratios(h_sims, k)
-        arrays.update(heldout_nn_index=h_idx[:, 0], heldout_nn_similarity=h_sims[:, 0].astype(np.float32),
-                      **_ratio_arrays(h_ratios, "heldout_"))
+        h_sims, h_ratios = _neighbours(heldout_feats, train_feats, search_k, k, world, kw, "heldout_", arrays)
         calibrated, warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
         warnings += unlike_data_warning(s_sims[:, 0], h_sims[:, 0])
         h_block = _block(h_sims[:, 0], h_ratios, thresholds, k, calibrated)
