@@ -208,9 +208,10 @@ def test_unlike_data_rule_is_the_heldout_first_percentile() -> None:
 
 
 def test_variants_of_one_image_count_once_so_the_ratio_tests_compare_distinct_images() -> None:
-    """Training features given as variants (e.g. shifted copies: blocks of n images): the neighbours of the
-    ratio tests are distinct images, each at its best variant, as a brute-force max over the variants of
-    every image gives; without `n_images` a sample's second "neighbour" is often its own image again."""
+    """Training features given as blocks of variants (e.g. shifted copies of n images, the later blocks
+    computed when reached): the neighbours of the ratio tests are distinct images, each at its best
+    variant, as a brute-force max over the variants of every image gives; searched as one set of 4n
+    separate images, a sample's second "neighbour" is often its own image again."""
     from diffmem.evaluate.memorization import carlini_ratio, memorization_analysis, nn1_nn2_ratio
 
     g = torch.Generator().manual_seed(3)
@@ -218,7 +219,8 @@ def test_variants_of_one_image_count_once_so_the_ratio_tests_compare_distinct_im
     base = torch.randn(n, dim, generator=g)
     train = torch.cat([base + 0.3 * torch.randn(n, dim, generator=g) for _ in range(variants)])  # near each other
     samples = torch.cat([base[:8] + 0.2 * torch.randn(8, dim, generator=g), torch.randn(12, dim, generator=g)])
-    rep, arr = memorization_analysis(samples, train, None, ratio_k=k, n_images=n)
+    blocks = [train[:n]] + [lambda v=v: train[v * n:(v + 1) * n] for v in range(1, variants)]  # lazy blocks
+    rep, arr = memorization_analysis(samples, blocks, None, ratio_k=k)
 
     unit = torch.nn.functional.normalize
     sims = (unit(samples, dim=1) @ unit(train, dim=1).T).numpy().reshape(len(samples), variants, n)
@@ -232,5 +234,5 @@ def test_variants_of_one_image_count_once_so_the_ratio_tests_compare_distinct_im
 
     _, plain = memorization_analysis(samples, train, None, ratio_k=k)  # the variants as separate images
     assert np.median(plain["ratio_nn1_nn2"]) > np.median(arr["ratio_nn1_nn2"]) + 0.1
-    with pytest.raises(ValueError, match="not blocks of variants of 7 images"):
-        memorization_analysis(samples, train, None, n_images=7)
+    with pytest.raises(ValueError, match="block 1 has 29 rows, block 0 30"):
+        memorization_analysis(samples, [train[:n], train[n:2 * n - 1]], None)

@@ -17,6 +17,7 @@ above (`diffmem.audit`, the demo) pass in as `report`, so this module never impo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,23 +90,36 @@ def _check_shapes(features: FeatureExtractor, samples: Any, train: Any, heldout:
                            f"training images {_shape(t_img)}; pixels features need one shape")
 
 
-def _variants(images: np.ndarray, xflip: bool, shift: int) -> list[tuple[np.ndarray, bool, tuple[int, int]]]:
+Variant = tuple[Callable[[], np.ndarray], bool, tuple[int, int]]
+
+
+def _variants(images: np.ndarray, xflip: bool, shift: int) -> list[Variant]:
     """The training images as searched: each as it is, mirrored (`xflip`), and translated by up to `shift`
-    pixels along each axis (edges replicated), as (images, mirrored, (dy, dx)); the first is the images."""
-    bases = [(images, False)] + ([(np.ascontiguousarray(images[:, :, ::-1]), True)] if xflip else [])
-    out = [(base, flip, (0, 0)) for base, flip in bases]
-    h, w = images.shape[1:3]
+    pixels along each axis (edges replicated), as (a function making those images, mirrored, (dy, dx));
+    the first is the images. Made when called, one variant at a time: (2 shift + 1)^2 copies of the
+    training set need not be in memory together."""
+    def as_is() -> np.ndarray:
+        return images
+
+    def mirrored() -> np.ndarray:
+        return np.ascontiguousarray(images[:, :, ::-1])
+
+    def moved(base: Callable[[], np.ndarray], dy: int, dx: int) -> Callable[[], np.ndarray]:
+        def make() -> np.ndarray:  # content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
+            padded = np.pad(base(), ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+            h, w = images.shape[1:3]
+            return np.ascontiguousarray(padded[:, shift - dy:shift - dy + h, shift - dx:shift - dx + w])
+        return make
+
+    bases = [(as_is, False)] + ([(mirrored, True)] if xflip else [])
+    out: list[Variant] = [(make, flip, (0, 0)) for make, flip in bases]
     moves = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1) if (dy, dx) != (0, 0)]
-    for base, flip in bases if moves else ():
-        padded = np.pad(base, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
-        for dy, dx in moves:  # content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
-            crop = padded[:, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
-            out.append((np.ascontiguousarray(crop), flip, (dy, dx)))
+    out += [(moved(make, dy, dx), flip, (dy, dx)) for make, flip in bases for dy, dx in moves]
     return out
 
 
 def _unvariant(report: dict[str, Any], arrays: dict[str, np.ndarray], n_train: int,
-               variants: list[tuple[np.ndarray, bool, tuple[int, int]]]) -> None:
+               variants: list[Variant]) -> None:
     """After a search against every variant of the training images: indices into train, and which matches
     were mirrored (`nn_mirrored`) or translated (`nn_shift`, (dy, dx) in pixels)."""
     flips = np.array([v[1] for v in variants])
@@ -143,19 +157,20 @@ def compute_audit(samples: Any, train: Any, heldout: Any | None, features: str |
         heldout = _subsample(heldout, max_heldout, seed)
     _check_shapes(features, samples, train, heldout)
     kw = {"batch_size": batch_size, "progress": progress and world.main, "world": world}
-    train_f = embed_dataset(features, train, cache_dir, **kw)
     variants = _variants(t_img, xflip, shift)
-    if len(variants) > 1:
-        import torch
 
-        train_f = torch.cat([train_f, *(embed_dataset(features, v, cache_dir, **kw) for v, _, _ in variants[1:])])
+    def embed_variant(make: Callable[[], np.ndarray]) -> Any:
+        return embed_dataset(features, make(), cache_dir, **kw)
+
+    # the other variants are made and embedded one at a time, when the search reaches them
+    train_f = [embed_dataset(features, train, cache_dir, **kw)] + [
+        functools.partial(embed_variant, make) for make, _, _ in variants[1:]]
     held_f = embed_dataset(features, heldout, cache_dir, **kw) if heldout is not None else None
     sample_f = embed_dataset(features, samples, None, **kw)
     report, arrays = memorization_analysis(
         sample_f, train_f, held_f, thresholds, calibration_percentiles=tuple(calibration_percentiles),
         ratio_k=ratio_k if ratio_k is not None else default_ratio_k(len(t_img)), features=features.name,
         backend=backend, device=device, progress=progress and world.main, world=world,
-        n_images=len(t_img) if len(variants) > 1 else None,
     )
     report["xflip"] = bool(xflip)
     report["shift"] = int(shift)

@@ -21,7 +21,7 @@ features (for `pixels` features: mean-centred, unit-norm pixels).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -144,39 +144,57 @@ def _block(sims: np.ndarray, ratios: dict[str, np.ndarray | None], thresholds: t
     return out
 
 
-def _search(feats: torch.Tensor, train: torch.Tensor, k: int, world: World, n_images: int | None = None,
-            **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Each rank searches its contiguous share of the queries; all get every result, in query order.
-    `n_images`: `train` holds variants of that many images (see `memorization_analysis`); the `k`
-    neighbours are then `k` distinct images, each at its most similar variant."""
-    part = local_slice(int(feats.shape[0]), world)
-    n_refs = int(train.shape[0])
-    variants = n_refs // n_images if n_images else 1
-    # k distinct images are among the k * variants nearest references: each image has `variants` of them
-    sims, idx = nearest_neighbours(feats[part], train, k=min(k * variants, n_refs), **kw)
-    sims, idx = sims.numpy(), idx.numpy()
-    if variants > 1:
-        sims, idx = distinct_images(sims, idx, n_images, k)
-    return gather_in_order(sims, world), gather_in_order(idx, world)
+TrainBlock = Union[torch.Tensor, Callable[[], torch.Tensor]]
 
 
-def _images_in(n_rows: int, n_images: int | None) -> int:
-    """How many training images `n_rows` features hold (all distinct when `n_images` is None)."""
-    if n_images is not None and (n_images < 1 or n_rows % n_images):
-        raise ValueError(f"{n_rows} training features are not blocks of variants of {n_images} images")
-    return int(n_images) if n_images else n_rows
+def _search(queries: list[torch.Tensor], blocks: Sequence[TrainBlock], k: int, world: World,
+            **kw: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The `k` nearest distinct training images of every query set (samples, held-out), one block of
+    training features at a time, so only one block is in memory (a callable block is computed when
+    reached, once for all query sets). With several blocks (variants of the same images: block v holds
+    variant v of every image, index v * n + i) each image counts once, at its most similar variant: it is
+    among the `k` nearest of the block of that variant, so merging the blocks' top `k` and keeping
+    distinct images (`distinct_images`) is exact. Each rank searches its contiguous share of the
+    queries; all get every result, in query order."""
+    parts = [q[local_slice(int(q.shape[0]), world)] for q in queries]
+    found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(parts)
+    n = None
+    for v, block in enumerate(blocks):
+        feats = block() if callable(block) else block
+        n = int(feats.shape[0]) if n is None else n
+        if int(feats.shape[0]) != n:
+            raise ValueError(f"training feature block {v} has {feats.shape[0]} rows, block 0 {n}: blocks are "
+                             "variants of the same images")
+        for j, q in enumerate(parts):
+            s, i = nearest_neighbours(q, feats, k=k, **kw)
+            s, i = s.numpy(), i.numpy() + v * n
+            if found[j] is not None:  # the running k beside this block's: best first (ties: earlier block)
+                cat_s, cat_i = np.concatenate([found[j][0], s], 1), np.concatenate([found[j][1], i], 1)
+                order = np.argsort(-cat_s, axis=1, kind="stable")
+                s, i = distinct_images(np.take_along_axis(cat_s, order, 1), np.take_along_axis(cat_i, order, 1),
+                                       n, k)
+            found[j] = (s, i)
+        del feats
+    return [(gather_in_order(s, world), gather_in_order(i, world)) for s, i in found]
 
 
-def _neighbours(feats: torch.Tensor, train: torch.Tensor, search_k: int, k: int, world: World,
-                kw: dict[str, Any], prefix: str, arrays: dict[str, np.ndarray]
-                ) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
-    """Search, then the per-image arrays (nearest index and similarity, the ratios) into `arrays` under
-    `prefix`; returns the neighbour similarities and the ratios."""
-    sims, idx = _search(feats, train, search_k, world, **kw)
+def _as_blocks(train_feats: torch.Tensor | Sequence[TrainBlock]) -> list[TrainBlock]:
+    """Training features as a list of variant blocks; the first must be a tensor (its rows say how many
+    images there are)."""
+    blocks = [train_feats] if isinstance(train_feats, torch.Tensor) else list(train_feats)
+    if not blocks or not isinstance(blocks[0], torch.Tensor):
+        raise ValueError("the first block of training features must be a tensor (the images as they are)")
+    return blocks
+
+
+def _neighbours(sims: np.ndarray, idx: np.ndarray, k: int, prefix: str,
+                arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """The per-image arrays (nearest index and similarity, the ratios) into `arrays` under `prefix`;
+    returns the ratios."""
     ratios = _ratios(sims, k)
     arrays.update({f"{prefix}nn_index": idx[:, 0], f"{prefix}nn_similarity": sims[:, 0].astype(np.float32),
                    **_ratio_arrays(ratios, prefix)})
-    return sims, ratios
+    return ratios
 
 
 def distinct_images(sims: np.ndarray, idx: np.ndarray, n_images: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +213,7 @@ def distinct_images(sims: np.ndarray, idx: np.ndarray, n_images: int, k: int) ->
 
 def memorization_analysis(
     sample_feats: torch.Tensor,
-    train_feats: torch.Tensor,
+    train_feats: torch.Tensor | Sequence[TrainBlock],
     heldout_feats: torch.Tensor | None = None,
     thresholds: tuple[float, ...] | None = None,
     *,
@@ -207,33 +225,35 @@ def memorization_analysis(
     device: str | torch.device | None = None,
     progress: bool = False,
     world: World | None = None,
-    n_images: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The report dict and the per-image arrays (`nn_index`, `nn_similarity`, `ratio` (Carlini et al.'s),
     `ratio_nn1_nn2`, and the same with `heldout_`). The search runs on `device` (default: where
     `sample_feats` are), training features moved there a block at a time; with a `world` of several
     processes each searches a share of the queries and every rank returns the whole result.
     `thresholds` None: the feature space's fixed thresholds (`fixed_thresholds(features)`).
-    `n_images`: `train_feats` are blocks of variants (row v * n_images + i: variant v of image i); each
-    image counts once, at its best variant (`distinct_images`); `nn_index` stays the variant's row.
+    `train_feats`: a tensor, or blocks of variants of the same images (the first a tensor, the others also
+    callables making one): each image counts once, at its best variant; `nn_index` v * n + i (`_search`).
     """
     world = world or World()
     thresholds = tuple(thresholds) if thresholds is not None else fixed_thresholds(features)
-    n_train = _images_in(int(train_feats.shape[0]), n_images)
+    blocks = _as_blocks(train_feats)
+    n_train = int(blocks[0].shape[0])  # images, not variants
     k = min(int(ratio_k), n_train)  # Carlini et al.'s n, capped at the training-set size
-    kw = {"chunk_size": chunk_size, "backend": backend, "progress": progress, "n_images": n_images}
     if device is not None:
         sample_feats = sample_feats.to(device)
         heldout_feats = heldout_feats.to(device) if heldout_feats is not None else None
     search_k = min(max(k, 2), n_train)  # the NN1/NN2 ratio needs 2 even when ratio_k is 1
+    has_heldout = heldout_feats is not None and heldout_feats.shape[0] > 0
+    found = _search([sample_feats] + ([heldout_feats] if has_heldout else []), blocks, search_k, world,
+                    chunk_size=chunk_size, backend=backend, progress=progress)
     arrays: dict[str, np.ndarray] = {}
-    s_sims, s_ratios = _neighbours(sample_feats, train_feats, search_k, k, world, kw, "", arrays)
+    s_sims, s_ratios = found[0][0], _neighbours(*found[0], k, "", arrays)
 
     warnings: list[str] = ["no held-out images: no reference scores and no calibrated thresholds"]  # else replaced
     calibrated: dict[str, float] = {}
     h_block = None
-    if heldout_feats is not None and heldout_feats.shape[0] > 0:
-        h_sims, h_ratios = _neighbours(heldout_feats, train_feats, search_k, k, world, kw, "heldout_", arrays)
+    if has_heldout:
+        h_sims, h_ratios = found[1][0], _neighbours(*found[1], k, "heldout_", arrays)
         calibrated, warnings = _calibrate(h_sims[:, 0], calibration_percentiles)
         warnings += unlike_data_warning(s_sims[:, 0], h_sims[:, 0])
         h_block = _block(h_sims[:, 0], h_ratios, thresholds, k, calibrated)
