@@ -168,10 +168,8 @@ def _search(queries: list[torch.Tensor], blocks: Sequence[TrainBlock], k: int, w
         for j, q in enumerate(parts):
             s, i = nearest_neighbours(q, feats, k=k, **kw)
             s, i = s.numpy(), i.numpy() + v * n
-            if found[j] is not None:  # the running k beside this block's: best first (ties: earlier block)
-                cat_s, cat_i = np.concatenate([found[j][0], s], 1), np.concatenate([found[j][1], i], 1)
-                order = np.argsort(-cat_s, axis=1, kind="stable")
-                s, i = distinct_images(np.take_along_axis(cat_s, order, 1), np.take_along_axis(cat_i, order, 1),
+            if found[j] is not None:  # the running k beside this block's (ties: the earlier block)
+                s, i = distinct_images(np.concatenate([found[j][0], s], 1), np.concatenate([found[j][1], i], 1),
                                        n, k)
             found[j] = (s, i)
         del feats
@@ -198,10 +196,13 @@ def _neighbours(sims: np.ndarray, idx: np.ndarray, k: int, prefix: str,
 
 
 def distinct_images(sims: np.ndarray, idx: np.ndarray, n_images: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """From neighbours sorted by similarity (rows of `sims`, `idx` into variant blocks of `n_images`), the
-    first `k` of distinct images: a later variant of an image already listed is dropped, so the ratio tests
-    compare a sample's nearest training image with *other* training images, not with its own shifted or
-    mirrored versions. Indices stay those of the variants found (`idx // n_images` says which)."""
+    """From candidate neighbours (rows of `sims`, `idx` into variant blocks of `n_images`), the `k` most
+    similar distinct images, most similar first (ties: the earlier column): a less similar variant of an
+    image already listed is dropped, so the ratio tests compare a sample's nearest training image with
+    *other* training images, not with its own shifted or mirrored versions. Indices stay those of the
+    variants found (`idx // n_images` says which)."""
+    by_sim = np.argsort(-sims, axis=1, kind="stable")
+    sims, idx = np.take_along_axis(sims, by_sim, axis=1), np.take_along_axis(idx, by_sim, axis=1)
     img = idx % n_images
     order = np.argsort(img, axis=1, kind="stable")  # each image's variants together, best (earliest) first
     by_img = np.take_along_axis(img, order, axis=1)
