@@ -10,11 +10,13 @@ speed does not depend on the data.
 
     python bench/cifar_speed.py                     # all candidates, 1 and 2 threads
     python bench/cifar_speed.py --configs tiny,c16 --threads 1 --rounds 3
+    python bench/cifar_speed.py --configs tiny --threads 1 --precisions fp32,bf16   # bfloat16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -46,7 +48,8 @@ CANDIDATES: dict[str, tuple[tuple[int, ...], int, tuple[int, ...]]] = {
 class Candidate:
     """One network with its optimizer, EMA, training data and generator, ready to step."""
 
-    def __init__(self, name: str, batch: int, sigma_n: float) -> None:
+    def __init__(self, name: str, batch: int, sigma_n: float, precision: str = "fp32") -> None:
+        self.precision = precision  # "bf16": training's forward pass and sampling under bfloat16 autocast
         channels, layers, attn = CANDIDATES[name]
         self.cfg = TrainConfig(network=NetworkConfig(name, channels, layers, attn, 0.0),
                                optim=OptimConfig(batch=batch), method=MethodConfig("ambient", sigma_n=sigma_n))
@@ -66,7 +69,8 @@ class Candidate:
         """Training images per wall second and per CPU second over `steps` steps (after one warm-up step)."""
         dev = torch.device("cpu")
         step = lambda: training_step(self.method, self.net, self.ema, self.opt,  # noqa: E731
-                                     draw_batch(self.data, self.cfg, self.method, self.g, dev), 1e-4, self.beta)
+                                     draw_batch(self.data, self.cfg, self.method, self.g, dev), 1e-4, self.beta,
+                                     precision=self.precision)
         step()
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
@@ -79,9 +83,11 @@ class Candidate:
         1-image warm-up)."""
         self.net.eval()
         meta = {"channels": CH, "resolution": RES}
-        generate(self.net, self.cfg, meta, 1, batch=1, progress=False)
-        t0, c0 = time.perf_counter(), time.process_time()
-        generate(self.net, self.cfg, meta, n, batch=n, progress=False)
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
+        with bf16:
+            generate(self.net, self.cfg, meta, 1, batch=1, progress=False)
+            t0, c0 = time.perf_counter(), time.process_time()
+            generate(self.net, self.cfg, meta, n, batch=n, progress=False)
         rates = n / (time.perf_counter() - t0), n / (time.process_time() - c0)
         self.net.train()
         return rates
@@ -96,10 +102,16 @@ def main() -> None:
     ap.add_argument("--sample-n", type=int, default=16, help="images per sampling measurement")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sigma-n", type=float, default=0.2)
+    ap.add_argument("--precisions", default="fp32", help="comma list of fp32, bf16 (bfloat16 autocast)")
     args = ap.parse_args()
-    names = args.configs.split(",")
+    precisions = args.precisions.split(",")
+    if any(p not in ("fp32", "bf16") for p in precisions):
+        ap.error(f"--precisions takes fp32 and/or bf16, got {args.precisions!r}")
+    # a configuration is a network at one precision: "tiny" (fp32) or "tiny@bf16"
+    names = [n if p == "fp32" else f"{n}@{p}" for n in args.configs.split(",") for p in precisions]
     threads = [int(t) for t in args.threads.split(",")]
-    nets = {name: Candidate(name, args.batch, args.sigma_n) for name in names}
+    nets = {name: Candidate(name.split("@")[0], args.batch, args.sigma_n, (name.split("@") + ["fp32"])[1])
+            for name in names}
     train: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (per wall s, per core s) per round
     sample: dict[tuple[str, int], list[tuple[float, float]]] = {}
     t_start = time.perf_counter()
@@ -128,7 +140,7 @@ def main() -> None:
         return float(np.median([a[1] / b[1] for t in threads for a, b in zip(table[name, t], table[ref, t])]))
 
     for name in names:
-        channels, layers, attn = CANDIDATES[name]
+        channels, layers, attn = CANDIDATES[name.split("@")[0]]
         cells = []
         for t in threads:
             cells += [f"{med(train[name, t], 0):.1f} ({med(train[name, t], 1):.1f})",

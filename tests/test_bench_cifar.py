@@ -49,3 +49,5 @@ def test_speed_candidates_build_and_step() -> None:
     assert min(small.train_rate(1)) > 0
     assert any(not (a == b).all() for a, b in zip(before, small.net.parameters()))  # the step trained it
     assert min(small.sample_rate(1)) > 0
+    half = bench.Candidate("c16", batch=2, sigma_n=0.2, precision="bf16")  # bfloat16 autocast steps too
+    assert min(half.train_rate(1)) > 0 and min(half.sample_rate(1)) > 0

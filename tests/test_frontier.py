@@ -149,11 +149,30 @@ def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> Non
     assert not (out / "runs" / "n30-edm-lr1-seed5").exists()
 
 
+def test_a_bf16_frontier_trains_in_bf16_and_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--precision reaches every run's training (its losses differ from fp32's), and the configuration and
+    every training record of the log name it."""
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        code, _, err = run_cli([*_tiny_args(out, steps="4", weighting="plain"), "--precision", precision], capsys)
+        assert code == 0, err
+        assert json.loads((out / "frontier.json").read_text())["config"]["precision"] == precision
+        recs = [json.loads(line) for line in (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").read_text().splitlines()]
+        train_recs = [r for r in recs if "loss" in r]
+        assert train_recs and all(r.get("precision", "fp32") == precision for r in train_recs)
+        losses[precision] = [r["loss"] for r in train_recs]
+    assert losses["fp32"] != losses["bf16"]
+    assert losses["fp32"] == pytest.approx(losses["bf16"], rel=0.05)
+
+
 @pytest.mark.parametrize("extra, flag", [(["--checkpoints", "1"], "--checkpoints"),
                                          (["--weightings", "heavy"], "--weightings"),
                                          (["--weight-cap", "0"], "--weight-cap"),
                                          (["--lr-factors", "0"], "--lr-factors"),
-                                         (["--n-samples", "3"], "--n-samples")])
+                                         (["--n-samples", "3"], "--n-samples"),
+                                         (["--precision", "fp8"], "--precision")])
 def test_frontier_bad_input(tmp_path: Path, capsys, extra, flag) -> None:
     code, out, err = run_cli(["frontier", "--out", str(tmp_path / "fr"), "--resolution", "8", *extra], capsys)
     assert code == 2 and flag in err and len(err.strip().splitlines()) == 1

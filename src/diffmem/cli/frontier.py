@@ -44,13 +44,16 @@ from diffmem.utils.flags import check_jobs, device_name, joined
               help="The guard's stopping rule: stop a run after this many unsafe checks in a row (0: never).")
 @click.option("--check-every", type=int, default=FRONTIER.check_every, show_default=True,
               help="Check every k-th checkpoint, and every one once a check hints at copying.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=FRONTIER.precision, show_default=True,
+              help="Training's forward pass: float32, or bfloat16 autocast (faster on CPUs with AMX; changes the "
+                   "numbers, so it is part of the frontier's configuration). Checks sample in float32.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-running resumes).")
 def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
              layers_per_block, attn_resolutions, steps, batch, lr, checkpoints, n_samples, sample_steps,
-             quality_features, quality_metric, patience, check_every, jobs, device, report_only, out) -> None:
+             quality_features, quality_metric, patience, check_every, precision, jobs, device, report_only, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
     from diffmem.report.frontier import write_report
@@ -61,7 +64,8 @@ def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings,
         weightings=weightings, weight_cap=weight_cap, lr_factors=lr_factors, preset=preset, channels=channels,
         layers_per_block=layers_per_block, attn_resolutions=attn_resolutions, steps=steps, batch=batch, lr=lr,
         checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps, quality_features=quality_features,
-        quality_metric=quality_metric, patience=patience, check_every=check_every, resize=resize)
+        quality_metric=quality_metric, patience=patience, check_every=check_every, resize=resize,
+        precision=precision)
     check_jobs(jobs)
     data = run_frontier(fc, out, device=device_name(device), jobs=jobs, echo=click.echo, report_only=report_only)
     data["files"] = write_report(data, out)

@@ -33,6 +33,7 @@ from diffmem.errors import DiffmemError
 from diffmem.guard import GuardConfig
 from diffmem.lock import holds_lock
 from diffmem.train.checks import validate_config
+from diffmem.train.loop import PRECISIONS
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
 from diffmem.utils.processes import run_spawned
@@ -103,6 +104,7 @@ class FrontierConfig:
     quality_metric: str = "kid"  # the guard's quality metric: "kid" (unbiased) or "fd"
     patience: int = 2  # the guard's stopping rule: stop after this many unsafe checks in a row (0: never)
     check_every: int = 1  # the guard checks every k-th checkpoint, and every one where copying may set in
+    precision: str = "fp32"  # training's forward pass: "fp32" or "bf16" autocast (checks sample in fp32)
     extras: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. the code's commit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +125,8 @@ def validate_frontier(fc: FrontierConfig) -> None:
         raise DiffmemError("--seeds is empty")
     if not fc.variants:
         raise DiffmemError("no variants to run")
+    if fc.precision not in PRECISIONS:
+        raise DiffmemError(f"--precision must be one of {', '.join(PRECISIONS)}, got {fc.precision!r}")
     slugs = [v.slug for v in fc.variants]
     if len(set(slugs)) != len(slugs):
         raise DiffmemError(f"two variants share a name: {slugs}")
@@ -174,7 +178,8 @@ def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,
         return run, 0.0
     cfg = run_config(fc, v, subset, seed)
     guard = make_guard(cfg, guard_config(fc), run, device=device)
-    train(cfg, run, device=device, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every)
+    train(cfg, run, device=device, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every,
+          precision=fc.precision)
     return run, time.perf_counter() - t0
 
 

@@ -148,6 +148,9 @@ def draw_batch(data: TrainData, cfg: TrainConfig, method: Method, g: torch.Gener
                  drawn={k: flipped(v) for k, v in drawn.items()})
 
 
+PRECISIONS = ("fp32", "bf16")  # the forward pass's arithmetic: float32, or bfloat16 autocast
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -317,6 +320,8 @@ def _train_steps(run: _PixelRun, net: EDMPrecond, resuming: bool) -> Path:
                 now = time.perf_counter()
                 stats = reduce_window(window, world)  # the NaN guard: every rank stops at once, naming the step
                 rec = log_record(stats, step, out, o.batch, lr, now - t_last, step - step_last, opt)
+                if precision != "fp32":  # changes the numbers, so each record says how it was trained
+                    rec["precision"] = precision
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.0f}")
