@@ -137,6 +137,8 @@ def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> Non
         assert r["update_rms"] is not None and r["update_rms"] > 0
     md = (out / "frontier.md").read_text()
     assert "Algorithm 1, capped 4, sigma_n 1" in md and "baseline, lr x1" in md
+    assert all(0 < r["seconds"] <= data["seconds"] for r in data["runs"])  # each run's wall time, from its log
+    assert "Run time (from the runs' logs, one process each): 2 runs, " in md
     assert (out / "frontier.png").stat().st_size > 0
     # a second call resumes: finished runs are not trained again
     mtime = (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns
@@ -212,3 +214,19 @@ def test_qstar_plot_draws_each_comparison_and_is_skipped_without_qstar(tmp_path:
     assert path is not None and path.stat().st_size > 1000
     assert plot_qstar([{**r, "qstar": None} for r in runs], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_runs_seconds_come_from_its_own_log(tmp_path: Path) -> None:
+    """Wall time from the first to the last timed record, plus the checks logged after it; so a report written
+    later keeps what the run cost. A log without two timed records has none."""
+    from diffmem.sweep.frontier import _log_means
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [{"step": 50, "loss": 1.0, "time": 1000.0}, {"step": 100, "monitor": {"seconds": 7.0}},
+            {"step": 150, "loss": 0.5, "time": 1060.0}, {"step": 150, "monitor": {"seconds": 5.5}}]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    means = _log_means(run)
+    assert means["seconds"] == pytest.approx(65.5) and means["loss"] == pytest.approx(0.75)
+    (run / "log.jsonl").write_text(json.dumps(recs[0]) + "\n")
+    assert _log_means(run)["seconds"] is None

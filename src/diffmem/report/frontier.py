@@ -244,10 +244,21 @@ def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, A
                       "Adam update RMS |", "|---|---|---|---|"]
         for p in [p for p in paths if p["subset"] == subset]:
             lines.append(f"| {p['variant']} | {_g(p['loss'])} | {_g(p['loss_std'])} | {_g(p['update_rms'])} |")
+    lines += _cost_lines(runs)
     lines += ["", f"Quality: {QUALITY_WORDS.get(quality, quality)} of the samples to the held-out images (mean ± std over seeds). "
               "Copies: share of samples more similar to their nearest training image than 99% of held-out "
               "images are (mean ± std over seeds); held-out: the same share for held-out images."]
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """What the runs cost, from their own logs (`seconds`: wall time of each, one process per run)."""
+    timed = [r for r in runs if r.get("seconds")]
+    if not timed:
+        return []
+    total = sum(r["seconds"] for r in timed)
+    return ["", f"Run time (from the runs' logs, one process each): {len(timed)} runs, {total:,.0f} s "
+                f"({total / 3600:.1f} process-hours; longest {max(r['seconds'] for r in timed):,.0f} s)."]
 
 
 QUALITY_WORDS = {"FD": "Frechet distance", "KID": "the unbiased kernel distance (KID, in the quality features)"}
