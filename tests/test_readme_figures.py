@@ -76,3 +76,28 @@ def test_readme_python_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})
     assert out.getvalue().strip() == expected
+
+
+def _cifar_rows(text: str) -> dict[str, str]:
+    """The README's CIFAR-10 verdict table: {"sigma_n 1": "15.1% worse (...) | worse", ...}."""
+    start = text.index("On natural images (docs/results.md section 7")
+    rows = re.findall(r"^\| (sigma_n [\d.]+) \| (.+) \|$", text[start: text.index("\n## ", start)], re.M)
+    return dict(rows)
+
+
+def test_readme_cifar_verdict_is_the_rule_applied_to_the_kept_evidence() -> None:
+    """The README's CIFAR-10 table (and the results page's) is what the pre-registered rule computes from
+    docs/evidence/cifar16/frontier.json, every run's checks as measured."""
+    from diffmem.report.frontier import _qstar_verdicts
+
+    data = json.loads((ROOT / "docs" / "evidence" / "cifar16" / "frontier.json").read_text())
+    found = _qstar_verdicts(data["runs"])
+    assert len({r["seed"] for r in data["runs"]}) == 5 and len(found) == 2
+    rows, results = _cifar_rows(README.read_text()), (ROOT / "docs" / "results.md").read_text()
+    for v in found:
+        c, name = v["verdict"], v["candidate"].split(", ")[-1]
+        interval = f"({100 * c['change_low']:+.1f}% to {100 * c['change_high']:+.1f}%)"
+        change = (f"{100 * c['change']:.1f}% worse" if c["verdict"] == "worse" else
+                  f"{100 * c['change']:.1f}% better" if c["verdict"] == "better" else f"{100 * c['change']:+.1f}%")
+        assert rows[name] == f"{change} {interval} | {c['verdict']}", name
+        assert f"| {100 * c['change']:+.1f}% {interval} |" in results  # docs/results.md section 7's table
