@@ -2,7 +2,8 @@
 # Issue 20's 32x32 check on a GPU, sized to stop within ~9 minutes: the CIFAR-10 frontier of
 # docs/results.md section 7 (300 images, the `tiny` network, the baseline at lr x1, x1/2, x1/4 and plain
 # Algorithm 1 at sigma_n 1 and 2.7, guarded, KID in the classifier's features), at 32x32 instead of 16x16,
-# on seeds 0 and 1, five runs at a time on the one GPU. Whatever has finished when the budget ends is
+# on seeds 0 and 1, five runs at a time on the one GPU, in bf16 autocast as the CPU check pre-registered in
+# docs/results.md section 7 ("The 32x32 check"). Whatever has finished when the budget ends is
 # reported (--report-only); the report, every finished run's certificate and log, and the timing come back
 # in $OUT (or ./runs/gpu-cifar-out).
 #   DATA=path/to/cifar10 bash bench/gpu_cifar.sh     (DATA holds cifar10-train.npz and cifar10-test.npz)
@@ -22,7 +23,7 @@ RUN=runs/gpu-cifar32
 ARGS=(--data "$DATA/cifar10-train.npz" --subset 300 --seeds "${SEEDS:-0,1}" --preset tiny --steps "${STEPS:-12000}"
       --checkpoints "${CHECKPOINTS:-48}" --check-every 2 --n-samples "${NSAMPLES:-500}" --sigma-n 1,2.7
       --weightings plain --lr-factors 1,0.5,0.25 --quality-features "classifier:$DATA/cifar10-test.npz"
-      --quality-metric kid --patience "${PATIENCE:-2}" --device "${DEVICE:-cuda}" --out "$RUN")
+      --quality-metric kid --patience "${PATIENCE:-2}" --precision bf16 --device "${DEVICE:-cuda}" --out "$RUN")
 mkdir -p "$OUTDIR"
 for f in cifar10-train.npz cifar10-test.npz; do
   [ -f "$DATA/$f" ] || { echo "gpu_cifar.sh: $DATA/$f is missing; set DATA to the folder holding it" >&2; exit 2; }
