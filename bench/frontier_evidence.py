@@ -2,6 +2,7 @@
 
 Usage:
     python bench/frontier_evidence.py keep FRONTIER_DIR EVIDENCE_DIR
+    python bench/frontier_evidence.py suspend FRONTIER_DIR EVIDENCE_DIR
     python bench/frontier_evidence.py restore EVIDENCE_DIR FRONTIER_DIR
     python bench/frontier_evidence.py merge OUT_DIR FRONTIER_JSON [FRONTIER_JSON ...]
 
@@ -10,7 +11,15 @@ Usage:
 kilobytes per run, no checkpoints and no samples. That is all `diffmem frontier ... --report-only` reads,
 and all a re-run needs to skip a finished run. `restore` copies them back into a frontier folder (which
 must not hold those runs yet), so that re-running the same `diffmem frontier` command on a new machine
-trains only the runs that are missing. Unfinished runs are not kept: they restart from step 0 there.
+trains only the runs that are missing.
+
+`suspend` keeps the unfinished runs too, under EVIDENCE_DIR/resume/, with what a resume reads: the run's
+own files, its samples, and of its checkpoints the newest, every one after its last check (a later check
+may go back to them) and the released one's EMA weights. That is about 4 copies of the network's weights
+per run (30 MB for `tiny`), so it is meant for a long measurement that must survive the loss of its
+machine between sessions, not for every run. `restore` puts them back too, and the same command then
+continues each from its newest checkpoint, as it would have on the old machine; `keep` drops a run's
+suspended copy once the run has finished.
 
 `merge` joins the frontier.json of one pre-registered frontier whose seeds were trained as separate
 commands (other sessions, other machines: `--seeds 0,1` here, `--seeds 2,3,4` there) and writes the
@@ -29,6 +38,8 @@ import sys
 from pathlib import Path
 
 FILES = ("config.json", "done.json", "release.json", "log.jsonl")  # subset.json: the seed redraws it
+RESUME = "resume"  # EVIDENCE_DIR/resume/<run>: an unfinished run, as `suspend` kept it
+CKPTS, LATEST, EMA, META = "checkpoints", "LATEST", "ema.safetensors", "meta.json"
 
 
 def keep(frontier: Path, evidence: Path) -> int:
@@ -40,13 +51,62 @@ def keep(frontier: Path, evidence: Path) -> int:
         for name in FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, dest / name)
+        shutil.rmtree(evidence / RESUME / run.name, ignore_errors=True)  # finished: its suspended copy is stale
     shutil.copy2(frontier / "frontier.json", evidence / "frontier.json")
     return len(runs)
 
 
+def _checks_and_release(run: Path) -> tuple[int, int | None]:
+    """The step of the run's last check (0 if none) and of its released checkpoint (None if none)."""
+    last = 0
+    if (run / "log.jsonl").is_file():
+        for line in (run / "log.jsonl").read_text().splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if "monitor" in rec:
+                last = max(last, int(rec["step"]))
+    released = None
+    if (run / "release.json").is_file():
+        released = (json.loads((run / "release.json").read_text()).get("released") or {}).get("step")
+    return last, released
+
+
+def suspend(frontier: Path, evidence: Path) -> int:
+    """Copy each unfinished run that has a checkpoint, with what its resume reads, to EVIDENCE/resume/<run>
+    (replacing an older copy whole); returns how many runs were suspended."""
+    runs = sorted(p for p in (frontier / "runs").glob("*") if p.is_dir() and not (p / "done.json").is_file()
+                  and (p / CKPTS / LATEST).is_file())
+    for run in runs:
+        last_check, released = _checks_and_release(run)
+        newest = (run / CKPTS / LATEST).read_text().strip()
+        tmp, dest = evidence / RESUME / (run.name + ".tmp"), evidence / RESUME / run.name
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run, tmp, ignore=shutil.ignore_patterns(CKPTS))
+        (tmp / CKPTS).mkdir()
+        shutil.copy2(run / CKPTS / LATEST, tmp / CKPTS / LATEST)
+        for ckpt in sorted((run / CKPTS).glob("step-*")):
+            if not (ckpt / META).is_file() or ckpt.name.endswith(".tmp"):
+                continue  # incomplete: a resume clears it
+            step = int(ckpt.name[len("step-"):])
+            if ckpt.name == newest or step > last_check:
+                shutil.copytree(ckpt, tmp / CKPTS / ckpt.name)
+            elif step == released:  # only sampled from again (--checkpoint release): its EMA weights
+                (tmp / CKPTS / ckpt.name).mkdir()
+                for name in (EMA, META):
+                    shutil.copy2(ckpt / name, tmp / CKPTS / ckpt.name / name)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    if runs and (frontier / "frontier.json").is_file():
+        shutil.copy2(frontier / "frontier.json", evidence / "frontier.json")
+    return len(runs)
+
+
 def restore(evidence: Path, frontier: Path) -> int:
-    """Copy kept runs into a frontier folder; refuses to overwrite a run that is already there."""
+    """Copy kept runs, and suspended ones that have not finished since, into a frontier folder; refuses to
+    overwrite a run that is already there."""
     runs = sorted(p for p in (evidence / "runs").glob("*") if (p / "done.json").is_file())
+    done = {r.name for r in runs}
+    runs += sorted(p for p in (evidence / RESUME).glob("*") if p.is_dir() and not p.name.endswith(".tmp")
+                   and p.name not in done)
     clash = [r.name for r in runs if (frontier / "runs" / r.name).exists()]
     if clash:
         sys.exit(f"{frontier / 'runs'} already holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}; "
@@ -92,9 +152,9 @@ def merge(out: Path, sources: list[Path]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("keep", "restore", "merge"))
-    ap.add_argument("source", type=Path, help="keep: FRONTIER_DIR; restore: EVIDENCE_DIR; merge: OUT_DIR")
-    ap.add_argument("dest", type=Path, nargs="+", help="keep: EVIDENCE_DIR; restore: FRONTIER_DIR; "
+    ap.add_argument("action", choices=("keep", "suspend", "restore", "merge"))
+    ap.add_argument("source", type=Path, help="keep, suspend: FRONTIER_DIR; restore: EVIDENCE_DIR; merge: OUT_DIR")
+    ap.add_argument("dest", type=Path, nargs="+", help="keep, suspend: EVIDENCE_DIR; restore: FRONTIER_DIR; "
                     "merge: the frontier.json files")
     a = ap.parse_args()
     if a.action == "merge":
@@ -109,9 +169,12 @@ def main() -> None:
         sys.exit(f"{a.action} takes one destination folder")
     a.dest = a.dest[0]
     if not a.source.is_dir():
-        sys.exit(f"{a.source} is not a folder; pass the frontier's --out (keep) or the evidence folder (restore)")
-    n = keep(a.source, a.dest) if a.action == "keep" else restore(a.source, a.dest)
-    print(f"{a.action}: {n} finished runs, {a.source} -> {a.dest}")
+        sys.exit(f"{a.source} is not a folder; pass the frontier's --out (keep, suspend) or the evidence folder "
+                 "(restore)")
+    act = {"keep": keep, "suspend": suspend, "restore": restore}[a.action]
+    n = act(a.source, a.dest)
+    what = "unfinished" if a.action == "suspend" else "finished" if a.action == "keep" else "kept"
+    print(f"{a.action}: {n} {what} runs, {a.source} -> {a.dest}")
 
 
 if __name__ == "__main__":

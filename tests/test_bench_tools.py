@@ -162,3 +162,58 @@ def test_kept_evidence_runs_are_not_ignored_by_git() -> None:
     assert r.returncode == 1, f"git ignores {kept}"
     r = subprocess.run(["git", "check-ignore", "-q", "runs/cifar16/frontier.json"], cwd=REPO, capture_output=True)
     assert r.returncode == 0, "the working runs/ folder should stay ignored"
+
+
+def test_a_suspended_frontier_run_restored_elsewhere_ends_as_if_never_stopped(tmp_path: Path, capsys,
+                                                                                monkeypatch) -> None:
+    """suspend keeps an unfinished run's newest checkpoints (not the older ones); restored into a new folder,
+    the same command finishes it with the same checks, losses and release as a run that was never stopped;
+    keep then drops the suspended copy."""
+    import diffmem.train.loop as loop
+    from conftest import run_cli
+
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    bench = _bench("frontier_evidence")
+
+    def args(out: Path) -> list[str]:
+        return ["frontier", "--out", str(out), "--resolution", "8", "--subset", "30", "--seeds", "0", "--steps",
+                "16", "--batch", "8", "--checkpoints", "8", "--check-every", "2", "--n-samples", "50",
+                "--sample-steps", "2", "--channels", "8,16", "--layers-per-block", "1", "--lr-factors", "1",
+                "--weightings", "plain", "--sigma-n", "1", "--device", "cpu", "--patience", "0"]
+
+    assert run_cli(args(tmp_path / "whole"), capsys)[0] == 0
+    real, saves = loop.save_checkpoint, []
+
+    def killed_after_five(*a, **k):  # a machine lost right after the checkpoint at step 10
+        out = real(*a, **k)
+        saves.append(a[1])
+        if len(saves) == 5:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_five)
+    assert run_cli(args(tmp_path / "cut"), capsys)[0] == 130
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    ev = tmp_path / "ev"
+    assert bench.suspend(tmp_path / "cut", ev) == 1
+    name = "n30-edm-lr1-seed0"
+    kept = ev / "resume" / name / "checkpoints"
+    assert sorted(p.name for p in kept.glob("step-*")) == ["step-00000008", "step-00000010"]  # released at 8
+    assert not (kept / "step-00000008" / "state.pt").exists()  # the release keeps only its EMA weights
+    assert (kept / "step-00000010" / "state.pt").is_file() and (kept / "LATEST").read_text().strip() == "step-00000010"
+
+    new = tmp_path / "new"
+    assert bench.restore(ev, new) == 1
+    assert run_cli(args(new), capsys)[0] == 0
+
+    def log(out: Path) -> list[dict]:
+        recs = [json.loads(line) for line in (out / "runs" / name / "log.jsonl").read_text().splitlines()]
+        return [{"step": r["step"], "loss": r.get("loss"), "monitor": {k: r["monitor"].get(k) for k in
+                 ("safety", "quality")} if "monitor" in r else None} for r in recs if "loss" in r or "monitor" in r]
+
+    def release(out: Path) -> dict:
+        rec = json.loads((out / "runs" / name / "release.json").read_text())
+        return {k: rec[k] for k in ("released", "stopped", "finished")}
+
+    assert log(new) == log(tmp_path / "whole") and release(new) == release(tmp_path / "whole")
+    assert bench.keep(new, ev) == 2 and not (ev / "resume" / name).exists()
