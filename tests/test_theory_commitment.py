@@ -63,7 +63,7 @@ def test_suggest_sigma_n_rule() -> None:
     sug = suggest_sigma_n(_fake_curve([1.0, 1.0, 0.9, 0.5, 0.1], sig))
     assert sug["window"] == pytest.approx([1.0, 2.0])
     assert sug["floor"] == pytest.approx(4.0 / 16)
-    assert sug["range"] == pytest.approx([0.25, 1.0]) and sug["suggested"] == pytest.approx(0.5)
+    assert sug["range"] == pytest.approx([0.25, 1.0]) and sug["suggested"] == pytest.approx(1.0)  # the window's bottom
     assert "warning" not in sug
     # log-linear interpolation between grid points
     sug = suggest_sigma_n(_fake_curve([1.0, 1.0, 1.0, 0.8, 0.1], sig))
@@ -94,11 +94,11 @@ def test_every_warning_is_kept() -> None:
 
 def test_share_of_copies_nearest_their_source_is_reported_at_the_range() -> None:
     sig = [0.25, 0.5, 1.0, 2.0, 4.0]
-    curve = _fake_curve([1.0, 1.0, 0.9, 0.5, 0.1], sig)  # range [0.25, 1], suggested 0.5
+    curve = _fake_curve([1.0, 1.0, 0.9, 0.5, 0.1], sig)  # range [0.25, 1], suggested 1
     for row, share in zip(curve["rows"], [1.0, 0.98, 0.8, 0.4, 0.1]):
         row["train"]["argmax_is_source"] = share
     at = suggest_sigma_n(curve)["argmax_is_source_at"]
-    assert at == pytest.approx({"range_low": 1.0, "suggested": 0.98, "range_high": 0.8})
+    assert at == pytest.approx({"range_low": 1.0, "suggested": 0.8, "range_high": 0.8})
     curve["median_nn_distance"] = 16 * math.sqrt(0.5)  # d = 256: floor 0.5 * sqrt(2): log-midway between 0.5 and 1
     assert suggest_sigma_n(curve)["argmax_is_source_at"]["range_low"] == pytest.approx(0.89)
 

@@ -262,13 +262,12 @@ def commitment(data: str, resolution: int | None, resize: bool, subset: int | No
         (w0, w1), (r0, r1) = suggestion["window"], suggestion["range"]
         click.echo(f"window (median max weight {high:g} -> {low:g}): {w0:.3g} - {w1:.3g}; floor (copy noise norm = "
                    f"median NN distance) {suggestion['floor']:.3g}; heuristic sigma_n range {r0:.3g} - {r1:.3g} "
-                   f"(suggested {suggestion['suggested']:.2g})")
+                   f"(suggested {suggestion['suggested']:.3g}, the window's bottom)")
         at = suggestion.get("argmax_is_source_at")
         if at is not None:
             click.echo(f"noisy training points whose largest posterior weight is their own image, at s = "
-                       f"{r0:.3g} / {suggestion['suggested']:.2g} / {r1:.3g}: {at['range_low']:.2f} / "
-                       f"{at['suggested']:.2f} / {at['range_high']:.2f} (so a copy made at sigma_n = s still "
-                       "points to its source about this often)")
+                       f"{r0:.3g} / {r1:.3g}: {at['range_low']:.2f} / {at['range_high']:.2f} (so a copy made at "
+                       "sigma_n = s still points to its source about this often)")
         for w in suggestion.get("warnings", []):
             click.echo(f"warning: {w}")
         click.echo(f"sweep grid: {', '.join(f'{g:g}' for g in grid or [])}")

@@ -155,11 +155,13 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
       equals the median nearest-neighbour distance of the training set. It compares absolute distances only; it
       does not measure whether a copy reveals its source (the copy noise is nearly orthogonal to the differences
       between images: module docstring). Above the floor the copies are still nearest to their sources.
-    - `range = [floor, s_high]` (`[s_high, s_high]` if the floor lies above s_high); `suggested` is its geometric
-      mean. It places sigma_n below the levels where identity is decided and above the floor.
+    - `range = [floor, s_high]` (`[s_high, s_high]` if the floor lies above s_high); `suggested` is its top,
+      the bottom of the window: the highest level at which a noisy copy still belongs to one image. On CIFAR-10
+      (300 images at 16x16, 5 seeds; docs/results.md, section 7) Algorithm 1 at that value showed no difference
+      from the baseline in safe quality, and at the range's geometric middle (suggested before) it was worse.
 
     What the range leaves identifiable is reported, where the curve has it, as `argmax_is_source_at`: the share
-    of noisy training points at s = the range ends and `suggested` whose largest weight is their own image (a
+    of noisy training points at s = the range ends (`suggested` is the top) whose largest weight is their own image (a
     rough guide to the share of the exact Algorithm 1 optimum's samples that end on their copy's source).
     `warnings` lists every caveat met (`warning`: them joined, absent if none). Returns `{"window", "floor",
     "range", "suggested", "rule", ...}` (levels in model units, images in [-1, 1]); with held-out rows also
@@ -175,7 +177,7 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
         "rule": ("empirical heuristic: window = noise where the median largest posterior weight of noisy training "
                  f"points drops from {high} to {low}; floor = {floor_ratio} x median nearest-neighbour distance / "
                  "sqrt(d) (copy noise norm = that distance; not a measure of whether a copy reveals its source); "
-                 "range = [floor, bottom of window]; suggested = geometric mean of the range"),
+                 "range = [floor, bottom of window]; suggested = bottom of window (the range's top)"),
     }
     if s_high is None or s_low is None:
         raise DiffmemError(
@@ -191,7 +193,7 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
     if floor > s_high:
         warnings.append(f"the floor {floor:.3g} (copy noise norm = median nearest-neighbour distance) lies above "
                         f"the bottom of the window {s_high:.3g}; the range is the window bottom alone")
-    out.update({"window": [s_high, s_low], "floor": floor, "range": [lo, hi], "suggested": math.sqrt(lo * hi)})
+    out.update({"window": [s_high, s_low], "floor": floor, "range": [lo, hi], "suggested": hi})
     if warnings:
         out["warnings"], out["warning"] = warnings, "; ".join(warnings)
     if all("argmax_is_source" in r["train"] for r in curve["rows"]):
