@@ -217,3 +217,42 @@ def test_a_suspended_frontier_run_restored_elsewhere_ends_as_if_never_stopped(tm
 
     assert log(new) == log(tmp_path / "whole") and release(new) == release(tmp_path / "whole")
     assert bench.keep(new, ev) == 2 and not (ev / "resume" / name).exists()
+
+
+def test_contradiction_power_matches_a_monte_carlo_of_the_rule() -> None:
+    """The closed form of the pre-registered check's error and power against draws of the rule itself."""
+    bench = _bench("contradiction_check")
+    rng = np.random.default_rng(0)
+    for change, sd in ((0.0, 0.10), (np.log(1.2), 0.10), (np.log(0.8), 0.15)):
+        d = rng.normal(change, sd, size=(100_000, 2))
+        mc = np.mean([bench.contradicts("no difference shown", np.exp(row)) for row in d])
+        p = bench.contradiction_power(change, sd)
+        assert abs(mc - p) < 4 * np.sqrt(p * (1 - p) / len(d)) + 1e-4, (change, sd, mc, p)
+    assert bench.contradiction_power(0.0, 0.10) == pytest.approx(0.009, abs=0.001)  # as pre-registered
+    assert bench.contradiction_power(np.log(1.2), 0.10) == pytest.approx(0.44, abs=0.01)
+
+
+def test_contradiction_check_applies_the_pre_registered_rule_against_the_checks_best_control() -> None:
+    bench = _bench("contradiction_check")
+    assert bench.contradicts("worse", [0.9, 0.95]) and not bench.contradicts("worse", [0.9, 1.01])
+    assert bench.contradicts("better", [1.01, 1.2]) and not bench.contradicts("better", [0.99, 1.2])
+    assert bench.contradicts("no difference shown", [1.16, 1.3]) and bench.contradicts("no difference shown", [0.8, 0.84])
+    assert not bench.contradicts("no difference shown", [1.16, 1.14]) and not bench.contradicts("no difference shown",
+                                                                                                 [0.8, 1.2])
+    verdict_data = json.loads((REPO / "docs" / "evidence" / "cifar16" / "frontier.json").read_text())
+    s1, s27 = "Algorithm 1, plain, sigma_n 1", "Algorithm 1, plain, sigma_n 2.7"
+
+    def run(variant: str, role: str, seed: int, q: float | None) -> dict:
+        return {"variant": variant, "role": role, "seed": seed, "subset": 300, "qstar": {"qstar": q}}
+
+    # lr x1/2 has the lower mean ln q* (0.9, 1.2 against 1.0, 1.0), so it is the best control though it loses
+    # on seed 1; sigma_n 1 beats it on both seeds (worse at 16x16: contradicted), sigma_n 2.7 is +20% and -10%
+    q = {"baseline, lr x1": (1.0, 1.0), "baseline, lr x0.5": (0.9, 1.08), s1: (0.85, 1.0), s27: (1.08, 0.972)}
+    runs = [run(v, "candidate" if v.startswith("Algorithm") else "control", s, q[v][s]) for v in q for s in (0, 1)]
+    data = {"config": {"seeds": [0, 1]}, "runs": runs}
+    rows = {r["candidate"]: r for r in bench.check(verdict_data, data)}
+    assert rows[s1]["best_control"] == "baseline, lr x0.5" and rows[s1]["verdict"] == "worse"
+    assert rows[s1]["outcome"] == "contradicted" and rows[s1]["ratios"] == pytest.approx([0.85 / 0.9, 1.0 / 1.08])
+    assert rows[s27]["verdict"] == "no difference shown" and rows[s27]["outcome"] == "not contradicted"
+    runs[-1]["qstar"] = {"qstar": None}  # a run without q* yet: the best control is not known
+    assert {r["outcome"] for r in bench.check(verdict_data, data)} == {"incomplete"}
