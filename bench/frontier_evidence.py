@@ -13,9 +13,9 @@ and all a re-run needs to skip a finished run. `restore` copies them back into a
 must not hold those runs yet), so that re-running the same `diffmem frontier` command on a new machine
 trains only the runs that are missing.
 
-`suspend` keeps the unfinished runs too, under EVIDENCE_DIR/resume/, with what a resume reads: the run's
-own files, its samples, and of its checkpoints the newest, every one after its last check (a later check
-may go back to them) and the released one's EMA weights. That is about 4 copies of the network's weights
+`suspend` does what `keep` does and keeps the unfinished runs too, under EVIDENCE_DIR/resume/, with what
+a resume reads: the run's own files, its samples, and of its checkpoints the newest, every one after its
+last check (a later check may go back to them) and the released one's EMA weights. That is about 4 copies of the network's weights
 per run (30 MB for `tiny`), so it is meant for a long measurement that must survive the loss of its
 machine between sessions, not for every run. `restore` puts them back too, and the same command then
 continues each from its newest checkpoint, as it would have on the old machine; `keep` drops a run's
@@ -45,6 +45,7 @@ CKPTS, LATEST, EMA, META = "checkpoints", "LATEST", "ema.safetensors", "meta.jso
 def keep(frontier: Path, evidence: Path) -> int:
     """Copy the finished runs' small files and frontier.json; returns how many runs were kept."""
     runs = sorted(p for p in (frontier / "runs").glob("*") if (p / "done.json").is_file())
+    evidence.mkdir(parents=True, exist_ok=True)
     for run in runs:
         dest = evidence / "runs" / run.name
         dest.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,9 @@ def _checks_and_release(run: Path) -> tuple[int, int | None]:
 
 
 def suspend(frontier: Path, evidence: Path) -> int:
-    """Copy each unfinished run that has a checkpoint, with what its resume reads, to EVIDENCE/resume/<run>
-    (replacing an older copy whole); returns how many runs were suspended."""
+    """`keep` the finished runs, and copy each unfinished run that has a checkpoint, with what its resume reads,
+    to EVIDENCE/resume/<run> (replacing an older copy whole); returns how many unfinished runs were suspended."""
+    keep(frontier, evidence)
     runs = sorted(p for p in (frontier / "runs").glob("*") if p.is_dir() and not (p / "done.json").is_file()
                   and (p / CKPTS / LATEST).is_file())
     for run in runs:
