@@ -230,3 +230,36 @@ def test_a_runs_seconds_come_from_its_own_log(tmp_path: Path) -> None:
     assert means["seconds"] == pytest.approx(65.5) and means["loss"] == pytest.approx(0.75)
     (run / "log.jsonl").write_text(json.dumps(recs[0]) + "\n")
     assert _log_means(run)["seconds"] is None
+
+
+def test_status_tells_where_each_run_stands_without_taking_the_lock(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--status reads the folder alone: finished runs with their release, an unfinished one, one whose
+    trainer is alive (its lock names this process), and it answers while the frontier's lock is held."""
+    import os
+
+    from diffmem.lock import lock_path, locked
+    from diffmem.release import choose_release
+    from diffmem.sweep.frontier import run_checks
+    from diffmem.sweep.status import frontier_status
+
+    monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fr"
+    assert run_cli(_tiny_args(out, steps="8", weighting="plain"), capsys)[0] == 0
+    base, cand = out / "runs" / "n30-edm-lr1-seed0", out / "runs" / "n30-ambient-plain-sn1-seed0"
+    st = {r["name"]: r for r in frontier_status(out)["runs"]}
+    assert st[base.name]["state"] == "finished" and st[base.name]["step"] == st[base.name]["steps"] == 8
+    best = choose_release(run_checks(base))
+    assert st[base.name]["release"] == {"step": best["step"], "quality": best["quality"]}
+    assert st[base.name]["checks"] == len(run_checks(base)) >= 2
+    (cand / "done.json").unlink()
+    assert {r["name"]: r["state"] for r in frontier_status(out)["runs"]}[cand.name] == "unfinished"
+    lock_path(cand).write_text(json.dumps({"pid": os.getpid(), "time": 0}))
+    assert {r["name"]: r["state"] for r in frontier_status(out)["runs"]}[cand.name] == "training"
+    lock_path(cand).unlink()
+    with locked(out):
+        code, text, err = run_cli(["frontier", "--out", str(out), "--status"], capsys)
+    assert code == 0, err
+    assert "2 run folders, 1 finished, of 2 planned" in text and f"| {cand.name} | unfinished | 8/8 |" in text
+    code, _, err = run_cli(["frontier", "--out", str(tmp_path / "none"), "--status"], capsys)
+    assert code == 2 and "not a frontier folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()

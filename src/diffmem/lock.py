@@ -22,7 +22,7 @@ from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.utils.atomic import clean_leftovers
 from diffmem.utils.outdir import file_on_the_way
 
-__all__ = ["lock_path", "locked", "holds_lock", "is_main_process"]
+__all__ = ["lock_path", "locked", "holds_lock", "holder_alive", "is_main_process"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +31,17 @@ def lock_path(target: str | Path) -> Path:
     """The lock file of `target`: `.NAME.lock` in the folder holding it."""
     target = Path(os.path.abspath(target))
     return target.parent / f".{target.name}.lock"
+
+
+def holder_alive(target: str | Path) -> bool:
+    """Whether the process named in `target`'s lock file is alive: a display's guess (it takes no lock, so it
+    never blocks the holder; a stale file of a killed holder reads as not alive)."""
+    try:
+        pid = int(json.loads(lock_path(target).read_text() or "{}")["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def is_main_process() -> bool:

@@ -50,15 +50,23 @@ from diffmem.utils.flags import check_jobs, device_name, joined
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
+@click.option("--status", is_flag=True, help="Train nothing, write nothing: a table of where each run of --out "
+                                             "stands (safe to ask while the frontier trains).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-running resumes).")
 def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
              layers_per_block, attn_resolutions, steps, batch, lr, checkpoints, n_samples, sample_steps,
-             quality_features, quality_metric, patience, check_every, precision, jobs, device, report_only, out) -> None:
+             quality_features, quality_metric, patience, check_every, precision, jobs, device, report_only, status,
+             out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
     from diffmem.report.frontier import write_report
     from diffmem.sweep.frontier import run_frontier
 
+    if status:  # before any validation of the training flags: it reads the folder alone
+        from diffmem.sweep.status import frontier_status, status_lines
+
+        click.echo("\n".join(status_lines(frontier_status(out))))
+        return
     fc = frontier_config_from_flags(
         data_spec=data_spec, resolution=resolution, subsets=subsets, seeds=seeds, sigma_n=sigma_n,
         weightings=weightings, weight_cap=weight_cap, lr_factors=lr_factors, preset=preset, channels=channels,
