@@ -57,38 +57,28 @@ def keep(frontier: Path, evidence: Path) -> int:
     return len(runs)
 
 
-def _checks_and_release(run: Path) -> tuple[int, int | None]:
-    """The step of the run's last check (0 if none) and of its released checkpoint (None if none)."""
-    last = 0
-    if (run / "log.jsonl").is_file():
-        for line in (run / "log.jsonl").read_text().splitlines():
-            rec = json.loads(line) if line.strip() else {}
-            if "monitor" in rec:
-                last = max(last, int(rec["step"]))
-    released = None
-    if (run / "release.json").is_file():
-        released = (json.loads((run / "release.json").read_text()).get("released") or {}).get("step")
-    return last, released
-
-
 def suspend(frontier: Path, evidence: Path) -> int:
     """`keep` the finished runs, and copy each unfinished run that has a checkpoint, with what its resume reads,
     to EVIDENCE/resume/<run> (replacing an older copy whole); returns how many unfinished runs were suspended."""
     keep(frontier, evidence)
     runs = sorted(p for p in (frontier / "runs").glob("*") if p.is_dir() and not (p / "done.json").is_file()
                   and (p / CKPTS / LATEST).is_file())
+    from diffmem.release import choose_release
+    from diffmem.sweep.frontier import run_checks
+    from diffmem.train.checkpoint import checkpoint_steps
+
     for run in runs:
-        last_check, released = _checks_and_release(run)
+        checks = run_checks(run)
+        last_check = max((c["step"] for c in checks), default=0)
+        released = (choose_release(checks) or {}).get("step")
         newest = (run / CKPTS / LATEST).read_text().strip()
         tmp, dest = evidence / RESUME / (run.name + ".tmp"), evidence / RESUME / run.name
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(run, tmp, ignore=shutil.ignore_patterns(CKPTS))
         (tmp / CKPTS).mkdir()
         shutil.copy2(run / CKPTS / LATEST, tmp / CKPTS / LATEST)
-        for ckpt in sorted((run / CKPTS).glob("step-*")):
-            if not (ckpt / META).is_file() or ckpt.name.endswith(".tmp"):
-                continue  # incomplete: a resume clears it
-            step = int(ckpt.name[len("step-"):])
+        for step in checkpoint_steps(run):  # the complete ones: a resume clears an incomplete one
+            ckpt = run / CKPTS / f"step-{step:08d}"
             if ckpt.name == newest or step > last_check:
                 shutil.copytree(ckpt, tmp / CKPTS / ckpt.name)
             elif step == released:  # only sampled from again (--checkpoint release): its EMA weights
@@ -97,8 +87,6 @@ def suspend(frontier: Path, evidence: Path) -> int:
                     shutil.copy2(ckpt / name, tmp / CKPTS / ckpt.name / name)
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
-    if runs and (frontier / "frontier.json").is_file():
-        shutil.copy2(frontier / "frontier.json", evidence / "frontier.json")
     return len(runs)
 
 
