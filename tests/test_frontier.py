@@ -204,15 +204,15 @@ def test_an_interrupted_frontier_resumes(tmp_path: Path, capsys, monkeypatch) ->
 
 def test_qstar_plot_draws_each_comparison_and_is_skipped_without_qstar(tmp_path: Path) -> None:
     """One row per (candidate, control) with q*; no picture when no run has a q*."""
-    from diffmem.report.frontier import plot_qstar
+    from diffmem.report.frontier import plot_qstar, qstar_verdicts_of
 
     runs = [{"subset": 50, "variant": v, "role": role, "seed": s,
              "qstar": {"qstar": q * (1 + 0.01 * s), "step": 100, "safe_found": True}}
             for v, role, q in (("base", "control", 0.30), ("slow", "control", 0.36), ("cand", "candidate", 0.27))
             for s in range(4)]
-    path = plot_qstar(runs, tmp_path / "qstar.png")
+    path = plot_qstar(qstar_verdicts_of(runs), tmp_path / "qstar.png")
     assert path is not None and path.stat().st_size > 1000
-    assert plot_qstar([{**r, "qstar": None} for r in runs], tmp_path / "none.png") is None
+    assert plot_qstar(qstar_verdicts_of([{**r, "qstar": None} for r in runs]), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 

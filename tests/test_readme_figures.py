@@ -88,10 +88,10 @@ def _cifar_rows(text: str) -> dict[str, str]:
 def test_readme_cifar_verdict_is_the_rule_applied_to_the_kept_evidence() -> None:
     """The README's CIFAR-10 table (and the results page's) is what the pre-registered rule computes from
     docs/evidence/cifar16/frontier.json, every run's checks as measured."""
-    from diffmem.report.frontier import _qstar_verdicts
+    from diffmem.report.frontier import qstar_verdicts_of
 
     data = json.loads((ROOT / "docs" / "evidence" / "cifar16" / "frontier.json").read_text())
-    found = _qstar_verdicts(data["runs"])
+    found = qstar_verdicts_of(data["runs"])
     assert len({r["seed"] for r in data["runs"]}) == 5 and len(found) == 2
     rows, results = _cifar_rows(README.read_text()), (ROOT / "docs" / "results.md").read_text()
     for v in found:

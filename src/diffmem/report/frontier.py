@@ -171,23 +171,24 @@ def _summary_lines(paths: Sequence[dict[str, Any]], tolerance: float, q: str = "
     return lines + [""]
 
 
-def _qstar_verdicts(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """diffmem.sweep.safe_quality.qstar_verdicts over the runs that have a q*."""
+def qstar_verdicts_of(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """diffmem.sweep.safe_quality.qstar_verdicts over the runs that have a q* (computed once per report,
+    then passed to qstar_lines and plot_qstar)."""
     from diffmem.sweep.safe_quality import qstar_verdicts
 
     rows = [r for r in runs if r.get("qstar")]
     return qstar_verdicts(rows) if rows else []
 
 
-def qstar_lines(runs: Sequence[dict[str, Any]], verdicts_: Sequence[dict[str, Any]] | None = None) -> list[str]:
+def qstar_lines(runs: Sequence[dict[str, Any]], qstar_verdicts: Sequence[dict[str, Any]]) -> list[str]:
     """The verdict by safe quality (docs/method.md, "Deciding between methods by safe quality"): per
-    candidate, the paired comparison of q* with the best control, then q* per variant and seed.
-    `verdicts_`: `_qstar_verdicts(runs)` when the caller has it already."""
+    candidate, the paired comparison of q* with the best control (`qstar_verdicts`, from
+    qstar_verdicts_of(runs)), then q* per variant and seed."""
     rows = [r for r in runs if r.get("qstar")]
     if not rows:
         return []
     lines = ["## Verdict by safe quality (q*: the best quality of a safe check; lower is better)", ""]
-    for v in _qstar_verdicts(runs) if verdicts_ is None else verdicts_:
+    for v in qstar_verdicts:
         c = v["verdict"]
         if c.get("change") is None:
             lines.append(f"- **{v['subset']} images, {v['candidate']}: {c['verdict']}** against "
@@ -217,11 +218,12 @@ def qstar_lines(runs: Sequence[dict[str, Any]], verdicts_: Sequence[dict[str, An
 
 def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, Any]], title: str = "",
              tolerance: float = 0.1, runs: Sequence[dict[str, Any]] = (), quality: str = "FD",
-             qstar_verdicts_: Sequence[dict[str, Any]] | None = None) -> str:
-    """The verdict by safe quality (with `runs`), the earlier path rule's verdict, then per subset a summary
-    per variant, the path table and the mechanism table; `quality` names the quality metric (FD or KID)."""
+             qstar_verdicts: Sequence[dict[str, Any]] | None = None) -> str:
+    """The verdict by safe quality (with `runs`; `qstar_verdicts` from qstar_verdicts_of(runs), computed
+    here when not given), the earlier path rule's verdict, then per subset a summary per variant, the path
+    table and the mechanism table; `quality` names the quality metric (FD or KID)."""
     lines = [f"# {title or 'Frontier over training'}", ""]
-    lines += qstar_lines(runs, qstar_verdicts_)
+    lines += qstar_lines(runs, qstar_verdicts_of(runs) if qstar_verdicts is None else qstar_verdicts)
     if verdict_rows:
         lines += ["## The earlier rule: excess copies at equal quality (reported for comparison)", ""]
     for v in verdict_rows:
@@ -314,14 +316,13 @@ def plot_frontier(paths: Sequence[dict[str, Any]], out: str | Path, quality: str
     return save_atomic(out, fig.savefig)
 
 
-def plot_qstar(runs: Sequence[dict[str, Any]], out: str | Path,
-               verdicts_: Sequence[dict[str, Any]] | None = None) -> Path | None:
-    """The q* verdicts as a picture: per candidate and control, each seed's relative change of q* (dots;
-    below 0: the candidate's safe quality is better) and the mean with its 90% interval (bar); None when
-    no run has a q*. `verdicts_`: `_qstar_verdicts(runs)` when the caller has it already."""
+def plot_qstar(qstar_verdicts: Sequence[dict[str, Any]], out: str | Path) -> Path | None:
+    """The q* verdicts (from qstar_verdicts_of) as a picture: per candidate and control, each seed's
+    relative change of q* (dots; below 0: the candidate's safe quality is better) and the mean with its 90%
+    interval (bar); None when no comparison has a q*."""
     from matplotlib.figure import Figure
 
-    rows = [(v, name, r) for v in (_qstar_verdicts(runs) if verdicts_ is None else verdicts_)
+    rows = [(v, name, r) for v in qstar_verdicts
             for name, r in sorted(v["against"].items(), key=lambda kv: kv[0] != v["best_control"])
             if r.get("change") is not None]
     if not rows:
@@ -354,9 +355,9 @@ def write_report(data: dict[str, Any], out: str | Path, tolerance: float = 0.1) 
     rows = verdicts(paths, tolerance)
     md = out / "frontier.md"
     quality = str((data.get("config") or {}).get("quality_metric") or "fd").upper()  # "KID" or "FD"
-    qv = _qstar_verdicts(data["runs"])
+    qv = qstar_verdicts_of(data["runs"])
     write_text_atomic(md, markdown(paths, rows, tolerance=tolerance, runs=data["runs"], quality=quality,
-                                   qstar_verdicts_=qv))
+                                   qstar_verdicts=qv))
     files = {"markdown": md, "plot": plot_frontier(paths, out / "frontier.png", quality)}
-    qplot = plot_qstar(data["runs"], out / "qstar.png", qv)
+    qplot = plot_qstar(qv, out / "qstar.png")
     return {**files, "qstar_plot": qplot} if qplot is not None else files
