@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from diffmem.cli.sections import SectionedCommand
 from diffmem.errors import DiffmemError
 from diffmem.evaluate.options import (AUDIT_BACKENDS, DEFAULT_THRESHOLDS, PIXEL_THRESHOLDS, AuditOptions,
                                      check_audit_inputs)
@@ -81,16 +82,22 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
     return cache_dir or str(cache_root())
 
 
-@click.command()
+# --help headings: each starts at the named parameter (diffmem.cli.sections)
+AUDIT_HELP_SECTIONS = {"samples": "What to audit, and where", "features": "Copy features and thresholds",
+                       "resolution": "Loading and matching images", "n_pictures": "Output and hardware",
+                       "checkpoint": "Sampling a checkpoint (with --run)"}
+
+
+@click.command(cls=SectionedCommand, sections=AUDIT_HELP_SECTIONS)
 @click.option("--samples", default=None, help="Generated images: a folder, .zip or .npz (or --checkpoint with --run).")
 @click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False),
               help="A training run: its training subset is the training set, the rest of its data the held-out set.")
 @click.option("--train", "train_spec", default=None, help="Training images: folder, .zip, .npz or builtin:digits.")
 @click.option("--heldout", "heldout_spec", default=None,
               help="Held-out real images of the same distribution (with --train).")
-@click.option("--features", default=AUDIT.features, show_default=True, help=FEATURES_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier audit (replaced whole); other folders are refused.")
+@click.option("--features", default=AUDIT.features, show_default=True, help=FEATURES_HELP)
 @click.option("--thresholds", default=None,
               help=f"Fixed cosine-similarity thresholds [default: {joined(PIXEL_THRESHOLDS)} for pixels, "
                    f"{joined(DEFAULT_THRESHOLDS)} (the paper's, for DINOv2) for other features].")
@@ -116,11 +123,11 @@ def cache_option(cache_dir: str | None, no_cache: bool) -> str | None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Feature cache folder [default: $DIFFMEM_CACHE or ~/.cache/diffmem].")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached features.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--checkpoint", default=None,
               help="With --run and no --samples: sample this checkpoint (release, latest or step-N) and audit that.")
 @click.option("--n-samples", type=int, default=CHECKPOINT_SAMPLES, show_default=True,
               help="Samples drawn with --checkpoint (seed 0).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(samples, run_dir, train_spec, heldout_spec, features, out, thresholds, calibrate, ratio_k, max_heldout,
           resolution, resize, image_size, xflip, shift, n_pictures, backend, batch, device, cache_dir, no_cache, checkpoint,
           n_samples, quiet) -> None:

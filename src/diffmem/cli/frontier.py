@@ -5,13 +5,21 @@ from __future__ import annotations
 import click
 
 from diffmem.cli.configs import DATA, FRONTIER, METHOD, NETWORK, OPTIM, frontier_config_from_flags
+from diffmem.cli.sections import SectionedCommand
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.sweep.frontier import CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS
 from diffmem.utils.flags import check_jobs, device_name, joined
 
 
-@click.command()
+# --help headings: each starts at the named parameter (diffmem.cli.sections)
+FRONTIER_HELP_SECTIONS = {"data_spec": "Data and seeds", "sigma_n": "Variants: candidates and slower-clock controls",
+                          "preset": "Network", "steps": "Optimisation",
+                          "checkpoints": "Checks and the guard (docs/method.md, \"The release and safe quality\")",
+                          "precision": "Hardware", "report_only": "Mode and output"}
+
+
+@click.command(cls=SectionedCommand, sections=FRONTIER_HELP_SECTIONS)
 @click.option("--data", "data_spec", default=DATA.spec, show_default=True)
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
 @click.option("--resize", is_flag=True, help="Resize (center-crop + Lanczos) images to --resolution.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from diffmem.api import sample as api_sample
+from diffmem.cli.sections import SectionedCommand
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SOLVERS, SampleOptions
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.utils.flags import defaults_of, device_name
@@ -16,7 +17,12 @@ from diffmem.utils.outdir import check_output
 SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults; n and seed of diffmem.sample
 
 
-@click.command()
+# --help headings: each starts at the named parameter (diffmem.cli.sections)
+SAMPLE_HELP_SECTIONS = {"run_dir": "What to sample", "steps": "Sampler (EDM, Karras et al. 2022, Algorithm 2)",
+                        "class_label": "Model", "batch": "Output and hardware"}
+
+
+@click.command(cls=SectionedCommand, sections=SAMPLE_HELP_SECTIONS)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
 @click.option("--n", "n", type=int, default=API["n"], show_default=True, help="Number of images.")
 @click.option("--out", "out", required=True, help="A folder of PNGs, or a path ending in .npz.")

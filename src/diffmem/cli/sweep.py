@@ -6,6 +6,7 @@ import click
 
 from diffmem.cli.configs import (DATA, EVAL, METHOD, NETWORK, OPTIM, SWEEP, SWEEP_VALUES, eval_options_from_flags,
                                   sweep_config_from_flags)
+from diffmem.cli.sections import SectionedCommand
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
@@ -42,7 +43,13 @@ def _eval_flags(f):
     return f
 
 
-@click.command()
+# --help headings: each starts at the named parameter (diffmem.cli.sections)
+SWEEP_HELP_SECTIONS = {"data_spec": "Data", "methods": "Methods and seeds", "preset": "Network",
+                       "steps": "Optimisation", "checkpoint_every": "Checkpoints, copy monitor and parallel runs",
+                       "n_samples": "Evaluation", "device": "Hardware and output"}
+
+
+@click.command(cls=SectionedCommand, sections=SWEEP_HELP_SECTIONS)
 @click.option("--data", "data_spec", default=DATA.spec, show_default=True,
               help="Images: a folder, a .zip, a .npz with 'images', or builtin:digits.")
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")

@@ -6,6 +6,7 @@ import click
 
 from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, SWEEP, TRAIN, check_monitor_flags,
                                   train_config_from_flags)
+from diffmem.cli.sections import SectionedCommand
 from diffmem.config import PRESETS
 from diffmem.diffusion.methods import METHOD_CLASSES
 from diffmem.diffusion.weighting import WEIGHTINGS
@@ -42,7 +43,14 @@ def keep_checkpoints_from_flag(value: str) -> int:
     return n
 
 
-@click.command()
+# --help headings: each starts at the named parameter (diffmem.cli.sections)
+TRAIN_HELP_SECTIONS = {"data_spec": "Data", "method": "Method (docs/method.md)", "preset": "Network",
+                       "steps": "Optimisation", "seed": "Run folder, seed and checkpoints",
+                       "device": "Hardware and output", "monitor_every": "Copy monitor",
+                       "guard": "Guard and release (docs/method.md, \"The release and safe quality\")"}
+
+
+@click.command(cls=SectionedCommand, sections=TRAIN_HELP_SECTIONS)
 @click.option("--data", "data_spec", default=DATA.spec, show_default=True,
               help="Images: a folder (png/jpg, recursive), a .zip, a .npz with 'images', or builtin:digits.")
 @click.option("--resolution", type=int, default=None, help="Image size (builtin:digits default 16).")
