@@ -198,11 +198,13 @@ def train(config: Any, out: str | Path, *, device: str = "cpu", overwrite: bool 
 
 
 def sample(run: str | Path, n: int = 64, *, seed: int = 0, checkpoint: str = "latest", device: str = "cpu",
-           progress: bool = False) -> np.ndarray:
+           precision: str = "fp32", progress: bool = False) -> np.ndarray:
     """`n` images (uint8 [n, H, W, C]) from a trained run's EMA weights; sample i depends only on (seed, i).
-    `checkpoint`: "latest", "release" (the guard's certified checkpoint, release.json) or "step-N"."""
-    from diffmem.generate import generate
+    `checkpoint`: "latest", "release" (the guard's certified checkpoint, release.json) or "step-N";
+    `precision`: the network's forward pass, "fp32" or "bf16" autocast (faster on CPUs with AMX and on GPUs)."""
+    from diffmem.generate import SampleOptions, generate
     from diffmem.train.checkpoint import load_denoiser
 
     net, cfg, meta = load_denoiser(run, device=device, checkpoint=checkpoint)
-    return generate(net, cfg, meta, int(n), seed=seed, device=device, progress=progress)
+    return generate(net, cfg, meta, int(n), seed=seed, opts=SampleOptions(precision=precision), device=device,
+                    progress=progress)

@@ -21,6 +21,7 @@ from diffmem.diffusion.precond import EDMPrecond
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SampleOptions
 from diffmem.diffusion.samplers import fixed_rows, karras_sigmas, per_sample_noise, sampler
 from diffmem.errors import DiffmemError
+from diffmem.utils.precision import autocast
 
 # Rows per network call while sampling, whatever --batch is (the last call of a batch is padded): small on
 # a CPU (64: at 8x8, 37 samples/s against 27 with 16 rows and 45 with 256, one thread), where a few samples
@@ -81,7 +82,8 @@ def generate(net: EDMPrecond, cfg: TrainConfig, meta: dict, n: int, seed: int = 
         inputs = inputs.to(device) if inputs is not None else None
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return rows(x, sigma, lab, inputs)
+            with autocast(x.device, opts.precision):  # the sampler's own steps stay in float32
+                return rows(x, sigma, lab, inputs).float()
 
         x = sampler(opts.solver)(denoiser, noise[0], sigmas.to(device), s_churn=opts.s_churn, s_tmin=opts.s_tmin,
                                  s_tmax=opts.s_tmax, s_noise=opts.s_noise, churn_noise=lambda k: noise[k],

@@ -26,6 +26,7 @@ from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
 from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release,
                              release_record, stop_reason)
+from diffmem.utils.precision import check_precision
 
 __all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features"]
 
@@ -36,7 +37,9 @@ class GuardConfig:
     `features`, `quality_features` (None: digits-net for builtin:digits, else pixels) and `quality_metric`
     ("kid" or "fd"), the safety test's `level`, `patience` (stop after that many unsafe checks in a
     row; 0: never stop) and `every` (check every `every`-th checkpoint, every one once a check hints at
-    copying (`diffmem.release.check_due`), and, when a check is unsafe or hints, the ones it skipped)."""
+    copying (`diffmem.release.check_due`), and, when a check is unsafe or hints, the ones it skipped);
+    `sample_precision`: the checks' sampler, fp32 or bf16 autocast (twice as fast on CPUs with AMX; docs/
+    performance.md, "What the guard costs")."""
 
     n_samples: int = 400
     features: str = "pixels"
@@ -46,6 +49,7 @@ class GuardConfig:
     patience: int = 2
     sample_steps: int = 18
     every: int = 1
+    sample_precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
@@ -72,6 +76,7 @@ def validate_guard(gc: GuardConfig, cfg: TrainConfig, n_heldout: int | None = No
         raise DiffmemError(f"--guard-every must be a positive number of checkpoints, got {gc.every}")
     if gc.sample_steps < 1:
         raise DiffmemError(f"--guard-sample-steps must be at least 1, got {gc.sample_steps}")
+    check_precision(gc.sample_precision, "--guard-sample-precision")
     checks = cfg.optim.steps // cfg.checkpoint_every  # at most; fewer when checks are sparse
     if gc.patience < 0:
         raise DiffmemError(f"--guard-patience must be 0 (never stop) or a number of checks, got {gc.patience}")
@@ -194,7 +199,8 @@ def make_guard(cfg: TrainConfig, gc: GuardConfig, run: str | Path, device: Any =
     validate_guard(gc, cfg, len(heldout_idx))
     quality = gc.quality_features or default_quality_features(cfg.data.spec)
     monitor = make_monitor(cfg, n_samples=gc.n_samples, features=gc.features, device=device, seed=0,
-                           sample_steps=gc.sample_steps, quality_features=quality,
+                           sample_steps=gc.sample_steps, sample_precision=gc.sample_precision,
+                           quality_features=quality,
                            quality_metric=gc.quality_metric, level=gc.level, cache_dir=cache_dir,
                            selected=(source, train_idx, heldout_idx))
     return Guard(monitor, gc, run, cfg.checkpoint_every)

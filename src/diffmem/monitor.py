@@ -28,6 +28,7 @@ from diffmem.config import TrainConfig
 from diffmem.data.datasets import ImageDataset
 from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
+from diffmem.utils.precision import check_precision
 
 __all__ = ["CopyMonitor", "make_monitor", "monitor_records", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
            "CALIBRATED_KEY"]
@@ -46,7 +47,8 @@ class CopyMonitor:
     `max_heldout`: a seeded subset of at most this many held-out images is the reference.
     `quality_features`: also log the quality of the samples against the held-out images in this feature
     space (e.g. "digits-net"), so that each check is a (quality, copies) point of the run's path;
-    `quality_metric`: "fd" (Frechet distance) or "kid" (the unbiased KID); `level`: the safety test's level. `last_images` holds the
+    `quality_metric`: "fd" (Frechet distance) or "kid" (the unbiased KID); `level`: the safety test's level;
+    `sample_precision`: the sampler's forward pass, fp32 or bf16 autocast (SampleOptions). `last_images` holds the
     samples of the latest check (the release keeps those of the released checkpoint).
     """
 
@@ -55,7 +57,7 @@ class CopyMonitor:
                  sample_steps: int = 18, batch: int = 256, max_heldout: int = 2000,
                  device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                  quality_features: str | None = None, quality_metric: str = "fd",
-                 level: float = SAFETY_LEVEL) -> None:
+                 level: float = SAFETY_LEVEL, sample_precision: str = "fp32") -> None:
         from diffmem.evaluate.features import embed_dataset, get_extractor
         from diffmem.evaluate.search import nearest_neighbours
         from diffmem.evaluate.options import EvalOptions
@@ -71,6 +73,8 @@ class CopyMonitor:
         self.calibration: Calibration | None = None
         self.cfg, self.n_samples, self.seed, self.batch = cfg, int(n_samples), int(seed), int(batch)
         self.sample_steps = int(sample_steps)
+        check_precision(sample_precision, "the monitor's sample precision")
+        self.sample_precision = sample_precision
         h, w, c = train.shape
         self.meta = {"resolution": h, "channels": c}
         self.n_train = len(train)
@@ -118,12 +122,14 @@ class CopyMonitor:
         was_training = ema_model.training
         ema_model.eval()
         images = generate(ema_model, self.cfg, self.meta, self.n_samples, seed=self.seed, batch=self.batch,
-                          opts=SampleOptions(steps=self.sample_steps), device=device, progress=False)
+                          opts=SampleOptions(steps=self.sample_steps, precision=self.sample_precision), device=device,
+                          progress=False)
         ema_model.train(was_training)
         self.last_images = images
         feats = self.extractor(images)
         sims = nearest_neighbours(feats, self.train_feats)[0][:, 0].numpy().astype(np.float64)
         rec: dict[str, Any] = {"features": self.extractor.name, "n_samples": self.n_samples,
+                               "sample_precision": self.sample_precision,
                                "epoch": step * self.cfg.optim.batch / self.n_train}
         rec.update(self._stats(sims))
         rec["calibrated_thresholds"] = dict(self.calibrated) or None

@@ -205,7 +205,8 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
                                quality_metric: str = FRONTIER.quality_metric,
                                patience: int = FRONTIER.patience,
                                check_every: int = FRONTIER.check_every, resize: bool = False,
-                               precision: str = FRONTIER.precision) -> FrontierConfig:
+                               precision: str = FRONTIER.precision,
+                               sample_precision: str = FRONTIER.sample_precision) -> FrontierConfig:
     """The validated FrontierConfig of `diffmem frontier`'s flags (`diffmem.sweep.frontier.validate_frontier`):
     controls, the baseline at --lr times each --lr-factors; candidates, Algorithm 1 at each --sigma-n (one value
     or a comma-separated list) with each --weightings."""
@@ -226,6 +227,7 @@ def frontier_config_from_flags(*, data_spec: str = DATA.spec, resolution: int | 
     fc = FrontierConfig(base, variants, subsets=parse_int_list(subsets, "--subset") or (),
                         seeds=parse_int_list(seeds, "--seeds") or (), checkpoints=checkpoints, n_samples=n_samples,
                         sample_steps=sample_steps, quality_features=quality_features, quality_metric=quality_metric,
-                        patience=patience, check_every=check_every, precision=precision)
+                        patience=patience, check_every=check_every, precision=precision,
+                        sample_precision=sample_precision)
     validate_frontier(fc)
     return fc

@@ -10,13 +10,14 @@ from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.sweep.frontier import CANDIDATE_SIGMA_N, CANDIDATE_WEIGHTINGS, CONTROL_LR_FACTORS, FRONTIER_STEPS
 from diffmem.utils.flags import check_jobs, device_name, joined
+from diffmem.utils.precision import PRECISIONS
 
 
 # --help headings: each starts at the named parameter (diffmem.cli.sections)
 FRONTIER_HELP_SECTIONS = {"data_spec": "Data and seeds", "sigma_n": "Variants: candidates and slower-clock controls",
                           "preset": "Network", "steps": "Optimisation",
                           "checkpoints": "Checks and the guard (docs/method.md, \"The release and safe quality\")",
-                          "precision": "Hardware", "report_only": "Mode and output"}
+                          "precision": "Precision and hardware", "report_only": "Mode and output"}
 
 
 @click.command(cls=SectionedCommand, sections=FRONTIER_HELP_SECTIONS)
@@ -52,9 +53,12 @@ FRONTIER_HELP_SECTIONS = {"data_spec": "Data and seeds", "sigma_n": "Variants: c
               help="The guard's stopping rule: stop a run after this many unsafe checks in a row (0: never).")
 @click.option("--check-every", type=int, default=FRONTIER.check_every, show_default=True,
               help="Check every k-th checkpoint, and every one once a check hints at copying.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=FRONTIER.precision, show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=FRONTIER.precision, show_default=True,
               help="Training's forward pass: float32, or bfloat16 autocast (faster on CPUs with AMX; changes the "
-                   "numbers, so it is part of the frontier's configuration). Checks sample in float32.")
+                   "numbers, so it is part of the frontier's configuration).")
+@click.option("--sample-precision", type=click.Choice(PRECISIONS), default=FRONTIER.sample_precision,
+              show_default=True, help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on "
+                                      "CPUs with AMX; docs/performance.md, \"What the guard costs\").")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")
@@ -63,8 +67,8 @@ FRONTIER_HELP_SECTIONS = {"data_spec": "Data and seeds", "sigma_n": "Variants: c
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-running resumes).")
 def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings, weight_cap, lr_factors, preset, channels,
              layers_per_block, attn_resolutions, steps, batch, lr, checkpoints, n_samples, sample_steps,
-             quality_features, quality_metric, patience, check_every, precision, jobs, device, report_only, status,
-             out) -> None:
+             quality_features, quality_metric, patience, check_every, precision, sample_precision, jobs, device,
+             report_only, status, out) -> None:
     """Train the baseline at several learning rates and Algorithm 1 with each weighting; record every run's
     (quality, copies) at evenly spaced checkpoints; write frontier.md (verdict, tables) and frontier.png."""
     from diffmem.report.frontier import write_report
@@ -81,7 +85,7 @@ def frontier(data_spec, resolution, resize, subsets, seeds, sigma_n, weightings,
         layers_per_block=layers_per_block, attn_resolutions=attn_resolutions, steps=steps, batch=batch, lr=lr,
         checkpoints=checkpoints, n_samples=n_samples, sample_steps=sample_steps, quality_features=quality_features,
         quality_metric=quality_metric, patience=patience, check_every=check_every, resize=resize,
-        precision=precision)
+        precision=precision, sample_precision=sample_precision)
     check_jobs(jobs)
     data = run_frontier(fc, out, device=device_name(device), jobs=jobs, echo=click.echo, report_only=report_only)
     data["files"] = write_report(data, out)

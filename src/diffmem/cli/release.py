@@ -6,6 +6,7 @@ import click
 
 from diffmem.guard import GuardConfig
 from diffmem.utils.flags import device_name
+from diffmem.utils.precision import PRECISIONS
 
 GUARD = GuardConfig()
 
@@ -21,9 +22,12 @@ GUARD = GuardConfig()
 @click.option("--metric", "quality_metric", type=click.Choice(["kid", "fd"]), default=GUARD.quality_metric,
               show_default=True)
 @click.option("--level", type=float, default=GUARD.level, show_default=True, help="Level of the safety test.")
+@click.option("--sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision, show_default=True,
+              help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on CPUs with AMX).")
 @click.option("--allow-pruned", is_flag=True, help="Release among the checkpoints left when some were pruned.")
 @click.option("--device", default="auto", show_default=True)
-def release(run_dir, n_samples, features, quality_features, quality_metric, level, allow_pruned, device) -> None:
+def release(run_dir, n_samples, features, quality_features, quality_metric, level, sample_precision, allow_pruned,
+            device) -> None:
     """Check every kept checkpoint of RUN as `train --guard` would (copies against held-out images, the safety
     test, quality), write RUN/release.json and the released samples; `sample --checkpoint release` then uses it."""
     from pathlib import Path
@@ -33,7 +37,7 @@ def release(run_dir, n_samples, features, quality_features, quality_metric, leve
     from diffmem.train.rundir import load_train_config
 
     gc = GuardConfig(n_samples=n_samples, features=features, quality_features=quality_features,
-                     quality_metric=quality_metric, level=level)
+                     quality_metric=quality_metric, level=level, sample_precision=sample_precision)
     record = release_run(run_dir, gc, device=device_name(device), allow_pruned=allow_pruned, progress=click.echo)
     click.echo(release_sentence(record, load_train_config(run_dir).method.name))
     click.echo(f"certificate: {Path(run_dir) / 'release.json'}")

@@ -13,6 +13,7 @@ from diffmem.diffusion.weighting import WEIGHTINGS
 from diffmem.errors import DiffmemError
 from diffmem.guard import GuardConfig
 from diffmem.utils.flags import device_name
+from diffmem.utils.precision import PRECISIONS
 
 GUARD = GuardConfig()
 
@@ -91,7 +92,7 @@ TRAIN_HELP_SECTIONS = {"data_spec": "Data", "method": "Method (docs/method.md)",
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="bf16: bfloat16 autocast for the forward pass (GPUs); weights stay fp32.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPUs; slow first steps).")
 @click.option("--channels-last", is_flag=True, help="channels-last memory format (GPUs).")
@@ -118,6 +119,9 @@ TRAIN_HELP_SECTIONS = {"data_spec": "Data", "method": "Method (docs/method.md)",
               help="Stop after this many unsafe checks in a row (0: never stop).")
 @click.option("--guard-every", type=int, default=GUARD.every, show_default=True,
               help="Check every k-th checkpoint, and every one once a check hints at copying.")
+@click.option("--guard-sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision,
+              show_default=True, help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on "
+                                      "CPUs with AMX; docs/performance.md, \"What the guard costs\").")
 @click.option("--keep-checkpoints", default="2", show_default=True,
               help="Newest checkpoints kept on disk, or 'all' (needed by `diffmem release`); the guard also keeps "
                    "its released one.")
@@ -126,7 +130,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
           weight_decay, warmup_steps, ema_halflife, ema_decay, seed, checkpoint_every, log_every, out, resume,
           overwrite, device, quiet, precision, compile_, channels_last, monitor_every, monitor_samples, monitor_features,
           guard, guard_samples, guard_features, guard_quality, guard_metric, guard_level, guard_patience,
-          guard_every, keep_checkpoints) -> None:
+          guard_every, guard_sample_precision, keep_checkpoints) -> None:
     """Train a pixel-space diffusion model: the EDM baseline or Algorithm 1 (--method ambient)."""
     from diffmem.train.loop import train as run_train
 
@@ -146,7 +150,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     world, dev = init_world(device_name(device))  # torchrun: one process per device, the batch split among them
     gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
                      quality_metric=guard_metric, level=guard_level, patience=guard_patience,
-                     every=guard_every) if guard else None
+                     every=guard_every, sample_precision=guard_sample_precision) if guard else None
     monitor, monitor_every = _watch(cfg, out, dev, gc, monitor_every, monitor_samples, monitor_features)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,

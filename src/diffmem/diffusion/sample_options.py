@@ -12,7 +12,9 @@ SAMPLE_BATCH = 256  # images per sampler batch (memory only: sample i never depe
 
 @dataclass(frozen=True)
 class SampleOptions:
-    """EDM sampling (Karras et al. 2022, Algorithm 2 and Table 1): steps, solver, churn and the schedule."""
+    """EDM sampling (Karras et al. 2022, Algorithm 2 and Table 1): steps, solver, churn and the schedule;
+    `precision` of the network's forward pass (fp32, or bf16 autocast: about twice as fast on CPUs with
+    AMX and on GPUs; docs/performance.md measures what it changes in a guard's check)."""
 
     steps: int = 18
     solver: str = "heun"
@@ -23,3 +25,4 @@ class SampleOptions:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
+    precision: str = "fp32"

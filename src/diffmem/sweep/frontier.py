@@ -33,9 +33,9 @@ from diffmem.errors import DiffmemError
 from diffmem.guard import GuardConfig
 from diffmem.lock import holds_lock
 from diffmem.train.checks import validate_config
-from diffmem.train.loop import PRECISIONS
 from diffmem.train.rundir import write_json_atomic
 from diffmem.utils.outdir import check_out_folder
+from diffmem.utils.precision import check_precision
 from diffmem.utils.processes import run_spawned
 
 __all__ = ["Variant", "FrontierConfig", "default_variants", "validate_frontier", "run_frontier", "run_paths",
@@ -104,7 +104,8 @@ class FrontierConfig:
     quality_metric: str = "kid"  # the guard's quality metric: "kid" (unbiased) or "fd"
     patience: int = 2  # the guard's stopping rule: stop after this many unsafe checks in a row (0: never)
     check_every: int = 1  # the guard checks every k-th checkpoint, and every one where copying may set in
-    precision: str = "fp32"  # training's forward pass: "fp32" or "bf16" autocast (checks sample in fp32)
+    precision: str = "fp32"  # training's forward pass: "fp32" or "bf16" autocast
+    sample_precision: str = "fp32"  # the checks' sampler: "fp32" or "bf16" autocast (GuardConfig)
     extras: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. the code's commit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,8 +126,8 @@ def validate_frontier(fc: FrontierConfig) -> None:
         raise DiffmemError("--seeds is empty")
     if not fc.variants:
         raise DiffmemError("no variants to run")
-    if fc.precision not in PRECISIONS:
-        raise DiffmemError(f"--precision must be one of {', '.join(PRECISIONS)}, got {fc.precision!r}")
+    check_precision(fc.precision, "--precision")
+    check_precision(fc.sample_precision, "--sample-precision")
     slugs = [v.slug for v in fc.variants]
     if len(set(slugs)) != len(slugs):
         raise DiffmemError(f"two variants share a name: {slugs}")
@@ -162,7 +163,7 @@ def guard_config(fc: FrontierConfig) -> GuardConfig:
     """The guard every run of the frontier trains with (its checks are the points of the paths)."""
     return GuardConfig(n_samples=fc.n_samples, features=fc.features, quality_features=fc.quality_features,
                        quality_metric=fc.quality_metric, patience=fc.patience, sample_steps=fc.sample_steps,
-                       every=fc.check_every)
+                       every=fc.check_every, sample_precision=fc.sample_precision)
 
 
 def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,

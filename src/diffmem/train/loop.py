@@ -37,6 +37,7 @@ from diffmem.train.stack import EMA, ema_beta, log_record, reduce_window, restor
 from diffmem.train.watch import Watch
 from diffmem.utils.atomic import save_atomic
 from diffmem.utils.distributed import World, barrier, broadcast_object, check_batch, local_slice
+from diffmem.utils.precision import autocast
 
 
 @dataclass
@@ -148,17 +149,6 @@ def draw_batch(data: TrainData, cfg: TrainConfig, method: Method, g: torch.Gener
                  drawn={k: flipped(v) for k, v in drawn.items()})
 
 
-PRECISIONS = ("fp32", "bf16")  # the forward pass's arithmetic: float32, or bfloat16 autocast
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise DiffmemError(f"--precision must be fp32 or bf16, got {precision!r}")
-
-
 def training_step(method: Method, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, batch: Batch,
                   lr: float, beta: float, train_net: EDMPrecond | None = None,
                   precision: str = "fp32") -> torch.Tensor:
@@ -171,7 +161,7 @@ def training_step(method: Method, net: torch.nn.Module, ema: EMA, opt: torch.opt
     """
     for group in opt.param_groups:
         group["lr"] = lr
-    with _autocast(batch.x0.device, precision):
+    with autocast(batch.x0.device, precision):
         result = method(train_net if train_net is not None else net, batch)
     loss = result.loss.float().mean()
     opt.zero_grad(set_to_none=True)
