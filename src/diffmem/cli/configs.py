@@ -43,6 +43,10 @@ SWEEP_VALUES = {cls.param_field: cls.sweep_values for cls in METHOD_CLASSES.valu
 MONITOR_SAMPLES = SWEEP.monitor_samples  # samples per copy-monitor check
 FRONTIER = FrontierConfig(base=TRAIN, variants=())  # its field defaults: subsets, seeds, checkpoints, samples
 
+# the help of every flag that sets the guard's sample precision (train, frontier, release)
+SAMPLE_PRECISION_HELP = ("The checks' sampler: float32, or bfloat16 autocast (about twice as fast on CPUs with AMX; "
+                         "docs/performance.md, \"What the guard costs\").")
+
 
 def duration(steps: int | None = None, kimg: float | None = None, batch: int = OPTIM.batch) -> int:
     """Training steps from --steps or --kimg (thousands of images at --batch images per step)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import DATA, FRONTIER, METHOD, NETWORK, OPTIM, frontier_config_from_flags
+from diffmem.cli.configs import (DATA, FRONTIER, METHOD, NETWORK, OPTIM, SAMPLE_PRECISION_HELP,
+                                  frontier_config_from_flags)
 from diffmem.cli.sections import SectionedCommand
 from diffmem.config import PRESETS
 from diffmem.diffusion.weighting import WEIGHTINGS
@@ -57,8 +58,7 @@ FRONTIER_HELP_SECTIONS = {"data_spec": "Data and seeds", "sigma_n": "Variants: c
               help="Training's forward pass: float32, or bfloat16 autocast (faster on CPUs with AMX; changes the "
                    "numbers, so it is part of the frontier's configuration).")
 @click.option("--sample-precision", type=click.Choice(PRECISIONS), default=FRONTIER.sample_precision,
-              show_default=True, help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on "
-                                      "CPUs with AMX; docs/performance.md, \"What the guard costs\").")
+              show_default=True, help=SAMPLE_PRECISION_HELP)
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once (one process each).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-only", is_flag=True, help="Train nothing: report the runs finished so far.")

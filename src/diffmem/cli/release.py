@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from diffmem.cli.configs import SAMPLE_PRECISION_HELP
 from diffmem.guard import GuardConfig
 from diffmem.utils.flags import device_name
 from diffmem.utils.precision import PRECISIONS
@@ -23,7 +24,7 @@ GUARD = GuardConfig()
               show_default=True)
 @click.option("--level", type=float, default=GUARD.level, show_default=True, help="Level of the safety test.")
 @click.option("--sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision, show_default=True,
-              help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on CPUs with AMX).")
+              help=SAMPLE_PRECISION_HELP)
 @click.option("--allow-pruned", is_flag=True, help="Release among the checkpoints left when some were pruned.")
 @click.option("--device", default="auto", show_default=True)
 def release(run_dir, n_samples, features, quality_features, quality_metric, level, sample_precision, allow_pruned,

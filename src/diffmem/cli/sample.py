@@ -12,8 +12,8 @@ from diffmem.cli.sections import SectionedCommand
 from diffmem.diffusion.sample_options import SAMPLE_BATCH, SOLVERS, SampleOptions
 from diffmem.errors import DiffmemError, as_diffmem_error
 from diffmem.utils.flags import defaults_of, device_name
-from diffmem.utils.precision import PRECISIONS
 from diffmem.utils.outdir import check_output
+from diffmem.utils.precision import PRECISIONS
 
 SAMPLE, API = SampleOptions(), defaults_of(api_sample)  # the sampler's defaults; n and seed of diffmem.sample
 

@@ -23,8 +23,9 @@ class SectionedCommand(click.Command):
     `{"data_spec": "Data", "method": "Method"}`; options before the first named one, and `--help`, go under
     "Options". Naming a parameter the command does not have is a programming error (ValueError)."""
 
-    def __init__(self, *args: Any, sections: Mapping[str, str] = {}, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sections: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        sections = sections or {}
         unknown = sorted(set(sections) - {p.name for p in self.params})
         if unknown:
             raise ValueError(f"command {self.name!r}: help sections start at unknown parameters {unknown}")
@@ -33,7 +34,6 @@ class SectionedCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         groups: dict[str, list[tuple[str, str]]] = {"Options": []}
         heading = "Options"
-        help_records = []
         help_option = self.get_help_option(ctx)
         for param in self.get_params(ctx):
             heading = self.sections.get(param.name or "", heading)
@@ -41,10 +41,9 @@ class SectionedCommand(click.Command):
             if record is None:
                 continue
             if param is help_option:  # click's own --help, added last: list it first, with the general options
-                help_records.append(record)
+                groups["Options"].insert(0, record)
             else:
                 groups.setdefault(heading, []).append(record)
-        groups["Options"] = help_records + groups["Options"]
         for heading, records in groups.items():
             if records:
                 with formatter.section(heading):

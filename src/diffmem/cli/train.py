@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, SWEEP, TRAIN, check_monitor_flags,
+from diffmem.cli.configs import (DATA, METHOD, MONITOR_SAMPLES, NETWORK, OPTIM, SAMPLE_PRECISION_HELP, SWEEP, TRAIN,
+                                  check_monitor_flags,
                                   train_config_from_flags)
 from diffmem.cli.sections import SectionedCommand
 from diffmem.config import PRESETS
@@ -120,8 +121,7 @@ TRAIN_HELP_SECTIONS = {"data_spec": "Data", "method": "Method (docs/method.md)",
 @click.option("--guard-every", type=int, default=GUARD.every, show_default=True,
               help="Check every k-th checkpoint, and every one once a check hints at copying.")
 @click.option("--guard-sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision,
-              show_default=True, help="The checks' sampler: float32, or bfloat16 autocast (about twice as fast on "
-                                      "CPUs with AMX; docs/performance.md, \"What the guard costs\").")
+              show_default=True, help=SAMPLE_PRECISION_HELP)
 @click.option("--keep-checkpoints", default="2", show_default=True,
               help="Newest checkpoints kept on disk, or 'all' (needed by `diffmem release`); the guard also keeps "
                    "its released one.")
