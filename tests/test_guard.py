@@ -248,6 +248,28 @@ def test_a_guarded_run_resumes_only_with_the_same_guard(make_config, tmp_path: P
     assert _release(tmp_path / "run")["released"]["step"] == 4
 
 
+def test_a_run_guarded_by_an_older_diffmem_resumes_and_a_lost_release_json_still_guards(make_config,
+                                                                                        tmp_path: Path) -> None:
+    cfg = make_config(steps=12)
+    for name in ("old", "lost"):
+        with pytest.raises(KeyboardInterrupt):
+            _guarded(cfg, tmp_path / name, ScheduledMonitor(SCHEDULE, fail_once_at=6))
+    # a certificate written before GuardConfig had sample_precision: the setting was fp32 then
+    rec = json.loads((tmp_path / "old" / RELEASE_JSON).read_text())
+    del rec["settings"]["sample_precision"]
+    (tmp_path / "old" / RELEASE_JSON).write_text(json.dumps(rec))
+    with pytest.raises(DiffmemError, match="sample_precision: 'fp32' -> 'bf16'"):
+        _guarded(cfg, tmp_path / "old", ScheduledMonitor(SCHEDULE), sample_precision="bf16")
+    _guarded(cfg, tmp_path / "old", ScheduledMonitor(SCHEDULE))
+    assert _release(tmp_path / "old")["released"]["step"] == 4
+    # without release.json, the checks' own records still say how many samples they drew
+    (tmp_path / "lost" / RELEASE_JSON).unlink()
+    with pytest.raises(DiffmemError, match="other settings .*n_samples: 400 -> 100"):
+        _guarded(cfg, tmp_path / "lost", ScheduledMonitor(SCHEDULE), n_samples=100)
+    _guarded(cfg, tmp_path / "lost", ScheduledMonitor(SCHEDULE))
+    assert _release(tmp_path / "lost")["released"]["step"] == 4
+
+
 def test_overwrite_clears_the_release_with_the_run(make_config, tmp_path: Path) -> None:
     cfg = make_config(steps=12)
     run = _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))

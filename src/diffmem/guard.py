@@ -28,6 +28,8 @@ from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, chec
                              release_record, stop_reason)
 from diffmem.utils.precision import check_precision
 
+LOGGED_SETTINGS = ("n_samples", "features", "sample_precision")  # guard settings each check's record states
+
 __all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features"]
 
 
@@ -120,10 +122,15 @@ class Guard:
         from diffmem.train.rundir import config_diff, read_json
 
         self.records = sorted((r for r in records if "monitor" in r), key=lambda r: r["step"])
+        now = json_ready(self.settings())
         path = self.run / RELEASE_JSON
-        if self.records and path.is_file():
-            before = read_json(path).get("settings") or {}
-            diff = config_diff(before, json_ready(self.settings()))
+        # a setting added to GuardConfig after the run began held its default then: the default of a new
+        # field keeps the old behaviour, so a run written by an older diffmem resumes
+        before = {**GuardConfig().to_dict(), **(read_json(path).get("settings") or {})} if path.is_file() else now
+        if self.records:
+            m = self.records[-1]["monitor"]  # what the last check says it measured, in case release.json is gone
+            before = {**before, **{k: m[k] for k in LOGGED_SETTINGS if k in m}}
+            diff = config_diff(before, now)
             if diff:
                 raise DiffmemError(f"{self.run} was guarded with other settings ({'; '.join(diff[:4])}); resume it "
                                    "with the same --guard-* flags, or start another --out")
