@@ -216,19 +216,23 @@ def test_qstar_plot_draws_each_comparison_and_is_skipped_without_qstar(tmp_path:
     assert not (tmp_path / "none.png").exists()
 
 
-def test_a_runs_seconds_come_from_its_own_log(tmp_path: Path) -> None:
-    """Wall time from the first to the last timed record, plus the checks logged after it; so a report written
-    later keeps what the run cost. A log without two timed records has none."""
+def test_a_runs_seconds_come_from_its_own_log_and_leave_out_a_pause(tmp_path: Path) -> None:
+    """Training seconds (steps x batch / logged images/s) plus every check's seconds, so a report written later
+    keeps what the run cost; a pause between sessions (the clock jumps a day at the resume) is not counted.
+    A log without a timed record has none."""
     from diffmem.sweep.frontier import _log_means
 
     run = tmp_path / "run"
     run.mkdir()
-    recs = [{"step": 50, "loss": 1.0, "time": 1000.0}, {"step": 100, "monitor": {"seconds": 7.0}},
-            {"step": 150, "loss": 0.5, "time": 1060.0}, {"step": 150, "monitor": {"seconds": 5.5}}]
+    (run / "config.json").write_text(json.dumps({"optim": {"batch": 10}}))
+    recs = [{"step": 50, "loss": 1.0, "images_per_s": 50.0, "time": 1000.0}, {"step": 100, "monitor": {"seconds": 7.0}},
+            {"step": 150, "loss": 0.5, "images_per_s": 25.0, "time": 1000.0 + 86400},
+            {"step": 150, "monitor": {"seconds": 5.5}}]
     (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     means = _log_means(run)
-    assert means["seconds"] == pytest.approx(65.5) and means["loss"] == pytest.approx(0.75)
-    (run / "log.jsonl").write_text(json.dumps(recs[0]) + "\n")
+    # 50 steps x 10 images at 50 img/s, then 100 steps x 10 at 25 img/s, then the two checks
+    assert means["seconds"] == pytest.approx(10 + 40 + 7 + 5.5) and means["loss"] == pytest.approx(0.75)
+    (run / "log.jsonl").write_text(json.dumps(recs[1]) + "\n")
     assert _log_means(run)["seconds"] is None
 
 

@@ -254,7 +254,8 @@ def markdown(paths: Sequence[dict[str, Any]], verdict_rows: Sequence[dict[str, A
 
 
 def _cost_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """What the runs cost, from their own logs (`seconds`: wall time of each, one process per run)."""
+    """What the runs cost, from their own logs (`seconds`: training plus checks of each, one process per run,
+    pauses between sessions left out)."""
     timed = [r for r in runs if r.get("seconds")]
     if not timed:
         return []

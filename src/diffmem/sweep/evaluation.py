@@ -25,7 +25,7 @@ from diffmem.sweep.results import make_row
 from diffmem.sweep.spec import EvalOptions, feature_dirname
 from diffmem.utils.atomic import save_atomic, write_json_atomic
 
-__all__ = ["RESULT", "SAMPLES", "SAMPLES_INFO", "QUALITY", "CALIBRATION_PERCENTILES", "run_info",
+__all__ = ["RESULT", "SAMPLES", "SAMPLES_INFO", "QUALITY", "CALIBRATION_PERCENTILES", "run_info", "train_seconds",
            "evaluate_run", "finished_result", "read_result"]
 
 RESULT, SAMPLES, SAMPLES_INFO, QUALITY = "result.json", "samples.npz", "samples.json", "quality.json"
@@ -38,7 +38,7 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
-def _train_seconds(run: Path) -> float | None:
+def train_seconds(run: Path) -> float | None:
     """Training wall time from log.jsonl (steps between records / logged rate), summed over resumes."""
     from diffmem.train.rundir import LOG
 
@@ -94,7 +94,7 @@ def run_info(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
         "batch": o["batch"],
         "kimg": o["steps"] * o["batch"] / 1000,
         "epochs": o["steps"] * o["batch"] / n_train if n_train else None,
-        "train_seconds": _train_seconds(run),
+        "train_seconds": train_seconds(run),
     }
 
 

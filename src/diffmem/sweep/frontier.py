@@ -220,27 +220,28 @@ def _stopped(run: Path) -> dict[str, Any] | None:
 
 def _log_means(run: Path) -> dict[str, float | None]:
     """Mean batch-loss spread and Adam update RMS over the run's logged steps (the mechanism columns), and
-    `seconds`: wall time from the first to the last timed record of its log plus the checks logged after
-    it (a run resumed in a later session includes the pause), so a report written later (--report-only,
-    a merge) keeps what its runs cost."""
+    `seconds`: what the run's logged work took, its training (steps x batch / the logged images/s, which
+    counts training only) plus every check's own seconds. A pause between sessions is not in it, nor are
+    checkpoint writes; a report written later (--report-only, a merge) keeps what its runs cost."""
     import numpy as np
 
+    from diffmem.sweep.evaluation import train_seconds
     from diffmem.train.rundir import LOG
 
-    vals: dict[str, list[float]] = {"loss_std": [], "update_rms": [], "loss": [], "time": []}
-    after = 0.0  # seconds of the checks logged after the last timed record
+    vals: dict[str, list[float]] = {"loss_std": [], "update_rms": [], "loss": []}
+    checks = 0.0
     for line in (run / LOG).read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        after = 0.0 if "time" in rec else after + float((rec.get("monitor") or {}).get("seconds") or 0)
+        checks += float((rec.get("monitor") or {}).get("seconds") or 0)
         for k in vals:
             if isinstance(rec.get(k), (int, float)):
                 vals[k].append(float(rec[k]))
-    times = vals.pop("time")
     means: dict[str, float | None] = {k: (float(np.mean(v)) if v else None) for k, v in vals.items()}
-    return {**means, "seconds": max(times) - min(times) + after if len(times) > 1 else None}
+    training = train_seconds(run)
+    return {**means, "seconds": None if training is None else training + checks}
 
 
 @holds_lock("out")

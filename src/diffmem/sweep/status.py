@@ -3,7 +3,8 @@
 Read-only and lock-free, so it can be asked while the frontier trains (every file it reads is written
 atomically, or appended a line at a time). Per run: finished or not (and why it stopped), the step reached,
 the last check (copies, quality, safe) and the release so far (its step and `q*`, docs/method.md "The release
-and safe quality"), and the run's wall time so far.
+and safe quality"), and the time its logged work took so far (training and checks, not the pauses between
+sessions).
 """
 
 from __future__ import annotations
