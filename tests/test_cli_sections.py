@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from diffmem.cli import cli
 from diffmem.cli.sections import SectionedCommand
 
-COMMANDS = ["train", "sweep", "frontier", "audit", "sample"]
+COMMANDS = ["train", "sweep", "frontier", "audit", "sample", "release"]
 
 
 def _help_sections(name: str) -> list[tuple[str, list[str]]]:

@@ -98,7 +98,7 @@ def test_share_of_copies_nearest_their_source_is_reported_at_the_range() -> None
     for row, share in zip(curve["rows"], [1.0, 0.98, 0.8, 0.4, 0.1]):
         row["train"]["argmax_is_source"] = share
     at = suggest_sigma_n(curve)["argmax_is_source_at"]
-    assert at == pytest.approx({"range_low": 1.0, "suggested": 0.8, "range_high": 0.8})
+    assert at == pytest.approx({"range_low": 1.0, "range_high": 0.8})
     curve["median_nn_distance"] = 16 * math.sqrt(0.5)  # d = 256: floor 0.5 * sqrt(2): log-midway between 0.5 and 1
     assert suggest_sigma_n(curve)["argmax_is_source_at"]["range_low"] == pytest.approx(0.89)
 

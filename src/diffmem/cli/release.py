@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from diffmem.cli.configs import SAMPLE_PRECISION_HELP
+from diffmem.cli.sections import SectionedCommand
 from diffmem.guard import GuardConfig
 from diffmem.utils.flags import device_name
 from diffmem.utils.precision import PRECISIONS
@@ -12,20 +13,24 @@ from diffmem.utils.precision import PRECISIONS
 GUARD = GuardConfig()
 
 
-@click.command()
+RELEASE_HELP_SECTIONS = {"run_dir": "What to release", "n_samples": "Copies and the safety test",
+                         "quality_features": "Quality", "sample_precision": "Compute"}
+
+
+@click.command(cls=SectionedCommand, sections=RELEASE_HELP_SECTIONS)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="A run trained with --keep-checkpoints all (or --guard).")
+@click.option("--allow-pruned", is_flag=True, help="Release among the checkpoints left when some were pruned.")
 @click.option("--samples", "n_samples", type=int, default=GUARD.n_samples, show_default=True,
               help="Samples per checkpoint.")
 @click.option("--features", default=GUARD.features, show_default=True, help="Copy features.")
+@click.option("--level", type=float, default=GUARD.level, show_default=True, help="Level of the safety test.")
 @click.option("--quality", "quality_features", default=None,
               help="Quality features [default: digits-net for builtin:digits, else pixels].")
 @click.option("--metric", "quality_metric", type=click.Choice(["kid", "fd"]), default=GUARD.quality_metric,
               show_default=True)
-@click.option("--level", type=float, default=GUARD.level, show_default=True, help="Level of the safety test.")
 @click.option("--sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision, show_default=True,
               help=SAMPLE_PRECISION_HELP)
-@click.option("--allow-pruned", is_flag=True, help="Release among the checkpoints left when some were pruned.")
 @click.option("--device", default="auto", show_default=True)
 def release(run_dir, n_samples, features, quality_features, quality_metric, level, sample_precision, allow_pruned,
             device) -> None:

@@ -161,7 +161,7 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
       from the baseline in safe quality, and at the range's geometric middle (suggested before) it was worse.
 
     What the range leaves identifiable is reported, where the curve has it, as `argmax_is_source_at`: the share
-    of noisy training points at s = the range ends (`suggested` is the top) whose largest weight is their own image (a
+    of noisy training points at s = the range ends (`suggested` is `range_high`) whose largest weight is their own image (a
     rough guide to the share of the exact Algorithm 1 optimum's samples that end on their copy's source).
     `warnings` lists every caveat met (`warning`: them joined, absent if none). Returns `{"window", "floor",
     "range", "suggested", "rule", ...}` (levels in model units, images in [-1, 1]); with held-out rows also
@@ -198,8 +198,7 @@ def suggest_sigma_n(curve: dict[str, Any], high: float = 0.9, low: float = 0.5, 
         out["warnings"], out["warning"] = warnings, "; ".join(warnings)
     if all("argmax_is_source" in r["train"] for r in curve["rows"]):
         src = np.asarray([r["train"]["argmax_is_source"] for r in curve["rows"]], dtype=np.float64)
-        out["argmax_is_source_at"] = {"range_low": _at(sig, src, lo), "suggested": _at(sig, src, out["suggested"]),
-                                      "range_high": _at(sig, src, hi)}
+        out["argmax_is_source_at"] = {"range_low": _at(sig, src, lo), "range_high": _at(sig, src, hi)}
     if all("heldout" in r for r in curve["rows"]):  # for reference: the same crossings for noisy held-out points
         med_h = np.asarray([r["heldout"]["max_weight"]["median"] for r in curve["rows"]], dtype=np.float64)
         out["heldout_window"] = [_crossing(sig, med_h, high), _crossing(sig, med_h, low)]
