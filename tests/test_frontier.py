@@ -202,6 +202,40 @@ def test_an_interrupted_frontier_resumes(tmp_path: Path, capsys, monkeypatch) ->
     assert json.loads((out / "frontier.json").read_text())["runs"]
 
 
+def test_a_frontier_folder_refuses_a_command_with_other_settings(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Other guard or training flags on a frontier's folder would mix two instruments: one line naming the
+    setting, exit 2, nothing trained and frontier.json untouched. Other seeds or variants are another part of
+    the same frontier; a frontier.json from before a setting existed counts it as its default."""
+    import diffmem.sweep.frontier as frontier
+
+    def killed(*a, **k):  # reaching a run's training means the command was accepted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(frontier, "_train_one", killed)
+    out = tmp_path / "fr"
+    args = _tiny_args(out, steps="4", weighting="plain")
+    assert run_cli(args, capsys)[0] == 130
+    written = (out / "frontier.json").read_text()
+
+    def given(flag: str, value: str) -> list[str]:
+        i = args.index(flag) + 1 if flag in args else None
+        return args[:i] + [value] + args[i + 1:] if i else args + [flag, value]
+
+    for flag, value, needle in (("--n-samples", "60", "n_samples: 50 -> 60"),
+                                ("--sample-precision", "bf16", "sample_precision: 'fp32' -> 'bf16'"),
+                                ("--steps", "6", "base.optim.steps: 4 -> 6")):
+        code, _, err = run_cli(given(flag, value), capsys)
+        assert code == 2 and needle in err and "--out" in err and len(err.strip().splitlines()) == 1, err
+        assert (out / "frontier.json").read_text() == written
+    for flag, value in (("--seeds", "1"), ("--lr-factors", "0.5"), ("--sigma-n", "2")):
+        assert run_cli(given(flag, value), capsys)[0] == 130, flag
+    old = json.loads(written)
+    del old["config"]["sample_precision"]  # written before the setting existed
+    (out / "frontier.json").write_text(json.dumps(old))
+    assert run_cli(args, capsys)[0] == 130
+    assert run_cli(given("--sample-precision", "bf16"), capsys)[0] == 2
+
+
 def test_qstar_plot_draws_each_comparison_and_is_skipped_without_qstar(tmp_path: Path) -> None:
     """One row per (candidate, control) with q*; no picture when no run has a q*."""
     from diffmem.report.frontier import plot_qstar, qstar_verdicts_of

@@ -244,6 +244,30 @@ def _log_means(run: Path) -> dict[str, float | None]:
     return {**means, "seconds": None if training is None else training + checks}
 
 
+# what may change between commands on one frontier folder: which runs it holds (a pre-registered frontier
+# may be trained in parts, docs/results.md section 7); `extras` is a record (e.g. the code's commit)
+PER_COMMAND = ("variants", "subsets", "seeds", "extras")
+
+
+def check_same_frontier(fc: FrontierConfig, out: Path) -> None:
+    """Refuse a command on a frontier folder whose runs were trained or checked with other settings: its runs
+    would mix two instruments. A setting the folder's frontier.json lacks (written by an older diffmem, before
+    the setting existed) counts as its default, which keeps the old behaviour."""
+    from diffmem.train.rundir import config_diff, read_json
+
+    before = read_json(out / FRONTIER_JSON).get("config") if (out / FRONTIER_JSON).is_file() else None
+    if not before:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(FrontierConfig) if f.default is not dataclasses.MISSING}
+    old, new = ({k: v for k, v in d.items() if k not in PER_COMMAND} for d in ({**json_ready(defaults), **before},
+                                                                               fc.to_dict()))
+    diff = config_diff(old, new)
+    if diff:
+        raise DiffmemError(f"{out} holds a frontier with other settings ({'; '.join(diff[:4])}); repeat its flags "
+                           "(only --seeds, --subset, --sigma-n, --weightings, --lr-factors may change), or pass "
+                           "another --out")
+
+
 @holds_lock("out")
 def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
                  echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
@@ -255,6 +279,7 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
     validate_frontier(fc)
     out = Path(out)
     check_out_folder(out, kind="frontier", is_own=lambda p: (p / FRONTIER_JSON).is_file())
+    check_same_frontier(fc, out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / FRONTIER_JSON).is_file():  # marks the folder as a frontier from the start, so a re-run resumes
         write_json_atomic(out / FRONTIER_JSON, {"config": fc.to_dict(), "runs": None})
