@@ -249,6 +249,10 @@ def _log_means(run: Path) -> dict[str, float | None]:
 PER_COMMAND = ("variants", "subsets", "seeds", "extras")
 
 
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in PER_COMMAND}
+
+
 def check_same_frontier(fc: FrontierConfig, out: Path) -> None:
     """Refuse a command on a frontier folder whose runs were trained or checked with other settings: its runs
     would mix two instruments. A setting the folder's frontier.json lacks (written by an older diffmem, before
@@ -259,9 +263,7 @@ def check_same_frontier(fc: FrontierConfig, out: Path) -> None:
     if not before:
         return
     defaults = {f.name: f.default for f in dataclasses.fields(FrontierConfig) if f.default is not dataclasses.MISSING}
-    old, new = ({k: v for k, v in d.items() if k not in PER_COMMAND} for d in ({**json_ready(defaults), **before},
-                                                                               fc.to_dict()))
-    diff = config_diff(old, new)
+    diff = config_diff(_settings({**json_ready(defaults), **before}), _settings(fc.to_dict()))
     if diff:
         raise DiffmemError(f"{out} holds a frontier with other settings ({'; '.join(diff[:4])}); repeat its flags "
                            "(only --seeds, --subset, --sigma-n, --weightings, --lr-factors may change), or pass "
