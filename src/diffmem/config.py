@@ -186,6 +186,14 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
+def with_defaults(recorded: dict[str, Any], cls: type) -> dict[str, Any]:
+    """`recorded` (a config as an older diffmem wrote it) with each field of dataclass `cls` that it lacks set to
+    that field's default: a field added later keeps the old behaviour by its default, so old files compare
+    equal to today's config of the same run."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {**json_ready(defaults), **recorded}
+
+
 _SUBCONFIGS = {"DataConfig": DataConfig, "NetworkConfig": NetworkConfig, "OptimConfig": OptimConfig}
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from diffmem.config import TrainConfig, json_ready
+from diffmem.config import TrainConfig, json_ready, with_defaults
 from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
 from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release,
@@ -124,9 +124,8 @@ class Guard:
         self.records = sorted((r for r in records if "monitor" in r), key=lambda r: r["step"])
         now = json_ready(self.settings())
         path = self.run / RELEASE_JSON
-        # a setting added to GuardConfig after the run began held its default then: the default of a new
-        # field keeps the old behaviour, so a run written by an older diffmem resumes
-        before = {**GuardConfig().to_dict(), **(read_json(path).get("settings") or {})} if path.is_file() else now
+        # a run written by an older diffmem resumes: a setting it lacks held its default then
+        before = with_defaults(read_json(path).get("settings") or {}, GuardConfig) if path.is_file() else now
         if self.records:
             m = self.records[-1]["monitor"]  # what the last check says it measured, in case release.json is gone
             before = {**before, **{k: m[k] for k in LOGGED_SETTINGS if k in m}}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from diffmem.config import TrainConfig, json_ready
+from diffmem.config import TrainConfig, json_ready, with_defaults
 from diffmem.diffusion.methods import Ambient, Baseline, method_config
 from diffmem.diffusion.weighting import DEFAULT_WEIGHT_CAP, make_weighting
 from diffmem.errors import DiffmemError
@@ -262,8 +262,7 @@ def check_same_frontier(fc: FrontierConfig, out: Path) -> None:
     before = read_json(out / FRONTIER_JSON).get("config") if (out / FRONTIER_JSON).is_file() else None
     if not before:
         return
-    defaults = {f.name: f.default for f in dataclasses.fields(FrontierConfig) if f.default is not dataclasses.MISSING}
-    diff = config_diff(_settings({**json_ready(defaults), **before}), _settings(fc.to_dict()))
+    diff = config_diff(_settings(with_defaults(before, FrontierConfig)), _settings(fc.to_dict()))
     if diff:
         raise DiffmemError(f"{out} holds a frontier with other settings ({'; '.join(diff[:4])}); repeat its flags "
                            "(only --seeds, --subset, --sigma-n, --weightings, --lr-factors may change), or pass "
