@@ -259,8 +259,9 @@ def test_a_runs_seconds_come_from_its_own_log_and_leave_out_a_pause(tmp_path: Pa
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"optim": {"batch": 10}}))
-    recs = [{"step": 50, "loss": 1.0, "images_per_s": 50.0, "time": 1000.0}, {"step": 100, "monitor": {"seconds": 7.0}},
-            {"step": 150, "loss": 0.5, "images_per_s": 25.0, "time": 1000.0 + 86400},
+    recs = [{"step": 50, "kimg": 0.5, "loss": 1.0, "images_per_s": 50.0, "time": 1000.0},
+            {"step": 100, "monitor": {"seconds": 7.0}},
+            {"step": 150, "kimg": 1.5, "loss": 0.5, "images_per_s": 25.0, "time": 1000.0 + 86400},
             {"step": 150, "monitor": {"seconds": 5.5}}]
     (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     means = _log_means(run)
@@ -268,6 +269,22 @@ def test_a_runs_seconds_come_from_its_own_log_and_leave_out_a_pause(tmp_path: Pa
     assert means["seconds"] == pytest.approx(10 + 40 + 7 + 5.5) and means["loss"] == pytest.approx(0.75)
     (run / "log.jsonl").write_text(json.dumps(recs[1]) + "\n")
     assert _log_means(run)["seconds"] is None
+
+
+def test_time_left_to_the_cap_is_the_steps_left_at_the_recent_pace_plus_the_checks_left() -> None:
+    """Brute force: 1000 steps of 10 images, logged at 20 img/s except the last window, slowed by a resume (2 img/s,
+    which the median of the last 10 ignores); checks at 200 and 400 (gap 200) of 30 s and 50 s. At step 500,
+    500 steps are left (250 s), and the checks at 600, 800 and 1000 (3 x 40 s)."""
+    from diffmem.sweep.status import time_left
+
+    recs = [{"step": s, "loss": 1.0, "images_per_s": 2.0 if s == 500 else 20.0} for s in range(50, 501, 50)]
+    recs[3:3] = [{"step": 200, "monitor": {"seconds": 30.0}}]
+    recs[8:8] = [{"step": 400, "monitor": {"seconds": 50.0}}]
+    assert time_left(recs, [200, 400], 1000, 10) == pytest.approx(250 + 3 * 40)
+    assert time_left(recs, [], 1000, 10) == pytest.approx(250)  # no check yet: training alone
+    assert time_left(recs, [200, 400], 500, 10) == 0
+    assert time_left([r for r in recs if "monitor" in r], [200, 400], 1000, 10) is None
+    assert time_left(recs, [200, 400], None, 10) is None
 
 
 def test_status_tells_where_each_run_stands_without_taking_the_lock(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -298,6 +315,7 @@ def test_status_tells_where_each_run_stands_without_taking_the_lock(tmp_path: Pa
         code, text, err = run_cli(["frontier", "--out", str(out), "--status"], capsys)
     assert code == 0, err
     assert "2 run folders, 1 finished, of 2 planned" in text and f"| {cand.name} | unfinished | 8/8 |" in text
+    assert text.count("| ~0 min |") == 1 and "to the cap:" in text  # only the unfinished run has time left
     code, _, err = run_cli(["frontier", "--out", str(tmp_path / "none"), "--status"], capsys)
     assert code == 2 and "not a frontier folder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()

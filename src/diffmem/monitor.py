@@ -16,7 +16,6 @@ The monitor draws no random numbers from global state, so a run with and without
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +29,7 @@ from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 from diffmem.utils.precision import check_precision
 
-__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
+__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "cost_of", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
            "CALIBRATED_KEY"]
 
 MONITOR_PNG = "monitor.png"
@@ -176,44 +175,38 @@ def make_monitor(cfg: TrainConfig, n_samples: int = 64, features: str = "pixels"
 
 def monitor_records(run_dir_or_log: str | Path) -> list[dict[str, Any]]:
     """The monitor records of a run's log.jsonl, one per step (a step logged twice keeps the later record)."""
-    from diffmem.train.rundir import LOG
+    from diffmem.train.rundir import LOG, log_records
 
     p = Path(run_dir_or_log)
     log = p / LOG if p.is_dir() else p
     if not log.is_file():
         raise DiffmemError(f"{log} does not exist; train with --monitor-every K to record copy statistics")
-    by_step: dict[int, dict[str, Any]] = {}
-    for line in log.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(rec, dict) and "monitor" in rec:
-            by_step[int(rec["step"])] = rec
+    by_step = {int(rec["step"]): rec for rec in log_records(log) if "monitor" in rec}
     return [by_step[s] for s in sorted(by_step)]
 
 
-def check_cost(run_dir: str | Path) -> tuple[float, float]:
-    """(seconds spent in monitor or guard checks, seconds spent training) of a run, from its log.jsonl (each
-    logged window's images over its images/s)."""
-    from diffmem.train.rundir import LOG
-
-    checks = train = 0.0
-    last = 0
-    for line in (Path(run_dir) / LOG).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+def cost_of(records: list[dict[str, Any]]) -> tuple[float, float | None]:
+    """(seconds spent in monitor or guard checks, seconds spent training) of a run's log records: each logged
+    window's images over its logged images/s, so a pause between sessions is not counted. Training is None
+    when no record is timed."""
+    checks = train = last = 0.0
+    timed = False
+    for rec in records:
         if "monitor" in rec:
             checks += float(rec["monitor"].get("seconds") or 0.0)
         elif rec.get("images_per_s") and rec.get("kimg") is not None:
             kimg = float(rec["kimg"])
             train += max(kimg - last, 0.0) * 1000 / float(rec["images_per_s"])
-            last = kimg
-    return checks, train
+            last, timed = kimg, True
+    return checks, (train if timed else None)
+
+
+def check_cost(run_dir: str | Path) -> tuple[float, float]:
+    """(seconds spent in checks, seconds spent training) of a run, from its log.jsonl (`cost_of`)."""
+    from diffmem.train.rundir import log_records
+
+    checks, train = cost_of(log_records(run_dir))
+    return checks, train or 0.0
 
 
 def _copy_series(records: list[dict[str, Any]], key: str) -> np.ndarray:

@@ -39,30 +39,13 @@ def _read_json(path: Path) -> Any | None:
 
 
 def train_seconds(run: Path) -> float | None:
-    """Training wall time from log.jsonl (steps between records / logged rate), summed over resumes."""
-    from diffmem.train.rundir import LOG
+    """Training time from log.jsonl (each logged window's images / its logged rate), summed over resumes; None
+    when no record is timed."""
+    from diffmem.monitor import cost_of
+    from diffmem.train.rundir import log_records
 
-    total, last_step, found = 0.0, 0, False
-    batch = None
-    try:
-        lines = (run / LOG).read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    cfg = _read_json(run / "config.json") or {}
-    batch = (cfg.get("optim") or {}).get("batch")
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "images_per_s" not in rec or not batch:
-            continue
-        step = int(rec["step"])
-        if step > last_step and rec["images_per_s"] > 0:
-            total += (step - last_step) * batch / rec["images_per_s"]
-            found = True
-        last_step = step
-    return round(total, 2) if found else None
+    training = cost_of(log_records(run))[1]
+    return None if training is None else round(training, 2)
 
 
 # the setting columns every row has (None where its method has no such setting), so that tables of a sweep

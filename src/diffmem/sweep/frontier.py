@@ -20,7 +20,6 @@ OUT/frontier.md, .png    the table, the plot and the verdict (diffmem.report.fro
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,29 +217,22 @@ def _stopped(run: Path) -> dict[str, Any] | None:
     return {"step": done.get("step"), "reason": done["stopped"]} if done.get("stopped") else None
 
 
-def _log_means(run: Path) -> dict[str, float | None]:
+def _log_means(run: Path, records: list[dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Mean batch-loss spread and Adam update RMS over the run's logged steps (the mechanism columns), and
-    `seconds`: what the run's logged work took, its training (steps x batch / the logged images/s, which
-    counts training only) plus every check's own seconds. A pause between sessions is not in it, nor are
-    checkpoint writes; a report written later (--report-only, a merge) keeps what its runs cost."""
+    `seconds`: what the run's logged work took, its training (each logged window's images / its logged
+    images/s, which counts training only) plus every check's own seconds (`diffmem.monitor.cost_of`). A pause
+    between sessions is not in it, nor are checkpoint writes; a report written later (--report-only, a merge)
+    keeps what its runs cost. `records`: the run's log, when the caller has read it already."""
     import numpy as np
 
-    from diffmem.sweep.evaluation import train_seconds
-    from diffmem.train.rundir import LOG
+    from diffmem.monitor import cost_of
+    from diffmem.train.rundir import log_records
 
-    vals: dict[str, list[float]] = {"loss_std": [], "update_rms": [], "loss": []}
-    checks = 0.0
-    for line in (run / LOG).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        checks += float((rec.get("monitor") or {}).get("seconds") or 0)
-        for k in vals:
-            if isinstance(rec.get(k), (int, float)):
-                vals[k].append(float(rec[k]))
+    records = log_records(run) if records is None else records
+    vals = {k: [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
+            for k in ("loss_std", "update_rms", "loss")}
     means: dict[str, float | None] = {k: (float(np.mean(v)) if v else None) for k, v in vals.items()}
-    training = train_seconds(run)
+    checks, training = cost_of(records)
     return {**means, "seconds": None if training is None else training + checks}
 
 

@@ -3,56 +3,67 @@
 Read-only and lock-free, so it can be asked while the frontier trains (every file it reads is written
 atomically, or appended a line at a time). Per run: finished or not (and why it stopped), the step reached,
 the last check (copies, quality, safe) and the release so far (its step and `q*`, docs/method.md "The release
-and safe quality"), and the time its logged work took so far (training and checks, not the pauses between
-sessions).
+and safe quality"), the time its logged work took so far (training and checks, not the pauses between
+sessions), and, for an unfinished run, about how long it needs to reach its step cap.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from diffmem.errors import DiffmemError
 
-__all__ = ["run_status", "frontier_status", "status_lines"]
+__all__ = ["time_left", "run_status", "frontier_status", "status_lines"]
 
 
-def _last_training_record(run: Path) -> dict[str, Any]:
-    from diffmem.train.rundir import LOG
-
-    last: dict[str, Any] = {}
-    if (run / LOG).is_file():
-        for line in (run / LOG).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line being written
-                continue
-            if "loss" in rec:
-                last = rec
-    return last
+def time_left(records: list[dict[str, Any]], check_steps: list[int], steps: int | None,
+              batch: int | None) -> float | None:
+    """Seconds a run needs to reach its step cap at its current pace: the steps left at the median images/s
+    of its last 10 logged windows (one slowed by a resume or a check does not sway it), plus the checks left at their current spacing (the gap between the last two) and their mean
+    seconds. An estimate, and an upper one for a guarded run: the guard may stop it sooner. None when the log
+    has no timed record or the cap is unknown."""
+    train = [r for r in records if r.get("images_per_s") and "loss" in r]
+    if not train or not steps or not batch:
+        return None
+    step = int(train[-1]["step"])
+    rate = statistics.median(float(r["images_per_s"]) for r in train[-10:])
+    left = max(steps - step, 0) * batch / rate
+    secs = [float(r["monitor"]["seconds"]) for r in records if (r.get("monitor") or {}).get("seconds")]
+    if secs and check_steps:
+        gap = check_steps[-1] - (check_steps[-2] if len(check_steps) > 1 else 0)
+        if gap > 0:
+            left += (max(steps - check_steps[-1], 0) // gap) * sum(secs) / len(secs)
+    return left
 
 
 def run_status(run: str | Path) -> dict[str, Any]:
-    """One run's state: {"name", "state", "step", "steps", "checks", "last", "release", "seconds"}."""
+    """One run's state: {"name", "state", "step", "steps", "checks", "last", "release", "seconds", "left"}
+    ("left": `time_left`, None once the run is done)."""
     from diffmem.lock import holder_alive
     from diffmem.release import choose_release
     from diffmem.sweep.frontier import _log_means, _stopped, run_checks
-    from diffmem.train.rundir import CONFIG, DONE, read_json
+    from diffmem.train.rundir import CONFIG, DONE, log_records, read_json
 
     run = Path(run)
     cfg = read_json(run / CONFIG) if (run / CONFIG).is_file() else {}
-    checks = run_checks(run)
+    records = log_records(run)
+    checks = run_checks(run) if records else []
     stopped = _stopped(run)
-    state = (("stopped" if stopped else "finished") if (run / DONE).is_file() else
-             "training" if holder_alive(run) else "unfinished")
+    done = (run / DONE).is_file()
+    state = ("stopped" if stopped else "finished") if done else "training" if holder_alive(run) else "unfinished"
     best = choose_release(checks)
-    rec = _last_training_record(run)
+    rec = next((r for r in reversed(records) if "loss" in r), {})
+    optim = cfg.get("optim") or {}
     return {"name": run.name, "state": state, "stopped": stopped, "step": rec.get("step", 0),
-            "steps": (cfg.get("optim") or {}).get("steps"), "images_per_s": rec.get("images_per_s"),
+            "steps": optim.get("steps"), "images_per_s": rec.get("images_per_s"),
             "checks": len(checks), "last": checks[-1] if checks else None,
             "release": {"step": best["step"], "quality": best["quality"]} if best else None,
-            "seconds": _log_means(run)["seconds"] if rec else None}
+            "seconds": _log_means(run, records)["seconds"] if rec else None,
+            "left": None if done else time_left(records, [c["step"] for c in checks], optim.get("steps"),
+                                                optim.get("batch"))}
 
 
 def frontier_status(out: str | Path) -> dict[str, Any]:
@@ -88,7 +99,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
                                                         if status["planned"] is not None else "")
     lines = [head, "",
              "| run | state | step | last check: step, copies, quality, safe | release so far: step, q* | "
-             "time | img/s |", "|---|---|---|---|---|---|---|"]
+             "time | img/s | to the cap |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         last, rel = r["last"], r["release"]
         state = f"stopped at {r['stopped']['step']}" if r["stopped"] else r["state"]
@@ -97,5 +108,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         release = "none safe yet" if rel is None else f"{rel['step']}, {_q(rel['quality'])}"
         secs = "-" if not r["seconds"] else f"{r['seconds'] / 60:.0f} min"
         ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"
-        lines.append(f"| {r['name']} | {state} | {r['step']}/{r['steps']} | {check} | {release} | {secs} | {ips} |")
+        left = "-" if r["left"] is None else f"~{r['left'] / 60:.0f} min"
+        lines.append(f"| {r['name']} | {state} | {r['step']}/{r['steps']} | {check} | {release} | {secs} | {ips} "
+                     f"| {left} |")
+    lines += ["", "to the cap: time an unfinished run needs to reach its step cap at its current pace; the guard "
+              "may stop it sooner."] * any(r["left"] is not None for r in runs)
     return lines

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from diffmem.errors import DiffmemError
 from diffmem.train.checkpoint import META, STATE, latest_checkpoint, load_state, load_weights
-from diffmem.train.rundir import CHECKPOINTS, CONFIG, DONE, LOG, read_json, trim_log, write_json_atomic
+from diffmem.train.rundir import CHECKPOINTS, CONFIG, DONE, LOG, log_records, read_json, trim_log, write_json_atomic
 
 __all__ = ["CONFIG", "INFO", "LATENTS", "LOG", "DONE", "UNET", "EMA", "STATE", "META", "latest_checkpoint",
-           "load_state", "load_weights", "read_json", "write_json_atomic", "check_run", "trim_log", "CHECKPOINTS"]
+           "load_state", "load_weights", "read_json", "write_json_atomic", "check_run", "trim_log", "log_records", "CHECKPOINTS"]
 
 INFO = "info.json"
 LATENTS = "latents.safetensors"

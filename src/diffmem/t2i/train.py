@@ -302,11 +302,8 @@ def _save_checkpoint(run: _Run, meta: dict[str, Any]) -> None:
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
-    """The log records of a run (one dict per logged step)."""
-    path = Path(run_dir) / rundir.LOG
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The log records of a run (one dict per logged step; `diffmem.train.rundir.log_records`)."""
+    return rundir.log_records(Path(run_dir) / rundir.LOG)
 
 
 def run_config(run_dir: str | Path) -> T2IConfig:

@@ -81,6 +81,26 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def log_records(run_or_log: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's log.jsonl (a run folder or the log itself), in order; [] when there is none.
+    A line cut short by a crash, or being appended right now, is skipped: the log is read while it grows."""
+    path = Path(run_or_log)
+    path = path / LOG if path.is_dir() else path
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
 def trim_log(path: Path, step: int) -> None:
     """Keep only the records of log.jsonl up to `step` (and drop a line half written by a crash)."""
     if not path.is_file():

@@ -18,6 +18,8 @@ from typing import IO, Callable
 
 import torch
 
+from diffmem.train.rundir import log_records
+
 __all__ = ["Watch"]
 
 
@@ -40,15 +42,7 @@ class Watch:
         due at the restored `step` is missing (killed between the checkpoint and its check)."""
         if self.monitor is None:
             return False
-        records = []
-        if log_path.is_file():
-            for line in log_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and "monitor" in rec:
-                    records.append(rec)
+        records = [rec for rec in log_records(log_path) if "monitor" in rec]
         if hasattr(self.monitor, "resume"):
             self.monitor.resume(records)
         return step > 0 and self.due(step) and not any(r.get("step") == step for r in records)
