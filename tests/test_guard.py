@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli, tiny_config, write_npz
 from diffmem.errors import DiffmemError
 from diffmem.safety import Calibration, safety_test
-from diffmem.guard import Guard, GuardConfig, make_guard, release_run, validate_guard
+from diffmem.guard import Guard, GuardConfig, make_guard, release_run, trained_with, validate_guard
 from diffmem.release import RELEASE_JSON, check_due, choose_release, read_release, release_sentence, stop_reason
 from diffmem.train.checkpoint import checkpoint_steps, load_denoiser, resolve_checkpoint
 from diffmem.train.loop import train
@@ -66,6 +66,29 @@ def test_guard_keeps_the_best_safe_checkpoint_and_stops_once_copying_set_in(make
     assert load_denoiser(run, checkpoint="latest")[2]["step"] == 10
     assert "Released: edm at step 4" in release_sentence(rec, "edm") and "stopped at step 10" in \
         release_sentence(rec, "edm")
+
+
+def test_the_certificate_says_how_the_released_weights_were_trained(make_config, tmp_path: Path) -> None:
+    """release.json's "trained": the training precisions logged up to the released step (a record without one
+    predates --precision: fp32; a run resumed in another precision lists both once the release is past the
+    change) and the diffmem version."""
+    import diffmem
+
+    cfg = make_config(steps=12)
+    run = tmp_path / "run"
+    guard = Guard(ScheduledMonitor(SCHEDULE), GuardConfig(), run, cfg.checkpoint_every)
+    train(cfg, run, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every, precision="bf16")
+    assert _release(run)["trained"] == {"precision": ["bf16"], "diffmem": diffmem.__version__}
+    old = tmp_path / "old"
+    old.mkdir()
+    recs = [{"step": 2, "loss": 1.0}, {"step": 2, "monitor": {}}, {"step": 4, "loss": 1.0, "precision": "bf16"},
+            {"step": 6, "loss": 1.0, "precision": "fp32"}]
+    (old / LOG).write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    assert trained_with(old, 2)["precision"] == ["fp32"]
+    assert trained_with(old, 4)["precision"] == ["bf16", "fp32"]
+    assert trained_with(old, None)["precision"] == trained_with(old, 6)["precision"] == ["bf16", "fp32"]
+    (old / LOG).write_text(json.dumps(recs[2]) + "\n" + json.dumps(recs[3]) + "\n")
+    assert trained_with(old, 4)["precision"] == ["bf16"]  # the fp32 steps after the release are not its
 
 
 def test_without_a_stopping_rule_the_run_goes_to_its_end(make_config, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from diffmem.utils.precision import check_precision
 
 LOGGED_SETTINGS = ("n_samples", "features", "sample_precision")  # guard settings each check's record states
 
-__all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features"]
+__all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features", "trained_with"]
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,21 @@ class Guard:
     def _write(self, stopped: str | None, finished: bool) -> None:
         from diffmem.train.rundir import write_json_atomic
 
-        write_json_atomic(self.run / RELEASE_JSON, {**release_record(self.checks, self.settings(), stopped=stopped,
-                                                                     finished=finished), "time": time.time()})
+        record = release_record(self.checks, self.settings(), stopped=stopped, finished=finished)
+        released = (record["released"] or {}).get("step")
+        write_json_atomic(self.run / RELEASE_JSON, {**record, "trained": trained_with(self.run, released),
+                                                    "time": time.time()})
+
+
+def trained_with(run: str | Path, step: int | None) -> dict[str, Any]:
+    """How the released weights were trained, beyond config.json: the training precisions its log records up
+    to `step` (a record without one predates `--precision` and ran in fp32; a run resumed in another
+    precision lists both) and the diffmem version writing the certificate."""
+    from diffmem import __version__
+    from diffmem.train.rundir import log_records
+
+    upto = [r for r in log_records(run) if "loss" in r and (step is None or r.get("step", 0) <= step)]
+    return {"precision": sorted({r.get("precision", "fp32") for r in upto}), "diffmem": __version__}
 
 
 def make_guard(cfg: TrainConfig, gc: GuardConfig, run: str | Path, device: Any = "cpu",
