@@ -30,7 +30,8 @@ from diffmem.utils.precision import check_precision
 
 LOGGED_SETTINGS = ("n_samples", "features", "sample_precision")  # guard settings each check's record states
 
-__all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features", "trained_with"]
+__all__ = ["GuardConfig", "Guard", "validate_guard", "make_guard", "release_run", "default_quality_features",
+           "trained_with"]
 
 
 @dataclass(frozen=True)

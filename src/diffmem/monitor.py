@@ -29,8 +29,8 @@ from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 from diffmem.utils.precision import check_precision
 
-__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "cost_of", "check_cost", "plot_monitor", "plot_copy_curves", "MONITOR_PNG",
-           "CALIBRATED_KEY"]
+__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "cost_of", "check_cost", "plot_monitor",
+           "plot_copy_curves", "MONITOR_PNG", "CALIBRATED_KEY"]
 
 MONITOR_PNG = "monitor.png"
 CALIBRATED_KEY = "heldout_p99"

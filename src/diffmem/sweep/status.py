@@ -21,10 +21,11 @@ __all__ = ["time_left", "run_status", "frontier_status", "status_lines"]
 
 def time_left(records: list[dict[str, Any]], check_steps: list[int], steps: int | None,
               batch: int | None) -> float | None:
-    """Seconds a run needs to reach its step cap at its current pace: the steps left at the median images/s
-    of its last 10 logged windows (one slowed by a resume or a check does not sway it), plus the checks left at their current spacing (the gap between the last two) and their mean
-    seconds. An estimate, and an upper one for a guarded run: the guard may stop it sooner. None when the log
-    has no timed record or the cap is unknown."""
+    """Seconds a run needs to reach its step cap at its current pace: the steps left at the median images/s of
+    its last 10 logged windows (one slowed by a resume or a check does not sway it), plus the checks left at
+    their current spacing (the gap between the last two) at their mean seconds. An estimate: the guard may
+    stop the run sooner, and checks come denser once copying may have set in. None when the log has no
+    timed record or the cap is unknown."""
     train = [r for r in records if r.get("images_per_s") and "loss" in r]
     if not train or not steps or not batch:
         return None
