@@ -140,9 +140,15 @@ def test_frontier_command_end_to_end(tmp_path: Path, capsys, monkeypatch) -> Non
     assert all(0 < r["seconds"] <= data["seconds"] for r in data["runs"])  # each run's wall time, from its log
     assert "Run time (from the runs' logs, one process each): 2 runs, " in md
     assert (out / "frontier.png").stat().st_size > 0
+    # while it trains, each run says it starts and prints a line per check
+    base = data["runs"][0]
+    assert "[frontier] n30-edm-lr1-seed0 starts" in stdout
+    for p in base["path"]:
+        assert f"[frontier] n30-edm-lr1-seed0 step {p['step']}: {100 * p['copies']:.1f}% copies, " in stdout
     # a second call resumes: finished runs are not trained again
     mtime = (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns
-    assert run_cli(args, capsys)[0] == 0
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "[frontier] 1/2 n30-edm-lr1-seed0: finished earlier, kept as it is" in stdout
     assert (out / "runs" / "n30-edm-lr1-seed0" / "log.jsonl").stat().st_mtime_ns == mtime
     # --report-only with a seed that never ran reports the finished runs only
     code, stdout, err = run_cli([*args[:8], "0,5", *args[9:], "--report-only"], capsys)

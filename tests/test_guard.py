@@ -40,8 +40,8 @@ class ScheduledMonitor:
 SCHEDULE = {2: (0, 5.0), 4: (3, 3.0), 6: (4, 4.0), 8: (60, 2.0), 10: (90, 1.5), 12: (120, 1.2)}
 
 
-def _guarded(cfg, run: Path, monitor: ScheduledMonitor, **gc) -> Path:
-    guard = Guard(monitor, GuardConfig(**gc), run, cfg.checkpoint_every)
+def _guarded(cfg, run: Path, monitor: ScheduledMonitor, echo=None, **gc) -> Path:
+    guard = Guard(monitor, GuardConfig(**gc), run, cfg.checkpoint_every, echo=echo)
     return train(cfg, run, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every, keep_checkpoints=1)
 
 
@@ -53,9 +53,14 @@ def _release(run: Path) -> dict:
 
 def test_guard_keeps_the_best_safe_checkpoint_and_stops_once_copying_set_in(make_config, tmp_path: Path) -> None:
     cfg = make_config(steps=12)
-    run = _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE))
+    lines: list[str] = []
+    run = _guarded(cfg, tmp_path / "run", ScheduledMonitor(SCHEDULE), echo=lines.append)
     rec = _release(run)
     assert rec["released"]["step"] == 4  # safe and best quality among the safe checks (2, 4, 6)
+    assert lines[:2] == ["step 2: 0.0% copies, safe, KID_test 5.00 (release so far: step 2)",
+                         "step 4: 0.8% copies, safe, KID_test 3.00 (release so far: step 4)"]
+    assert lines[3].startswith("step 8: 15.0% copies, NOT safe") and lines[3].endswith("(release so far: step 4)")
+    assert len(lines) == 5
     assert rec["stopped"] and "steps 8, 10" in rec["stopped"] and rec["finished"]
     assert rec["last"]["step"] == 10 and not rec["last"]["safe"]
     assert [c["step"] for c in rec["checks"]] == [2, 4, 6, 8, 10]
@@ -110,6 +115,28 @@ def test_a_kill_between_checkpoint_and_check_resumes_to_the_same_release(make_co
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG).read_text().splitlines()
              if "monitor" in line]
     assert steps == [2, 4, 6, 8, 10]
+
+
+def test_the_check_a_resume_makes_first_is_not_counted_as_training(make_config, tmp_path: Path) -> None:
+    """images/s times training alone, so the window after the check a resume runs first (here slowed to 1 s)
+    is as fast as the others: each logged window's images / its images/s stays far below that second."""
+    import time
+
+    class SlowAt(ScheduledMonitor):
+        def __call__(self, step: int, ema_model) -> dict:
+            if step == 6 and self.fail_once_at is None:
+                time.sleep(1.0)
+            return super().__call__(step, ema_model)
+
+    cfg = make_config(steps=12)
+    mon = SlowAt(SCHEDULE, fail_once_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        _guarded(cfg, tmp_path / "run", mon)
+    _guarded(cfg, tmp_path / "run", mon)
+    recs = [json.loads(line) for line in (tmp_path / "run" / LOG).read_text().splitlines()]
+    train = [r for r in recs if "loss" in r]
+    windows = [(b["kimg"] - a["kimg"]) * 1000 / b["images_per_s"] for a, b in zip(train, train[1:])]
+    assert max(windows) < 0.5, windows
 
 
 def test_sparse_checks_become_dense_where_copying_sets_in() -> None:
@@ -238,6 +265,12 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
                                      "--guard-quality", "pixels", "--out", str(tmp_path / "e")], capsys)
     assert code == 0, err
     assert "Released: edm at step" in out and "the guard's checks took" in out and "--checkpoint release" in out
+    assert "[guard]" not in out  # --quiet
+    code, out, err = run_cli(base[:-1] + ["--subset", "20", "--guard", "--guard-samples", "50", "--guard-patience",
+                                          "0", "--guard-quality", "pixels", "--steps", "4", "--out",
+                                          str(tmp_path / "f")], capsys)
+    assert code == 0, err
+    assert "[guard] step 2: " in out and "[guard] step 4: " in out and "(release so far: step " in out
     run_e = str(tmp_path / "e")
     code, out, err = run_cli(["audit", "--run", run_e, "--checkpoint", "release", "--n-samples", "20", "--out",
                               str(tmp_path / "audit"), "--quiet", "--no-cache"], capsys)
@@ -259,6 +292,7 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert code == 2 and "--allow-pruned" in err and not (tmp_path / "d" / RELEASE_JSON).exists()
     code, out, _ = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50", "--allow-pruned"], capsys)
     assert code == 0 and "Released: edm at step" in out and (tmp_path / "d" / RELEASE_JSON).is_file()
+    assert out.count("[release] step ") == 2 and "[release] step 6: " in out and "[release] step 8: " in out
 
 
 def test_a_guarded_run_resumes_only_with_the_same_guard(make_config, tmp_path: Path) -> None:

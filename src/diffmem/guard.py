@@ -24,7 +24,7 @@ from typing import Any, Callable
 from diffmem.config import TrainConfig, json_ready, with_defaults
 from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, min_heldout
-from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, checks_of, choose_release,
+from diffmem.release import (DENSE_P, RELEASE_DIR, RELEASE_JSON, check_due, check_line, checks_of, choose_release,
                              release_record, stop_reason)
 from diffmem.utils.precision import check_precision
 
@@ -100,8 +100,8 @@ class Guard:
     `finish` (see the module docstring)."""
 
     def __init__(self, monitor: Callable[[int, Any], dict], gc: GuardConfig, run: str | Path,
-                 checkpoint_every: int = 1) -> None:
-        self.monitor, self.gc, self.run = monitor, gc, Path(run)
+                 checkpoint_every: int = 1, echo: Callable[[str], None] | None = None) -> None:
+        self.monitor, self.gc, self.run, self.echo = monitor, gc, Path(run), echo  # echo: a line per check
         self.checkpoint_every = int(checkpoint_every)
         self.records: list[dict[str, Any]] = []
         self.backfilled: list[dict[str, Any]] = []  # the checks the last call went back to, for the log
@@ -161,6 +161,8 @@ class Guard:
         self.records = sorted([r for r in self.records if r["step"] != step] + [{"step": step, "monitor": rec}],
                               key=lambda r: r["step"])
         best = choose_release(self.checks)
+        if self.echo is not None:
+            self.echo(check_line(step, rec, best["step"] if best else None))
         images = getattr(self.monitor, "last_images", None)
         if images is not None:
             from diffmem.data.io import save_images
@@ -210,8 +212,9 @@ def trained_with(run: str | Path, step: int | None) -> dict[str, Any]:
 
 
 def make_guard(cfg: TrainConfig, gc: GuardConfig, run: str | Path, device: Any = "cpu",
-               cache_dir: str | Path | None = None) -> Guard:
-    """A Guard for the run `cfg` describes (its training subset; the rest of its data is held out)."""
+               cache_dir: str | Path | None = None, echo: Callable[[str], None] | None = None) -> Guard:
+    """A Guard for the run `cfg` describes (its training subset; the rest of its data is held out); `echo`
+    gets a line per check (`diffmem.release.check_line`)."""
     from diffmem.monitor import make_monitor
     from diffmem.train.loop import select_train_images
 
@@ -223,7 +226,7 @@ def make_guard(cfg: TrainConfig, gc: GuardConfig, run: str | Path, device: Any =
                            quality_features=quality,
                            quality_metric=gc.quality_metric, level=gc.level, cache_dir=cache_dir,
                            selected=(source, train_idx, heldout_idx))
-    return Guard(monitor, gc, run, cfg.checkpoint_every)
+    return Guard(monitor, gc, run, cfg.checkpoint_every, echo=echo)
 
 
 def release_run(run: str | Path, gc: GuardConfig = GuardConfig(), *, device: Any = "cpu",
@@ -246,16 +249,11 @@ def release_run(run: str | Path, gc: GuardConfig = GuardConfig(), *, device: Any
                            f"{expected}; a release chooses among checkpoints, so train with --keep-checkpoints all "
                            "(or --guard), or pass --allow-pruned to choose among those")
     with locked(run):
-        guard = make_guard(cfg, dataclasses.replace(gc, patience=0, every=1), run, device=device)
+        echo = None if progress is None else (lambda line: progress(f"[release] {line}"))
+        guard = make_guard(cfg, dataclasses.replace(gc, patience=0, every=1), run, device=device, echo=echo)
         for step in steps:
             net, _, _ = load_denoiser(run, device=device, checkpoint=f"step-{step}")
-            rec = guard(step, net)
-            if progress is not None:
-                s = rec.get("safety") or {}
-                q = rec.get("quality") or {}
-                progress(f"[release] step {step}: {100 * s.get('copy_rate', float('nan')):.1f}% copies, "
-                         f"{'safe' if s.get('safe') else 'NOT safe'}"
-                         + (f", {q['metric']} {q['value']:.4g}" if q else ""))
+            guard(step, net)
         guard.finish(stopped=None)
     from diffmem.release import read_release
 

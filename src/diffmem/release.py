@@ -24,7 +24,7 @@ from diffmem.config import RELEASE_DIR, RELEASE_JSON
 from diffmem.errors import DiffmemError
 
 __all__ = ["RELEASE_JSON", "RELEASE_DIR", "DENSE_P", "check_due", "checks_of", "choose_release", "stop_reason", "release_record",
-           "read_release", "release_sentence", "safe_quality"]
+           "read_release", "release_sentence", "check_line", "safe_quality"]
 
 
 
@@ -130,6 +130,16 @@ def release_sentence(record: dict[str, Any], label: str, unseen: str = "unseen i
         head += (f"; {verb} step {last['step']} it copies {_pts(last['safety']['copy_rate'])}%"
                  + (f" ({last['quality_metric']} {_num(last['quality'])})" if last.get("quality") is not None else ""))
     return head + "."
+
+
+def check_line(step: int, check: dict[str, Any], released_step: int | None = None) -> str:
+    """One check as a progress line: 'step 400: 1.2% copies, safe, KID_pixels 0.0123 (release so far: step
+    400)'. `check`: the monitor's record (its "safety" and optional "quality")."""
+    s, q = check.get("safety") or {}, check.get("quality") or {}
+    line = f"step {step}: {_pts(s.get('copy_rate', float('nan')))}% copies, {'safe' if s.get('safe') else 'NOT safe'}"
+    if q.get("value") is not None:
+        line += f", {q['metric']} {_num(q['value'])}"
+    return line + (" (release so far: none)" if released_step is None else f" (release so far: step {released_step})")
 
 
 def _num(x: float) -> str:

@@ -19,12 +19,17 @@ from diffmem.utils.precision import PRECISIONS
 GUARD = GuardConfig()
 
 
-def _watch(cfg, out, dev, gc: GuardConfig | None, monitor_every: int, monitor_samples: int, monitor_features: str):
-    """(the guard or the copy monitor, or None, and how often the loop calls it)."""
+def _watch(cfg, out, dev, gc: GuardConfig | None, monitor_every: int, monitor_samples: int, monitor_features: str,
+           quiet: bool = False):
+    """(the guard or the copy monitor, or None, and how often the loop calls it). The guard prints a line per
+    check above the progress bar unless `quiet`."""
     if gc is not None:
+        from tqdm.auto import tqdm
+
         from diffmem.guard import make_guard
 
-        return make_guard(cfg, gc, out, device=dev), cfg.checkpoint_every
+        echo = None if quiet else (lambda line: tqdm.write(f"[guard] {line}"))
+        return make_guard(cfg, gc, out, device=dev, echo=echo), cfg.checkpoint_every
     if monitor_every > 0:
         from diffmem.monitor import make_monitor
 
@@ -151,7 +156,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
     gc = GuardConfig(n_samples=guard_samples, features=guard_features, quality_features=guard_quality,
                      quality_metric=guard_metric, level=guard_level, patience=guard_patience,
                      every=guard_every, sample_precision=guard_sample_precision) if guard else None
-    monitor, monitor_every = _watch(cfg, out, dev, gc, monitor_every, monitor_samples, monitor_features)
+    monitor, monitor_every = _watch(cfg, out, dev, gc, monitor_every, monitor_samples, monitor_features, quiet)
     run = run_train(cfg, out, device=dev, overwrite=overwrite, resume=resume, progress=not quiet,
                     monitor=monitor, monitor_every=monitor_every, world=world, precision=precision,
                     compile=compile_, channels_last=channels_last, keep_checkpoints=keep)

@@ -166,18 +166,23 @@ def guard_config(fc: FrontierConfig) -> GuardConfig:
 
 
 def _train_one(fc: FrontierConfig, v: Variant, subset: int, seed: int, run: str,
-               device: str) -> tuple[str, float]:
-    """Train (or resume) one guarded run (checks at every checkpoint, the stopping rule); a finished run is
-    left as it is."""
+               device: str, verbose: bool = True) -> tuple[str, float | None]:
+    """Train (or resume) one guarded run (checks at every checkpoint, the stopping rule), printing a line per
+    check when `verbose`; returns (run, seconds). A finished run is left as it is (seconds None)."""
     from diffmem.guard import make_guard
+    from diffmem.train.checkpoint import checkpoint_steps
     from diffmem.train.loop import train
     from diffmem.train.rundir import DONE
 
     t0 = time.perf_counter()
     if (Path(run) / DONE).is_file():
-        return run, 0.0
+        return run, None
     cfg = run_config(fc, v, subset, seed)
-    guard = make_guard(cfg, guard_config(fc), run, device=device)
+    name, kept = Path(run).name, checkpoint_steps(Path(run))
+    echo = (lambda line: print(f"[frontier] {name} {line}", flush=True)) if verbose else None
+    if echo is not None:
+        echo(f"resumes from step {kept[-1]}" if kept else "starts")
+    guard = make_guard(cfg, guard_config(fc), run, device=device, echo=echo)
     train(cfg, run, device=device, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every,
           precision=fc.precision)
     return run, time.perf_counter() - t0
@@ -261,11 +266,18 @@ def check_same_frontier(fc: FrontierConfig, out: Path) -> None:
                            "another --out")
 
 
+def _took(seconds: float | None) -> str:
+    return "finished earlier, kept as it is" if seconds is None else f"{seconds:.0f}s"
+
+
 @holds_lock("out")
 def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jobs: int = 1,
-                 echo: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
+                 echo: Callable[[str], None] = print, report_only: bool = False,
+                 verbose: bool = True) -> dict[str, Any]:
     """Train every (subset, variant, seed) with the monitor, collect the paths, write frontier.json; returns the
-    collected data, from which `diffmem.report.frontier.write_report` writes the report. Re-running resumes unfinished runs and skips finished ones.
+    collected data, from which `diffmem.report.frontier.write_report` writes the report. Re-running resumes
+    unfinished runs and skips finished ones; `verbose`: each run prints a line per check to stdout, from the
+    process that trains it.
     `report_only`: train nothing; report the runs that have finished so far."""
     from diffmem.train.rundir import DONE
 
@@ -287,16 +299,16 @@ def run_frontier(fc: FrontierConfig, out: str | Path, *, device: str = "cpu", jo
             raise DiffmemError(f"no run in {out} has finished yet; run without --report-only to train them")
     elif jobs == 1:
         for i, (v, n, s, run) in enumerate(runs):
-            _, sec = _train_one(fc, v, n, s, str(run), device)
-            echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {sec:.0f}s")
+            _, sec = _train_one(fc, v, n, s, str(run), device, verbose)
+            echo(f"[frontier] {i + 1}/{len(runs)} {run.name}: {_took(sec)}")
     else:
         finished = []
 
-        def done(task: tuple, result: tuple[str, float]) -> None:
+        def done(task: tuple, result: tuple[str, float | None]) -> None:
             finished.append(result[0])
-            echo(f"[frontier] {len(finished)}/{len(runs)} {Path(result[0]).name}: {result[1]:.0f}s")
+            echo(f"[frontier] {len(finished)}/{len(runs)} {Path(result[0]).name}: {_took(result[1])}")
 
-        run_spawned(_train_one, [(fc, v, n, s, str(run), device) for v, n, s, run in runs], jobs=jobs,
+        run_spawned(_train_one, [(fc, v, n, s, str(run), device, verbose) for v, n, s, run in runs], jobs=jobs,
                     on_done=done)
     from diffmem.sweep.safe_quality import run_qstar
 

@@ -300,6 +300,7 @@ def _train_steps(run: _PixelRun, net: EDMPrecond, resuming: bool) -> Path:
     try:
         if world.main and watch.resume(out / rundir.LOG, step):  # the check a kill cut off after its checkpoint
             watch.check(step, ema.model, log)
+            t_last = time.perf_counter()  # images/s counts training only
         stopped = _stop_reason(watch, step, world) if step > 0 else None
         while step < end and stopped is None:
             batch = draw_batch(data, cfg, method, g, device, part)
