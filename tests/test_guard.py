@@ -96,6 +96,16 @@ def test_the_certificate_says_how_the_released_weights_were_trained(make_config,
     assert trained_with(old, 4)["precision"] == ["bf16"]  # the fp32 steps after the release are not its
 
 
+def test_a_run_with_no_safe_check_gets_a_page_that_says_so(make_config, tmp_path: Path) -> None:
+    from diffmem.report.release import write_release_report
+
+    cfg = make_config(steps=4)
+    run = _guarded(cfg, tmp_path / "run", ScheduledMonitor({2: (90, 1.0), 4: (120, 0.5)}), patience=0)
+    page = write_release_report(run).read_text()
+    assert "Not released: no checked checkpoint of edm was safe" in page and ">released</td>" not in page
+    assert not (run / "release" / "audit").exists() and (run / "release" / "paths.png").is_file()
+
+
 def test_without_a_stopping_rule_the_run_goes_to_its_end(make_config, tmp_path: Path) -> None:
     run = _guarded(make_config(steps=12), tmp_path / "run", ScheduledMonitor(SCHEDULE), patience=0)
     rec = _release(run)
@@ -266,6 +276,12 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert code == 0, err
     assert "Released: edm at step" in out and "the guard's checks took" in out and "--checkpoint release" in out
     assert "[guard]" not in out  # --quiet
+    page = (tmp_path / "e" / "release" / "report.html").read_text()
+    rec = read_release(tmp_path / "e")
+    assert release_sentence(rec, "edm") in page and "to show: " in out
+    assert all(f'<td data-label="step">{c["step"]}</td>' in page for c in rec["checks"])
+    assert page.count(">released</td>") == 1
+    assert (tmp_path / "e" / "release" / "audit" / "nearest.csv").is_file()
     code, out, err = run_cli(base[:-1] + ["--subset", "20", "--guard", "--guard-samples", "50", "--guard-patience",
                                           "0", "--guard-quality", "pixels", "--steps", "4", "--out",
                                           str(tmp_path / "f")], capsys)

@@ -102,9 +102,11 @@ def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.nd
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A standalone audit's, a comparison's and the demo's report (the demo's runs faked: no training)."""
+    """A standalone audit's, a comparison's, the demo's report (the demo's runs faked: no training) and one of
+    those runs' release page."""
     import diffmem
     from diffmem.report.demo import audit_demo
+    from diffmem.report.release import write_release_report
     from diffmem.sweep.compare import collect_rows
     from diffmem.report.sweep import write_sweep_report
     from diffmem.sweep.runner import write_outputs
@@ -120,10 +122,11 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {"edm": _fake_run(root / "demo" / "edm", spec, 400, 40, np.concatenate([d[:30], d[500:530]])),
             "ambient": _fake_run(root / "demo" / "ambient", spec, 400, 40, np.concatenate([d[:10], d[530:580]]))}
     audit_demo(root / "demo", runs, sigma_n=0.5, echo=lambda _: None)
-    return {name: root / name / "report.html" for name in ("audit", "compare", "demo")}
+    release = write_release_report(root / "demo" / "edm")  # one run's page, from the same faked run
+    return {**{name: root / name / "report.html" for name in ("audit", "compare", "demo")}, "release": release}
 
 
-@pytest.mark.parametrize("kind", ["demo", "audit", "compare"])
+@pytest.mark.parametrize("kind", ["demo", "audit", "compare", "release"])
 @pytest.mark.parametrize("width,height", [(1400, 900), (412, 860)])
 def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, height: int) -> None:
     browser = _chromium()

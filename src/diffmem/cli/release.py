@@ -40,10 +40,12 @@ def release(run_dir, n_samples, features, quality_features, quality_metric, leve
 
     from diffmem.guard import release_run
     from diffmem.release import release_sentence
+    from diffmem.report.release import write_release_report
     from diffmem.train.rundir import load_train_config
 
     gc = GuardConfig(n_samples=n_samples, features=features, quality_features=quality_features,
                      quality_metric=quality_metric, level=level, sample_precision=sample_precision)
     record = release_run(run_dir, gc, device=device_name(device), allow_pruned=allow_pruned, progress=click.echo)
     click.echo(release_sentence(record, load_train_config(run_dir).method.name))
-    click.echo(f"certificate: {Path(run_dir) / 'release.json'}")
+    page = write_release_report(run_dir, device=device_name(device))
+    click.echo(f"certificate: {Path(run_dir) / 'release.json'} (to show: {page})")

@@ -37,6 +37,21 @@ def _watch(cfg, out, dev, gc: GuardConfig | None, monitor_every: int, monitor_sa
     return None, 0
 
 
+def _guard_epilogue(run, method: str, dev) -> None:
+    """After a guarded run: its release in one sentence, what the checks cost, and the release's page."""
+    from diffmem.monitor import check_cost
+    from diffmem.release import read_release, release_sentence
+    from diffmem.report.release import write_release_report
+
+    click.echo(release_sentence(read_release(run), method))
+    spent, trained = check_cost(run)
+    click.echo(f"the guard's checks took {spent:.0f} s, {spent / max(trained, 1e-9):.0%} of the training time "
+               f"({trained:.0f} s); fewer --guard-samples or a larger --checkpoint-every make them cheaper")
+    page = write_release_report(run, device=dev)
+    click.echo(f"certificate: {run / 'release.json'} (to show: {page}); sample it with `diffmem sample --run {run} "
+               "--checkpoint release`")
+
+
 def keep_checkpoints_from_flag(value: str) -> int:
     """--keep-checkpoints: 'all' -> 0 (keep every one), else a positive count."""
     if str(value).strip().lower() == "all":
@@ -169,16 +184,7 @@ def train(data_spec, resolution, resize, subset, subset_seed, cond, xflip, metho
         click.echo(f"stopped {cfg.method.name} at step {done['step']} of {cfg.optim.steps}: {done['stopped']}")
     click.echo(f"trained {cfg.method.name} for {done.get('step', cfg.optim.steps)} steps; run directory: {run}")
     if guard:
-        from diffmem.release import read_release, release_sentence
-
-        from diffmem.monitor import check_cost
-
-        click.echo(release_sentence(read_release(run), cfg.method.name))
-        spent, trained = check_cost(run)
-        click.echo(f"the guard's checks took {spent:.0f} s, {spent / max(trained, 1e-9):.0%} of the training time "
-                   f"({trained:.0f} s); fewer --guard-samples or a larger --checkpoint-every make them cheaper")
-        click.echo(f"certificate: {run / 'release.json'}; sample it with `diffmem sample --run {run} "
-                   "--checkpoint release`")
+        _guard_epilogue(run, cfg.method.name, dev)
     elif monitor is not None:
         from diffmem.monitor import monitor_records, plot_monitor
 

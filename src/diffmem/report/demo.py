@@ -123,45 +123,13 @@ def _framed_side_by_side(out: Path, results: dict[str, dict[str, tuple[Any, dict
     return side_by_side(panels, out / "side_by_side.png", is_copy=frames)
 
 
-def _paths_figure(out: Path, release: dict[str, dict[str, Any]]) -> Path:
-    """Copies and quality of each run's checks against the step, safe checks filled, the release starred."""
-    from matplotlib.figure import Figure
-
-    from diffmem.utils.atomic import save_atomic
-
-    fig = Figure(figsize=(4.8, 4.6), dpi=110)  # narrow enough to be shown at >= 0.7 of its size on a phone
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    for i, (method, rec) in enumerate(release.items()):
-        checks, best, color = rec["checks"], rec.get("released"), f"C{i}"
-        steps = [c["step"] for c in checks]
-        top.plot(steps, [c["copy_rate"] for c in checks], "-", color=color, label=_label(method))
-        bottom.plot(steps, [c["quality"] for c in checks], "-", color=color)
-        for ax, key in ((top, "copy_rate"), (bottom, "quality")):
-            ax.scatter(steps, [c[key] for c in checks], s=18, color=color,
-                       facecolors=[color if c["safe"] else "white" for c in checks], zorder=3)
-            if best is not None:
-                value = best["safety"]["copy_rate"] if key == "copy_rate" else best["quality"]
-                ax.scatter([best["step"]], [value], marker="*", s=160, color=color, edgecolors="k", zorder=4)
-        held = ((best or rec.get("last") or {}).get("safety") or {}).get("heldout_rate")
-        if held is not None:
-            top.axhline(held, color="k", ls="--", lw=0.8)
-    metric = next((r["released"]["quality_metric"] for r in release.values() if r.get("released")), "quality")
-    top.set_ylabel("copies (share of samples)")
-    bottom.set_ylabel(f"{metric} (lower is better)")
-    bottom.set_xlabel("training step")
-    top.legend(fontsize=8)
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save_atomic(out / "paths.png", fig.savefig)
-
-
 def _write_report(out: Path, results: dict[str, dict[str, tuple[Any, dict | None]]], head: dict[str, Any],
                   sigma_n: float | None, setting: str = "",
                   release: dict[str, dict[str, Any]] | None = None) -> tuple[Path, Path]:
     from diffmem.report.audit import SUMMARY_COLUMNS, feature_advice, fixed_rows, summary_rows
     from diffmem.report.document import Document
     from diffmem.report.findings import COPY_DEFINITION, GLOSSARY
+    from diffmem.report.release import paths_figure
 
     doc = Document("diffmem demo: baseline vs Algorithm 1 on built-in digits", head["sentence"], head["verdict"])
     sn = f" (sigma_n = {sigma_n:g}{', ' + setting if setting else ''})" if sigma_n is not None else ""
@@ -169,7 +137,8 @@ def _write_report(out: Path, results: dict[str, dict[str, tuple[Any, dict | None
              f"only noisy copies at high noise. {COPY_DEFINITION} At its checkpoints each run was checked (copies "
              "against the held-out digits, safety test, quality); its best safe checkpoint is released, and "
              "training stopped once copying had set in. Below: the released samples, audited.")
-    doc.figure(_paths_figure(out, release), "Copy fraction and quality at each run's checks over training: copies "
+    doc.figure(paths_figure(out / "paths.png", {_label(m): r for m, r in release.items()}, "unseen digits"),
+               "Copy fraction and quality at each run's checks over training: copies "
                "(top; the dashed line is what unseen digits score) and quality (bottom; lower is better). Filled: "
                "safe checks; the star is the release.")
     pics, grids = _pictures(out, results)
