@@ -304,6 +304,13 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     code, _, err = run_cli(["sample", "--run", str(tmp_path / "d"), "--checkpoint", "step-3", "--n", "4",
                             "--out", str(tmp_path / "s.npz")], capsys)
     assert code == 2 and "step-6, step-8" in err and not (tmp_path / "s.npz").exists()
+    code, _, err = run_cli(["release", "--run", str(tmp_path / "d"), "--report-only"], capsys)
+    assert code == 2 and "has no release" in err and not (tmp_path / "d" / "release").exists()
+    (tmp_path / "e" / "release" / "report.html").unlink()
+    code, out, err = run_cli(["release", "--run", run_e, "--report-only"], capsys)
+    assert code == 0 and (tmp_path / "e" / "release" / "report.html").read_text() == page, err
+    code, _, err = run_cli(["release", "--run", run_e, "--report-only", "--samples", "50", "--metric", "fd"], capsys)
+    assert code == 2 and "--samples, --metric would be ignored" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50"], capsys)
     assert code == 2 and "--allow-pruned" in err and not (tmp_path / "d" / RELEASE_JSON).exists()
     code, out, _ = run_cli(["release", "--run", str(tmp_path / "d"), "--samples", "50", "--allow-pruned"], capsys)

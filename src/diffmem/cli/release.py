@@ -13,6 +13,8 @@ from diffmem.utils.precision import PRECISIONS
 GUARD = GuardConfig()
 
 
+CHECK_FLAGS = ("n_samples", "features", "quality_features", "quality_metric", "level", "sample_precision",
+               "allow_pruned")  # what only a check uses
 RELEASE_HELP_SECTIONS = {"run_dir": "What to release", "n_samples": "Copies and the safety test",
                          "quality_features": "Quality", "sample_precision": "Compute"}
 
@@ -21,6 +23,9 @@ RELEASE_HELP_SECTIONS = {"run_dir": "What to release", "n_samples": "Copies and 
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="A run trained with --keep-checkpoints all (or --guard).")
 @click.option("--allow-pruned", is_flag=True, help="Release among the checkpoints left when some were pruned.")
+@click.option("--report-only", is_flag=True,
+              help="Check nothing: write RUN/release/report.html from the release.json RUN has (a run trained "
+                   "with --guard, or one of a frontier's runs).")
 @click.option("--samples", "n_samples", type=int, default=GUARD.n_samples, show_default=True,
               help="Samples per checkpoint.")
 @click.option("--features", default=GUARD.features, show_default=True, help="Copy features.")
@@ -32,17 +37,29 @@ RELEASE_HELP_SECTIONS = {"run_dir": "What to release", "n_samples": "Copies and 
 @click.option("--sample-precision", type=click.Choice(PRECISIONS), default=GUARD.sample_precision, show_default=True,
               help=SAMPLE_PRECISION_HELP)
 @click.option("--device", default="auto", show_default=True)
-def release(run_dir, n_samples, features, quality_features, quality_metric, level, sample_precision, allow_pruned,
-            device) -> None:
+@click.pass_context
+def release(ctx, run_dir, n_samples, features, quality_features, quality_metric, level, sample_precision,
+            allow_pruned, report_only, device) -> None:
     """Check every kept checkpoint of RUN as `train --guard` would (copies against held-out images, the safety
-    test, quality), write RUN/release.json and the released samples; `sample --checkpoint release` then uses it."""
+    test, quality), write RUN/release.json, the released samples and RUN/release/report.html; `sample
+    --checkpoint release` then uses it."""
     from pathlib import Path
 
+    from diffmem.errors import DiffmemError
     from diffmem.guard import release_run
-    from diffmem.release import release_sentence
+    from diffmem.release import read_release, release_sentence
     from diffmem.report.release import write_release_report
     from diffmem.train.rundir import load_train_config
 
+    if report_only:
+        given = [p.opts[0] for p in ctx.command.params if p.name in CHECK_FLAGS
+                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise DiffmemError(f"--report-only checks nothing, so {', '.join(given)} would be ignored; drop "
+                               f"{'it' if len(given) == 1 else 'them'}, or drop --report-only to check again")
+        read_release(run_dir)  # a run without a certificate is refused naming the fix, before any writing
+        click.echo(f"release page: {write_release_report(run_dir, device=device_name(device))}")
+        return
     gc = GuardConfig(n_samples=n_samples, features=features, quality_features=quality_features,
                      quality_metric=quality_metric, level=level, sample_precision=sample_precision)
     record = release_run(run_dir, gc, device=device_name(device), allow_pruned=allow_pruned, progress=click.echo)
