@@ -96,6 +96,24 @@ def test_the_certificate_says_how_the_released_weights_were_trained(make_config,
     assert trained_with(old, 4)["precision"] == ["bf16"]  # the fp32 steps after the release are not its
 
 
+def test_the_release_page_audits_against_the_guards_own_reference(tmp_path: Path) -> None:
+    """With more held-out images than the guard's reference (2000), the page's audit uses the same seeded
+    subset, so its threshold and copy count are the certificate's, not a near miss from another reference."""
+    from diffmem.report.release import write_release_report
+
+    spec = str(write_npz(tmp_path / "big.npz", n=2100, res=8, channels=1, seed=3))
+    cfg = tiny_config(spec, subset=20, steps=2)
+    run = tmp_path / "run"
+    guard = make_guard(cfg, GuardConfig(n_samples=200, quality_features="pixels", patience=0), run)
+    train(cfg, run, progress=False, monitor=guard, monitor_every=cfg.checkpoint_every)
+    released = read_release(run)["released"]
+    assert released["safety"]["n_heldout"] == 2000 < 2080
+    write_release_report(run)
+    audit = json.loads((run / "release" / "audit" / "report.json").read_text())
+    assert audit["calibrated_thresholds"]["heldout_p99"] == pytest.approx(released["threshold"], abs=1e-6)
+    assert audit["fraction_above_calibrated"]["heldout_p99"] == pytest.approx(released["safety"]["copy_rate"])
+
+
 def test_a_run_with_no_safe_check_gets_a_page_that_says_so(make_config, tmp_path: Path) -> None:
     from diffmem.report.release import write_release_report
 

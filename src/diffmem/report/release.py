@@ -51,8 +51,10 @@ def paths_figure(path: Path, release: dict[str, dict[str, Any]], heldout_word: s
     return save_atomic(path, fig.savefig)
 
 
-def _audit_released(run: Path, features: str, device: Any) -> Any:
-    """An audit of the released samples against the run's training and held-out images, into release/audit/."""
+def _audit_released(run: Path, released: dict[str, Any], device: Any) -> Any:
+    """An audit of the released samples against the run's training and held-out images, into release/audit/,
+    with the guard's reference: its copy features and its seeded subset of the held-out images
+    (`diffmem.monitor.CopyMonitor`, seed 0), so that the audit counts the copies the certificate counts."""
     from diffmem.data.datasets import load_images
     from diffmem.evaluate.audit import audit_to
     from diffmem.evaluate.features import get_extractor
@@ -62,9 +64,10 @@ def _audit_released(run: Path, features: str, device: Any) -> Any:
 
     train, heldout = run_datasets(run)
     images = load_images(str(run / RELEASE_DIR / "released.npz"))
-    extractor = get_extractor(features, resolution=int(train.images.shape[1]), device=device)
+    extractor = get_extractor(released.get("features") or "pixels", resolution=int(train.images.shape[1]),
+                              device=device)
     return audit_to(run / RELEASE_DIR / "audit", images, train, heldout, extractor, report=write_audit_report,
-                    device=device)
+                    device=device, max_heldout=released["safety"].get("n_heldout"), seed=0)
 
 
 def _check_rows(record: dict[str, Any]) -> list[list[Any]]:
@@ -101,7 +104,7 @@ def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
                "Copy fraction (top) and quality (bottom) at each check over training. Filled: safe checks; the "
                "star is the release; the dashed line is what unseen images score.")
     if released is not None and (out / "released.npz").is_file():
-        data = _audit_released(run, settings.get("features") or "pixels", device)
+        data = _audit_released(run, released, device)
         thr = copy_threshold(data.report)
         copies = None if thr is None else data.arrays["nn_similarity"] >= thr
         marked_grid(out / "released_grid.png", data.sample_images[:64], None if copies is None else copies[:64],
