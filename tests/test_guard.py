@@ -121,6 +121,7 @@ def test_a_run_with_no_safe_check_gets_a_page_that_says_so(make_config, tmp_path
     run = _guarded(cfg, tmp_path / "run", ScheduledMonitor({2: (90, 1.0), 4: (120, 0.5)}), patience=0)
     page = write_release_report(run).read_text()
     assert "Not released: no checked checkpoint of edm was safe" in page and ">released</td>" not in page
+    assert "nothing is released: check earlier" in page and "What it certifies" not in page
     assert not (run / "release" / "audit").exists() and (run / "release" / "paths.png").is_file()
 
 

@@ -92,14 +92,16 @@ def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
     label = ((read_json(run / CONFIG) if (run / CONFIG).is_file() else {}).get("method") or {}).get("name", run.name)
     out, settings = run / RELEASE_DIR, record.get("settings") or {}
     released = record.get("released")
-    doc = Document(f"diffmem release: {run.name}", release_sentence(record, label),
-                   "none beyond unseen images" if released else "copies")
+    verdict = "none beyond unseen images" if released else "copies" if record["checks"] else None
+    doc = Document(f"diffmem release: {run.name}", release_sentence(record, label), verdict)
     doc.para(f"{COPY_DEFINITION} The guard checked the run at its checkpoints ({settings.get('n_samples')} samples "
              "each: their copies, the safety test against what held-out images score, and their quality) and "
-             "released the safe check of best quality. What it certifies: at these copy features and this "
-             "threshold, the released samples were not shown to copy more than unseen images score; the excess "
-             "is at most the upper end of the interval above. It does not certify other feature spaces, or "
-             "samples drawn with other settings.")
+             "releases the safe check of best quality."
+             + (" What it certifies: at these copy features and this threshold, the released samples were not "
+                "shown to copy more than unseen images score; the excess is at most the upper end of the "
+                "interval above. It does not certify other feature spaces, or samples drawn with other settings."
+                if released else " No check was safe, so nothing is released: check earlier (a smaller "
+                "--checkpoint-every), or train on more images." if record["checks"] else ""))
     doc.figure(paths_figure(out / "paths.png", {label: record}),
                "Copy fraction (top) and quality (bottom) at each check over training. Filled: safe checks; the "
                "star is the release; the dashed line is what unseen images score.")
