@@ -295,18 +295,23 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert code == 0, err
     assert "Released: edm at step" in out and "the guard's checks took" in out and "--checkpoint release" in out
     assert "[guard]" not in out  # --quiet
+    run_e = str(tmp_path / "e")
     page = (tmp_path / "e" / "release" / "report.html").read_text()
     rec = read_release(tmp_path / "e")
     assert release_sentence(rec, "edm") in page and "to show: " in out
     assert all(f'<td data-label="step">{c["step"]}</td>' in page for c in rec["checks"])
     assert page.count(">released</td>") == 1
     assert (tmp_path / "e" / "release" / "audit" / "nearest.csv").is_file()
+    for extra, warned in (([], False), (["--steps", "5", "--churn", "1"], True)):
+        code, out, err = run_cli(["sample", "--run", run_e, "--checkpoint", "release", "--n", "4", "--quiet",
+                                  "--out", str(tmp_path / f"s{len(extra)}.npz"), *extra], capsys)
+        assert code == 0 and ("warning: the certificate covers samples drawn as the guard drew them" in err) == warned
+    assert "--steps 5 (the guard's: 18); --churn 1.0 (the guard's: 0.0)" in err and "diffmem audit --samples" in err
     code, out, err = run_cli(base[:-1] + ["--subset", "20", "--guard", "--guard-samples", "50", "--guard-patience",
                                           "0", "--guard-quality", "pixels", "--steps", "4", "--out",
                                           str(tmp_path / "f")], capsys)
     assert code == 0, err
     assert "[guard] step 2: " in out and "[guard] step 4: " in out and "(release so far: step " in out
-    run_e = str(tmp_path / "e")
     code, out, err = run_cli(["audit", "--run", run_e, "--checkpoint", "release", "--n-samples", "20", "--out",
                               str(tmp_path / "audit"), "--quiet", "--no-cache"], capsys)
     assert code == 0, err

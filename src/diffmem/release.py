@@ -24,7 +24,7 @@ from diffmem.config import RELEASE_DIR, RELEASE_JSON
 from diffmem.errors import DiffmemError
 
 __all__ = ["RELEASE_JSON", "RELEASE_DIR", "DENSE_P", "check_due", "checks_of", "choose_release", "stop_reason", "release_record",
-           "read_release", "release_sentence", "check_line", "safe_quality"]
+           "read_release", "release_sentence", "check_line", "uncertified_sampling", "safe_quality"]
 
 
 
@@ -130,6 +130,20 @@ def release_sentence(record: dict[str, Any], label: str, unseen: str = "unseen i
         head += (f"; {verb} step {last['step']} it copies {_pts(last['safety']['copy_rate'])}%"
                  + (f" ({last['quality_metric']} {_num(last['quality'])})" if last.get("quality") is not None else ""))
     return head + "."
+
+
+def uncertified_sampling(settings: dict[str, Any], opts: Any, ema: bool = True) -> list[str]:
+    """How drawing with `opts` (a SampleOptions) and these weights differs from how the guard drew the samples
+    a certificate covers (EDM Heun at its `sample_steps`, no churn, its `sample_precision`, the EMA weights),
+    as flags: [] when it does not."""
+    from diffmem.diffusion.sample_options import SampleOptions
+
+    guard = SampleOptions(steps=int(settings.get("sample_steps") or 18),
+                          precision=settings.get("sample_precision") or "fp32")
+    flags = {"steps": "--steps", "solver": "--solver", "s_churn": "--churn", "precision": "--precision"}
+    diff = [f"{flag} {getattr(opts, k)} (the guard's: {getattr(guard, k)})" for k, flag in flags.items()
+            if getattr(opts, k) != getattr(guard, k)]
+    return diff + ([] if ema else ["--no-ema (the guard's: the EMA weights)"])
 
 
 def check_line(step: int, check: dict[str, Any], released_step: int | None = None) -> str:

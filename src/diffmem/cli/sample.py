@@ -68,6 +68,8 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
     labels = np.full(n, class_label, dtype=np.int64) if class_label is not None else None
     opts = SampleOptions(steps=steps, solver=solver, s_churn=churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
                          precision=precision)
+    if checkpoint == "release":
+        _warn_uncertified(run_dir, out, opts, ema=not no_ema)
     if out_path.exists() and not overwrite and (out_path.is_file() or any(out_path.iterdir())):
         raise DiffmemError(f"--out {out} exists; pass --overwrite or choose another path")
     if not out.endswith(".npz") and out_path.is_file():
@@ -95,6 +97,17 @@ def sample(run_dir, n, out, seed, steps, solver, churn, s_tmin, s_tmax, s_noise,
             raise as_diffmem_error(err, out_path) from None
     click.echo(f"wrote {n} samples of step {meta.get('step')} ({checkpoint}) to {out_path}"
                + (f" and a grid to {grid_path}" if grid else ""))
+
+
+def _warn_uncertified(run_dir: str, out: str, opts: SampleOptions, ema: bool) -> None:
+    """One warning line when samples of the release are drawn otherwise than the guard drew those it certified."""
+    from diffmem.release import read_release, uncertified_sampling
+
+    diff = uncertified_sampling(read_release(run_dir).get("settings") or {}, opts, ema)
+    if diff:
+        click.echo(f"warning: the certificate covers samples drawn as the guard drew them, and these differ "
+                   f"({'; '.join(diff)}); audit them: diffmem audit --samples {out} --run {run_dir} --out AUDIT",
+                   err=True)
 
 
 def _check_flags(n: int, steps: int, batch: int, churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
