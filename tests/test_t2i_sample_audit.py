@@ -173,3 +173,41 @@ def test_clip_score_prefers_the_matching_prompt(tiny_clip: str) -> None:
                                       abs=1e-5)
     with pytest.raises(DiffmemError, match="--clip"):
         clip_scores(images, ["a"] * 2, "/nonexistent/clip")
+
+
+def _pearson_nearest(images: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Brute force: each image's largest Pearson correlation with a training image (flattened pixels)."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        v = x.reshape(len(x), -1).astype(np.float64)
+        v -= v.mean(1, keepdims=True)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return (unit(images) @ unit(train).T).max(1)
+
+
+def test_audit_with_heldout_images_counts_copies_and_tests_them(tmp_path: Path) -> None:
+    """--heldout: the copy threshold is the held-out images' 99th percentile of nearest-training Pearson r, and
+    each folder's copies (checked by brute force) get the safety test: the training images themselves copy
+    100% (not safe), fresh images of the same kind copy about as often as held-out ones (safe); too few
+    held-out images are said to be too few."""
+    from diffmem.t2i.audit import audit_t2i, format_table
+    from diffmem.t2i.data import load_captioned
+
+    train_dir = write_captioned(tmp_path / "train", n=6, seed=0)
+    held_dir = write_captioned(tmp_path / "held", n=810, seed=1)
+    fresh_dir = write_captioned(tmp_path / "fresh", n=200, seed=2)
+    rows = audit_t2i([train_dir, fresh_dir], train_dir=train_dir, features=["pixels"], names=["copies", "fresh"],
+                     heldout_dir=held_dir)
+    pixels = {d: (lambda c: c.read_pixels(np.arange(len(c)), 32))(load_captioned(d))
+              for d in (train_dir, held_dir, fresh_dir)}
+    threshold = np.percentile(_pearson_nearest(pixels[held_dir], pixels[train_dir]), 99)
+    expected = int((_pearson_nearest(pixels[fresh_dir], pixels[train_dir]) >= threshold).sum())
+    copies, fresh = rows[0].copies["pixels"], rows[1].copies["pixels"]
+    assert copies["copy_rate"] == 1.0 and not copies["safe"] and copies["n_heldout"] == 810
+    assert fresh["copies"] == expected and fresh["safe"] and fresh["enough_heldout"]
+    table = format_table(rows)
+    assert "| Copies (pixels, Pearson r) |" in table.splitlines()[0]
+    assert "100.0%, NOT safe" in table and f"{100 * expected / 200:.1f}%, safe" in table and "810 held-out" in table
+    few = audit_t2i([fresh_dir], train_dir=train_dir, features=["pixels"], heldout_dir=write_captioned(
+        tmp_path / "few", n=20, seed=3))
+    assert "too few held-out images: 20 < 802" in format_table(few)

@@ -154,13 +154,16 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
               help="CLIP model (hub id or folder) for the CLIP score; 'none' to skip.")
 @click.option("--fd-features", default="inception", show_default=True,
               help="Features of the Frechet distance (inception[:PATH] = FID); 'none' to skip.")
+@click.option("--heldout", "heldout_dir", default=None,
+              help="Captioned images of the same kind, never trained on (at least 802): adds each folder's copies "
+                   "(above the held-out p99) and their safety test in every --features space.")
 @click.option("--resolution", type=int, default=None, help="Size the training images are read at (default: samples').")
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Also write the table as JSON here.")
-def audit(samples, names, train_dir, features, clip, fd_features, resolution, batch, device, out) -> None:
+def audit(samples, names, train_dir, features, clip, fd_features, heldout_dir, resolution, batch, device, out) -> None:
     """Table 3 of Shah et al. 2025: similarity to the training set (mean, 95th percentile), CLIP score, Frechet
-    distance."""
+    distance; with --heldout, copies against what unseen images score."""
     from diffmem.t2i.audit import audit_t2i, format_table, write_report
 
     if batch < 1 or (resolution is not None and resolution < 1):
@@ -170,7 +173,8 @@ def audit(samples, names, train_dir, features, clip, fd_features, resolution, ba
     rows = audit_t2i(list(samples), train_dir=train_dir, features=list(features),
                      clip=None if clip.lower() == "none" else clip,
                      fd_features=None if fd_features.lower() == "none" else fd_features,
-                     names=list(names) or None, resolution=resolution, batch=batch, device=device_name(device))
+                     names=list(names) or None, resolution=resolution, batch=batch, device=device_name(device),
+                     heldout_dir=heldout_dir)
     click.echo(format_table(rows))
     if out:
         write_report(rows, out)

@@ -8,7 +8,11 @@ For each sample folder (written by `diffmem t2i sample`, or any captioned folder
 - CLIP: the cosine similarity of the CLIP image embedding of each generation and the CLIP text
   embedding of its prompt, averaged (transformers CLIPModel; 0.30 is typical for SD2);
 - FD: Frechet distance between features of the generations and of the training images (called FID only
-  with Inception-v3 features).
+  with Inception-v3 features);
+- Copies (with held-out captioned images, `--heldout`): in each feature space, the share of generations
+  more similar to their nearest training image than 99% of the held-out images are to theirs, and the
+  safety test of that count against what the held-out images score (`diffmem.safety`, docs/method.md
+  "Safety"), as the pixel-space audits and the guard do.
 The feature extractors, nearest-neighbour search and Frechet distance are those of `diffmem.evaluate`.
 """
 
@@ -38,6 +42,7 @@ class AuditRow:
     clip_score: float | None = None
     fd: float | None = None
     fd_name: str | None = None
+    copies: dict[str, dict[str, Any]] = field(default_factory=dict)  # feature -> the safety test (SafetyResult)
 
 
 def feature_label(spec: str) -> str:
@@ -99,11 +104,15 @@ def _sample_info(folder: Path) -> dict[str, Any]:
 def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
               features: tuple[str, ...] | list[str] = ("dinov2",), clip: str | None = None,
               fd_features: str | None = None, names: list[str] | None = None, resolution: int | None = None,
-              batch: int = 64, device: str | torch.device = "cpu", progress: bool = False) -> list[AuditRow]:
-    """One row per sample folder; training features are computed once and shared by all rows."""
+              batch: int = 64, device: str | torch.device = "cpu", progress: bool = False,
+              heldout_dir: str | Path | None = None) -> list[AuditRow]:
+    """One row per sample folder; training features are computed once and shared by all rows. With
+    `heldout_dir` (captioned images of the same kind, never trained on), each row also gets its copies and
+    their safety test in every feature space."""
     from diffmem.evaluate.features import fd_name, get_extractor
     from diffmem.evaluate.search import nearest_neighbours
     from diffmem.evaluate.quality import feature_statistics, frechet_distance
+    from diffmem.safety import calibrate, safety_test
 
     folders = [Path(s) for s in samples]
     infos = [_sample_info(f) for f in folders]
@@ -119,14 +128,26 @@ def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
     train_images = train_data.read_pixels(np.arange(len(train_data)), res)
     rows = [AuditRow(name=(names[i] if names else infos[i].get("label", folders[i].name)), samples=str(folders[i]),
                      n_samples=len(sets[i][0])) for i in range(len(folders))]
+    heldout = None
+    if heldout_dir is not None:
+        held_data = load_captioned(heldout_dir)
+        heldout = held_data.read_pixels(np.arange(len(held_data)), res)
     for spec in features:
         extractor = get_extractor(spec, device)
         ref = extractor(train_images, batch_size=batch, progress=progress)
-        for row, (images, _) in zip(rows, sets):
+
+        def nearest(images: np.ndarray) -> np.ndarray:
             sims, _ = nearest_neighbours(extractor(images, batch_size=batch, progress=progress), ref, k=1)
-            s = sims[:, 0].numpy().astype(np.float64)
+            return sims[:, 0].numpy().astype(np.float64)
+
+        cal = None if heldout is None else calibrate(nearest(heldout))
+        for row, (images, _) in zip(rows, sets):
+            s = nearest(images)
             row.similarity[feature_label(spec)] = {"mean": float(s.mean()), "p95": float(np.percentile(s, 95)),
                                                    "median": float(np.median(s))}
+            if cal is not None:
+                copies = int((s >= cal.threshold).sum())
+                row.copies[feature_label(spec)] = safety_test(copies, len(s), cal).to_dict()
     if clip:
         scorer = ClipScorer(clip, device)
         for row, (images, prompts) in zip(rows, sets):
@@ -148,6 +169,8 @@ def format_table(rows: list[AuditRow]) -> str:
     head = ["Method"] + [c for f in feats for c in (f"Sim ({shown[f]})", f"95% ({shown[f]})")]
     head += ["CLIP"] if any(r.clip_score is not None for r in rows) else []
     head += [fd_col] if fd_col else []
+    copied = [f for f in feats if any(f in r.copies for r in rows)]
+    head += [f"Copies ({shown[f]})" for f in copied]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.name]
@@ -158,8 +181,25 @@ def format_table(rows: list[AuditRow]) -> str:
             cells.append("" if r.clip_score is None else f"{r.clip_score:.3f}")
         if fd_col:
             cells.append("" if r.fd is None else f"{r.fd:.2f}")
+        cells += [_copies_cell(r.copies.get(f)) for f in copied]
         lines.append("| " + " | ".join(cells) + " |")
+    if copied:
+        first = next(r.copies[copied[0]] for r in rows if copied[0] in r.copies)
+        lines += ["", "Copies: above the held-out 99th percentile of nearest-training similarity "
+                  f"({first['n_heldout']} held-out images, which score {100 * first['heldout_rate']:.1f}% by "
+                  "construction); 'safe': not significantly more than the held-out images (one-sided test at 5%), "
+                  "with the excess's upper 95% bound."]
     return "\n".join(lines)
+
+
+def _copies_cell(test: dict[str, Any] | None) -> str:
+    """'1.2%, safe (excess <= 2.2 points)', 'NOT safe', or 'too few held-out' when the threshold is not reliable."""
+    if test is None:
+        return ""
+    if not test["enough_heldout"]:
+        return f"{100 * test['copy_rate']:.1f}% (too few held-out images: {test['n_heldout']} < {test['min_heldout']})"
+    verdict = "safe" if test["safe"] else "NOT safe"
+    return f"{100 * test['copy_rate']:.1f}%, {verdict} (excess <= {100 * test['excess_high']:.1f} points)"
 
 
 def write_report(rows: list[AuditRow], path: str | Path) -> Path:
