@@ -342,6 +342,22 @@ def test_cli_refusals_are_one_line(big_data: str, tmp_path: Path, capsys) -> Non
     assert out.count("[release] step ") == 2 and "[release] step 6: " in out and "[release] step 8: " in out
 
 
+def test_a_page_that_cannot_be_written_does_not_fail_the_trained_run(big_data: str, tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    import diffmem.report.release as page
+
+    def fail(run, device="cpu"):
+        raise DiffmemError("features dinov2:/gone cannot be loaded")
+
+    monkeypatch.setattr(page, "write_release_report", fail)
+    code, out, err = run_cli(["train", "--data", big_data, "--resolution", "8", "--channels", "8,16",
+                              "--layers-per-block", "1", "--steps", "4", "--checkpoint-every", "2", "--batch", "4",
+                              "--quiet", "--subset", "20", "--guard", "--guard-samples", "50", "--guard-patience", "0",
+                              "--guard-quality", "pixels", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0 and "warning: the release page was not written (features dinov2:/gone" in err
+    assert "--report-only" in err and "certificate: " in out and (tmp_path / "run" / RELEASE_JSON).is_file()
+
+
 def test_a_guarded_run_resumes_only_with_the_same_guard(make_config, tmp_path: Path) -> None:
     cfg = make_config(steps=12)
     with pytest.raises(KeyboardInterrupt):

@@ -47,8 +47,13 @@ def _guard_epilogue(run, method: str, dev) -> None:
     spent, trained = check_cost(run)
     click.echo(f"the guard's checks took {spent:.0f} s, {spent / max(trained, 1e-9):.0%} of the training time "
                f"({trained:.0f} s); fewer --guard-samples or a larger --checkpoint-every make them cheaper")
-    page = write_release_report(run, device=dev)
-    click.echo(f"certificate: {run / 'release.json'} (to show: {page}); sample it with `diffmem sample --run {run} "
+    try:
+        shown = f" (to show: {write_release_report(run, device=dev)})"
+    except DiffmemError as err:  # the run and its certificate are complete; only the page is missing
+        click.echo(f"warning: the release page was not written ({err}); write it later with `diffmem release "
+                   f"--run {run} --report-only`", err=True)
+        shown = ""
+    click.echo(f"certificate: {run / 'release.json'}{shown}; sample it with `diffmem sample --run {run} "
                "--checkpoint release`")
 
 
