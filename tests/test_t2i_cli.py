@@ -44,6 +44,37 @@ def test_train_sample_audit(tiny_sd: str, captioned: str, sscd_like: str, tmp_pa
     assert json.loads((tmp_path / "audit.json").read_text())["rows"][0]["n_samples"] == 4
 
 
+def test_each_kept_checkpoint_can_be_sampled(tiny_sd: str, captioned: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """--keep-checkpoints all keeps every checkpoint; --checkpoint step-N samples that one (its images differ
+    from the newest one's, and sample_info.json says which step); a step not kept, or 'release', is refused in
+    one line naming the fix."""
+    import numpy as np
+
+    from diffmem.t2i.data import read_caption_folder_images
+
+    run = tmp_path / "run"
+    run_cli(["t2i", "train", "--pretrained", tiny_sd, "--data", captioned, "--out", str(run), "--steps", "4",
+             "--batch", "2", "--lr", "1e-2", "--checkpoint-every", "1", "--keep-checkpoints", "all", "--log-every",
+             "1", "--device", "cpu", "--quiet"], capsys)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == [f"step-{k:08d}" for k in (1, 2, 3, 4)]
+    images = {}
+    for which in ("step-1", "latest"):
+        out = tmp_path / which
+        run_cli(["t2i", "sample", "--run", str(run), "--out", str(out), "--n-prompts", "1", "--steps", "2",
+                 "--checkpoint", which, "--device", "cpu", "--quiet"], capsys)
+        images[which] = read_caption_folder_images(out)[0]
+        assert json.loads((out / "sample_info.json").read_text())["step"] == (1 if which == "step-1" else 4)
+    assert not np.array_equal(images["step-1"], images["latest"])
+    for which, needle in (("step-9", "step-1, step-2, step-3, step-4"), ("release", "no guard or release yet")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["t2i", "sample", "--run", str(run), "--out", str(tmp_path / "never"), "--checkpoint", which,
+                     "--device", "cpu", "--quiet"], capsys)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "ambient"], "needs --t-n"),
     (["--mitigation", "w24"], "--w24-threshold"),

@@ -60,6 +60,8 @@ def t2i() -> None:
               help="> 0: train LoRA adapters (needs peft).")
 @click.option("--seed", type=int, default=T2I.seed, show_default=True)
 @click.option("--checkpoint-every", type=int, default=T2I.checkpoint_every, show_default=True)
+@click.option("--keep-checkpoints", default="2", show_default=True,
+              help="How many of the newest checkpoints stay on disk, or 'all' (to sample and audit each one).")
 @click.option("--log-every", type=int, default=T2I.log_every, show_default=True)
 @click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
@@ -69,9 +71,12 @@ def t2i() -> None:
 def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight_cap, mitigation, s23_prob,
           s23_words, s23_noise_std, w24_threshold, steps, batch, grad_accum, lr, weight_decay, warmup_steps,
           max_grad_norm, ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every,
-          log_every, resume, overwrite, device, quiet) -> None:
+          keep_checkpoints, log_every, resume, overwrite, device, quiet) -> None:
     """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train)."""
+    from diffmem.cli.train import keep_checkpoints_from_flag
     from diffmem.t2i.train import train_t2i
+
+    keep = keep_checkpoints_from_flag(keep_checkpoints)
 
     cfg = T2IConfig(pretrained=pretrained, data=data, resolution=resolution, method=method, t_n=t_n,
                     ambient_weight=ambient_weight, weight_cap=weight_cap, mitigation=mitigation, s23_prob=s23_prob,
@@ -83,7 +88,8 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight
     from diffmem.lock import is_main_process, locked
 
     with locked(out, enabled=is_main_process()):  # rank 0 of accelerate launch holds the run's lock
-        run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu")
+        run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu",
+                        keep_checkpoints=keep)
     click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
 
 
@@ -101,6 +107,8 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight
 @click.option("--batch", type=int, default=8, show_default=True, help="Samples per UNet batch (whole prompts).")
 @click.option("--weights", type=click.Choice(["ema", "raw", "pretrained"]), default="ema", show_default=True,
               help="EMA or raw trained weights, or the untouched pretrained UNet (for comparison).")
+@click.option("--checkpoint", default="latest", show_default=True,
+              help="Which checkpoint: latest or step-N (train with --keep-checkpoints all to keep each one).")
 @click.option("--w24-optimize", is_flag=True, help="W24 inference mitigation: optimize each prompt embedding first.")
 @click.option("--w24-lr", type=float, default=0.05, show_default=True)
 @click.option("--w24-iters", type=int, default=10, show_default=True)
@@ -110,7 +118,7 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, guidance, scheduler, batch, weights,
-           w24_optimize, w24_lr, w24_iters, w24_target, dtype, device, overwrite, quiet) -> None:
+           checkpoint, w24_optimize, w24_lr, w24_iters, w24_target, dtype, device, overwrite, quiet) -> None:
     """Generate images from a run, with W24's memorization score per prompt (prompts.jsonl)."""
     import torch
 
@@ -138,7 +146,7 @@ def sample(run_dir, out, prompts_file, n_prompts, n_per_prompt, seed, steps, gui
     dev = device_name(device)
     with locked(out, enabled=is_main_process()):
         path = sample_run(run_dir, out, prompts, n_per_prompt, seed, opts, weights, dev, getattr(torch, dtype),
-                          overwrite, progress=not quiet)
+                          overwrite, progress=not quiet, checkpoint=checkpoint)
     click.echo(f"wrote samples, metadata.jsonl and W24 prompt scores (prompts.jsonl) to {path}")
 
 

@@ -74,8 +74,9 @@ class T2ISamples:
 
 
 def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> tuple[SDComponents, T2IConfig]:
-    """The run's Stable Diffusion with its trained UNet weights (`ema`, `raw`, or `pretrained` = untouched)."""
+                 dtype: torch.dtype = torch.float32, checkpoint: str = "latest") -> tuple[SDComponents, T2IConfig]:
+    """The run's Stable Diffusion with its trained UNet weights (`ema`, `raw`, or `pretrained` = untouched) of
+    `checkpoint` ("latest" or "step-N"; those the run kept, `t2i train --keep-checkpoints`)."""
     from diffmem.t2i.train import run_config
     from diffmem.t2i.weights import add_lora, apply_trained_weights
 
@@ -83,11 +84,9 @@ def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.
         raise DiffmemError(f"--weights must be one of {', '.join(WEIGHTS)}")
     run = rundir.check_run(run_dir)
     cfg = run_config(run)
+    ckpt = None if weights == "pretrained" else _checkpoint(run, checkpoint)  # refused before SD is loaded
     parts = load_components(cfg.pretrained)
-    if weights != "pretrained":
-        ckpt = rundir.latest_checkpoint(run)
-        if ckpt is None:
-            raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem t2i train --out {run})")
+    if ckpt is not None:
         if cfg.lora_rank > 0:
             add_lora(parts.unet, cfg.lora_rank)
         path = ckpt / (rundir.EMA if weights == "ema" else rundir.UNET)
@@ -97,6 +96,28 @@ def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.
         if dtype != torch.float32:
             m.to(dtype=dtype)
     return parts, cfg
+
+
+def _checkpoint(run: Path, which: str) -> Path:
+    """The checkpoint folder `which` names ("latest" or "step-N"), refused naming those the run has."""
+    from diffmem.train.checkpoint import checkpoint_steps
+
+    which = str(which).strip()
+    if which == "release":
+        raise DiffmemError("t2i runs have no guard or release yet; pass --checkpoint latest or step-N and audit "
+                           "the samples with `diffmem t2i audit --heldout DIR`")
+    if which == "latest":
+        ckpt = rundir.latest_checkpoint(run)
+        if ckpt is None:
+            raise DiffmemError(f"run {run} has no checkpoint yet; train it first (diffmem t2i train --out {run})")
+        return ckpt
+    steps = checkpoint_steps(run)
+    step = int(which[5:]) if which.startswith("step-") and which[5:].isdigit() else None
+    if step is None or step not in steps:
+        have = ", ".join(f"step-{k}" for k in steps) or "none"
+        raise DiffmemError(f"--checkpoint must be latest or step-N of run {run}, which has {have}; got {which!r} "
+                           "(t2i train --keep-checkpoints all keeps each one)")
+    return run / rundir.CHECKPOINTS / f"step-{step:08d}"
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -247,16 +268,18 @@ def save_samples(samples: T2ISamples, out: str | Path, info: dict, overwrite: bo
 def sample_run(run_dir: str | Path, out: str | Path, prompts: list[str] | None = None, n_per_prompt: int = 1,
                seed: int = 0, opts: T2ISampleOptions = T2ISampleOptions(), weights: str = "ema",
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, overwrite: bool = False,
-               progress: bool = True) -> Path:
-    """Sample a run into the folder `out`; prompts default to the run's training captions."""
+               progress: bool = True, checkpoint: str = "latest") -> Path:
+    """Sample a run (its `checkpoint`, see `load_trained`) into the folder `out`; prompts default to the run's
+    training captions."""
     from diffmem.t2i.data import load_captioned
 
-    parts, cfg = load_trained(run_dir, weights, device, dtype)
+    parts, cfg = load_trained(run_dir, weights, device, dtype, checkpoint)
     source = "argument"
     if prompts is None:
         prompts, source = list(load_captioned(cfg.data).captions), f"training captions of {cfg.data}"
     samples = generate(parts, prompts, n_per_prompt, cfg.resolution, seed, opts, device, progress)
     info = {"run": str(Path(run_dir).resolve()), "label": cfg.label, "weights": weights, "seed": seed,
             "n_per_prompt": n_per_prompt, "prompts": source, "options": asdict(opts), "train_data": cfg.data,
-            "resolution": cfg.resolution}
+            "resolution": cfg.resolution,
+            "step": None if weights == "pretrained" else int(_checkpoint(Path(run_dir), checkpoint).name[5:])}
     return save_samples(samples, out, info, overwrite)

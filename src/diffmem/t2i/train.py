@@ -31,7 +31,7 @@ from diffmem.t2i.losses import LatentLossOutput, eps_from_prediction, t2i_loss
 from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
 from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
 from diffmem.t2i.weights import add_lora, apply_trained_weights, trainable_state
-from diffmem.train.checkpoint import save_checkpoint
+from diffmem.train.checkpoint import KEEP, save_checkpoint
 from diffmem.train.stack import (EMA, ema_warmup_beta, log_record, reduce_window, restore_training_state, training_state,
                                  world_of)
 
@@ -156,11 +156,14 @@ class _Run:
     empty: torch.Tensor | None  # W24: the embedding of the empty prompt
     micro: int  # samples per process per micro-step
     step: int = 0
+    keep: int = KEEP  # checkpoints kept on disk (0: all)
 
 
 def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
-              progress: bool = True, stop_after: int | None = None, cpu: bool = False) -> Path:
-    """Train (or resume) the run in `out` up to cfg.steps optimizer steps; `stop_after` stops early (tests)."""
+              progress: bool = True, stop_after: int | None = None, cpu: bool = False,
+              keep_checkpoints: int = KEEP) -> Path:
+    """Train (or resume) the run in `out` up to cfg.steps optimizer steps; `stop_after` stops early (tests).
+    `keep_checkpoints`: the newest checkpoints kept on disk (0: all, so that each can be sampled and audited)."""
     from accelerate import Accelerator
 
     validate(cfg)
@@ -175,6 +178,7 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     data = load_captioned(cfg.data)
     latents, noisy = start_run(cfg, parts, data, out, accelerator, overwrite, resume, progress)
     run = _setup_training(cfg, out, accelerator, parts, data, latents, noisy)
+    run.keep = keep_checkpoints
     meta = {"label": cfg.label, "prediction_type": run.ptype, "processes": world,
             "trained_parameters": sum(p.numel() for p in run.params.values())}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -298,7 +302,8 @@ def _save_checkpoint(run: _Run, meta: dict[str, Any]) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         weights = {rundir.UNET: trainable_state(run.raw_unet), rundir.EMA: run.ema.state_dict()}
-        save_checkpoint(run.out, run.step, weights, training_state(run.opt, run.g, run.step, acc.scaler), meta)
+        save_checkpoint(run.out, run.step, weights, training_state(run.opt, run.g, run.step, acc.scaler), meta,
+                        keep=run.keep)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
