@@ -66,13 +66,61 @@ def test_each_kept_checkpoint_can_be_sampled(tiny_sd: str, captioned: str, tmp_p
         images[which] = read_caption_folder_images(out)[0]
         assert json.loads((out / "sample_info.json").read_text())["step"] == (1 if which == "step-1" else 4)
     assert not np.array_equal(images["step-1"], images["latest"])
-    for which, needle in (("step-9", "step-1, step-2, step-3, step-4"), ("release", "no guard or release yet")):
+    for which, needle in (("step-9", "step-1, step-2, step-3, step-4"), ("release", "has no release (release.json)")):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(["t2i", "sample", "--run", str(run), "--out", str(tmp_path / "never"), "--checkpoint", which,
                      "--device", "cpu", "--quiet"], capsys)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "never").exists()
+
+
+def test_release_checks_every_kept_checkpoint_and_sample_draws_the_released_one(
+        tiny_sd: str, captioned: str, sscd_like: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """t2i release: one check per kept checkpoint (copies of the captions' samples against 810 held-out images,
+    the safety test, FD to the held-out images), the safe check of best FD released; its copy count is the
+    brute-force one; `t2i sample --checkpoint release` samples that step. Without a release, or with a bad
+    flag, one line and exit 2."""
+    import numpy as np
+
+    from diffmem.release import choose_release, read_release
+    from diffmem.t2i.data import load_captioned, read_caption_folder_images
+
+    run, held = tmp_path / "run", write_captioned(tmp_path / "held", n=810, seed=5)
+    run_cli(["t2i", "train", "--pretrained", tiny_sd, "--data", captioned, "--out", str(run), "--steps", "3",
+             "--batch", "2", "--lr", "1e-2", "--checkpoint-every", "1", "--keep-checkpoints", "all", "--log-every",
+             "1", "--device", "cpu", "--quiet"], capsys)
+    for args, needle in ((["sample", "--out", str(tmp_path / "never")], "has no release (release.json)"),
+                         (["release", "--heldout", str(held), "--steps", "0"], "--steps must be positive")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["t2i", args[0], "--run", str(run), *args[1:], "--checkpoint", "release"] if args[0] == "sample"
+                    else ["t2i", args[0], "--run", str(run), *args[1:]], capsys)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    out = run_cli(["t2i", "release", "--run", str(run), "--heldout", str(held), "--features", "pixels",
+                   "--fd-features", f"torchscript:{sscd_like}", "--steps", "2", "--device", "cpu"], capsys)
+    rec = read_release(run)
+    assert [c["step"] for c in rec["checks"]] == [1, 2, 3] and "[t2i release] step 3: " in out
+    assert rec["released"] is not None and rec["released"]["step"] == choose_release(rec["checks"])["step"]
+    assert rec["released"]["safety"]["n_heldout"] == 810 and rec["settings"]["features"] == "pixels"
+    assert f"Released: baseline at step {rec['released']['step']}" in out
+    samples = tmp_path / "released"
+    run_cli(["t2i", "sample", "--run", str(run), "--out", str(samples), "--steps", "2", "--checkpoint", "release",
+             "--device", "cpu", "--quiet"], capsys)
+    assert json.loads((samples / "sample_info.json").read_text())["step"] == rec["released"]["step"]
+    # the released check's copies, by brute force: Pearson r of the released samples to the training images
+    def unit(x):
+        v = x.reshape(len(x), -1).astype(np.float64)
+        v -= v.mean(1, keepdims=True)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    train_px = (lambda d: d.read_pixels(np.arange(len(d)), 32))(load_captioned(captioned))
+    held_px = (lambda d: d.read_pixels(np.arange(len(d)), 32))(load_captioned(held))
+    threshold = np.percentile((unit(held_px) @ unit(train_px).T).max(1), 99)
+    images = read_caption_folder_images(samples)[0]
+    assert int(((unit(images) @ unit(train_px).T).max(1) >= threshold).sum()) == rec["released"]["safety"]["copies"]
+    assert rec["released"]["threshold"] == pytest.approx(threshold, abs=1e-5)
+    assert len({c["quality"] for c in rec["checks"]}) == 3  # each check sampled its own checkpoint's weights
 
 
 @pytest.mark.parametrize("args, message", [

@@ -187,3 +187,38 @@ def audit(samples, names, train_dir, features, clip, fd_features, heldout_dir, r
     if out:
         write_report(rows, out)
         click.echo(f"wrote {out}")
+
+
+@t2i.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="A t2i run trained with --keep-checkpoints all (or the checkpoints it kept).")
+@click.option("--heldout", "heldout_dir", required=True,
+              help="Captioned images of the same kind, never trained on (at least 802): the copy threshold.")
+@click.option("--features", default="dinov2", show_default=True,
+              help="Copy features: dinov2[:ID_OR_DIR], torchscript:SSCD.pt, clip[:ID], pixels.")
+@click.option("--fd-features", default="inception", show_default=True,
+              help="Quality: Frechet distance to the held-out images in these features; 'none' releases the latest "
+                   "safe checkpoint.")
+@click.option("--n-per-prompt", type=int, default=1, show_default=True, help="Samples per training caption.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--guidance", type=float, default=7.5, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def release(run_dir, heldout_dir, features, fd_features, n_per_prompt, seed, steps, guidance, device) -> None:
+    """Check every kept checkpoint of a fine-tune (its captions' samples: copies against the held-out images,
+    the safety test, quality) and write RUN/release.json; `t2i sample --checkpoint release` then uses it."""
+    from diffmem.release import release_sentence
+    from diffmem.t2i.release import release_t2i
+    from diffmem.t2i.sample import T2ISampleOptions
+    from diffmem.t2i.train import run_config
+
+    if n_per_prompt < 1 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
+        raise DiffmemError(f"--n-per-prompt and --steps must be positive and --guidance a finite number >= 0; got "
+                           f"{n_per_prompt}, {steps}, {guidance}")
+    record = release_t2i(run_dir, heldout_dir, features=features,
+                         fd_features=None if fd_features.lower() == "none" else fd_features, n_per_prompt=n_per_prompt,
+                         opts=T2ISampleOptions(steps=steps, guidance=guidance), seed=seed,
+                         device=device_name(device), progress=click.echo)
+    click.echo(release_sentence(record, run_config(run_dir).label))
+    click.echo(f"certificate: {run_dir}/release.json; sample it with `diffmem t2i sample --run {run_dir} "
+               "--checkpoint release`")

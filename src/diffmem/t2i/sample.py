@@ -99,13 +99,23 @@ def load_trained(run_dir: str | Path, weights: str = "ema", device: str | torch.
 
 
 def _checkpoint(run: Path, which: str) -> Path:
-    """The checkpoint folder `which` names ("latest" or "step-N"), refused naming those the run has."""
+    """The checkpoint folder `which` names ("latest", "release": the step `t2i release` certified, or "step-N"),
+    refused naming the fix or those the run has."""
     from diffmem.train.checkpoint import checkpoint_steps
 
     which = str(which).strip()
     if which == "release":
-        raise DiffmemError("t2i runs have no guard or release yet; pass --checkpoint latest or step-N and audit "
-                           "the samples with `diffmem t2i audit --heldout DIR`")
+        from diffmem.release import RELEASE_JSON
+
+        path = run / RELEASE_JSON
+        if not path.is_file():
+            raise DiffmemError(f"run {run} has no release ({RELEASE_JSON}); release it with `diffmem t2i release "
+                               f"--run {run} --heldout DIR`, or pass --checkpoint latest or step-N")
+        released = rundir.read_json(path).get("released") or {}
+        if "step" not in released:
+            raise DiffmemError(f"run {run} has no safe checkpoint to release (see {path}); pass --checkpoint "
+                               "latest or step-N")
+        which = f"step-{released['step']}"
     if which == "latest":
         ckpt = rundir.latest_checkpoint(run)
         if ckpt is None:
@@ -115,8 +125,8 @@ def _checkpoint(run: Path, which: str) -> Path:
     step = int(which[5:]) if which.startswith("step-") and which[5:].isdigit() else None
     if step is None or step not in steps:
         have = ", ".join(f"step-{k}" for k in steps) or "none"
-        raise DiffmemError(f"--checkpoint must be latest or step-N of run {run}, which has {have}; got {which!r} "
-                           "(t2i train --keep-checkpoints all keeps each one)")
+        raise DiffmemError(f"--checkpoint must be latest, release or step-N of run {run}, which has {have}; got "
+                           f"{which!r} (t2i train --keep-checkpoints all keeps each one)")
     return run / rundir.CHECKPOINTS / f"step-{step:08d}"
 
 

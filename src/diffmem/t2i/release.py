@@ -1,0 +1,92 @@
+"""Releasing a Stable Diffusion fine-tune afterwards: `diffmem t2i release` (docs/method.md "The release and
+safe quality", as `diffmem release` does for pixel runs).
+
+Every checkpoint the run kept (`t2i train --keep-checkpoints all`) draws `n_per_prompt` samples for each
+training caption (the same seeds at every checkpoint); their copies are counted in the copy features against
+held-out captioned images (above the held-out 99th percentile of nearest-training similarity) and tested
+(`diffmem.safety`), and their quality is the Frechet distance to the held-out images in `fd_features`
+(lower is better; without it the latest safe checkpoint is released). The safe check of best quality is the
+release; RUN/release.json is its certificate, and `t2i sample --checkpoint release` samples it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from diffmem.errors import DiffmemError
+from diffmem.t2i import rundir
+from diffmem.t2i.sample import T2ISampleOptions
+
+__all__ = ["release_t2i"]
+
+
+def _embedder(spec: str, device: Any) -> tuple[Callable[[np.ndarray], Any], str]:
+    """(images -> features, the extractor's name) for a feature spec (`get_extractor`)."""
+    from diffmem.evaluate.features import get_extractor
+
+    extractor = get_extractor(spec, device)
+    return (lambda images: extractor(images, batch_size=64, progress=False)), extractor.name
+
+
+def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
+                fd_features: str | None = None, n_per_prompt: int = 1, opts: T2ISampleOptions = T2ISampleOptions(),
+                seed: int = 0, device: Any = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Check every kept checkpoint of a t2i run and write RUN/release.json; returns the record
+    (`diffmem.release.release_record`)."""
+    from diffmem.evaluate.features import fd_name
+    from diffmem.evaluate.quality import feature_statistics, frechet_distance
+    from diffmem.evaluate.search import nearest_neighbours
+    from diffmem.lock import locked
+    from diffmem.release import RELEASE_JSON, check_line, checks_of, choose_release, release_record
+    from diffmem.safety import calibrate, safety_test
+    from diffmem.t2i.data import load_captioned
+    from diffmem.t2i.sample import generate, load_trained
+    from diffmem.t2i.train import run_config
+    from diffmem.t2i.weights import apply_trained_weights
+    from diffmem.train.checkpoint import checkpoint_steps
+    from diffmem.train.rundir import write_json_atomic
+
+    run = rundir.check_run(run_dir)
+    cfg, steps = run_config(run), checkpoint_steps(run)
+    if not steps:
+        raise DiffmemError(f"run {run} has no checkpoint to release; train it first (diffmem t2i train)")
+    data, held = load_captioned(cfg.data), load_captioned(heldout_dir)
+    pixels = lambda d: d.read_pixels(np.arange(len(d)), cfg.resolution)  # noqa: E731
+    embed, _ = _embedder(features, device)
+    train_feats = embed(pixels(data))
+    nearest = lambda images: nearest_neighbours(embed(images), train_feats, k=1)[0][:, 0].numpy()  # noqa: E731
+    held_images = pixels(held)
+    cal = calibrate(nearest(held_images).astype(np.float64))
+    fd_embed, fd_space = _embedder(fd_features, device) if fd_features else (None, None)
+    held_stats = feature_statistics(fd_embed(held_images)) if fd_embed else None
+    settings = {"features": features, "fd_features": fd_features, "n_per_prompt": n_per_prompt, "seed": seed,
+                "heldout": str(heldout_dir), "sample_steps": opts.steps, "guidance": opts.guidance,
+                "scheduler": opts.scheduler}
+    with locked(run):
+        parts, _ = load_trained(run, "ema", device, checkpoint=f"step-{steps[0]}")
+        records: list[dict[str, Any]] = []
+        for step in steps:
+            path = run / rundir.CHECKPOINTS / f"step-{step:08d}" / rundir.EMA
+            apply_trained_weights(parts.unet, rundir.load_weights(path), str(path))
+            images = generate(parts, list(data.captions), n_per_prompt, cfg.resolution, seed, opts, device,
+                              progress=False).images
+            sims = nearest(images).astype(np.float64)
+            quality = None
+            if fd_embed is not None:
+                fd = frechet_distance(*feature_statistics(fd_embed(images)), *held_stats)
+                quality = {"metric": fd_name(fd_space), "value": float(fd)}
+            records.append({"step": step, "monitor": {
+                "features": features, "n_samples": len(sims), "calibration": cal.to_dict(),
+                "safety": safety_test(int((sims >= cal.threshold).sum()), len(sims), cal).to_dict(),
+                "quality": quality}})
+            if progress is not None:
+                best = choose_release(checks_of(records))
+                line = check_line(step, records[-1]["monitor"], best["step"] if best else None)
+                progress(f"[t2i release] {line}")
+        record = release_record(checks_of(records), settings, finished=True)
+        write_json_atomic(run / RELEASE_JSON, {**record, "time": time.time()})
+    return record
