@@ -91,7 +91,9 @@ def test_release_checks_every_kept_checkpoint_and_sample_draws_the_released_one(
              "--batch", "2", "--lr", "1e-2", "--checkpoint-every", "1", "--keep-checkpoints", "all", "--log-every",
              "1", "--device", "cpu", "--quiet"], capsys)
     for args, needle in ((["sample", "--out", str(tmp_path / "never")], "has no release (release.json)"),
-                         (["release", "--heldout", str(held), "--steps", "0"], "--steps must be positive")):
+                         (["release", "--heldout", str(held), "--steps", "0"], "--steps must be positive"),
+                         (["release", "--heldout", str(write_captioned(tmp_path / "few", n=20, seed=6))],
+                          "holds 20 images; the copy threshold (their 99th percentile) needs at least 802")):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(["t2i", args[0], "--run", str(run), *args[1:], "--checkpoint", "release"] if args[0] == "sample"
                     else ["t2i", args[0], "--run", str(run), *args[1:]], capsys)

@@ -32,17 +32,51 @@ def _embedder(spec: str, device: Any) -> tuple[Callable[[np.ndarray], Any], str]
     return (lambda images: extractor(images, batch_size=64, progress=False)), extractor.name
 
 
+class _Reference:
+    """What every check compares with: the training images' copy features, the copy threshold of the held-out
+    images (`diffmem.safety.calibrate`) and, with `fd_features`, the held-out images' feature statistics."""
+
+    def __init__(self, train: np.ndarray, heldout: np.ndarray, features: str, fd_features: str | None,
+                 device: Any) -> None:
+        from diffmem.evaluate.quality import feature_statistics
+        from diffmem.safety import calibrate
+
+        self.features = features
+        self.embed, _ = _embedder(features, device)
+        self.train_feats = self.embed(train)
+        self.cal = calibrate(self.nearest(heldout))
+        self.fd_embed, self.fd_space = _embedder(fd_features, device) if fd_features else (None, None)
+        self.held_stats = feature_statistics(self.fd_embed(heldout)) if self.fd_embed else None
+
+    def nearest(self, images: np.ndarray) -> np.ndarray:
+        from diffmem.evaluate.search import nearest_neighbours
+
+        return nearest_neighbours(self.embed(images), self.train_feats, k=1)[0][:, 0].numpy().astype(np.float64)
+
+    def check(self, images: np.ndarray) -> dict[str, Any]:
+        """A monitor record of these samples: copies, the safety test, quality (`diffmem.release.checks_of`)."""
+        from diffmem.evaluate.features import fd_name
+        from diffmem.evaluate.quality import feature_statistics, frechet_distance
+        from diffmem.safety import safety_test
+
+        sims = self.nearest(images)
+        quality = None
+        if self.fd_embed is not None:
+            fd = frechet_distance(*feature_statistics(self.fd_embed(images)), *self.held_stats)
+            quality = {"metric": fd_name(self.fd_space), "value": float(fd)}
+        return {"features": self.features, "n_samples": len(sims), "calibration": self.cal.to_dict(),
+                "safety": safety_test(int((sims >= self.cal.threshold).sum()), len(sims), self.cal).to_dict(),
+                "quality": quality}
+
+
 def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
                 fd_features: str | None = None, n_per_prompt: int = 1, opts: T2ISampleOptions = T2ISampleOptions(),
                 seed: int = 0, device: Any = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Check every kept checkpoint of a t2i run and write RUN/release.json; returns the record
     (`diffmem.release.release_record`)."""
-    from diffmem.evaluate.features import fd_name
-    from diffmem.evaluate.quality import feature_statistics, frechet_distance
-    from diffmem.evaluate.search import nearest_neighbours
     from diffmem.lock import locked
     from diffmem.release import RELEASE_JSON, check_line, checks_of, choose_release, release_record
-    from diffmem.safety import calibrate, safety_test
+    from diffmem.safety import min_heldout
     from diffmem.t2i.data import load_captioned
     from diffmem.t2i.sample import generate, load_trained
     from diffmem.t2i.train import run_config
@@ -55,14 +89,11 @@ def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str =
     if not steps:
         raise DiffmemError(f"run {run} has no checkpoint to release; train it first (diffmem t2i train)")
     data, held = load_captioned(cfg.data), load_captioned(heldout_dir)
+    if len(held) < min_heldout():
+        raise DiffmemError(f"--heldout {heldout_dir} holds {len(held)} images; the copy threshold (their 99th "
+                           f"percentile) needs at least {min_heldout()} held-out images of the same kind")
     pixels = lambda d: d.read_pixels(np.arange(len(d)), cfg.resolution)  # noqa: E731
-    embed, _ = _embedder(features, device)
-    train_feats = embed(pixels(data))
-    nearest = lambda images: nearest_neighbours(embed(images), train_feats, k=1)[0][:, 0].numpy()  # noqa: E731
-    held_images = pixels(held)
-    cal = calibrate(nearest(held_images).astype(np.float64))
-    fd_embed, fd_space = _embedder(fd_features, device) if fd_features else (None, None)
-    held_stats = feature_statistics(fd_embed(held_images)) if fd_embed else None
+    ref = _Reference(pixels(data), pixels(held), features, fd_features, device)
     settings = {"features": features, "fd_features": fd_features, "n_per_prompt": n_per_prompt, "seed": seed,
                 "heldout": str(heldout_dir), "sample_steps": opts.steps, "guidance": opts.guidance,
                 "scheduler": opts.scheduler}
@@ -74,19 +105,10 @@ def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str =
             apply_trained_weights(parts.unet, rundir.load_weights(path), str(path))
             images = generate(parts, list(data.captions), n_per_prompt, cfg.resolution, seed, opts, device,
                               progress=False).images
-            sims = nearest(images).astype(np.float64)
-            quality = None
-            if fd_embed is not None:
-                fd = frechet_distance(*feature_statistics(fd_embed(images)), *held_stats)
-                quality = {"metric": fd_name(fd_space), "value": float(fd)}
-            records.append({"step": step, "monitor": {
-                "features": features, "n_samples": len(sims), "calibration": cal.to_dict(),
-                "safety": safety_test(int((sims >= cal.threshold).sum()), len(sims), cal).to_dict(),
-                "quality": quality}})
+            records.append({"step": step, "monitor": ref.check(images)})
             if progress is not None:
                 best = choose_release(checks_of(records))
-                line = check_line(step, records[-1]["monitor"], best["step"] if best else None)
-                progress(f"[t2i release] {line}")
+                progress(f"[t2i release] {check_line(step, records[-1]['monitor'], best['step'] if best else None)}")
         record = release_record(checks_of(records), settings, finished=True)
         write_json_atomic(run / RELEASE_JSON, {**record, "time": time.time()})
     return record
