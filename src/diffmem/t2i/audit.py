@@ -30,7 +30,7 @@ from diffmem.errors import DiffmemError
 from diffmem.t2i.data import load_captioned, read_caption_folder_images
 from diffmem.utils.atomic import write_json_atomic
 
-__all__ = ["AuditRow", "audit_t2i", "clip_scores", "format_table", "write_report", "feature_label"]
+__all__ = ["AuditRow", "CopyReference", "audit_t2i", "clip_scores", "format_table", "write_report", "feature_label"]
 
 
 @dataclass
@@ -96,6 +96,32 @@ def clip_scores(images: np.ndarray, prompts: list[str], clip: str, device: str |
     return ClipScorer(clip, device)(images, prompts, batch)
 
 
+class CopyReference:
+    """One copy feature space's reference: the training images' features and, given held-out images, the copy
+    threshold (`diffmem.safety.calibrate`, their 99th percentile of nearest-training similarity). `test`
+    gives a sample set's nearest-training similarities and their safety test (`diffmem.safety.safety_test`;
+    None without held-out images). Shared by `t2i audit --heldout` and `t2i release`."""
+
+    def __init__(self, embed: Any, train: np.ndarray, heldout: np.ndarray | None = None) -> None:
+        from diffmem.safety import calibrate
+
+        self.embed, self.train_feats = embed, embed(train)
+        self.cal = None if heldout is None else calibrate(self.nearest(heldout))
+
+    def nearest(self, images: np.ndarray) -> np.ndarray:
+        from diffmem.evaluate.search import nearest_neighbours
+
+        return nearest_neighbours(self.embed(images), self.train_feats, k=1)[0][:, 0].numpy().astype(np.float64)
+
+    def test(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+        from diffmem.safety import safety_test
+
+        sims = self.nearest(images)
+        if self.cal is None:
+            return sims, None
+        return sims, safety_test(int((sims >= self.cal.threshold).sum()), len(sims), self.cal).to_dict()
+
+
 def _sample_info(folder: Path) -> dict[str, Any]:
     path = folder / "sample_info.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -110,9 +136,7 @@ def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
     `heldout_dir` (captioned images of the same kind, never trained on), each row also gets its copies and
     their safety test in every feature space."""
     from diffmem.evaluate.features import fd_name, get_extractor
-    from diffmem.evaluate.search import nearest_neighbours
     from diffmem.evaluate.quality import feature_statistics, frechet_distance
-    from diffmem.safety import calibrate, safety_test
 
     folders = [Path(s) for s in samples]
     infos = [_sample_info(f) for f in folders]
@@ -134,20 +158,13 @@ def audit_t2i(samples: list[str | Path], train_dir: str | Path | None = None,
         heldout = held_data.read_pixels(np.arange(len(held_data)), res)
     for spec in features:
         extractor = get_extractor(spec, device)
-        ref = extractor(train_images, batch_size=batch, progress=progress)
-
-        def nearest(images: np.ndarray) -> np.ndarray:
-            sims, _ = nearest_neighbours(extractor(images, batch_size=batch, progress=progress), ref, k=1)
-            return sims[:, 0].numpy().astype(np.float64)
-
-        cal = None if heldout is None else calibrate(nearest(heldout))
+        ref = CopyReference(lambda x: extractor(x, batch_size=batch, progress=progress), train_images, heldout)
         for row, (images, _) in zip(rows, sets):
-            s = nearest(images)
+            s, test = ref.test(images)
             row.similarity[feature_label(spec)] = {"mean": float(s.mean()), "p95": float(np.percentile(s, 95)),
                                                    "median": float(np.median(s))}
-            if cal is not None:
-                copies = int((s >= cal.threshold).sum())
-                row.copies[feature_label(spec)] = safety_test(copies, len(s), cal).to_dict()
+            if test is not None:
+                row.copies[feature_label(spec)] = test
     if clip:
         scorer = ClipScorer(clip, device)
         for row, (images, prompts) in zip(rows, sets):

@@ -33,40 +33,32 @@ def _embedder(spec: str, device: Any) -> tuple[Callable[[np.ndarray], Any], str]
 
 
 class _Reference:
-    """What every check compares with: the training images' copy features, the copy threshold of the held-out
-    images (`diffmem.safety.calibrate`) and, with `fd_features`, the held-out images' feature statistics."""
+    """What every check compares with: the copy reference (`diffmem.t2i.audit.CopyReference`: training
+    features, the held-out copy threshold) and, with `fd_features`, the held-out images' feature statistics."""
 
     def __init__(self, train: np.ndarray, heldout: np.ndarray, features: str, fd_features: str | None,
                  device: Any) -> None:
         from diffmem.evaluate.quality import feature_statistics
-        from diffmem.safety import calibrate
+        from diffmem.t2i.audit import CopyReference
 
         self.features = features
-        self.embed, _ = _embedder(features, device)
-        self.train_feats = self.embed(train)
-        self.cal = calibrate(self.nearest(heldout))
+        self.copies = CopyReference(_embedder(features, device)[0], train, heldout)
+        self.cal = self.copies.cal
         self.fd_embed, self.fd_space = _embedder(fd_features, device) if fd_features else (None, None)
         self.held_stats = feature_statistics(self.fd_embed(heldout)) if self.fd_embed else None
-
-    def nearest(self, images: np.ndarray) -> np.ndarray:
-        from diffmem.evaluate.search import nearest_neighbours
-
-        return nearest_neighbours(self.embed(images), self.train_feats, k=1)[0][:, 0].numpy().astype(np.float64)
 
     def check(self, images: np.ndarray) -> dict[str, Any]:
         """A monitor record of these samples: copies, the safety test, quality (`diffmem.release.checks_of`)."""
         from diffmem.evaluate.features import fd_name
         from diffmem.evaluate.quality import feature_statistics, frechet_distance
-        from diffmem.safety import safety_test
 
-        sims = self.nearest(images)
+        sims, test = self.copies.test(images)
         quality = None
         if self.fd_embed is not None:
             fd = frechet_distance(*feature_statistics(self.fd_embed(images)), *self.held_stats)
             quality = {"metric": fd_name(self.fd_space), "value": float(fd)}
         return {"features": self.features, "n_samples": len(sims), "calibration": self.cal.to_dict(),
-                "safety": safety_test(int((sims >= self.cal.threshold).sum()), len(sims), self.cal).to_dict(),
-                "quality": quality}
+                "safety": test, "quality": quality}
 
 
 def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
