@@ -73,3 +73,12 @@ def test_copy_flags_must_match_the_panel(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="3 copy flags for 5 images"):
         side_by_side_grid(tmp_path / "x.png", {"a": _checkers(5, 0)}, {"a": np.ones(3, bool)})
     assert not (tmp_path / "x.png").exists()
+
+
+def test_long_names_keep_their_informative_end() -> None:
+    """File names keep their end (the name, not the folders); captions keep their start (what was asked)."""
+    from diffmem.evaluate.pictures import _short
+
+    path, caption = "some/deep/folder/img0042.png", "a photo of a red cat sitting on a tree"
+    assert _short(path, 12) == "...g0042.png" and len(_short(path, 12)) == 12
+    assert _short(caption, 12, keep_start=True) == "a photo o..." and _short("a cat", 12, keep_start=True) == "a cat"

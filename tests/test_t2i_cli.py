@@ -93,7 +93,10 @@ def test_release_checks_every_kept_checkpoint_and_sample_draws_the_released_one(
     for args, needle in ((["sample", "--out", str(tmp_path / "never")], "has no release (release.json)"),
                          (["release", "--heldout", str(held), "--steps", "0"], "--steps must be positive"),
                          (["release", "--heldout", str(write_captioned(tmp_path / "few", n=20, seed=6))],
-                          "holds 20 images; the copy threshold (their 99th percentile) needs at least 802")):
+                          "holds 20 images; the copy threshold (their 99th percentile) needs at least 802"),
+                         (["release"], "t2i release needs --heldout DIR"),
+                         (["release", "--report-only", "--heldout", str(held), "--seed", "3"],
+                          "--report-only checks nothing, so --heldout, --seed would be ignored")):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(["t2i", args[0], "--run", str(run), *args[1:], "--checkpoint", "release"] if args[0] == "sample"
                     else ["t2i", args[0], "--run", str(run), *args[1:]], capsys)
@@ -123,6 +126,18 @@ def test_release_checks_every_kept_checkpoint_and_sample_draws_the_released_one(
     assert int(((unit(images) @ unit(train_px).T).max(1) >= threshold).sum()) == rec["released"]["safety"]["copies"]
     assert rec["released"]["threshold"] == pytest.approx(threshold, abs=1e-5)
     assert len({c["quality"] for c in rec["checks"]}) == 3  # each check sampled its own checkpoint's weights
+    # the page shows the released check's own samples, and counts its copies as the certificate does
+    from diffmem.data.datasets import load_images
+
+    assert np.array_equal(load_images(str(run / "release" / "released.npz")).images, images)
+    page = (run / "release" / "report.html").read_text()
+    copies = rec["released"]["safety"]["copies"]
+    assert f"(to show: {run / 'release' / 'report.html'})" in out and "diffmem release: run" in page
+    assert f"copies ({copies} of {len(images)}, at the certificate's threshold" in (run / "release" / "report.md").read_text()
+    assert (run / "release" / "neighbours.png").is_file() and (run / "release" / "last.npz").is_file()
+    (run / "release" / "report.html").unlink()
+    out = run_cli(["t2i", "release", "--run", str(run), "--report-only", "--device", "cpu"], capsys)
+    assert (run / "release" / "report.html").read_text() == page and "release page: " in out
 
 
 @pytest.mark.parametrize("args, message", [

@@ -192,8 +192,9 @@ def audit(samples, names, train_dir, features, clip, fd_features, heldout_dir, r
 @t2i.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="A t2i run trained with --keep-checkpoints all (or the checkpoints it kept).")
-@click.option("--heldout", "heldout_dir", required=True,
-              help="Captioned images of the same kind, never trained on (at least 802): the copy threshold.")
+@click.option("--heldout", "heldout_dir", default=None,
+              help="Captioned images of the same kind, never trained on (at least 802): the copy threshold. "
+                   "Required unless --report-only.")
 @click.option("--features", default="dinov2", show_default=True,
               help="Copy features: dinov2[:ID_OR_DIR], torchscript:SSCD.pt, clip[:ID], pixels.")
 @click.option("--fd-features", default="inception", show_default=True,
@@ -203,15 +204,33 @@ def audit(samples, names, train_dir, features, clip, fd_features, heldout_dir, r
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True)
 @click.option("--guidance", type=float, default=7.5, show_default=True)
+@click.option("--report-only", is_flag=True,
+              help="Check nothing: write RUN/release/report.html again from the run's certificate.")
 @click.option("--device", default="auto", show_default=True)
-def release(run_dir, heldout_dir, features, fd_features, n_per_prompt, seed, steps, guidance, device) -> None:
+@click.pass_context
+def release(ctx, run_dir, heldout_dir, features, fd_features, n_per_prompt, seed, steps, guidance, report_only,
+            device) -> None:
     """Check every kept checkpoint of a fine-tune (its captions' samples: copies against the held-out images,
-    the safety test, quality) and write RUN/release.json; `t2i sample --checkpoint release` then uses it."""
-    from diffmem.release import release_sentence
+    the safety test, quality), write RUN/release.json and RUN/release/report.html; `t2i sample --checkpoint
+    release` then uses it."""
+    from diffmem.release import read_release, release_sentence
+    from diffmem.report.t2i_release import write_t2i_release_report
     from diffmem.t2i.release import release_t2i
     from diffmem.t2i.sample import T2ISampleOptions
     from diffmem.t2i.train import run_config
 
+    if report_only:
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("run_dir", "report_only", "device")
+                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise DiffmemError(f"--report-only checks nothing, so {', '.join(given)} would be ignored; drop "
+                               f"{'it' if len(given) == 1 else 'them'}, or drop --report-only to check again")
+        read_release(run_dir)  # a run without a certificate is refused naming the fix, before any writing
+        click.echo(f"release page: {write_t2i_release_report(run_dir, device=device_name(device))}")
+        return
+    if heldout_dir is None:
+        raise DiffmemError("t2i release needs --heldout DIR: captioned images of the same kind, never trained on "
+                           "(at least 802), whose 99th percentile is the copy threshold")
     if n_per_prompt < 1 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
         raise DiffmemError(f"--n-per-prompt and --steps must be positive and --guidance a finite number >= 0; got "
                            f"{n_per_prompt}, {steps}, {guidance}")
@@ -220,5 +239,10 @@ def release(run_dir, heldout_dir, features, fd_features, n_per_prompt, seed, ste
                          opts=T2ISampleOptions(steps=steps, guidance=guidance), seed=seed,
                          device=device_name(device), progress=click.echo)
     click.echo(release_sentence(record, run_config(run_dir).label))
-    click.echo(f"certificate: {run_dir}/release.json; sample it with `diffmem t2i sample --run {run_dir} "
+    try:
+        shown = f" (to show: {write_t2i_release_report(run_dir, device=device_name(device))})"
+    except DiffmemError as err:  # the certificate is written; only its page is missing
+        click.echo(f"warning: the release page was not written ({err}); write it later with --report-only", err=True)
+        shown = ""
+    click.echo(f"certificate: {run_dir}/release.json{shown}; sample it with `diffmem t2i sample --run {run_dir} "
                "--checkpoint release`")

@@ -125,18 +125,23 @@ def marked_grid(path: str | Path | None, images: np.ndarray, is_copy: np.ndarray
     return canvas
 
 
-def _short(name: str, limit: int) -> str:
-    return name if len(name) <= limit else "..." + name[-(limit - 3):]
+def _short(name: str, limit: int, keep_start: bool = False) -> str:
+    """`name` cut to `limit` characters: its end kept (file names), or its start (captions)."""
+    if len(name) <= limit:
+        return name
+    return name[:limit - 3] + "..." if keep_start else "..." + name[-(limit - 3):]
 
 
 def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images: np.ndarray,
                        nn_similarity: np.ndarray, nn_index: np.ndarray, n: int = 16, pairs_per_row: int = 2,
                        title: str = "", *, sample_names: list[str] | None = None,
                        train_names: list[str] | None = None, mirrored: np.ndarray | None = None,
-                       copy_threshold: float | None = None, shifts: np.ndarray | None = None) -> Path:
+                       copy_threshold: float | None = None, shifts: np.ndarray | None = None,
+                       captions: bool = False) -> Path:
     """The `n` most similar samples, each left of its nearest training image; below: similarity (red when a
     copy), the sample's and the training image's file names, "mirrored" for matches of a mirror image and
-    "moved dy,dx" for matches of a translated one (`shifts`, pixels).
+    "moved dy,dx" for matches of a translated one (`shifts`, pixels). With `captions`, `sample_names` are
+    captions, cut at their end rather than their start.
 
     Two pairs per row and labels of at least 14 px: for images up to 87 px the picture is 382 px wide, so a
     phone (412 px) shows it unscaled; larger tiles get larger labels, as a phone shrinks them more.
@@ -170,7 +175,7 @@ def neighbours_picture(path: str | Path, sample_images: np.ndarray, train_images
         draw.text((x, y + size + 3), head, fill=COPY_COLOUR if copy else _INK, font=font)
         s_name = sample_names[i] if sample_names else f"#{i}"
         t_name = train_names[j] if train_names else f"#{j}"
-        draw.text((x, y + size + 3 + line), _short(s_name, limit), fill=_INK, font=font)
+        draw.text((x, y + size + 3 + line), _short(s_name, limit, keep_start=captions), fill=_INK, font=font)
         draw.text((x, y + size + 3 + 2 * line), "-> " + _short(t_name, limit - 3), fill=_INK, font=font)
     return save_pixel_picture(canvas, path)
 

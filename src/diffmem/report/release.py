@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["paths_figure", "write_release_report", "RELEASE_REPORT"]
+__all__ = ["paths_figure", "release_document", "finish_release_document", "write_release_report", "RELEASE_REPORT"]
 
 RELEASE_REPORT = "report"  # RUN/release/report.html, .md
 
@@ -77,34 +77,63 @@ def _check_rows(record: dict[str, Any]) -> list[list[Any]]:
             for c in record["checks"]]
 
 
-def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
-    """Write RUN/release/report.html and .md from the run's certificate (and an audit of its released samples,
-    when it released one); returns the HTML's path."""
-    from diffmem.evaluate.audit import copy_threshold
-    from diffmem.evaluate.pictures import marked_grid
-    from diffmem.release import RELEASE_DIR, read_release, release_sentence
+def release_document(run: Path, record: dict[str, Any], label: str, what: str) -> Any:
+    """The page's head, shared by pixel and t2i releases: the release in one sentence, what the guard checked
+    (`what`: the samples of each check) and certifies, and the paths figure; returns the Document."""
+    from diffmem.release import RELEASE_DIR, release_sentence
     from diffmem.report.document import Document
-    from diffmem.report.findings import COPY_DEFINITION, GLOSSARY
-    from diffmem.train.rundir import CONFIG, read_json
+    from diffmem.report.findings import COPY_DEFINITION
 
-    run = Path(run)
-    record = read_release(run)
-    label = ((read_json(run / CONFIG) if (run / CONFIG).is_file() else {}).get("method") or {}).get("name", run.name)
-    out, settings = run / RELEASE_DIR, record.get("settings") or {}
-    released = record.get("released")
+    settings, released = record.get("settings") or {}, record.get("released")
     verdict = "none beyond unseen images" if released else "copies" if record["checks"] else None
     doc = Document(f"diffmem release: {run.name}", release_sentence(record, label), verdict)
-    doc.para(f"{COPY_DEFINITION} The guard checked the run at its checkpoints ({settings.get('n_samples')} samples "
-             "each: their copies, the safety test against what held-out images score, and their quality) and "
-             "releases the safe check of best quality."
+    doc.para(f"{COPY_DEFINITION} The guard checked the run at its checkpoints ({what} each: their copies, the "
+             "safety test against what held-out images score, and their quality) and releases the safe check of "
+             "best quality."
              + (" What it certifies: at these copy features and this threshold, the released samples were not "
                 "shown to copy more than unseen images score; the excess is at most the upper end of the "
                 "interval above. It does not certify other feature spaces, or samples drawn with other settings."
                 if released else " No check was safe, so nothing is released: check earlier (a smaller "
                 "--checkpoint-every), or train on more images." if record["checks"] else ""))
-    doc.figure(paths_figure(out / "paths.png", {label: record}),
+    doc.figure(paths_figure(run / RELEASE_DIR / "paths.png", {label: record}),
                "Copy fraction (top) and quality (bottom) at each check over training. Filled: safe checks; the "
                "star is the release; the dashed line is what unseen images score.")
+    return doc
+
+
+def finish_release_document(doc: Any, run: Path, record: dict[str, Any]) -> Path:
+    """The page's tail, shared by pixel and t2i releases: every check, what the certificate records, the
+    glossary; writes RUN/release/report.html and .md and returns the HTML's path."""
+    from diffmem.release import RELEASE_DIR
+    from diffmem.report.findings import GLOSSARY
+
+    settings, released = record.get("settings") or {}, record.get("released")
+    doc.heading("Every check")
+    doc.table(["step", "copies", "p-value", "safe", (released or {}).get("quality_metric", "quality"), ""],
+              _check_rows(record))
+    doc.heading("What the certificate records")
+    trained = record.get("trained") or {}
+    doc.table(["setting", "value"], [[k, v] for k, v in settings.items()] +
+              [["training precision", ", ".join(trained.get("precision") or ["-"])],
+               ["diffmem", trained.get("diffmem", "-")], ["stopped", record.get("stopped") or "no"]])
+    doc.heading("Glossary")
+    doc.glossary(GLOSSARY)
+    return doc.write(run / RELEASE_DIR, RELEASE_REPORT)[1]
+
+
+def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
+    """Write RUN/release/report.html and .md from the run's certificate (and an audit of its released samples,
+    when it released one); returns the HTML's path."""
+    from diffmem.evaluate.audit import copy_threshold
+    from diffmem.evaluate.pictures import marked_grid
+    from diffmem.release import RELEASE_DIR, read_release
+    from diffmem.train.rundir import CONFIG, read_json
+
+    run = Path(run)
+    record = read_release(run)
+    label = ((read_json(run / CONFIG) if (run / CONFIG).is_file() else {}).get("method") or {}).get("name", run.name)
+    out, released = run / RELEASE_DIR, record.get("released")
+    doc = release_document(run, record, label, f"{(record.get('settings') or {}).get('n_samples')} samples")
     if released is not None and (out / "released.npz").is_file():
         data = _audit_released(run, released, device)
         thr = copy_threshold(data.report)
@@ -116,14 +145,4 @@ def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
         doc.figure(out / "audit" / "neighbours.png", "The most similar released samples (left of each pair) "
                    "beside their nearest training images; every sample's nearest image is in audit/nearest.csv, "
                    "and audit/report.html is the full audit.")
-    doc.heading("Every check")
-    doc.table(["step", "copies", "p-value", "safe", (released or {}).get("quality_metric", "quality"), ""],
-              _check_rows(record))
-    doc.heading("What the certificate records")
-    trained = record.get("trained") or {}
-    doc.table(["setting", "value"], [[k, v] for k, v in settings.items()] +
-              [["training precision", ", ".join(trained.get("precision") or ["-"])],
-               ["diffmem", trained.get("diffmem", "-")], ["stopped", record.get("stopped") or "no"]])
-    doc.heading("Glossary")
-    doc.glossary(GLOSSARY)
-    return doc.write(out, RELEASE_REPORT)[1]
+    return finish_release_document(doc, run, record)

@@ -108,10 +108,15 @@ class CopyReference:
         self.embed, self.train_feats = embed, embed(train)
         self.cal = None if heldout is None else calibrate(self.nearest(heldout))
 
-    def nearest(self, images: np.ndarray) -> np.ndarray:
+    def match(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's similarity to its nearest training image, and that image's index."""
         from diffmem.evaluate.search import nearest_neighbours
 
-        return nearest_neighbours(self.embed(images), self.train_feats, k=1)[0][:, 0].numpy().astype(np.float64)
+        sims, index = nearest_neighbours(self.embed(images), self.train_feats, k=1)
+        return sims[:, 0].numpy().astype(np.float64), index[:, 0].numpy().astype(np.int64)
+
+    def nearest(self, images: np.ndarray) -> np.ndarray:
+        return self.match(images)[0]
 
     def test(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
         from diffmem.safety import safety_test

@@ -6,7 +6,8 @@ training caption (the same seeds at every checkpoint); their copies are counted 
 held-out captioned images (above the held-out 99th percentile of nearest-training similarity) and tested
 (`diffmem.safety`), and their quality is the Frechet distance to the held-out images in `fd_features`
 (lower is better; without it the latest safe checkpoint is released). The safe check of best quality is the
-release; RUN/release.json is its certificate, and `t2i sample --checkpoint release` samples it.
+release; RUN/release.json is its certificate (RUN/release/released.npz its samples), and `t2i sample
+--checkpoint release` samples it.
 """
 
 from __future__ import annotations
@@ -61,13 +62,26 @@ class _Reference:
                 "safety": test, "quality": quality}
 
 
+def _keep_samples(run: Path, images: np.ndarray, *, last: bool, released: bool) -> None:
+    """A check's samples as RUN/release/last.npz (the last check) and released.npz (the release so far), as the
+    guard keeps them for pixel runs; the release page shows them."""
+    from diffmem.data.io import save_images
+    from diffmem.release import RELEASE_DIR
+
+    if last or released:
+        (run / RELEASE_DIR).mkdir(exist_ok=True)
+    for name, wanted in (("last.npz", last), ("released.npz", released)):
+        if wanted:
+            save_images(images, run / RELEASE_DIR / name, overwrite=True)
+
+
 def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
                 fd_features: str | None = None, n_per_prompt: int = 1, opts: T2ISampleOptions = T2ISampleOptions(),
                 seed: int = 0, device: Any = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Check every kept checkpoint of a t2i run and write RUN/release.json; returns the record
     (`diffmem.release.release_record`)."""
     from diffmem.lock import locked
-    from diffmem.release import RELEASE_JSON, check_line, checks_of, choose_release, release_record
+    from diffmem.release import RELEASE_DIR, RELEASE_JSON, check_line, checks_of, choose_release, release_record
     from diffmem.safety import min_heldout
     from diffmem.t2i.data import load_captioned
     from diffmem.t2i.sample import generate, load_trained
@@ -98,9 +112,12 @@ def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str =
             images = generate(parts, list(data.captions), n_per_prompt, cfg.resolution, seed, opts, device,
                               progress=False).images
             records.append({"step": step, "monitor": ref.check(images)})
+            best = choose_release(checks_of(records))
+            _keep_samples(run, images, last=step == steps[-1], released=best is not None and best["step"] == step)
             if progress is not None:
-                best = choose_release(checks_of(records))
                 progress(f"[t2i release] {check_line(step, records[-1]['monitor'], best['step'] if best else None)}")
         record = release_record(checks_of(records), settings, finished=True)
+        if record["released"] is None:  # an earlier release's samples must not stand for this one
+            (run / RELEASE_DIR / "released.npz").unlink(missing_ok=True)
         write_json_atomic(run / RELEASE_JSON, {**record, "time": time.time()})
     return record
