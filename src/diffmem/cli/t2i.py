@@ -63,6 +63,21 @@ def t2i() -> None:
 @click.option("--keep-checkpoints", default="2", show_default=True,
               help="How many of the newest checkpoints stay on disk, or 'all' (to sample and audit each one).")
 @click.option("--log-every", type=int, default=T2I.log_every, show_default=True)
+@click.option("--guard", is_flag=True, help="Check every checkpoint while training (copies against --heldout, the "
+              "safety test, quality), keep the best safe one and stop once copying sets in (one process).")
+@click.option("--heldout", "heldout_dir", default=None,
+              help="--guard: captioned images of the same kind, never trained on (at least 802).")
+@click.option("--guard-features", default="dinov2", show_default=True,
+              help="--guard: copy features (dinov2[:ID_OR_DIR], torchscript:SSCD.pt, clip[:ID], pixels).")
+@click.option("--guard-quality", default="inception", show_default=True,
+              help="--guard: Frechet distance to the held-out images in these features; 'none': the latest safe "
+                   "checkpoint is released.")
+@click.option("--guard-n-per-prompt", type=int, default=1, show_default=True,
+              help="--guard: samples per training caption at each check.")
+@click.option("--guard-sample-steps", type=int, default=50, show_default=True, help="--guard: sampler steps.")
+@click.option("--guard-guidance", type=float, default=7.5, show_default=True, help="--guard: guidance scale.")
+@click.option("--guard-patience", type=int, default=2, show_default=True,
+              help="--guard: stop after this many unsafe checks in a row (0: never stop).")
 @click.option("--resume", is_flag=True, help="Require an existing run to resume (re-running resumes anyway).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or different run in --out.")
 @click.option("--device", type=click.Choice(["auto", "cpu"]), default="auto", show_default=True,
@@ -71,12 +86,16 @@ def t2i() -> None:
 def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight_cap, mitigation, s23_prob,
           s23_words, s23_noise_std, w24_threshold, steps, batch, grad_accum, lr, weight_decay, warmup_steps,
           max_grad_norm, ema_decay, mixed_precision, gradient_checkpointing, lora_rank, seed, checkpoint_every,
-          keep_checkpoints, log_every, resume, overwrite, device, quiet) -> None:
-    """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train)."""
+          keep_checkpoints, log_every, guard, heldout_dir, guard_features, guard_quality, guard_n_per_prompt,
+          guard_sample_steps, guard_guidance, guard_patience, resume, overwrite, device, quiet) -> None:
+    """Fine-tune Stable Diffusion's UNet on captioned images (multi-GPU: accelerate launch -m diffmem t2i train);
+    with --guard, release its best safe checkpoint as it trains (RUN/release.json and its page)."""
     from diffmem.cli.train import keep_checkpoints_from_flag
     from diffmem.t2i.train import train_t2i
 
     keep = keep_checkpoints_from_flag(keep_checkpoints)
+    watch = _guard_from_flags(click.get_current_context(), guard, heldout_dir, guard_features, guard_quality,
+                              guard_n_per_prompt, guard_sample_steps, guard_guidance, guard_patience, device, quiet)
 
     cfg = T2IConfig(pretrained=pretrained, data=data, resolution=resolution, method=method, t_n=t_n,
                     ambient_weight=ambient_weight, weight_cap=weight_cap, mitigation=mitigation, s23_prob=s23_prob,
@@ -89,8 +108,57 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight
 
     with locked(out, enabled=is_main_process()):  # rank 0 of accelerate launch holds the run's lock
         run = train_t2i(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet, cpu=device == "cpu",
-                        keep_checkpoints=keep)
-    click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
+                        keep_checkpoints=keep, guard=watch)
+    if watch is None:
+        click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
+        return
+    _release_epilogue(run, cfg.label, device)
+
+
+def _guard_from_flags(ctx, guard, heldout_dir, features, quality, n_per_prompt, sample_steps, guidance, patience,
+                      device, quiet):
+    """The `T2IGuard` the --guard flags describe (None without --guard); a guard flag without --guard, or
+    --guard without --heldout, is refused by name."""
+    from diffmem.t2i.guard import T2IGuard
+    from diffmem.t2i.sample import T2ISampleOptions
+
+    if not guard:
+        given = [p.opts[0] for p in ctx.command.params if (p.name.startswith("guard_") or p.name == "heldout_dir")
+                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise DiffmemError(f"{', '.join(given)} only apply with --guard; add --guard, or drop them")
+        return None
+    if heldout_dir is None:
+        raise DiffmemError("--guard needs --heldout DIR: captioned images of the same kind, never trained on (at "
+                           "least 802), whose 99th percentile is the copy threshold")
+    if n_per_prompt < 1 or sample_steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
+        raise DiffmemError(f"--guard-n-per-prompt and --guard-sample-steps must be positive and --guard-guidance a "
+                           f"finite number >= 0; got {n_per_prompt}, {sample_steps}, {guidance}")
+    return T2IGuard(heldout_dir, features=features, fd_features=None if quality.lower() == "none" else quality,
+                    n_per_prompt=n_per_prompt, opts=T2ISampleOptions(steps=sample_steps, guidance=guidance),
+                    patience=patience, device=device_name(device), echo=None if quiet else _above_the_bar)
+
+
+def _above_the_bar(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)  # above the progress bar, not through it
+
+
+def _release_epilogue(run, label: str, device) -> None:
+    """After a guarded fine-tune or a `t2i release`: the release in one sentence and its page."""
+    from diffmem.release import read_release, release_sentence
+    from diffmem.report.t2i_release import write_t2i_release_report
+
+    click.echo(release_sentence(read_release(run), label))
+    try:
+        shown = f" (to show: {write_t2i_release_report(run, device=device_name(device))})"
+    except DiffmemError as err:  # the certificate is written; only its page is missing
+        click.echo(f"warning: the release page was not written ({err}); write it later with `diffmem t2i release "
+                   f"--run {run} --report-only`", err=True)
+        shown = ""
+    click.echo(f"certificate: {run}/release.json{shown}; sample it with `diffmem t2i sample --run {run} "
+               "--checkpoint release`")
 
 
 @t2i.command()
@@ -213,7 +281,7 @@ def release(ctx, run_dir, heldout_dir, features, fd_features, n_per_prompt, seed
     """Check every kept checkpoint of a fine-tune (its captions' samples: copies against the held-out images,
     the safety test, quality), write RUN/release.json and RUN/release/report.html; `t2i sample --checkpoint
     release` then uses it."""
-    from diffmem.release import read_release, release_sentence
+    from diffmem.release import read_release
     from diffmem.report.t2i_release import write_t2i_release_report
     from diffmem.t2i.release import release_t2i
     from diffmem.t2i.sample import T2ISampleOptions
@@ -234,15 +302,8 @@ def release(ctx, run_dir, heldout_dir, features, fd_features, n_per_prompt, seed
     if n_per_prompt < 1 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
         raise DiffmemError(f"--n-per-prompt and --steps must be positive and --guidance a finite number >= 0; got "
                            f"{n_per_prompt}, {steps}, {guidance}")
-    record = release_t2i(run_dir, heldout_dir, features=features,
-                         fd_features=None if fd_features.lower() == "none" else fd_features, n_per_prompt=n_per_prompt,
-                         opts=T2ISampleOptions(steps=steps, guidance=guidance), seed=seed,
-                         device=device_name(device), progress=click.echo)
-    click.echo(release_sentence(record, run_config(run_dir).label))
-    try:
-        shown = f" (to show: {write_t2i_release_report(run_dir, device=device_name(device))})"
-    except DiffmemError as err:  # the certificate is written; only its page is missing
-        click.echo(f"warning: the release page was not written ({err}); write it later with --report-only", err=True)
-        shown = ""
-    click.echo(f"certificate: {run_dir}/release.json{shown}; sample it with `diffmem t2i sample --run {run_dir} "
-               "--checkpoint release`")
+    release_t2i(run_dir, heldout_dir, features=features,
+                fd_features=None if fd_features.lower() == "none" else fd_features, n_per_prompt=n_per_prompt,
+                opts=T2ISampleOptions(steps=steps, guidance=guidance), seed=seed, device=device_name(device),
+                progress=click.echo)
+    _release_epilogue(run_dir, run_config(run_dir).label, device)

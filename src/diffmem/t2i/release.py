@@ -22,7 +22,7 @@ from diffmem.errors import DiffmemError
 from diffmem.t2i import rundir
 from diffmem.t2i.sample import T2ISampleOptions
 
-__all__ = ["release_t2i"]
+__all__ = ["release_t2i", "T2IChecker", "heldout_images", "keep_samples"]
 
 
 def _embedder(spec: str, device: Any) -> tuple[Callable[[np.ndarray], Any], str]:
@@ -62,7 +62,7 @@ class _Reference:
                 "safety": test, "quality": quality}
 
 
-def _keep_samples(run: Path, images: np.ndarray, *, last: bool, released: bool) -> None:
+def keep_samples(run: Path, images: np.ndarray, *, last: bool, released: bool) -> None:
     """A check's samples as RUN/release/last.npz (the last check) and released.npz (the release so far), as the
     guard keeps them for pixel runs; the release page shows them."""
     from diffmem.data.io import save_images
@@ -75,6 +75,53 @@ def _keep_samples(run: Path, images: np.ndarray, *, last: bool, released: bool) 
             save_images(images, run / RELEASE_DIR / name, overwrite=True)
 
 
+def heldout_images(heldout_dir: str | Path) -> Any:
+    """The held-out captioned images (`load_captioned`); fewer than the copy threshold needs are refused."""
+    from diffmem.safety import min_heldout
+    from diffmem.t2i.data import load_captioned
+
+    held = load_captioned(heldout_dir)
+    if len(held) < min_heldout():
+        raise DiffmemError(f"--heldout {heldout_dir} holds {len(held)} images; the copy threshold (their 99th "
+                           f"percentile) needs at least {min_heldout()} held-out images of the same kind")
+    return held
+
+
+class T2IChecker:
+    """Checks a t2i run's checkpoints, one at a time: `check(step)` loads that checkpoint's EMA weights into
+    its own pipeline, draws `n_per_prompt` samples per training caption (the same seeds at every step) and
+    returns (the monitor record, the samples). Shared by `t2i release` and `t2i train --guard`."""
+
+    def __init__(self, run: Path, heldout_dir: str | Path, *, features: str = "dinov2", fd_features: str | None = None,
+                 n_per_prompt: int = 1, opts: T2ISampleOptions = T2ISampleOptions(), seed: int = 0,
+                 device: Any = "cpu") -> None:
+        from diffmem.t2i.data import load_captioned
+        from diffmem.t2i.train import run_config
+
+        self.run, self.cfg = run, run_config(run)
+        self.n_per_prompt, self.opts, self.seed, self.device = n_per_prompt, opts, seed, device
+        self.data, held = load_captioned(self.cfg.data), heldout_images(heldout_dir)
+        pixels = lambda d: d.read_pixels(np.arange(len(d)), self.cfg.resolution)  # noqa: E731
+        self.ref = _Reference(pixels(self.data), pixels(held), features, fd_features, device)
+        self.settings = {"features": features, "fd_features": fd_features, "n_per_prompt": n_per_prompt,
+                         "seed": seed, "heldout": str(heldout_dir), "sample_steps": opts.steps,
+                         "guidance": opts.guidance, "scheduler": opts.scheduler}
+        self.parts: Any = None
+
+    def check(self, step: int) -> tuple[dict[str, Any], np.ndarray]:
+        from diffmem.t2i.sample import generate, load_trained
+        from diffmem.t2i.weights import apply_trained_weights
+
+        if self.parts is None:
+            self.parts = load_trained(self.run, "ema", self.device, checkpoint=f"step-{step}")[0]
+        else:
+            path = self.run / rundir.CHECKPOINTS / f"step-{step:08d}" / rundir.EMA
+            apply_trained_weights(self.parts.unet, rundir.load_weights(path), str(path))
+        images = generate(self.parts, list(self.data.captions), self.n_per_prompt, self.cfg.resolution, self.seed,
+                          self.opts, self.device, progress=False).images
+        return self.ref.check(images), images
+
+
 def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
                 fd_features: str | None = None, n_per_prompt: int = 1, opts: T2ISampleOptions = T2ISampleOptions(),
                 seed: int = 0, device: Any = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -82,41 +129,25 @@ def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str =
     (`diffmem.release.release_record`)."""
     from diffmem.lock import locked
     from diffmem.release import RELEASE_DIR, RELEASE_JSON, check_line, checks_of, choose_release, release_record
-    from diffmem.safety import min_heldout
-    from diffmem.t2i.data import load_captioned
-    from diffmem.t2i.sample import generate, load_trained
-    from diffmem.t2i.train import run_config
-    from diffmem.t2i.weights import apply_trained_weights
     from diffmem.train.checkpoint import checkpoint_steps
     from diffmem.train.rundir import write_json_atomic
 
     run = rundir.check_run(run_dir)
-    cfg, steps = run_config(run), checkpoint_steps(run)
+    steps = checkpoint_steps(run)
     if not steps:
         raise DiffmemError(f"run {run} has no checkpoint to release; train it first (diffmem t2i train)")
-    data, held = load_captioned(cfg.data), load_captioned(heldout_dir)
-    if len(held) < min_heldout():
-        raise DiffmemError(f"--heldout {heldout_dir} holds {len(held)} images; the copy threshold (their 99th "
-                           f"percentile) needs at least {min_heldout()} held-out images of the same kind")
-    pixels = lambda d: d.read_pixels(np.arange(len(d)), cfg.resolution)  # noqa: E731
-    ref = _Reference(pixels(data), pixels(held), features, fd_features, device)
-    settings = {"features": features, "fd_features": fd_features, "n_per_prompt": n_per_prompt, "seed": seed,
-                "heldout": str(heldout_dir), "sample_steps": opts.steps, "guidance": opts.guidance,
-                "scheduler": opts.scheduler}
+    checker = T2IChecker(run, heldout_dir, features=features, fd_features=fd_features, n_per_prompt=n_per_prompt,
+                         opts=opts, seed=seed, device=device)
     with locked(run):
-        parts, _ = load_trained(run, "ema", device, checkpoint=f"step-{steps[0]}")
         records: list[dict[str, Any]] = []
         for step in steps:
-            path = run / rundir.CHECKPOINTS / f"step-{step:08d}" / rundir.EMA
-            apply_trained_weights(parts.unet, rundir.load_weights(path), str(path))
-            images = generate(parts, list(data.captions), n_per_prompt, cfg.resolution, seed, opts, device,
-                              progress=False).images
-            records.append({"step": step, "monitor": ref.check(images)})
+            rec, images = checker.check(step)
+            records.append({"step": step, "monitor": rec})
             best = choose_release(checks_of(records))
-            _keep_samples(run, images, last=step == steps[-1], released=best is not None and best["step"] == step)
+            keep_samples(run, images, last=step == steps[-1], released=best is not None and best["step"] == step)
             if progress is not None:
-                progress(f"[t2i release] {check_line(step, records[-1]['monitor'], best['step'] if best else None)}")
-        record = release_record(checks_of(records), settings, finished=True)
+                progress(f"[t2i release] {check_line(step, rec, best['step'] if best else None)}")
+        record = release_record(checks_of(records), checker.settings, finished=True)
         if record["released"] is None:  # an earlier release's samples must not stand for this one
             (run / RELEASE_DIR / "released.npz").unlink(missing_ok=True)
         write_json_atomic(run / RELEASE_JSON, {**record, "time": time.time()})

@@ -72,9 +72,12 @@ def _check_run_dir(cfg: dict, out: Path, overwrite: bool, resume: bool) -> bool:
 
 
 def _clear_run_dir(out: Path) -> None:
-    for name in (rundir.CONFIG, rundir.INFO, rundir.LATENTS, rundir.LOG, rundir.DONE):
+    from diffmem.release import RELEASE_DIR, RELEASE_JSON
+
+    for name in (rundir.CONFIG, rundir.INFO, rundir.LATENTS, rundir.LOG, rundir.DONE, RELEASE_JSON):
         (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
+    for folder in (rundir.CHECKPOINTS, RELEASE_DIR):  # an earlier run's release must not stand for this one
+        shutil.rmtree(out / folder, ignore_errors=True)
 
 
 def _run_info(cfg: T2IConfig, parts: SDComponents, data: CaptionedImages) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from diffmem.t2i.losses import LatentLossOutput, eps_from_prediction, t2i_loss
 from diffmem.t2i.mitigations import S23Config, s23_captions, s23_embedding_noise, w24_keep, w24_kept_mean, w24_score
 from diffmem.t2i.start import draw_noisy_latents, encode_dataset, resolve_config, start_run
 from diffmem.t2i.weights import add_lora, apply_trained_weights, trainable_state
-from diffmem.train.checkpoint import KEEP, save_checkpoint
+from diffmem.train.checkpoint import KEEP, prune_checkpoints, save_checkpoint
 from diffmem.train.stack import (EMA, ema_warmup_beta, log_record, reduce_window, restore_training_state, training_state,
                                  world_of)
 
@@ -161,9 +161,11 @@ class _Run:
 
 def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
               progress: bool = True, stop_after: int | None = None, cpu: bool = False,
-              keep_checkpoints: int = KEEP) -> Path:
+              keep_checkpoints: int = KEEP, guard: Any = None) -> Path:
     """Train (or resume) the run in `out` up to cfg.steps optimizer steps; `stop_after` stops early (tests).
-    `keep_checkpoints`: the newest checkpoints kept on disk (0: all, so that each can be sampled and audited)."""
+    `keep_checkpoints`: the newest checkpoints kept on disk (0: all, so that each can be sampled and audited).
+    `guard` (`diffmem.t2i.guard.T2IGuard`, one process only) checks every checkpoint, keeps the release on disk
+    and stops the run by its rule."""
     from accelerate import Accelerator
 
     validate(cfg)
@@ -172,6 +174,9 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
     if cfg.batch % (world * cfg.grad_accum):
         raise DiffmemError(f"--batch {cfg.batch} must be divisible by processes x --grad-accum = "
                            f"{world} x {cfg.grad_accum}")
+    if guard is not None and world > 1:
+        raise DiffmemError(f"--guard checks in one process, but this run has {world}; train without --guard and "
+                           "release afterwards with `diffmem t2i release` (train with --keep-checkpoints all)")
     out = Path(out)
     parts = load_components(cfg.pretrained)
     cfg = resolve_config(cfg, parts)
@@ -183,39 +188,56 @@ def train_t2i(cfg: T2IConfig, out: str | Path, *, overwrite: bool = False, resum
             "trained_parameters": sum(p.numel() for p in run.params.values())}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     log = None
+    stopped = guard.begin(out, run.step) if guard is not None else None
     if accelerator.is_main_process:
         rundir.trim_log(out / rundir.LOG, run.step)  # steps redone after a resume: logged once
         log = open(out / rundir.LOG, "a")
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and accelerator.is_main_process),
                unit="step", desc=f"t2i {cfg.label}")
-    window: list[torch.Tensor] = []
-    scores: list[torch.Tensor] = []
-    t_last, step_last = time.perf_counter(), run.step
     try:
-        while run.step < end:
-            lr = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
-            row, score_max = _step(run, lr)
-            window.append(row)
-            scores.append(score_max)
-            run.step += 1
-            if run.ema is not None:
-                run.ema.update(run.params, ema_warmup_beta(run.step, cfg.ema_decay))
-            if run.step % cfg.log_every == 0 or run.step == end or run.step % cfg.checkpoint_every == 0:
-                now = time.perf_counter()
-                rec = _log_window(run, window, scores, lr, now - t_last, run.step - step_last, log)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                bar.update(run.step - bar.n)
-                t_last, step_last = now, run.step
-            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
-                _save_checkpoint(run, meta)
+        stopped = stopped or _train_loop(run, end, meta, log, bar, guard)
     finally:
         bar.close()
         if log is not None:
             log.close()
-    if run.step >= cfg.steps and accelerator.is_main_process:
-        rundir.write_json_atomic(out / rundir.DONE, {"step": run.step, "time": time.time()})
+    if (run.step >= cfg.steps or stopped is not None) and accelerator.is_main_process:
+        if guard is not None:
+            guard.finish(stopped)
+        rundir.write_json_atomic(out / rundir.DONE, {"step": run.step, "time": time.time(), "stopped": stopped})
     accelerator.wait_for_everyone()
     return out
+
+
+def _train_loop(run: _Run, end: int, meta: dict[str, Any], log: Any, bar: Any, guard: Any) -> str | None:
+    """Optimizer steps up to `end`: EMA, a log line per window, a checkpoint (and the guard's check of it) every
+    `checkpoint_every` steps; returns the guard's stop reason, or None."""
+    cfg = run.cfg
+    window: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    t_last, step_last = time.perf_counter(), run.step
+    while run.step < end:
+        lr = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+        row, score_max = _step(run, lr)
+        window.append(row)
+        scores.append(score_max)
+        run.step += 1
+        if run.ema is not None:
+            run.ema.update(run.params, ema_warmup_beta(run.step, cfg.ema_decay))
+        if run.step % cfg.log_every == 0 or run.step == end or run.step % cfg.checkpoint_every == 0:
+            now = time.perf_counter()
+            rec = _log_window(run, window, scores, lr, now - t_last, run.step - step_last, log)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            bar.update(run.step - bar.n)
+            t_last, step_last = now, run.step
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+            _save_checkpoint(run, meta, guard.protect() if guard is not None else frozenset())
+            if guard is not None:
+                stopped = guard(run.step)
+                prune_checkpoints(run.out, run.keep, guard.protect())  # a release this check replaced goes
+                if stopped is not None:
+                    return stopped
+                t_last = time.perf_counter()  # the check is not training time
+    return None
 
 
 def _setup_training(cfg: T2IConfig, out: Path, accelerator: Any, parts: SDComponents, data: CaptionedImages,
@@ -296,14 +318,15 @@ def _log_window(run: _Run, window: list[torch.Tensor], scores: list[torch.Tensor
     return rec
 
 
-def _save_checkpoint(run: _Run, meta: dict[str, Any]) -> None:
-    """Save weights, EMA, optimizer, generator and step (the main process, after every process arrives)."""
+def _save_checkpoint(run: _Run, meta: dict[str, Any], protect: frozenset[int] = frozenset()) -> None:
+    """Save weights, EMA, optimizer, generator and step (the main process, after every process arrives); prune
+    all but the newest `run.keep` and the steps in `protect` (the guard's release)."""
     acc = run.accelerator
     acc.wait_for_everyone()
     if acc.is_main_process:
         weights = {rundir.UNET: trainable_state(run.raw_unet), rundir.EMA: run.ema.state_dict()}
         save_checkpoint(run.out, run.step, weights, training_state(run.opt, run.g, run.step, acc.scaler), meta,
-                        keep=run.keep)
+                        keep=run.keep, protect=protect)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:

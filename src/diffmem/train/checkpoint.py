@@ -55,12 +55,18 @@ def save_checkpoint(run_dir: Path, step: int, weights: dict[str, dict[str, torch
         except OSError as err:  # a full disk: one line naming the checkpoint; the previous one stays intact
             raise tmp_error(err) from None
     write_text_atomic(root / LATEST, name + "\n", fixed=True)
+    prune_checkpoints(run_dir, keep, protect)
+    return root / name
+
+
+def prune_checkpoints(run_dir: Path, keep: int = KEEP, protect: frozenset[int] = frozenset()) -> None:
+    """Remove all complete checkpoints but the newest `keep` (0: none removed) and the steps in `protect`."""
+    root = Path(run_dir) / CHECKPOINTS
     complete = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     kept = {f"step-{s:08d}" for s in protect}
     for old in (complete[:-keep] if keep > 0 else []):
         if old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
-    return root / name
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
