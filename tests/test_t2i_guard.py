@@ -132,3 +132,5 @@ def test_the_guard_stops_once_copying_sets_in_and_a_resume_stays_stopped(
     with pytest.raises(SystemExit) as exit_info:
         run_cli(args, capsys)
     assert exit_info.value.code == 2 and "already finished" in capsys.readouterr().err
+    run_cli(_train(tiny_sd, captioned, run, "--overwrite", "--steps", "1"), capsys)  # unguarded: no release
+    assert not (run / "release.json").exists() and not (run / "release").exists()
