@@ -81,8 +81,35 @@ def test_readme_python_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest
 def _cifar_rows(text: str) -> dict[str, str]:
     """The README's CIFAR-10 verdict table: {"sigma_n 1": "15.1% worse (...) | worse", ...}."""
     start = text.index("On natural images (docs/results.md section 7")
-    rows = re.findall(r"^\| (sigma_n [\d.]+) \| (.+) \|$", text[start: text.index("\n## ", start)], re.M)
+    rows = re.findall(r"^\| (sigma_n [\d.]+) \| (.+) \|$", text[start: text.index("The pre-registered check", start)],
+                      re.M)
     return dict(rows)
+
+
+def test_readme_32x32_check_is_the_pre_registered_check_of_the_kept_evidence() -> None:
+    """The README's 32x32 table is what bench/contradiction_check.py computes from the kept 16x16 and 32x32
+    frontiers: the ratios per seed against the check's best control, and the outcome."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("contradiction_check", ROOT / "bench" / "contradiction_check.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ev = ROOT / "docs" / "evidence"
+    rows = bench.check(*(json.loads((ev / d / "frontier.json").read_text()) for d in ("cifar16", "cifar32")))
+    text = README.read_text()
+    table = text[text.index("The pre-registered check of this verdict at"):]
+    table = dict(re.findall(r"^\| (sigma_n [\d.]+) \| (.+) \|$", table[: table.index("\n\n", table.index("|"))], re.M))
+    assert len(rows) == 2 and {r["best_control"] for r in rows} == {"baseline, lr x0.25"}
+    for r in rows:
+        ratios, outcome = table[r["candidate"].split(", ")[-1]].split(" | ")
+        assert ratios.startswith(", ".join(f"{x:.3f}" for x in r["ratios"]))
+        assert outcome.startswith(r["outcome"]), (outcome, r["outcome"])
+    from diffmem.report.frontier import qstar_verdicts_of  # the rule's arithmetic on the 2 seeds, quoted for sigma_n 1
+
+    c = next(v["verdict"] for v in qstar_verdicts_of(json.loads((ev / "cifar32" / "frontier.json").read_text())["runs"])
+             if v["candidate"].endswith("sigma_n 1"))
+    quoted = f"{100 * c['change']:.1f}%, {100 * c['change_low']:.1f}% to {100 * c['change_high']:.1f}%"
+    assert f"(the rule's arithmetic: {quoted})" in table["sigma_n 1"], quoted
 
 
 def test_readme_cifar_verdict_is_the_rule_applied_to_the_kept_evidence() -> None:
