@@ -67,6 +67,12 @@ def test_guarded_training_checks_what_release_checks_afterwards(tiny_sd: str, ca
     assert [c["step"] for c in during["checks"]] == [1, 2, 3] and during["finished"] and during["stopped"] is None
     assert during["checks"] == after["checks"] and during["released"]["step"] == after["released"]["step"]
     assert during["released"]["safety"] == after["released"]["safety"]
+    assert during["trained"]["precision"] == after["trained"]["precision"] == ["fp32"]
+    reread = guard()  # the cost of the three sessions, from the run's files
+    reread.run, reread.records = guarded, json.loads((guarded / "release" / "guard.json").read_text())["records"]
+    spent, trained = reread.cost()
+    assert len(reread.records) == 3 and all(r["monitor"]["seconds"] > 0 for r in reread.records)
+    assert spent == pytest.approx(sum(r["monitor"]["seconds"] for r in reread.records)) and trained > 0
     assert [line.split(":")[0] for line in lines] == ["[guard] step 1", "[guard] step 2", "[guard] step 2",
                                                       "[guard] step 3"]
     assert np.array_equal(load_images(str(guarded / "release" / "released.npz")).images,
@@ -87,6 +93,9 @@ def _unsafe_from(step_unsafe: int):
 
         def __init__(self, run, heldout_dir, **kw) -> None:
             self.settings = {"features": "fake", "heldout": str(heldout_dir)}
+
+        def trained(self) -> dict:
+            return {"precision": ["fp32"], "diffmem": "test"}
 
         def check(self, step: int):
             Checker.asked.append(step)
@@ -123,6 +132,7 @@ def test_the_guard_stops_once_copying_sets_in_and_a_resume_stays_stopped(
     main(args)
     out, err = capsys.readouterr()
     assert "[guard] step 3: 100.0% copies, NOT safe" in out and "(release so far: step 1)" in out
+    assert "the guard's checks took " in out
     rec = read_release(run)
     assert checker.asked == [1, 2, 3] and rec["released"]["step"] == 1
     assert rec["stopped"] == "the last 2 checks (steps 2, 3) copied more than unseen images score"

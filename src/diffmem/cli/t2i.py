@@ -112,6 +112,9 @@ def train(pretrained, data, out, resolution, method, t_n, ambient_weight, weight
     if watch is None:
         click.echo(f"trained {cfg.label} for {steps} steps; run directory: {run}")
         return
+    spent, trained = watch.cost()
+    click.echo(f"the guard's checks took {spent:.0f} s, {spent / max(trained or 0.0, 1e-9):.0%} of the training time "
+               f"({trained or 0.0:.0f} s); fewer --guard-n-per-prompt or a larger --checkpoint-every make them cheaper")
     _release_epilogue(run, cfg.label, device)
 
 

@@ -80,6 +80,13 @@ class T2IGuard:
     def settings(self) -> dict[str, Any]:
         return {**self.checker.settings, "patience": self.patience}
 
+    def cost(self) -> tuple[float, float | None]:
+        """(seconds spent in checks, seconds spent training), as `diffmem.monitor.cost_of` counts them."""
+        from diffmem.monitor import cost_of
+        from diffmem.train.rundir import LOG, log_records
+
+        return cost_of(log_records(self.run / LOG) + self.records)
+
     def __call__(self, step: int) -> str | None:
         """Check the checkpoint just saved at `step`; returns the stop reason, or None to go on."""
         from diffmem.release import check_line, choose_release, stop_reason
@@ -112,5 +119,5 @@ class T2IGuard:
         (self.run / RELEASE_DIR).mkdir(exist_ok=True)
         write_json_atomic(self.run / RELEASE_DIR / GUARD_STATE, {"settings": self.settings(), "records": self.records})
         record = release_record(self.checks, self.settings(), stopped=stopped, finished=finished)
-        write_json_atomic(self.run / RELEASE_JSON, {**record, "time": time.time()})
+        write_json_atomic(self.run / RELEASE_JSON, {**record, "trained": self.checker.trained(), "time": time.time()})
         return record

@@ -112,6 +112,7 @@ class T2IChecker:
         from diffmem.t2i.sample import generate, load_trained
         from diffmem.t2i.weights import apply_trained_weights
 
+        start = time.perf_counter()
         if self.parts is None:
             self.parts = load_trained(self.run, "ema", self.device, checkpoint=f"step-{step}")[0]
         else:
@@ -119,7 +120,14 @@ class T2IChecker:
             apply_trained_weights(self.parts.unet, rundir.load_weights(path), str(path))
         images = generate(self.parts, list(self.data.captions), self.n_per_prompt, self.cfg.resolution, self.seed,
                           self.opts, self.device, progress=False).images
-        return self.ref.check(images), images
+        return {**self.ref.check(images), "seconds": time.perf_counter() - start}, images
+
+    def trained(self) -> dict[str, Any]:
+        """How the checked weights were trained, beyond config.json: the precision and the diffmem version."""
+        from diffmem import __version__
+
+        return {"precision": [{"no": "fp32"}.get(self.cfg.mixed_precision, self.cfg.mixed_precision)],
+                "diffmem": __version__}
 
 
 def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str = "dinov2",
@@ -150,5 +158,5 @@ def release_t2i(run_dir: str | Path, heldout_dir: str | Path, *, features: str =
         record = release_record(checks_of(records), checker.settings, finished=True)
         if record["released"] is None:  # an earlier release's samples must not stand for this one
             (run / RELEASE_DIR / "released.npz").unlink(missing_ok=True)
-        write_json_atomic(run / RELEASE_JSON, {**record, "time": time.time()})
+        write_json_atomic(run / RELEASE_JSON, {**record, "trained": checker.trained(), "time": time.time()})
     return record
