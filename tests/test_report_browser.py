@@ -100,6 +100,40 @@ def _fake_run(run: Path, spec: Path, n_source: int, n_train: int, samples: np.nd
     return run / "release" / "released.npz"
 
 
+def _rgb(images: np.ndarray) -> np.ndarray:
+    """Grey digits ([..., H, W] or [..., H, W, 1]) as RGB [..., H, W, 3]."""
+    grey = images if images.shape[-1] != 1 else images[..., 0]
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _fake_t2i_run(run: Path, train: np.ndarray, samples: np.ndarray) -> Path:
+    """A t2i run folder as its release page reads it: config.json, info.json, the captioned training images,
+    release.json and the released samples; returns the page."""
+    from PIL import Image
+
+    from diffmem.report.t2i_release import write_t2i_release_report
+    from diffmem.t2i.config import T2IConfig
+
+    data = run.parent / "captioned"
+    data.mkdir(parents=True)
+    for i, im in enumerate(train):
+        Image.fromarray(_rgb(im)).save(data / f"img{i:03d}.png")
+    (data / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"img{i:03d}.png", "text": f"a "
+                                                 f"handwritten digit {i % 10}, drawn in black ink on white paper"})
+                                                 + "\n" for i in range(len(train))))
+    run.mkdir(parents=True)
+    res = int(train.shape[1])
+    (run / "config.json").write_text(json.dumps(T2IConfig(pretrained="tiny", data=str(data), resolution=res).to_dict()))
+    (run / "info.json").write_text("{}")
+    (run / "release").mkdir()
+    np.savez(run / "release" / "released.npz", images=_rgb(samples))
+    _fake_release(run, (0, 1, 20, 40), len(samples))
+    rec = json.loads((run / "release.json").read_text())
+    rec["settings"] = {"features": "pixels", "n_per_prompt": 1, "heldout": "unseen/"}
+    (run / "release.json").write_text(json.dumps(rec))
+    return write_t2i_release_report(run)
+
+
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A standalone audit's, a comparison's, the demo's report (the demo's runs faked: no training) and one of
@@ -123,10 +157,12 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "ambient": _fake_run(root / "demo" / "ambient", spec, 400, 40, np.concatenate([d[:10], d[530:580]]))}
     audit_demo(root / "demo", runs, sigma_n=0.5, echo=lambda _: None)
     release = write_release_report(root / "demo" / "edm")  # one run's page, from the same faked run
-    return {**{name: root / name / "report.html" for name in ("audit", "compare", "demo")}, "release": release}
+    t2i = _fake_t2i_run(root / "t2i" / "run", d[:40], np.concatenate([d[:10], d[530:560]]))  # a sample per caption
+    return {**{name: root / name / "report.html" for name in ("audit", "compare", "demo")}, "release": release,
+            "t2i-release": t2i}
 
 
-@pytest.mark.parametrize("kind", ["demo", "audit", "compare", "release"])
+@pytest.mark.parametrize("kind", ["demo", "audit", "compare", "release", "t2i-release"])
 @pytest.mark.parametrize("width,height", [(1400, 900), (412, 860)])
 def test_report_in_chromium(reports: dict[str, Path], kind: str, width: int, height: int) -> None:
     browser = _chromium()

@@ -79,7 +79,7 @@ def _check_rows(record: dict[str, Any]) -> list[list[Any]]:
 
 def release_document(run: Path, record: dict[str, Any], label: str, what: str) -> Any:
     """The page's head, shared by pixel and t2i releases: the release in one sentence, what the guard checked
-    (`what`: the samples of each check) and certifies, and the paths figure; returns the Document."""
+    (`what`: the samples of each check, "400 samples each") and certifies, and the paths figure; returns the Document."""
     from diffmem.release import RELEASE_DIR, release_sentence
     from diffmem.report.document import Document
     from diffmem.report.findings import COPY_DEFINITION
@@ -87,7 +87,7 @@ def release_document(run: Path, record: dict[str, Any], label: str, what: str) -
     settings, released = record.get("settings") or {}, record.get("released")
     verdict = "none beyond unseen images" if released else "copies" if record["checks"] else None
     doc = Document(f"diffmem release: {run.name}", release_sentence(record, label), verdict)
-    doc.para(f"{COPY_DEFINITION} The guard checked the run at its checkpoints ({what} each: their copies, the "
+    doc.para(f"{COPY_DEFINITION} The guard checked the run at its checkpoints ({what}: their copies, the "
              "safety test against what held-out images score, and their quality) and releases the safe check of "
              "best quality."
              + (" What it certifies: at these copy features and this threshold, the released samples were not "
@@ -133,7 +133,7 @@ def write_release_report(run: str | Path, device: Any = "cpu") -> Path:
     record = read_release(run)
     label = ((read_json(run / CONFIG) if (run / CONFIG).is_file() else {}).get("method") or {}).get("name", run.name)
     out, released = run / RELEASE_DIR, record.get("released")
-    doc = release_document(run, record, label, f"{(record.get('settings') or {}).get('n_samples')} samples")
+    doc = release_document(run, record, label, f"{(record.get('settings') or {}).get('n_samples')} samples each")
     if released is not None and (out / "released.npz").is_file():
         data = _audit_released(run, released, device)
         thr = copy_threshold(data.report)

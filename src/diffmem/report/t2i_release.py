@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from diffmem.errors import DiffmemError
+
 __all__ = ["write_t2i_release_report"]
 
 
@@ -34,6 +36,11 @@ def _released_matches(run: Path, record: dict[str, Any], device: Any) -> tuple[n
     extractor = get_extractor(record["settings"]["features"], device)
     ref = CopyReference(lambda x: extractor(x, batch_size=64, progress=False),
                         train.read_pixels(np.arange(len(train)), cfg.resolution))
+    k = int(record["settings"].get("n_per_prompt") or 1)
+    if len(images) != len(train) * k:
+        raise DiffmemError(f"{run / RELEASE_DIR / 'released.npz'} holds {len(images)} samples, but the run's "
+                           f"{len(train)} training captions x {k} make {len(train) * k}: the training folder changed "
+                           "since the release; release the run again")
     sims, index = ref.match(images)
     return images, sims, index, train
 
@@ -50,7 +57,7 @@ def write_t2i_release_report(run: str | Path, device: Any = "cpu") -> Path:
     settings, released, out = record.get("settings") or {}, record.get("released"), run / RELEASE_DIR
     k = int(settings.get("n_per_prompt") or 1)
     doc = release_document(run, record, run_config(run).label,
-                           f"{k} sample{'s' if k > 1 else ''} for each training caption")
+                           f"{k} sample{'s' if k > 1 else ''} per training caption")
     if released is not None and (out / "released.npz").is_file():
         images, sims, index, train = _released_matches(run, record, device)
         copies = sims >= float(released["threshold"])
