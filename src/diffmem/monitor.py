@@ -29,7 +29,7 @@ from diffmem.errors import DiffmemError
 from diffmem.safety import COPY_PERCENTILE, SAFETY_LEVEL, Calibration, calibrate, safety_test
 from diffmem.utils.precision import check_precision
 
-__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "cost_of", "check_cost", "plot_monitor",
+__all__ = ["CopyMonitor", "make_monitor", "monitor_records", "monitor_records_of", "cost_of", "check_cost", "plot_monitor",
            "plot_copy_curves", "MONITOR_PNG", "CALIBRATED_KEY"]
 
 MONITOR_PNG = "monitor.png"
@@ -181,7 +181,12 @@ def monitor_records(run_dir_or_log: str | Path) -> list[dict[str, Any]]:
     log = p / LOG if p.is_dir() else p
     if not log.is_file():
         raise DiffmemError(f"{log} does not exist; train with --monitor-every K to record copy statistics")
-    by_step = {int(rec["step"]): rec for rec in log_records(log) if "monitor" in rec}
+    return monitor_records_of(log_records(log))
+
+
+def monitor_records_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The monitor records among a log's records, one per step (a step logged twice keeps the later one)."""
+    by_step = {int(rec["step"]): rec for rec in records if "monitor" in rec}
     return [by_step[s] for s in sorted(by_step)]
 
 

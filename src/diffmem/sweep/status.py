@@ -44,14 +44,15 @@ def run_status(run: str | Path) -> dict[str, Any]:
     """One run's state: {"name", "state", "step", "steps", "checks", "last", "release", "seconds", "left"}
     ("left": `time_left`, None once the run is done)."""
     from diffmem.lock import holder_alive
-    from diffmem.release import choose_release
-    from diffmem.sweep.frontier import _log_means, _stopped, run_checks
+    from diffmem.monitor import monitor_records_of
+    from diffmem.release import checks_of, choose_release
+    from diffmem.sweep.frontier import _log_means, _stopped
     from diffmem.train.rundir import CONFIG, DONE, log_records, read_json
 
     run = Path(run)
     cfg = read_json(run / CONFIG) if (run / CONFIG).is_file() else {}
     records = log_records(run)
-    checks = run_checks(run) if records else []
+    checks = checks_of(monitor_records_of(records))  # from the records read once
     stopped = _stopped(run)
     done = (run / DONE).is_file()
     state = ("stopped" if stopped else "finished") if done else "training" if holder_alive(run) else "unfinished"
