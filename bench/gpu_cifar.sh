@@ -10,6 +10,8 @@
 # The device machine sees only the repository: copy the two files into an ignored folder of it (e.g.
 # runs/cifar10) and carry that folder: `mkdir -p runs/cifar10 && cp shared/data/cifar10/*.npz runs/cifar10/`,
 # then run `bash bench/gpu_cifar.sh` there with runs/cifar10 carried (19 MB) and a 600 s limit.
+# The follow-up planned in docs/results.md section 8 (seeds 2-4, sigma_n 5.7 added):
+#   SEEDS=2,3,4 SIGMAS=1,2.7,5.7 bash bench/gpu_cifar.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the device image's python3 holds torch and the rest; diffmem runs from src/ there (nothing installs)
@@ -21,7 +23,7 @@ BUDGET=${BUDGET:-480}   # seconds of training before the finished runs are repor
 RUN=runs/gpu-cifar32
 # STEPS / CHECKPOINTS / NSAMPLES / SEEDS / PATIENCE override the protocol only for a smoke test on a CPU
 ARGS=(--data "$DATA/cifar10-train.npz" --subset 300 --seeds "${SEEDS:-0,1}" --preset tiny --steps "${STEPS:-12000}"
-      --checkpoints "${CHECKPOINTS:-48}" --check-every 2 --n-samples "${NSAMPLES:-500}" --sigma-n 1,2.7
+      --checkpoints "${CHECKPOINTS:-48}" --check-every 2 --n-samples "${NSAMPLES:-500}" --sigma-n "${SIGMAS:-1,2.7}"
       --weightings plain --lr-factors 1,0.5,0.25 --quality-features "classifier:$DATA/cifar10-test.npz"
       --quality-metric kid --patience "${PATIENCE:-2}" --precision bf16 --device "${DEVICE:-cuda}" --out "$RUN")
 mkdir -p "$OUTDIR"
