@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 
 from diffmem.cli.configs import SAMPLE_PRECISION_HELP
@@ -17,6 +19,22 @@ CHECK_FLAGS = ("n_samples", "features", "quality_features", "quality_metric", "l
                "allow_pruned")  # what only a check uses
 RELEASE_HELP_SECTIONS = {"run_dir": "What to release", "n_samples": "Copies and the safety test",
                          "quality_features": "Quality", "sample_precision": "Compute"}
+
+
+def flags_given(ctx: click.Context, wanted: Callable[[str], bool]) -> list[str]:
+    """The flags, as typed, of the command's parameters `wanted` (by name) that the command line set."""
+    return [p.opts[0] for p in ctx.command.params if wanted(p.name)
+            and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+
+
+def refuse_check_flags(ctx: click.Context, wanted: Callable[[str], bool]) -> None:
+    """--report-only checks nothing: refuse the check flags (`wanted`) given with it, by name."""
+    from diffmem.errors import DiffmemError
+
+    given = flags_given(ctx, wanted)
+    if given:
+        raise DiffmemError(f"--report-only checks nothing, so {', '.join(given)} would be ignored; drop "
+                           f"{'it' if len(given) == 1 else 'them'}, or drop --report-only to check again")
 
 
 @click.command(cls=SectionedCommand, sections=RELEASE_HELP_SECTIONS)
@@ -52,11 +70,7 @@ def release(ctx, run_dir, n_samples, features, quality_features, quality_metric,
     from diffmem.train.rundir import load_train_config
 
     if report_only:
-        given = [p.opts[0] for p in ctx.command.params if p.name in CHECK_FLAGS
-                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise DiffmemError(f"--report-only checks nothing, so {', '.join(given)} would be ignored; drop "
-                               f"{'it' if len(given) == 1 else 'them'}, or drop --report-only to check again")
+        refuse_check_flags(ctx, lambda name: name in CHECK_FLAGS)
         read_release(run_dir)  # a run without a certificate is refused naming the fix, before any writing
         click.echo(f"release page: {write_release_report(run_dir, device=device_name(device))}")
         return

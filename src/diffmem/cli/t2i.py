@@ -122,24 +122,33 @@ def _guard_from_flags(ctx, guard, heldout_dir, features, quality, n_per_prompt, 
                       device, quiet):
     """The `T2IGuard` the --guard flags describe (None without --guard); a guard flag without --guard, or
     --guard without --heldout, is refused by name."""
+    from diffmem.cli.release import flags_given
     from diffmem.t2i.guard import T2IGuard
-    from diffmem.t2i.sample import T2ISampleOptions
 
     if not guard:
-        given = [p.opts[0] for p in ctx.command.params if (p.name.startswith("guard_") or p.name == "heldout_dir")
-                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        given = flags_given(ctx, lambda name: name.startswith("guard_") or name == "heldout_dir")
         if given:
             raise DiffmemError(f"{', '.join(given)} only apply with --guard; add --guard, or drop them")
         return None
-    if heldout_dir is None:
-        raise DiffmemError("--guard needs --heldout DIR: captioned images of the same kind, never trained on (at "
-                           "least 802), whose 99th percentile is the copy threshold")
-    if n_per_prompt < 1 or sample_steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
-        raise DiffmemError(f"--guard-n-per-prompt and --guard-sample-steps must be positive and --guard-guidance a "
-                           f"finite number >= 0; got {n_per_prompt}, {sample_steps}, {guidance}")
+    opts = _check_options("--guard", "--guard-", heldout_dir, n_per_prompt, sample_steps, guidance)
     return T2IGuard(heldout_dir, features=features, fd_features=None if quality.lower() == "none" else quality,
-                    n_per_prompt=n_per_prompt, opts=T2ISampleOptions(steps=sample_steps, guidance=guidance),
-                    patience=patience, device=device_name(device), echo=None if quiet else _above_the_bar)
+                    n_per_prompt=n_per_prompt, opts=opts, patience=patience, device=device_name(device),
+                    echo=None if quiet else _above_the_bar)
+
+
+def _check_options(command: str, prefix: str, heldout_dir, n_per_prompt: int, steps: int, guidance: float):
+    """The checks' sampling options, after refusing a missing --heldout or a bad sampling flag (named with
+    `prefix`: "--" for t2i release, "--guard-" for t2i train --guard, whose steps flag is --guard-sample-steps)."""
+    from diffmem.t2i.sample import T2ISampleOptions
+
+    if heldout_dir is None:
+        raise DiffmemError(f"{command} needs --heldout DIR: captioned images of the same kind, never trained on (at "
+                           "least 802), whose 99th percentile is the copy threshold")
+    steps_flag = "--guard-sample-steps" if prefix == "--guard-" else "--steps"
+    if n_per_prompt < 1 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
+        raise DiffmemError(f"{prefix}n-per-prompt and {steps_flag} must be positive and {prefix}guidance a finite "
+                           f"number >= 0; got {n_per_prompt}, {steps}, {guidance}")
+    return T2ISampleOptions(steps=steps, guidance=guidance)
 
 
 def _above_the_bar(line: str) -> None:
@@ -284,29 +293,19 @@ def release(ctx, run_dir, heldout_dir, features, fd_features, n_per_prompt, seed
     """Check every kept checkpoint of a fine-tune (its captions' samples: copies against the held-out images,
     the safety test, quality), write RUN/release.json and RUN/release/report.html; `t2i sample --checkpoint
     release` then uses it."""
+    from diffmem.cli.release import refuse_check_flags
     from diffmem.release import read_release
     from diffmem.report.t2i_release import write_t2i_release_report
     from diffmem.t2i.release import release_t2i
-    from diffmem.t2i.sample import T2ISampleOptions
     from diffmem.t2i.train import run_config
 
     if report_only:
-        given = [p.opts[0] for p in ctx.command.params if p.name not in ("run_dir", "report_only", "device")
-                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise DiffmemError(f"--report-only checks nothing, so {', '.join(given)} would be ignored; drop "
-                               f"{'it' if len(given) == 1 else 'them'}, or drop --report-only to check again")
+        refuse_check_flags(ctx, lambda name: name not in ("run_dir", "report_only", "device"))
         read_release(run_dir)  # a run without a certificate is refused naming the fix, before any writing
         click.echo(f"release page: {write_t2i_release_report(run_dir, device=device_name(device))}")
         return
-    if heldout_dir is None:
-        raise DiffmemError("t2i release needs --heldout DIR: captioned images of the same kind, never trained on "
-                           "(at least 802), whose 99th percentile is the copy threshold")
-    if n_per_prompt < 1 or steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
-        raise DiffmemError(f"--n-per-prompt and --steps must be positive and --guidance a finite number >= 0; got "
-                           f"{n_per_prompt}, {steps}, {guidance}")
+    opts = _check_options("t2i release", "--", heldout_dir, n_per_prompt, steps, guidance)
     release_t2i(run_dir, heldout_dir, features=features,
                 fd_features=None if fd_features.lower() == "none" else fd_features, n_per_prompt=n_per_prompt,
-                opts=T2ISampleOptions(steps=steps, guidance=guidance), seed=seed, device=device_name(device),
-                progress=click.echo)
+                opts=opts, seed=seed, device=device_name(device), progress=click.echo)
     _release_epilogue(run_dir, run_config(run_dir).label, device)
