@@ -55,7 +55,7 @@ class T2IGuard:
         """Build the checker for the run (its config is written by now) and take the checks of an earlier
         session up to the restored `step`, checking that step if its check was cut off; a run guarded with other
         settings is refused. Returns the stop reason those checks give (a stopped run resumed stays stopped)."""
-        from diffmem.release import RELEASE_DIR, choose_release, stop_reason
+        from diffmem.release import RELEASE_DIR, checks_of, choose_release, stop_reason
         from diffmem.t2i.release import T2IChecker, keep_samples
         from diffmem.train.rundir import config_diff, read_json
 
@@ -68,10 +68,11 @@ class T2IGuard:
             if diff:
                 raise DiffmemError(f"{run} was guarded with other settings ({'; '.join(diff[:4])}); resume it with "
                                    "the same --guard-* flags and --heldout, or start another --out")
+            was = choose_release(checks_of(before["records"]))
             self.records = [r for r in before["records"] if r["step"] <= step]
-            cut, best = len(self.records) < len(before["records"]), choose_release(self.checks)
-            if cut and best is not None:  # a dropped check may have been the release: draw its samples again
-                keep_samples(run, self.checker.check(int(best["step"]))[1], last=False, released=True)
+            best = choose_release(self.checks)
+            if best is not None and best["step"] != was["step"]:  # the release was a dropped check: draw the
+                keep_samples(run, self.checker.check(int(best["step"]))[1], last=False, released=True)  # new one's
             self._write(stopped=None, finished=False)
         if step > 0 and not any(r["step"] == step for r in self.records):  # killed between its save and its check
             return self(step)
